@@ -1,0 +1,249 @@
+//! The tenant context: which organization, user and member role the current transaction acts
+//! for. Written only by [`set_context`] and friends after validating membership; read by the
+//! STABLE functions that compiled row-level security policies call once per statement.
+
+use crate::error::{self, TenancyError};
+use crate::gucs;
+use crate::privilege::as_catalog_owner;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::{CStr, CString};
+
+/// How long a context lasts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Until COMMIT or ROLLBACK (and undone by ROLLBACK TO SAVEPOINT).
+    Transaction,
+    /// Until the session ends or the context is cleared.
+    Session,
+}
+
+struct Membership {
+    role: String,
+    role_ranks: String,
+    permissions: String,
+}
+
+fn write(name: &CStr, value: &str, scope: Scope) {
+    let value = CString::new(value).unwrap_or_else(|_| {
+        TenancyError::InvalidArgument {
+            param: "user_id",
+            reason: "must not contain NUL bytes".into(),
+            hint: None,
+        }
+        .raise()
+    });
+    let action = match scope {
+        Scope::Transaction => pg_sys::GucAction::GUC_ACTION_LOCAL,
+        Scope::Session => pg_sys::GucAction::GUC_ACTION_SET,
+    };
+    // SAFETY: valid NUL-terminated strings; elevel ERROR makes failures raise. PGC_SUSET is the
+    // privilege this code (not the caller) holds over these settings: callers reach it only
+    // through the validating functions below.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            action,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
+}
+
+fn write_all(org_id: &str, user_id: &str, m: &Membership, scope: Scope) {
+    write(gucs::ORG_ID_NAME, org_id, scope);
+    write(gucs::USER_ID_NAME, user_id, scope);
+    write(gucs::MEMBER_ROLE_NAME, &m.role, scope);
+    write(gucs::ROLE_RANKS_NAME, &m.role_ranks, scope);
+    write(gucs::PERMISSIONS_NAME, &m.permissions, scope);
+}
+
+fn lookup_membership(org_id: pgrx::Uuid, user_id: &str) -> Option<Membership> {
+    as_catalog_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT m.role,
+                        (SELECT string_agg(r.name || ':' || r.rank, ',' ORDER BY r.rank DESC)
+                           FROM tenancy.roles r),
+                        array_to_string(mr.permissions, ',')
+                   FROM tenancy.members m
+                   JOIN tenancy.organizations o ON o.id = m.org_id
+                   JOIN tenancy.roles mr ON mr.name = m.role
+                  WHERE m.org_id = $1 AND m.user_id = $2 AND o.status = 'active'",
+                Some(1),
+                &[org_id.into(), user_id.into()],
+            )?;
+            let Some(row) = rows.into_iter().next() else { return Ok(None) };
+            Ok::<_, pgrx::spi::Error>(Some(Membership {
+                role: row.get::<String>(1)?.unwrap_or_default(),
+                role_ranks: row.get::<String>(2)?.unwrap_or_default(),
+                permissions: row.get::<String>(3)?.unwrap_or_default(),
+            }))
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: membership lookup failed: {e}"))
+    })
+}
+
+fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {
+    let Some(org_id) = org_id else {
+        TenancyError::InvalidArgument { param: "org_id", reason: "must not be null".into(), hint: None }
+            .raise()
+    };
+    let user_id = match user_id.map(str::trim) {
+        Some(u) if !u.is_empty() => u,
+        _ => TenancyError::InvalidArgument {
+            param: "user_id",
+            reason: "must not be null or empty".into(),
+            hint: None,
+        }
+        .raise(),
+    };
+    let org_text = org_id.to_string();
+    let Some(membership) = lookup_membership(org_id, user_id) else {
+        TenancyError::ContextRefused { org_id: org_text, user_id: user_id.to_string() }.raise()
+    };
+    // SAFETY: reads backend-local transaction state.
+    if scope == Scope::Transaction && !unsafe { pg_sys::IsTransactionBlock() } {
+        error::warn(
+            "tenant context set outside a transaction block lasts only for this statement",
+            "Call tenancy.set_context() after BEGIN, or use tenancy.set_session_context().",
+        );
+    }
+    write_all(&org_text, user_id, &membership, scope);
+}
+
+/// Sets the tenant context for the current transaction, after checking that the organization
+/// exists and is active and that the user is a member. Raises 42501 otherwise, with the same
+/// message whether or not the organization exists.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
+    set(org_id, user_id, Scope::Transaction)
+}
+
+/// Like `set_context`, but lasts for the rest of the session (for session-pooled connections and
+/// interactive use). A later `set_context` overrides it for one transaction.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_session_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
+    set(org_id, user_id, Scope::Session)
+}
+
+/// Clears the tenant context, both the session's and the current transaction's.
+#[pg_extern(volatile, parallel_unsafe)]
+fn clear_context() {
+    let empty = Membership { role: String::new(), role_ranks: String::new(), permissions: String::new() };
+    write_all("", "", &empty, Scope::Session);
+}
+
+/// The organization of the current context, or NULL.
+#[pg_extern(stable, parallel_safe)]
+pub fn current_org() -> Option<pgrx::Uuid> {
+    let text = gucs::read(&gucs::ORG_ID)?;
+    match parse_uuid(&text) {
+        Some(bytes) => Some(pgrx::Uuid::from_bytes(bytes)),
+        None => TenancyError::CorruptContext(format!("tenancy.org_id is not a uuid: \"{text}\"")).raise(),
+    }
+}
+
+/// The user of the current context, or NULL.
+#[pg_extern(stable, parallel_safe)]
+fn current_user_id() -> Option<String> {
+    gucs::read(&gucs::USER_ID)
+}
+
+/// The member role of the current context, or NULL.
+#[pg_extern(stable, parallel_safe)]
+fn current_member_role() -> Option<String> {
+    gucs::read(&gucs::MEMBER_ROLE)
+}
+
+fn rank_of<'a>(ranks: &'a str, role: &str) -> Option<i32> {
+    ranks.split(',').find_map(|entry| {
+        let (name, rank) = entry.split_once(':')?;
+        (name == role).then(|| rank.parse().ok()).flatten()
+    })
+}
+
+/// True when the context's member role ranks at or above `role` (owner > admin > member > guest).
+/// False without a context; an unknown role name is an error.
+#[pg_extern(stable, parallel_safe)]
+fn has_role(role: &str) -> bool {
+    let (Some(mine), Some(ranks)) = (gucs::read(&gucs::MEMBER_ROLE), gucs::read(&gucs::ROLE_RANKS))
+    else {
+        return false;
+    };
+    let Some(wanted) = rank_of(&ranks, role) else {
+        let valid: Vec<&str> = ranks.split(',').filter_map(|e| e.split_once(':').map(|p| p.0)).collect();
+        TenancyError::UnknownRole { role: role.to_string(), valid: valid.join(", ") }.raise()
+    };
+    rank_of(&ranks, &mine).is_some_and(|have| have >= wanted)
+}
+
+/// True when the context's member role grants `permission` (such as `members.manage`).
+#[pg_extern(stable, parallel_safe)]
+fn has_permission(permission: &str) -> bool {
+    gucs::read(&gucs::PERMISSIONS).is_some_and(|p| p.split(',').any(|x| x == permission))
+}
+
+/// Refuses writes without a context (statement-level trigger installed by the policy compiler).
+/// Roles that bypass row-level security (superusers, BYPASSRLS) pass: they are the DBAs.
+#[pg_trigger]
+fn require_context<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    if gucs::read(&gucs::ORG_ID).is_none() && !caller_bypasses_rls() {
+        let op = trigger.op().map(|o| o.to_string()).unwrap_or_else(|_| "write".into());
+        let table = format!(
+            "{}.{}",
+            trigger.table_schema().unwrap_or_default(),
+            trigger.table_name().unwrap_or_default()
+        );
+        TenancyError::NoContext { action: format!("{op} on {table}") }.raise()
+    }
+    Ok(None)
+}
+
+fn caller_bypasses_rls() -> bool {
+    // SAFETY: syscache lookups for the current user inside a transaction.
+    unsafe {
+        let me = pg_sys::GetUserId();
+        pg_sys::superuser_arg(me) || pg_sys::has_bypassrls_privilege(me)
+    }
+}
+
+/// Parses a canonical or dash-less uuid.
+fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn rank_lookup_reads_the_captured_list() {
+        let ranks = "owner:40,admin:30,member:20,guest:10";
+        assert_eq!(rank_of(ranks, "admin"), Some(30));
+        assert_eq!(rank_of(ranks, "guest"), Some(10));
+        assert_eq!(rank_of(ranks, "root"), None);
+    }
+
+    #[test]
+    fn uuid_parser_rejects_garbage() {
+        assert!(parse_uuid("0b1e4a3c-7a1d-4f0e-9c55-2b7d1c9e8f00").is_some());
+        assert!(parse_uuid("nope").is_none());
+        assert!(parse_uuid("0b1e4a3c-7a1d-4f0e-9c55-2b7d1c9e8fzz").is_none());
+    }
+}

@@ -1,0 +1,139 @@
+//! Every error pg_tenancy raises, with its SQLSTATE, message, DETAIL and HINT kept in one place.
+//!
+//! Messages follow PostgreSQL's style: lowercase, no trailing period, names in double quotes.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+/// The valid role names, in rank order, for error messages that list them.
+pub type RoleList = String;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    #[error("pg_tenancy must be loaded via shared_preload_libraries")]
+    NotPreloaded,
+
+    /// Refusal of `set_context`: the same text whether or not the organization exists, so that a
+    /// caller cannot probe for other organizations' ids.
+    #[error("permission denied to set tenant context")]
+    ContextRefused { org_id: String, user_id: String },
+
+    #[error("no tenant context")]
+    NoContext { action: String },
+
+    #[error("{message}")]
+    PermissionDenied { message: String, detail: Option<String>, hint: Option<String> },
+
+    #[error("invalid value for parameter \"{param}\": {reason}")]
+    InvalidArgument { param: &'static str, reason: String, hint: Option<String> },
+
+    #[error("unknown role \"{role}\"")]
+    UnknownRole { role: String, valid: RoleList },
+
+    #[error("unknown plan \"{plan}\"")]
+    UnknownPlan { plan: String, valid: String },
+
+    #[error("organization {org_id} does not exist")]
+    UnknownOrganization { org_id: String },
+
+    #[error("user \"{user_id}\" is not a member of organization {org_id}")]
+    NotAMember { org_id: String, user_id: String },
+
+    #[error("user \"{user_id}\" is already a member of organization {org_id}")]
+    AlreadyAMember { org_id: String, user_id: String, role: String },
+
+    #[error("organization slug \"{slug}\" is already taken")]
+    SlugTaken { slug: String },
+
+    #[error("organization id {org_id} is already in use")]
+    OrgIdTaken { org_id: String },
+
+    #[error("cannot {action} the last owner of organization {org_id}")]
+    LastOwner { action: &'static str, org_id: String },
+
+    #[error("corrupt tenant context: {0}")]
+    CorruptContext(String),
+}
+
+impl TenancyError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            TenancyError::NotPreloaded => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            TenancyError::ContextRefused { .. }
+            | TenancyError::NoContext { .. }
+            | TenancyError::PermissionDenied { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            TenancyError::InvalidArgument { .. }
+            | TenancyError::UnknownRole { .. }
+            | TenancyError::UnknownPlan { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            TenancyError::UnknownOrganization { .. } | TenancyError::NotAMember { .. } => {
+                ERRCODE_UNDEFINED_OBJECT
+            }
+            TenancyError::AlreadyAMember { .. }
+            | TenancyError::SlugTaken { .. }
+            | TenancyError::OrgIdTaken { .. } => ERRCODE_UNIQUE_VIOLATION,
+            TenancyError::LastOwner { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            TenancyError::CorruptContext(_) => ERRCODE_DATA_CORRUPTED,
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            TenancyError::ContextRefused { org_id, user_id } => Some(format!(
+                "User \"{user_id}\" is not an active member of organization {org_id}."
+            )),
+            TenancyError::NoContext { action } => {
+                Some(format!("{action} requires a tenant context, and none is set."))
+            }
+            TenancyError::PermissionDenied { detail, .. } => detail.clone(),
+            TenancyError::UnknownRole { valid, .. } => Some(format!("Valid roles are: {valid}.")),
+            TenancyError::UnknownPlan { valid, .. } => Some(format!("Valid plans are: {valid}.")),
+            TenancyError::AlreadyAMember { role, .. } => {
+                Some(format!("The user's current role is \"{role}\"."))
+            }
+            _ => None,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            TenancyError::NotPreloaded => Some(
+                "Add pg_tenancy to shared_preload_libraries in postgresql.conf and restart the server."
+                    .into(),
+            ),
+            TenancyError::NoContext { .. } => Some(
+                "Call tenancy.set_context(org_id, user_id) at the start of the transaction.".into(),
+            ),
+            TenancyError::PermissionDenied { hint, .. } => hint.clone(),
+            TenancyError::InvalidArgument { hint, .. } => hint.clone(),
+            TenancyError::AlreadyAMember { .. } => {
+                Some("Use tenancy.update_member() to change a member's role.".into())
+            }
+            TenancyError::LastOwner { .. } => {
+                Some("Make another member an owner first.".into())
+            }
+            TenancyError::SlugTaken { .. } => Some("Choose another slug.".into()),
+            _ => None,
+        }
+    }
+
+    /// Raises this error as a PostgreSQL ERROR; does not return.
+    pub fn raise(self) -> ! {
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_tenancy");
+        if let Some(detail) = self.detail() {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = self.hint() {
+            report = report.set_hint(hint);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ERROR does not return")
+    }
+}
+
+/// Raises a NOTICE-level report only for the WARNING case of context set outside a transaction.
+pub fn warn(message: &str, hint: &str) {
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_WARNING, message.to_string(), "pg_tenancy")
+        .set_hint(hint.to_string())
+        .report(PgLogLevel::WARNING);
+}

@@ -1,0 +1,63 @@
+//! The tenant context lives in superuser-only (`PGC_SUSET`) settings under the reserved prefix
+//! `tenancy.`. An application role cannot `SET`, `SET LOCAL`, `set_config()`, `RESET`, `ALTER ROLE
+//! .. SET` or `ALTER DATABASE .. SET` them, nor pass them in the startup packet; only the
+//! validating functions in [`crate::context`] write them. Because they are ordinary settings,
+//! PostgreSQL gives us transaction scoping, savepoint rollback and propagation to parallel
+//! workers for free. `RESET ALL` / `DISCARD ALL` may clear them (never set them), which fails
+//! closed and lets connection poolers drop a leftover session context.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+/// `tenancy.org_id`: id of the organization the current transaction acts for (empty: none).
+pub static ORG_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// `tenancy.user_id`: the application's id of the user acting (empty: none).
+pub static USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// `tenancy.member_role`: the user's role in that organization.
+pub static MEMBER_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// `tenancy.role_ranks`: every role with its rank, `owner:40,admin:30,...`, captured when the
+/// context was set so that `has_role()` needs no catalog lookup.
+pub static ROLE_RANKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// `tenancy.permissions`: the member role's permissions, comma separated.
+pub static PERMISSIONS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Names as `set_config_option()` wants them, in the order [`crate::context`] writes them.
+pub const ORG_ID_NAME: &std::ffi::CStr = c"tenancy.org_id";
+pub const USER_ID_NAME: &std::ffi::CStr = c"tenancy.user_id";
+pub const MEMBER_ROLE_NAME: &std::ffi::CStr = c"tenancy.member_role";
+pub const ROLE_RANKS_NAME: &std::ffi::CStr = c"tenancy.role_ranks";
+pub const PERMISSIONS_NAME: &std::ffi::CStr = c"tenancy.permissions";
+
+pub fn init() {
+    let flags = GucFlags::from_bits_retain(pgrx::pg_sys::GUC_NOT_IN_SAMPLE as i32)
+        | GucFlags::DISALLOW_IN_FILE
+        | GucFlags::DISALLOW_IN_AUTO_FILE;
+    let define = |name, short, setting| {
+        GucRegistry::define_string_guc(
+            name,
+            short,
+            c"Set only through tenancy.set_context(); superuser-only so that it cannot be forged.",
+            setting,
+            GucContext::Suset,
+            flags,
+        )
+    };
+    define(ORG_ID_NAME, c"Organization of the current tenant context.", &ORG_ID);
+    define(USER_ID_NAME, c"User of the current tenant context.", &USER_ID);
+    define(MEMBER_ROLE_NAME, c"Member role of the current tenant context.", &MEMBER_ROLE);
+    define(ROLE_RANKS_NAME, c"Role ranks captured with the tenant context.", &ROLE_RANKS);
+    define(PERMISSIONS_NAME, c"Permissions of the current tenant context.", &PERMISSIONS);
+
+    // SAFETY: called from _PG_init in the postmaster with a static NUL-terminated string.
+    // Reserving the prefix removes placeholders and refuses any other `tenancy.*` setting, so
+    // nobody can create a look-alike placeholder.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"tenancy".as_ptr()) };
+}
+
+/// The setting's value, with the empty string read as "not set".
+pub fn read(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
+        .get()
+        .and_then(|v| v.into_string().ok())
+        .filter(|v| !v.is_empty())
+}

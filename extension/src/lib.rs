@@ -1,0 +1,44 @@
+//! pg_tenancy: multi-tenancy inside PostgreSQL.
+//!
+//! - [`gucs`]: the superuser-only settings that hold the tenant context.
+//! - [`context`]: setting and reading the context (`tenancy.set_context()`, `current_org()`, ...).
+//! - [`organizations`]: organizations and members.
+//! - [`privilege`]: caller identity and running catalog statements as the catalog owner.
+//! - [`error`]: every error we raise, with its SQLSTATE.
+
+use pgrx::prelude::*;
+
+mod context;
+mod error;
+mod gucs;
+mod organizations;
+mod privilege;
+
+pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: reading a flag the postmaster sets while it loads shared_preload_libraries.
+    // Loaded any later, a backend could have created `tenancy.*` placeholders before our
+    // settings existed; refuse instead of guessing.
+    if !unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        error::TenancyError::NotPreloaded.raise();
+    }
+    gucs::init();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_tenancy'"]
+    }
+}

@@ -1,0 +1,391 @@
+//! Organizations and their members: creating organizations, managing membership, and what an
+//! organization switcher needs. Every function decides who may act from the real caller (a DBA,
+//! or the context's member role) before touching the catalog as its owner.
+
+use crate::context::current_org;
+use crate::error::TenancyError;
+use crate::gucs;
+use crate::privilege::{as_catalog_owner, caller_is_admin};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::Uuid;
+
+/// What the caller may do to an organization's membership.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Authority {
+    /// A superuser or `tenancy_admin` member: any organization, no context needed.
+    Dba,
+    /// The context's member is an owner of this organization.
+    Owner,
+    /// The context's member holds `members.manage` in this organization.
+    Manager,
+    /// The context's member, acting only on themself.
+    Member,
+}
+
+impl Authority {
+    fn may_touch_owners(self) -> bool {
+        matches!(self, Authority::Dba | Authority::Owner)
+    }
+}
+
+/// Runs one statement as the catalog owner and returns the first column of its first row.
+fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option<T> {
+    Spi::connect_mut(|client| {
+        let table = client.update(sql, Some(1), args)?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        table.first().get_one::<T>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("pg_tenancy: catalog statement failed: {e}"))
+}
+
+fn non_empty<'a>(param: &'static str, value: Option<&'a str>) -> &'a str {
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => v,
+        _ => TenancyError::InvalidArgument { param, reason: "must not be null or empty".into(), hint: None }
+            .raise(),
+    }
+}
+
+fn required_org(param: &'static str, org_id: Option<Uuid>) -> Uuid {
+    org_id.unwrap_or_else(|| {
+        TenancyError::InvalidArgument { param, reason: "must not be null".into(), hint: None }.raise()
+    })
+}
+
+fn check_role_exists(role: &str) {
+    let known: Option<bool> =
+        one("SELECT EXISTS (SELECT FROM tenancy.roles WHERE name = $1)", &[role.into()]);
+    if known != Some(true) {
+        let valid: String = one("SELECT string_agg(name, ', ' ORDER BY rank DESC) FROM tenancy.roles", &[])
+            .unwrap_or_default();
+        TenancyError::UnknownRole { role: role.to_string(), valid }.raise()
+    }
+}
+
+fn denied(message: String) -> ! {
+    TenancyError::PermissionDenied {
+        message,
+        detail: None,
+        hint: Some(
+            "Set a context as an owner or admin of the organization, or connect as a tenancy_admin."
+                .into(),
+        ),
+    }
+    .raise()
+}
+
+/// The caller's authority over `org_id`, or a 42501 error that reads the same for organizations
+/// that do not exist as for those the caller may not manage.
+fn authority_over(org_id: Uuid, allow_self_service: bool) -> Authority {
+    if caller_is_admin() {
+        return Authority::Dba;
+    }
+    if current_org() == Some(org_id) {
+        let role = gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
+        let perms = gucs::read(&gucs::PERMISSIONS).unwrap_or_default();
+        if role == "owner" {
+            return Authority::Owner;
+        }
+        if perms.split(',').any(|p| p == "members.manage") {
+            return Authority::Manager;
+        }
+        if allow_self_service {
+            return Authority::Member;
+        }
+    }
+    denied(format!("permission denied to manage members of organization {org_id}"))
+}
+
+/// Locks the organization row (serialising membership changes per organization, so that "the
+/// last owner" is exact under concurrency) and raises if it does not exist.
+fn lock_org(org_id: Uuid) {
+    let found: Option<bool> =
+        one("SELECT true FROM tenancy.organizations WHERE id = $1 FOR UPDATE", &[org_id.into()]);
+    if found.is_none() {
+        TenancyError::UnknownOrganization { org_id: org_id.to_string() }.raise()
+    }
+}
+
+fn member_role(org_id: Uuid, user_id: &str) -> Option<String> {
+    one(
+        "SELECT role FROM tenancy.members WHERE org_id = $1 AND user_id = $2",
+        &[org_id.into(), user_id.into()],
+    )
+}
+
+fn owner_count(org_id: Uuid) -> i64 {
+    one("SELECT count(*) FROM tenancy.members WHERE org_id = $1 AND role = 'owner'", &[org_id.into()])
+        .unwrap_or(0)
+}
+
+fn valid_slug(slug: &str) -> bool {
+    let b = slug.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Creates an organization and makes `owner_user_id` its owner; returns its id. Any role with
+/// EXECUTE may create one (sign-up); choosing the `id` (importing existing organizations) is for
+/// DBAs; a child organization needs an admin of the parent, or a DBA.
+#[pg_extern(volatile, parallel_unsafe)]
+fn create_organization(
+    name: Option<&str>,
+    slug: Option<&str>,
+    owner_user_id: Option<&str>,
+    plan: default!(Option<&str>, "'free'"),
+    id: default!(Option<Uuid>, "NULL"),
+    parent_id: default!(Option<Uuid>, "NULL"),
+) -> Uuid {
+    let name = non_empty("name", name);
+    let slug = non_empty("slug", slug);
+    let owner = non_empty("owner_user_id", owner_user_id);
+    let plan = non_empty("plan", plan);
+    if !valid_slug(slug) {
+        TenancyError::InvalidArgument {
+            param: "slug",
+            reason: format!("\"{slug}\" is not a valid slug"),
+            hint: Some(
+                "Use 1 to 63 lowercase letters, digits and hyphens, not starting or ending with a hyphen."
+                    .into(),
+            ),
+        }
+        .raise()
+    }
+    let admin = caller_is_admin();
+    if id.is_some() && !admin {
+        denied("permission denied to choose an organization id".into())
+    }
+    if let Some(parent) = parent_id {
+        let parent_admin = current_org() == Some(parent)
+            && gucs::read(&gucs::PERMISSIONS).is_some_and(|p| p.split(',').any(|x| x == "members.manage"));
+        if !admin && !parent_admin {
+            denied(format!("permission denied to create a child of organization {parent}"))
+        }
+    }
+    as_catalog_owner(|| {
+        let plan_known: Option<bool> =
+            one("SELECT EXISTS (SELECT FROM tenancy.plans WHERE name = $1)", &[plan.into()]);
+        if plan_known != Some(true) {
+            let valid: String = one("SELECT string_agg(name, ', ' ORDER BY name) FROM tenancy.plans", &[])
+                .unwrap_or_default();
+            TenancyError::UnknownPlan { plan: plan.to_string(), valid }.raise()
+        }
+        if let Some(parent) = parent_id {
+            lock_org(parent);
+        }
+        let new_id: Option<Uuid> = one(
+            "INSERT INTO tenancy.organizations (id, name, slug, plan, parent_id)
+             VALUES (coalesce($1, gen_random_uuid()), $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING
+             RETURNING id",
+            &[id.into(), name.into(), slug.into(), plan.into(), parent_id.into()],
+        );
+        let Some(new_id) = new_id else {
+            let slug_taken: Option<bool> =
+                one("SELECT EXISTS (SELECT FROM tenancy.organizations WHERE slug = $1)", &[slug.into()]);
+            if slug_taken == Some(true) {
+                TenancyError::SlugTaken { slug: slug.to_string() }.raise()
+            }
+            TenancyError::OrgIdTaken { org_id: id.map(|i| i.to_string()).unwrap_or_default() }.raise()
+        };
+        one::<bool>(
+            "INSERT INTO tenancy.members (org_id, user_id, role) VALUES ($1, $2, 'owner') RETURNING true",
+            &[new_id.into(), owner.into()],
+        );
+        new_id
+    })
+}
+
+/// Adds a member with a role (default `member`). Owners and admins of the organization (under a
+/// context) and DBAs may add members; only owners and DBAs may add an owner.
+#[pg_extern(volatile, parallel_unsafe)]
+fn add_member(org_id: Option<Uuid>, user_id: Option<&str>, role: default!(Option<&str>, "'member'")) {
+    let org_id = required_org("org_id", org_id);
+    let user_id = non_empty("user_id", user_id);
+    let role = non_empty("role", role);
+    let authority = authority_over(org_id, false);
+    as_catalog_owner(|| {
+        check_role_exists(role);
+        if role == "owner" && !authority.may_touch_owners() {
+            denied("permission denied to grant the owner role: only an owner can".into())
+        }
+        lock_org(org_id);
+        let added: Option<bool> = one(
+            "INSERT INTO tenancy.members (org_id, user_id, role) VALUES ($1, $2, $3)
+             ON CONFLICT (org_id, user_id) DO NOTHING RETURNING true",
+            &[org_id.into(), user_id.into(), role.into()],
+        );
+        if added.is_none() {
+            TenancyError::AlreadyAMember {
+                org_id: org_id.to_string(),
+                user_id: user_id.to_string(),
+                role: member_role(org_id, user_id).unwrap_or_default(),
+            }
+            .raise()
+        }
+    })
+}
+
+/// Changes a member's role. Only owners and DBAs may grant or take away the owner role, and the
+/// last owner can never be demoted.
+#[pg_extern(volatile, parallel_unsafe)]
+fn update_member(org_id: Option<Uuid>, user_id: Option<&str>, role: Option<&str>) {
+    let org_id = required_org("org_id", org_id);
+    let user_id = non_empty("user_id", user_id);
+    let role = non_empty("role", role);
+    let authority = authority_over(org_id, false);
+    as_catalog_owner(|| {
+        check_role_exists(role);
+        lock_org(org_id);
+        let Some(current) = member_role(org_id, user_id) else {
+            TenancyError::NotAMember { org_id: org_id.to_string(), user_id: user_id.to_string() }.raise()
+        };
+        if (current == "owner" || role == "owner") && !authority.may_touch_owners() {
+            denied("permission denied to change the owner role: only an owner can".into())
+        }
+        if current == "owner" && role != "owner" && owner_count(org_id) <= 1 {
+            TenancyError::LastOwner { action: "demote", org_id: org_id.to_string() }.raise()
+        }
+        one::<bool>(
+            "UPDATE tenancy.members SET role = $3, updated_at = now()
+              WHERE org_id = $1 AND user_id = $2 RETURNING true",
+            &[org_id.into(), user_id.into(), role.into()],
+        );
+    })
+}
+
+/// Removes a member. Owners, admins and DBAs may remove others (only owners and DBAs may remove
+/// an owner); any member may leave. The last owner can never be removed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn remove_member(org_id: Option<Uuid>, user_id: Option<&str>) {
+    let org_id = required_org("org_id", org_id);
+    let user_id = non_empty("user_id", user_id);
+    let authority = authority_over(org_id, true);
+    let leaving = gucs::read(&gucs::USER_ID).as_deref() == Some(user_id);
+    if authority == Authority::Member && !leaving {
+        denied(format!("permission denied to manage members of organization {org_id}"))
+    }
+    as_catalog_owner(|| {
+        lock_org(org_id);
+        let Some(current) = member_role(org_id, user_id) else {
+            TenancyError::NotAMember { org_id: org_id.to_string(), user_id: user_id.to_string() }.raise()
+        };
+        if current == "owner" && !authority.may_touch_owners() && !leaving {
+            denied("permission denied to remove an owner: only an owner can".into())
+        }
+        if current == "owner" && owner_count(org_id) <= 1 {
+            TenancyError::LastOwner { action: "remove", org_id: org_id.to_string() }.raise()
+        }
+        one::<bool>(
+            "DELETE FROM tenancy.members WHERE org_id = $1 AND user_id = $2 RETURNING true",
+            &[org_id.into(), user_id.into()],
+        );
+    })
+}
+
+/// Suspends (`suspended`) or reactivates (`active`) an organization. Suspended organizations
+/// refuse new contexts. Owners (under a context) and DBAs may do this.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_organization_status(org_id: Option<Uuid>, status: Option<&str>) {
+    let org_id = required_org("org_id", org_id);
+    let status = non_empty("status", status);
+    if status != "active" && status != "suspended" {
+        TenancyError::InvalidArgument {
+            param: "status",
+            reason: format!("\"{status}\" is not a status"),
+            hint: Some("Use 'active' or 'suspended'.".into()),
+        }
+        .raise()
+    }
+    if !authority_over(org_id, false).may_touch_owners() {
+        denied(format!("permission denied to change the status of organization {org_id}"))
+    }
+    as_catalog_owner(|| {
+        lock_org(org_id);
+        one::<bool>(
+            "UPDATE tenancy.organizations SET status = $2, updated_at = now() WHERE id = $1 RETURNING true",
+            &[org_id.into(), status.into()],
+        );
+    })
+}
+
+/// The organizations `user_id` belongs to, with its role in each: what an organization switcher
+/// shows before any context is set. Suspended organizations are included, with their status.
+#[pg_extern(stable, parallel_unsafe)]
+fn user_organizations(
+    user_id: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(org_id, Uuid),
+        name!(slug, String),
+        name!(name, String),
+        name!(role, String),
+        name!(status, String),
+    ),
+> {
+    let user_id = non_empty("user_id", user_id);
+    let rows = as_catalog_owner(|| {
+        Spi::connect(|client| {
+            let table = client.select(
+                "SELECT o.id, o.slug, o.name, m.role, o.status
+                   FROM tenancy.members m JOIN tenancy.organizations o ON o.id = m.org_id
+                  WHERE m.user_id = $1
+                  ORDER BY o.name, o.slug",
+                None,
+                &[user_id.into()],
+            )?;
+            let mut out = Vec::new();
+            for row in table {
+                out.push((
+                    row.get::<Uuid>(1)?.expect("organizations.id is NOT NULL"),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                    row.get::<String>(4)?.unwrap_or_default(),
+                    row.get::<String>(5)?.unwrap_or_default(),
+                ));
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: catalog query failed: {e}"))
+    });
+    TableIterator::new(rows)
+}
+
+/// The id of the organization with `slug`, for routing (`/acme/...`). Returns NULL, exactly as
+/// for a slug that does not exist, unless `user_id` (default: the context's user) is a member,
+/// or the caller is a DBA.
+#[pg_extern(stable, parallel_unsafe)]
+fn org_id(slug: Option<&str>, user_id: default!(Option<&str>, "NULL")) -> Option<Uuid> {
+    let slug = slug?;
+    let admin = caller_is_admin();
+    let user = user_id.map(str::to_string).or_else(|| gucs::read(&gucs::USER_ID));
+    if !admin && user.is_none() {
+        return None;
+    }
+    as_catalog_owner(|| {
+        one(
+            "SELECT o.id FROM tenancy.organizations o
+              WHERE o.slug = $1
+                AND ($2 OR EXISTS (SELECT FROM tenancy.members m WHERE m.org_id = o.id AND m.user_id = $3))",
+            &[slug.into(), admin.into(), user.into()],
+        )
+    })
+}
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn slugs_are_lowercase_words_joined_by_hyphens() {
+        assert!(super::valid_slug("acme"));
+        assert!(super::valid_slug("acme-2"));
+        for bad in ["", "-acme", "acme-", "Acme", "ac me", "acmé", &"a".repeat(64)] {
+            assert!(!super::valid_slug(bad), "{bad:?} should be rejected");
+        }
+    }
+}

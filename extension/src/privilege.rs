@@ -1,0 +1,92 @@
+//! Who is calling, and running catalog statements as the catalog's owner.
+//!
+//! Management functions are SECURITY INVOKER on purpose: inside a SECURITY DEFINER function the
+//! caller's identity is gone, and "is the caller a DBA?" cannot be answered. Instead each function
+//! decides with the real caller's identity, then runs its fixed, parameterised catalog statements
+//! as the owner of schema `tenancy` with `search_path` pinned to `pg_catalog, pg_temp`, the same
+//! technique PostgreSQL uses for its own foreign-key checks.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+/// Name of the NOLOGIN role whose members may manage every organization without a context.
+pub const ADMIN_ROLE: &std::ffi::CStr = c"tenancy_admin";
+
+/// True when the calling role is a superuser or has the privileges of `tenancy_admin`.
+pub fn caller_is_admin() -> bool {
+    // SAFETY: plain catalog lookups in a backend with a valid transaction; get_role_oid with
+    // missing_ok = true returns InvalidOid instead of raising.
+    unsafe {
+        let me = pg_sys::GetUserId();
+        if pg_sys::superuser_arg(me) {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(ADMIN_ROLE.as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(me, admin)
+    }
+}
+
+/// Restores the caller's user id and GUC nest level when dropped, including while a PostgreSQL
+/// error unwinds through Rust (transaction abort would also restore them; this keeps the
+/// function correct when the error is caught by a savepoint in the caller).
+struct Elevated {
+    saved_user: pg_sys::Oid,
+    saved_context: i32,
+    nest_level: i32,
+}
+
+impl Drop for Elevated {
+    fn drop(&mut self) {
+        // SAFETY: restores exactly the values read in `as_catalog_owner`.
+        unsafe {
+            pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context);
+            pg_sys::AtEOXact_GUC(!std::thread::panicking(), self.nest_level);
+        }
+    }
+}
+
+/// Runs `f` as the owner of schema `tenancy`, with a safe search_path.
+pub fn as_catalog_owner<R>(f: impl FnOnce() -> R) -> R {
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0;
+    // SAFETY: FFI calls into the GUC machinery and miscinit with valid pointers and
+    // NUL-terminated strings; the Drop guard undoes both changes.
+    let guard = unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        let nest_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        Elevated { saved_user, saved_context, nest_level }
+    };
+    let owner: pg_sys::Oid = Spi::get_one::<pg_sys::Oid>(
+        "SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname OPERATOR(pg_catalog.=) 'tenancy'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| pgrx::error!("schema \"tenancy\" is missing: is pg_tenancy installed?"));
+    // SAFETY: switching to an existing role for the duration of `f`; the guard switches back.
+    unsafe {
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        )
+    };
+    let result = f();
+    drop(guard);
+    result
+}
+
+#[pg_extern(stable, parallel_safe)]
+/// True when the calling role may manage every organization: a superuser or a member of
+/// `tenancy_admin`.
+fn is_admin() -> bool {
+    caller_is_admin()
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs everything pg_tenancy needs on a fresh Debian/Ubuntu machine.
+# Idempotent: each step is skipped when what it installs is already present.
+set -euo pipefail
+
+PG_MAJOR="${PG_MAJOR:-15}"
+PGRX_VERSION="0.18.0"
+PG_CONFIG="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+
+say()  { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+fail() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || fail "not root and sudo is missing: install sudo or run as root"
+    SUDO="sudo"
+fi
+
+# --- 1. Debian packages ------------------------------------------------------
+packages=(
+    "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib"
+    libclang-dev clang sudo pkg-config libssl-dev make
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    command -v apt-get >/dev/null || fail "apt-get not found; install by hand: ${missing[*]}"
+    say "installing apt packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq || fail "apt-get update failed (is the network up?)"
+    # Debian's postgresql-common creates and starts a cluster on 5432 by default;
+    # we run our own throwaway cluster, so tell it not to.
+    if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+        $SUDO mkdir -p /etc/postgresql-common
+        echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
+    fi
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+        || fail "apt-get install failed for: ${missing[*]}"
+else
+    say "apt packages present"
+fi
+[ -x "$PG_CONFIG" ] || fail "$PG_CONFIG not found after install"
+
+# --- 2. cargo / cargo-pgrx ---------------------------------------------------
+command -v cargo >/dev/null || fail "cargo not found: install Rust (https://rustup.rs) first"
+if cargo pgrx --version 2>/dev/null | grep -q " ${PGRX_VERSION}\$"; then
+    say "cargo-pgrx ${PGRX_VERSION} present"
+else
+    say "installing cargo-pgrx ${PGRX_VERSION} (takes a few minutes)"
+    cargo install cargo-pgrx --version "${PGRX_VERSION}" --locked \
+        || fail "cargo install cargo-pgrx ${PGRX_VERSION} failed"
+fi
+
+# --- 3. cargo pgrx init --------------------------------------------------------
+PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
+if [ -f "$PGRX_HOME/config.toml" ] && grep -q "pg${PG_MAJOR} *= *\"${PG_CONFIG}\"" "$PGRX_HOME/config.toml"; then
+    say "cargo pgrx already initialised for pg${PG_MAJOR}"
+else
+    say "cargo pgrx init --pg${PG_MAJOR} ${PG_CONFIG}"
+    cargo pgrx init "--pg${PG_MAJOR}" "$PG_CONFIG" || fail "cargo pgrx init failed"
+fi
+
+# The extension is installed into the system PostgreSQL's directories; let
+# later non-root builds write there too.
+for d in "$($PG_CONFIG --pkglibdir)" "$($PG_CONFIG --sharedir)/extension"; do
+    [ -w "$d" ] || $SUDO chmod a+w "$d" 2>/dev/null || true
+done
+
+say "done"
