@@ -1,1 +1,14 @@
+//! The pg_tenancy policy compiler: reads declarative policy files and the application schema,
+//! and emits row-level security policies, indexes, defaults, triggers and grants for every table.
+//!
+//! Pipeline: [`policy`] (TOML with spans) → [`check`] against a [`schema::Catalog`] read by
+//! [`ddl`] or [`live`] → [`emit`] SQL. Problems are [`diagnostics::Diagnostic`]s with spans.
 
+pub mod check;
+pub mod cli;
+pub mod ddl;
+pub mod diagnostics;
+pub mod emit;
+pub mod live;
+pub mod policy;
+pub mod schema;

@@ -1,0 +1,454 @@
+//! Checks policy files against the schema and resolves them into a [`Compiled`] model that
+//! [`crate::emit`] turns into SQL. Deny by default: a table in a governed schema that no policy
+//! covers is an error.
+
+use crate::diagnostics::{Diagnostic, SourceId, Sources};
+use crate::live::LiveFacts;
+use crate::policy::{Command, PolicyFile, TableKind, TablePolicy, MEMBER_ROLES};
+use crate::schema::{Catalog, Origin, QualifiedName, Table};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use toml::Spanned;
+
+pub const DEFAULT_TENANT_COLUMN: &str = "org_id";
+
+/// A policy file read from disk and parsed.
+pub struct ParsedFile {
+    pub source: SourceId,
+    pub file: PolicyFile,
+}
+
+/// Parses one policy file; a TOML error becomes a diagnostic at its position.
+pub fn parse(sources: &Sources, source: SourceId) -> Result<ParsedFile, Diagnostic> {
+    let text = &sources.get(source).text;
+    toml::from_str::<PolicyFile>(text).map(|file| ParsedFile { source, file }).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        Diagnostic::error("tenancy::policy-syntax", e.message().to_string())
+            .label(source, span, "here")
+            .help("see README.md, \"Policy file reference\"")
+    })
+}
+
+/// The minimum member role a command needs on a tenant table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinRole(pub String);
+
+impl MinRole {
+    /// True when every member satisfies it, so no role check needs to be emitted.
+    pub fn is_lowest(&self) -> bool {
+        self.0 == MEMBER_ROLES[MEMBER_ROLES.len() - 1]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum CompiledKind {
+    Tenant {
+        column: String,
+        /// Emit an index on the tenant column (none leads with it yet).
+        add_index: bool,
+        /// Emit SET NOT NULL on the tenant column.
+        set_not_null: bool,
+        /// Per command: `None` when the command is not allowed.
+        commands: BTreeMap<Command, Option<MinRole>>,
+    },
+    Global,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledTable {
+    pub name: QualifiedName,
+    pub kind: CompiledKind,
+}
+
+/// Everything [`crate::emit`] needs, in a deterministic order.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub schemas: Vec<String>,
+    pub read_write: Vec<String>,
+    pub read_only: Vec<String>,
+    pub tables: Vec<CompiledTable>,
+}
+
+impl Compiled {
+    pub fn app_roles(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.read_write.iter().chain(&self.read_only).cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// Settings that may appear in only one file, remembered with where they were set.
+struct Setting<T> {
+    value: T,
+    source: SourceId,
+    span: Range<usize>,
+}
+
+fn once<T>(
+    sources: &Sources,
+    slot: &mut Option<Setting<T>>,
+    name: &str,
+    source: SourceId,
+    value: Option<Spanned<T>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(value) = value else { return };
+    let span = value.span();
+    if let Some(previous) = slot {
+        diags.push(
+            Diagnostic::error("tenancy::duplicate-setting", format!("`{name}` is set in more than one policy file"))
+                .label(source, span, "set again here")
+                .help(format!("keep `{name}` in one file (it is first set in `{}`)", sources.get(previous.source).path)),
+        );
+        return;
+    }
+    *slot = Some(Setting { value: value.into_inner(), source, span });
+}
+
+/// Checks parsed policy files against `catalog`. With `live`, also checks the application roles
+/// and the extension in the live database.
+pub fn check(
+    sources: &Sources,
+    files: Vec<ParsedFile>,
+    catalog: &Catalog,
+    live: Option<&LiveFacts>,
+) -> Result<Compiled, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut schemas: Option<Setting<Vec<Spanned<String>>>> = None;
+    let mut tenant_column: Option<Setting<String>> = None;
+    let mut roles: Option<Setting<crate::policy::AppRoles>> = None;
+    let mut defaults: Option<Setting<crate::policy::Commands>> = None;
+    let mut tables: Vec<(SourceId, Spanned<String>, Spanned<TablePolicy>)> = Vec::new();
+    let first_source = files.first().map(|f| f.source);
+
+    for ParsedFile { source, file } in files {
+        once(sources, &mut schemas, "schemas", source, file.schemas, &mut diags);
+        once(sources, &mut tenant_column, "tenant_column", source, file.tenant_column, &mut diags);
+        once(sources, &mut roles, "roles", source, file.roles, &mut diags);
+        once(sources, &mut defaults, "defaults", source, file.defaults, &mut diags);
+        for (key, policy) in file.tables {
+            tables.push((source, key, policy));
+        }
+    }
+
+    let Some(schemas) = schemas.filter(|s| !s.value.is_empty()) else {
+        let mut d = Diagnostic::error("tenancy::missing-schemas", "no governed schemas: `schemas` is missing or empty")
+            .help("add e.g. `schemas = [\"app\"]`: every table in these schemas must then be covered by a policy");
+        if let Some(src) = first_source {
+            d = d.label(src, 0..0, "in this file");
+        }
+        diags.push(d);
+        return Err(diags);
+    };
+    let governed: Vec<String> = schemas.value.iter().map(|s| s.get_ref().clone()).collect();
+    for s in &schemas.value {
+        if !catalog.has_schema(s.get_ref()) {
+            diags.push(
+                Diagnostic::error("tenancy::unknown-schema", format!("schema `{}` has no tables", s.get_ref()))
+                    .label(schemas.source, s.span(), "governed here")
+                    .help("check the spelling, or that the schema files (or the database) define its tables"),
+            );
+        }
+    }
+
+    let (read_write, read_only) = match &roles {
+        Some(r) if !(r.value.read_write.is_empty() && r.value.read_only.is_empty()) => (
+            r.value.read_write.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>(),
+            r.value.read_only.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>(),
+        ),
+        _ => {
+            let mut d = Diagnostic::error(
+                "tenancy::missing-app-roles",
+                "no application roles: `roles.read_write` and `roles.read_only` are both missing or empty",
+            )
+            .help("add e.g. `[roles]` with `read_write = [\"app_user\"]`: policies apply to these database roles");
+            if let Some(r) = &roles {
+                d = d.label(r.source, r.span.clone(), "declared here");
+            } else if let Some(src) = first_source {
+                d = d.label(src, 0..0, "in this file");
+            }
+            diags.push(d);
+            (vec![], vec![])
+        }
+    };
+    if let (Some(live), Some(r)) = (live, &roles) {
+        check_live_roles(live, r, catalog, &governed, &mut diags);
+    }
+    if let (Some(live), Some(src)) = (live, first_source) {
+        if !live.extension_installed {
+            diags.push(
+                Diagnostic::error("tenancy::extension-missing", "the pg_tenancy extension is not installed in this database")
+                    .label(src, 0..0, "these policies need it")
+                    .help("run `CREATE EXTENSION pg_tenancy;` as a superuser (the server needs shared_preload_libraries = 'pg_tenancy')"),
+            );
+        }
+    }
+
+    // Check in file order, so "first" and "again" mean what a reader sees.
+    tables.sort_by_key(|(source, key, _)| (*source, key.span().start));
+    let default_column = tenant_column.as_ref().map_or(DEFAULT_TENANT_COLUMN.to_string(), |t| t.value.clone());
+    let mut covered: BTreeMap<QualifiedName, (SourceId, Range<usize>)> = BTreeMap::new();
+    let mut compiled_tables = Vec::new();
+    // Tables an ambiguous key could mean: not reported again as uncovered.
+    let mut maybe_covered: Vec<QualifiedName> = Vec::new();
+
+    for (source, key, policy) in &tables {
+        let Some(table) = resolve(catalog, &governed, *source, key, &mut diags, &mut maybe_covered) else {
+            continue;
+        };
+        if let Some((prev_source, prev_span)) = covered.get(&table.name) {
+            let mut d =
+                Diagnostic::error("tenancy::duplicate-table", format!("table `{}` has more than one policy", table.name))
+                    .label(*source, key.span(), "covered again here");
+            d = if prev_source == source {
+                d.label(*source, prev_span.clone(), "first covered here").help("merge the two policies")
+            } else {
+                d.help(format!("merge the two policies (the first is in `{}`)", sources.get(*prev_source).path))
+            };
+            diags.push(d);
+            continue;
+        }
+        covered.insert(table.name.clone(), (*source, key.span()));
+        let policy = policy.get_ref();
+        let kind = match policy.kind.get_ref() {
+            TableKind::Global => {
+                for command in [Command::Insert, Command::Update, Command::Delete] {
+                    if let Some(v) = policy.command(command).filter(|v| v.get_ref() != "none") {
+                        diags.push(
+                            Diagnostic::error(
+                                "tenancy::global-table-write",
+                                format!("global table `{}` cannot allow `{}`", table.name, command.key()),
+                            )
+                            .label(*source, v.span(), "global tables are written only by DBAs")
+                            .help("remove this line, or make the table `kind = \"tenant\"`"),
+                        );
+                    }
+                }
+                if let Some(tc) = &policy.tenant_column {
+                    diags.push(
+                        Diagnostic::error("tenancy::global-table-tenant-column", "a global table has no tenant column")
+                            .label(*source, tc.span(), "not used by global tables"),
+                    );
+                }
+                CompiledKind::Global
+            }
+            TableKind::Tenant => {
+                let (column, column_span) = match &policy.tenant_column {
+                    Some(c) => (c.get_ref().clone(), c.span()),
+                    None => (default_column.clone(), key.span()),
+                };
+                let Some(col) = table.column(&column) else {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::missing-tenant-column",
+                            format!("tenant table `{}` has no tenant column `{column}`", table.name),
+                        )
+                        .label(*source, column_span, "declared as a tenant table here")
+                        .help(format!(
+                            "add `{column} uuid NOT NULL REFERENCES tenancy.organizations (id)` to `{}`, set `tenant_column`, or use `kind = \"global\"`",
+                            table.name
+                        )),
+                    );
+                    continue;
+                };
+                if col.data_type != "uuid" {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::tenant-column-type",
+                            format!("tenant column `{}.{column}` is `{}`, not `uuid`", table.name, col.data_type),
+                        )
+                        .label(*source, column_span, "tenant table declared here")
+                        .help("organization ids are uuids: change the column's type to uuid"),
+                    );
+                    continue;
+                }
+                let mut commands = BTreeMap::new();
+                for command in Command::ALL {
+                    let value = policy
+                        .command(command)
+                        .map(|v| (*source, v))
+                        .or_else(|| defaults.as_ref().and_then(|d| d.value.get(command).map(|v| (d.source, v))));
+                    let role = match value {
+                        None => None,
+                        Some((_, v)) if v.get_ref() == "none" => None,
+                        Some((src, v)) if MEMBER_ROLES.contains(&v.get_ref().as_str()) => {
+                            let _ = src;
+                            Some(MinRole(v.get_ref().clone()))
+                        }
+                        Some((src, v)) => {
+                            diags.push(
+                                Diagnostic::error(
+                                    "tenancy::unknown-member-role",
+                                    format!("unknown member role `{}` for `{}`", v.get_ref(), command.key()),
+                                )
+                                .label(src, v.span(), "not a member role")
+                                .help(format!("use one of {}, or `none` to disallow the command", MEMBER_ROLES.map(|r| format!("`{r}`")).join(", "))),
+                            );
+                            None
+                        }
+                    };
+                    commands.insert(command, role);
+                }
+                CompiledKind::Tenant {
+                    add_index: !table.has_index_leading_with(&column),
+                    set_not_null: !col.not_null,
+                    column,
+                    commands,
+                }
+            }
+        };
+        compiled_tables.push(CompiledTable { name: table.name.clone(), kind });
+    }
+
+    for schema in &schemas.value {
+        for table in catalog.tables_in_schema(schema.get_ref()) {
+            if !covered.contains_key(&table.name) && !maybe_covered.contains(&table.name) {
+                let defined = match &table.origin {
+                    Origin::Ddl { source, span } => {
+                        let (line, col) = sources.line_col(*source, span.start);
+                        format!(" (defined at {}:{line}:{col})", sources.get(*source).path)
+                    }
+                    Origin::Live => String::new(),
+                };
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::uncovered-table",
+                        format!("table `{}` is in a governed schema but no policy covers it", table.name),
+                    )
+                    .label(schemas.source, schema.span(), format!("`{}` is governed here", schema.get_ref()))
+                    .help(format!(
+                        "add `[tables.{}]` with `kind = \"tenant\"` or `kind = \"global\"`{defined}",
+                        table.name.name
+                    )),
+                );
+            }
+        }
+    }
+
+    if diags.is_empty() {
+        compiled_tables.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Compiled { schemas: governed, read_write, read_only, tables: compiled_tables })
+    } else {
+        Err(diags)
+    }
+}
+
+fn check_live_roles(
+    live: &LiveFacts,
+    roles: &Setting<crate::policy::AppRoles>,
+    catalog: &Catalog,
+    governed: &[String],
+    diags: &mut Vec<Diagnostic>,
+) {
+    for role in roles.value.read_write.iter().chain(&roles.value.read_only) {
+        let name = role.get_ref();
+        match live.roles.get(name) {
+            None => diags.push(
+                Diagnostic::error("tenancy::unknown-app-role", format!("role `{name}` does not exist in the database"))
+                    .label(roles.source, role.span(), "application role named here")
+                    .help(format!("create it first: CREATE ROLE {name} LOGIN;")),
+            ),
+            Some(info) if info.superuser || info.bypass_rls => diags.push(
+                Diagnostic::error(
+                    "tenancy::unsafe-app-role",
+                    format!("application role `{name}` bypasses row-level security ({})", if info.superuser { "SUPERUSER" } else { "BYPASSRLS" }),
+                )
+                .label(roles.source, role.span(), "application role named here")
+                .help(format!("policies cannot protect tenants from it: ALTER ROLE {name} NOSUPERUSER NOBYPASSRLS;")),
+            ),
+            Some(_) => {
+                let owned: Vec<String> = catalog
+                    .tables
+                    .keys()
+                    .filter(|t| governed.contains(&t.schema) && live.table_owners.get(*t) == Some(name))
+                    .map(|t| format!("`{t}`"))
+                    .collect();
+                if !owned.is_empty() {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::unsafe-app-role",
+                            format!("application role `{name}` owns {}", owned.join(", ")),
+                        )
+                        .label(roles.source, role.span(), "application role named here")
+                        .help("a table's owner can disable its row-level security: give the tables to another role (ALTER TABLE ... OWNER TO ...)"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Finds the table a policy key names: `name` (searched in the governed schemas) or `schema.name`.
+fn resolve<'c>(
+    catalog: &'c Catalog,
+    governed: &[String],
+    source: SourceId,
+    key: &Spanned<String>,
+    diags: &mut Vec<Diagnostic>,
+    maybe_covered: &mut Vec<QualifiedName>,
+) -> Option<&'c Table> {
+    let text = key.get_ref();
+    let candidates: Vec<QualifiedName> = match text.split_once('.') {
+        Some((schema, name)) => {
+            if !governed.iter().any(|g| g == schema) {
+                diags.push(
+                    Diagnostic::error("tenancy::ungoverned-table", format!("table `{text}` is not in a governed schema"))
+                        .label(source, key.span(), "policy for it here")
+                        .help(format!("add `{schema}` to `schemas`, or remove this policy")),
+                );
+                return None;
+            }
+            vec![QualifiedName::new(schema, name)]
+        }
+        None => governed.iter().map(|s| QualifiedName::new(s.clone(), text.clone())).collect(),
+    };
+    let found: Vec<&Table> = candidates.iter().filter_map(|c| catalog.tables.get(c)).collect();
+    match found.as_slice() {
+        [one] => Some(one),
+        [] => {
+            let mut d = Diagnostic::error("tenancy::unknown-table", format!("table `{text}` does not exist"))
+                .label(source, key.span(), "no such table in the governed schemas");
+            if let Some(similar) = closest(catalog, governed, text) {
+                d = d.help(format!("did you mean `{similar}`?"));
+            }
+            diags.push(d);
+            None
+        }
+        many => {
+            let names: Vec<String> = many.iter().map(|t| format!("`{}`", t.name)).collect();
+            maybe_covered.extend(many.iter().map(|t| t.name.clone()));
+            diags.push(
+                Diagnostic::error("tenancy::ambiguous-table", format!("table name `{text}` is ambiguous"))
+                    .label(source, key.span(), "could be any of several tables")
+                    .help(format!("qualify it with its schema: {}", names.join(" or "))),
+            );
+            None
+        }
+    }
+}
+
+/// The governed table whose name is closest to `wanted`, when it is close enough to be a typo.
+fn closest(catalog: &Catalog, governed: &[String], wanted: &str) -> Option<String> {
+    let wanted_name = wanted.rsplit('.').next().unwrap_or(wanted);
+    governed
+        .iter()
+        .flat_map(|s| catalog.tables_in_schema(s))
+        .map(|t| (edit_distance(&t.name.name, wanted_name), t.name.name.clone()))
+        .filter(|(d, name)| *d <= 2.max(name.len() / 4))
+        .min()
+        .map(|(_, name)| name)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

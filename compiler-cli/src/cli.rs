@@ -1,0 +1,301 @@
+//! The `tenancy` command line: options, subcommands and exit codes.
+
+use crate::check::{self, Compiled, ParsedFile};
+use crate::diagnostics::{self, Diagnostic, Sources};
+use crate::emit;
+use crate::schema::Catalog;
+use crate::{ddl, live};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Exit codes, documented in `--help` and README.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The policy files or the schema have errors (diagnostics were printed).
+    pub const POLICY_ERRORS: u8 = 1;
+    /// The command line is wrong (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// A file could not be read or written.
+    pub const IO: u8 = 3;
+    /// The database could not be reached, or refused a statement.
+    pub const DATABASE: u8 = 4;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the policy files or the schema have errors
+  2  the command line is wrong
+  3  a file could not be read or written
+  4  the database could not be reached or refused a statement
+
+Examples:
+  tenancy check policies/ --schema sql/schema.sql
+  tenancy compile policies/app.toml --schema sql/schema.sql -o policies.sql
+  DATABASE_URL=postgresql://postgres@localhost/app tenancy apply policies/";
+
+#[derive(Parser, Debug)]
+#[command(name = "tenancy", version, about = "Compile pg_tenancy policy files into row-level security for PostgreSQL", after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check policy files against the schema and report every problem
+    Check(SchemaArgs),
+    /// Compile policy files to SQL (stdout, or -o FILE)
+    Compile {
+        #[command(flatten)]
+        args: SchemaArgs,
+        /// Write the SQL to this file instead of stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Compile against a live database and apply the result in one transaction
+    Apply {
+        #[command(flatten)]
+        policies: PolicyArgs,
+        /// libpq URL of the database, as its owner or a superuser
+        #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+        database_url: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyArgs {
+    /// Policy files, or directories whose *.toml files are read [default: policies/]
+    #[arg(value_name = "POLICY")]
+    pub policies: Vec<PathBuf>,
+    /// How to print problems
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+    /// DDL files with the application schema (CREATE TABLE, CREATE INDEX, ...)
+    #[arg(long = "schema", value_name = "FILE", conflicts_with = "database_url")]
+    pub schema: Vec<PathBuf>,
+    /// Read the schema from this database instead [env: DATABASE_URL, used when no --schema]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// A failure that ends the command, with its exit code.
+pub enum Failure {
+    Diagnostics(Sources, Vec<Diagnostic>, Format),
+    Io(String),
+    Database(String),
+    Usage(String),
+}
+
+impl Failure {
+    pub fn report(self) -> u8 {
+        match self {
+            Failure::Diagnostics(sources, diags, Format::Json) => {
+                println!("{}", diagnostics::render_json(&sources, &diags));
+                exit::POLICY_ERRORS
+            }
+            Failure::Diagnostics(sources, diags, Format::Human) => {
+                let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                eprint!("{}", diagnostics::render_human(&sources, &diags, color));
+                let n = diags.len();
+                eprintln!("error: {n} problem{} found", if n == 1 { "" } else { "s" });
+                exit::POLICY_ERRORS
+            }
+            Failure::Io(m) => {
+                eprintln!("error: {m}");
+                exit::IO
+            }
+            Failure::Database(m) => {
+                eprintln!("error: {m}");
+                exit::DATABASE
+            }
+            Failure::Usage(m) => {
+                eprintln!("error: {m}");
+                exit::USAGE
+            }
+        }
+    }
+}
+
+/// Lists the policy files named on the command line (directories expand to their *.toml files).
+fn policy_paths(args: &PolicyArgs) -> Result<Vec<PathBuf>, Failure> {
+    let given = if args.policies.is_empty() { vec![PathBuf::from("policies")] } else { args.policies.clone() };
+    let mut paths = Vec::new();
+    for p in given {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&p)
+                .map_err(|e| Failure::Io(format!("cannot read directory `{}`: {e}", p.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml") && f.is_file())
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(Failure::Io(format!("no *.toml policy files in `{}`", p.display())));
+            }
+            paths.extend(found);
+        } else {
+            paths.push(p);
+        }
+    }
+    Ok(paths)
+}
+
+fn read_file(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure::Io(format!("cannot read `{}`: {e}", path.display())))
+}
+
+/// Reads and parses the policy files; syntax errors in any of them end the command.
+fn load_policies(args: &PolicyArgs, sources: &mut Sources) -> Result<Vec<ParsedFile>, Failure> {
+    let mut parsed = Vec::new();
+    let mut diags = Vec::new();
+    for path in policy_paths(args)? {
+        let text = read_file(&path)?;
+        let id = sources.add(path.display().to_string(), text);
+        match check::parse(sources, id) {
+            Ok(p) => parsed.push(p),
+            Err(d) => diags.push(d),
+        }
+    }
+    if diags.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(Failure::Diagnostics(sources.clone(), diags, args.format))
+    }
+}
+
+/// The governed schemas named in the parsed files (to know what to read from a database).
+fn governed_schemas(files: &[ParsedFile]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| f.file.schemas.as_ref())
+        .flat_map(|s| s.get_ref().iter().map(|x| x.get_ref().clone()))
+        .collect()
+}
+
+pub fn connect(url: &str) -> Result<postgres::Client, Failure> {
+    postgres::Client::connect(url, postgres::NoTls)
+        .map_err(|e| Failure::Database(format!("cannot connect to the database: {}", describe_db_error(&e))))
+}
+
+/// A database error with its SQLSTATE, DETAIL and HINT, as psql would show it.
+pub fn describe_db_error(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("\n  detail: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                s.push_str(&format!("\n  hint: {h}"));
+            }
+            s
+        }
+        None => e.to_string(),
+    }
+}
+
+/// Loads policies and schema (files or database) and checks them.
+fn compile(args: &SchemaArgs) -> Result<(Compiled, Vec<PathBuf>), Failure> {
+    let mut sources = Sources::default();
+    let files = load_policies(&args.policies, &mut sources)?;
+    let paths = policy_paths(&args.policies)?;
+    let url = args.database_url.clone().or_else(|| {
+        if args.schema.is_empty() { std::env::var("DATABASE_URL").ok() } else { None }
+    });
+    let compiled = if !args.schema.is_empty() {
+        let mut catalog = Catalog::default();
+        let mut diags = Vec::new();
+        for path in &args.schema {
+            let text = read_file(path)?;
+            let id = sources.add(path.display().to_string(), text);
+            if let Err(d) = ddl::read(&sources, id, &mut catalog) {
+                diags.push(d);
+            }
+        }
+        if !diags.is_empty() {
+            return Err(Failure::Diagnostics(sources, diags, args.policies.format));
+        }
+        check::check(&sources, files, &catalog, None)
+    } else if let Some(url) = url {
+        let mut client = connect(&url)?;
+        let schemas = governed_schemas(&files);
+        let (catalog, facts) = live::read(&mut client, &schemas)
+            .map_err(|e| Failure::Database(format!("cannot read the schema: {}", describe_db_error(&e))))?;
+        check::check(&sources, files, &catalog, Some(&facts))
+    } else {
+        return Err(Failure::Usage(
+            "no schema to check against: give --schema FILE (DDL) or --database-url URL (or set DATABASE_URL)".into(),
+        ));
+    };
+    compiled
+        .map(|c| (c, paths))
+        .map_err(|diags| Failure::Diagnostics(sources, diags, args.policies.format))
+}
+
+fn origin(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Check(args) => {
+            let (compiled, _) = compile(&args)?;
+            if args.policies.format == Format::Json {
+                println!("[]");
+            } else {
+                eprintln!(
+                    "ok: {} table{} covered in {}",
+                    compiled.tables.len(),
+                    if compiled.tables.len() == 1 { "" } else { "s" },
+                    compiled.schemas.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Compile { args, output } => {
+            let (compiled, paths) = compile(&args)?;
+            let sql = emit::script(&compiled, &origin(&paths));
+            match output {
+                Some(path) => std::fs::write(&path, sql)
+                    .map_err(|e| Failure::Io(format!("cannot write `{}`: {e}", path.display()))),
+                None => {
+                    print!("{sql}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Apply { policies, database_url } => {
+            let args = SchemaArgs { policies, schema: vec![], database_url: Some(database_url.clone()) };
+            let (compiled, _) = compile(&args)?;
+            let body = emit::body(&compiled);
+            let mut client = connect(&database_url)?;
+            let mut tx = client
+                .transaction()
+                .map_err(|e| Failure::Database(describe_db_error(&e)))?;
+            tx.batch_execute(&body)
+                .map_err(|e| Failure::Database(format!("apply failed, nothing was changed: {}", describe_db_error(&e))))?;
+            tx.commit().map_err(|e| Failure::Database(describe_db_error(&e)))?;
+            eprintln!(
+                "applied: {} table{} in {} (one transaction)",
+                compiled.tables.len(),
+                if compiled.tables.len() == 1 { "" } else { "s" },
+                compiled.schemas.join(", ")
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Reads the application schema, and the application roles' attributes, from a live database.
+
+use crate::schema::{Catalog, Column, Index, Origin, QualifiedName, Table};
+use std::collections::BTreeMap;
+
+/// What the compiler must know about a database role to refuse unsafe application roles.
+#[derive(Clone, Debug)]
+pub struct RoleInfo {
+    pub superuser: bool,
+    pub bypass_rls: bool,
+}
+
+/// Facts about the live database besides its tables.
+#[derive(Clone, Debug, Default)]
+pub struct LiveFacts {
+    pub roles: BTreeMap<String, RoleInfo>,
+    pub table_owners: BTreeMap<QualifiedName, String>,
+    pub extension_installed: bool,
+}
+
+/// Loads every ordinary and partitioned table in `schemas`.
+pub fn read(client: &mut postgres::Client, schemas: &[String]) -> Result<(Catalog, LiveFacts), postgres::Error> {
+    let mut catalog = Catalog::default();
+    let mut facts = LiveFacts::default();
+    let columns = client.query(
+        "SELECT n.nspname::text, c.relname::text, pg_get_userbyid(c.relowner)::text,
+                a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+          WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)
+          ORDER BY 1, 2, a.attnum",
+        &[&schemas],
+    )?;
+    for row in columns {
+        let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        facts.table_owners.insert(name.clone(), row.get(2));
+        let table = catalog.tables.entry(name.clone()).or_insert_with(|| Table {
+            name,
+            columns: vec![],
+            indexes: vec![],
+            origin: Origin::Live,
+        });
+        if let Some(column) = row.get::<_, Option<String>>(3) {
+            table.columns.push(Column { name: column, data_type: row.get(4), not_null: row.get(5) });
+        }
+    }
+    let indexes = client.query(
+        "SELECT n.nspname::text, c.relname::text, i.relname::text, x.indisunique,
+                ARRAY(SELECT a.attname::text
+                        FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                        LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                       WHERE k.ord <= x.indnkeyatts
+                       ORDER BY k.ord)
+           FROM pg_index x
+           JOIN pg_class c ON c.oid = x.indrelid
+           JOIN pg_class i ON i.oid = x.indexrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = ANY($1)
+          ORDER BY 1, 2, 3",
+        &[&schemas],
+    )?;
+    for row in indexes {
+        let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        if let Some(table) = catalog.tables.get_mut(&name) {
+            table.indexes.push(Index {
+                name: Some(row.get(2)),
+                columns: row.get::<_, Vec<Option<String>>>(4),
+                unique: row.get(3),
+            });
+        }
+    }
+    for row in client.query("SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles", &[])? {
+        facts.roles.insert(row.get(0), RoleInfo { superuser: row.get(1), bypass_rls: row.get(2) });
+    }
+    facts.extension_installed = client
+        .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'pg_tenancy'", &[])?
+        .is_some();
+    Ok((catalog, facts))
+}

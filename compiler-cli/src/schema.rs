@@ -1,0 +1,123 @@
+//! The application schema the policies are compiled against: tables, their columns and the
+//! indexes that exist. Read from DDL files ([`crate::ddl`]) or a live database ([`crate::live`]).
+
+use crate::diagnostics::SourceId;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+
+/// A schema-qualified name, already folded as PostgreSQL folds identifiers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QualifiedName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl QualifiedName {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        QualifiedName { schema: schema.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for QualifiedName {
+    /// As SQL: each part quoted only when it has to be.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+/// Where a table was defined, for diagnostics.
+#[derive(Clone, Debug)]
+pub enum Origin {
+    Ddl { source: SourceId, span: Range<usize> },
+    Live,
+}
+
+#[derive(Clone, Debug)]
+pub struct Column {
+    pub name: String,
+    /// The type as written (DDL) or as `format_type` prints it (live), lowercased.
+    pub data_type: String,
+    pub not_null: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Index {
+    pub name: Option<String>,
+    /// Key columns in order; expressions are recorded as `None`.
+    pub columns: Vec<Option<String>>,
+    pub unique: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub name: QualifiedName,
+    pub columns: Vec<Column>,
+    pub indexes: Vec<Index>,
+    pub origin: Origin,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// True when some index's first key column is `column`, so lookups by it are indexed.
+    pub fn has_index_leading_with(&self, column: &str) -> bool {
+        self.indexes.iter().any(|i| i.columns.first().and_then(|c| c.as_deref()) == Some(column))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    pub tables: BTreeMap<QualifiedName, Table>,
+}
+
+impl Catalog {
+    pub fn tables_in_schema<'a>(&'a self, schema: &'a str) -> impl Iterator<Item = &'a Table> + 'a {
+        self.tables.values().filter(move |t| t.name.schema == schema)
+    }
+
+    pub fn has_schema(&self, schema: &str) -> bool {
+        self.tables.keys().any(|k| k.schema == schema)
+    }
+}
+
+/// Words that must be quoted when used as identifiers (PostgreSQL's reserved keywords).
+const RESERVED: &[&str] = &[
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case",
+    "cast", "check", "collate", "column", "constraint", "create", "current_catalog", "current_date",
+    "current_role", "current_time", "current_timestamp", "current_user", "default", "deferrable",
+    "desc", "distinct", "do", "else", "end", "except", "false", "fetch", "for", "foreign", "from",
+    "grant", "group", "having", "in", "initially", "intersect", "into", "lateral", "leading",
+    "limit", "localtime", "localtimestamp", "not", "null", "offset", "on", "only", "or", "order",
+    "placing", "primary", "references", "returning", "select", "session_user", "some",
+    "symmetric", "table", "then", "to", "trailing", "true", "union", "unique", "user", "using",
+    "variadic", "when", "where", "window", "with",
+];
+
+/// Quotes an identifier for SQL unless it is a plain lowercase word.
+pub fn quote_ident(ident: &str) -> String {
+    let plain = !ident.is_empty()
+        && ident.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && ident.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !RESERVED.contains(&ident);
+    if plain {
+        ident.to_string()
+    } else {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_only_when_needed() {
+        assert_eq!(quote_ident("projects"), "projects");
+        assert_eq!(quote_ident("user"), "\"user\"");
+        assert_eq!(quote_ident("Mixed"), "\"Mixed\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,139 @@
+//! Runs the `tenancy` binary as a user would: golden compiled SQL for the example, the exact
+//! diagnostic each sample in `policies/invalid/` must produce, exit codes and JSON output.
+//! Set `UPDATE_GOLDEN=1` to rewrite the golden files after an intended change.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn tenancy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tenancy"))
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run tenancy")
+}
+
+fn golden(path: &Path, actual: &str) {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path)
+        .unwrap_or_else(|_| panic!("missing golden file {} (run with UPDATE_GOLDEN=1)", path.display()));
+    assert_eq!(actual, expected, "output differs from {}", path.display());
+}
+
+#[test]
+fn example_compiles_to_the_checked_in_sql() {
+    let out = tenancy(&["compile", "policies/app.toml", "--schema", "sql/schema.sql"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    golden(&root().join("sql/app.compiled.sql"), &String::from_utf8(out.stdout).unwrap());
+}
+
+#[test]
+fn compiling_twice_gives_identical_output() {
+    let a = tenancy(&["compile", "policies/", "--schema", "sql/schema.sql"]);
+    let b = tenancy(&["compile", "policies/", "--schema", "sql/schema.sql"]);
+    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn compile_writes_to_a_file_with_output() {
+    let dir = std::env::temp_dir().join(format!("tenancy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("out.sql");
+    let out = tenancy(&["compile", "policies/app.toml", "--schema", "sql/schema.sql", "-o", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    let sql = std::fs::read_to_string(&file).unwrap();
+    assert!(sql.contains("CREATE POLICY tenancy_select ON app.projects"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn check_reports_ok_for_the_example() {
+    let out = tenancy(&["check", "policies/app.toml", "--schema", "sql/schema.sql"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "ok: 5 tables covered in app\n");
+}
+
+#[test]
+fn every_invalid_sample_fails_with_its_expected_diagnostic() {
+    let dir = root().join("policies/invalid");
+    let mut samples: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    samples.sort();
+    assert!(samples.len() >= 15, "the invalid corpus shrank: {}", samples.len());
+    let mut codes = std::collections::BTreeSet::new();
+    for sample in samples {
+        let rel = sample.strip_prefix(root()).unwrap().to_str().unwrap().to_string();
+        let mut args = vec!["check".to_string(), rel.clone(), "--schema".into(), "sql/schema.sql".into()];
+        let extra = sample.with_extension("sql");
+        if extra.exists() {
+            args.push("--schema".into());
+            args.push(extra.strip_prefix(root()).unwrap().to_str().unwrap().into());
+        }
+        let out = tenancy(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(out.status.code(), Some(1), "{rel} must fail with exit code 1");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        golden(&sample.with_extension("expected"), &stderr);
+        let code = stderr.split_whitespace().next().unwrap_or_default().to_string();
+        assert!(code.starts_with("tenancy::"), "{rel}: no diagnostic code in {stderr}");
+        codes.insert(code);
+    }
+    // Each sample shows a different mistake.
+    assert!(codes.len() >= 15, "{codes:?}");
+}
+
+#[test]
+fn json_diagnostics_carry_file_line_and_column() {
+    let out = tenancy(&["check", "policies/invalid/unknown_table.toml", "--schema", "sql/schema.sql", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v[0];
+    assert_eq!(d["code"], "tenancy::unknown-table");
+    assert_eq!(d["file"], "policies/invalid/unknown_table.toml");
+    assert_eq!(d["line"], 23);
+    assert_eq!(d["column"], 9);
+    assert_eq!(d["help"], "did you mean `projects`?");
+}
+
+#[test]
+fn missing_files_exit_with_io_code() {
+    let out = tenancy(&["check", "policies/nope.toml", "--schema", "sql/schema.sql"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read `policies/nope.toml`"));
+}
+
+#[test]
+fn no_schema_source_is_a_usage_error() {
+    let out = tenancy(&["check", "policies/app.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --schema FILE"));
+}
+
+#[test]
+fn unreachable_database_exits_with_database_code() {
+    let out = tenancy(&["apply", "policies/app.toml", "--database-url", "postgresql://nobody@/nodb?host=/nonexistent&port=1"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to the database"));
+}
+
+#[test]
+fn help_lists_commands_and_exit_codes() {
+    let out = tenancy(&["--help"]);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in ["check", "compile", "apply", "Exit codes:", "4  the database"] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}

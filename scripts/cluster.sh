@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# A throwaway local PostgreSQL cluster for pg_tenancy, with its data under target/.
+#
+#   scripts/cluster.sh start|stop|status|url|admin-url|psql [NAME]
+#
+# NAME is `demo` (port 28815, the default) or `test` (port 28816). The cluster listens only on a
+# unix socket, runs as the `postgres` OS user when invoked as root (initdb refuses root), preloads
+# pg_tenancy and has two login roles: `postgres` (superuser, the DBA) and `app_user` (the
+# application role: LOGIN, owns nothing, no BYPASSRLS).
+set -euo pipefail
+
+cmd="${1:-status}"
+name="${2:-demo}"
+case "$name" in
+    demo) port=28815 ;;
+    test) port=28816 ;;
+    *) echo "unknown cluster name '$name' (use demo or test)" >&2; exit 2 ;;
+esac
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+PG_MAJOR="${PG_MAJOR:-15}"
+bindir="$(/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config --bindir 2>/dev/null || true)"
+[ -n "$bindir" ] || { echo "PostgreSQL ${PG_MAJOR} is not installed: run scripts/setup.sh" >&2; exit 1; }
+base="$root/target/cluster-$name"
+data="$base/data"
+# unix socket paths must stay under 103 bytes; fall back to /tmp for deep checkouts
+sock="$base"
+if [ "${#sock}" -gt 80 ]; then sock="/tmp/pg_tenancy-$name-$(id -u)"; fi
+db="tenancy_$name"
+
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+url() {  # url ROLE
+    echo "postgresql://$1@/$db?host=$sock&port=$port"
+}
+
+running() { [ -f "$data/postmaster.pid" ] && as_pg "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; }
+
+start() {
+    mkdir -p "$base" "$sock"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$base" "$sock"; chmod 755 "$root/target" 2>/dev/null || true; fi
+    if [ ! -f "$data/PG_VERSION" ]; then
+        as_pg "$bindir/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --no-locale >/dev/null
+        cat >> "$data/postgresql.conf" <<CONF
+# pg_tenancy local cluster
+listen_addresses = ''
+port = $port
+unix_socket_directories = '$sock'
+shared_preload_libraries = 'pg_tenancy'
+max_connections = 100
+fsync = on
+log_min_messages = warning
+CONF
+    fi
+    if running; then
+        echo "cluster '$name' already running on port $port"
+    else
+        as_pg "$bindir/pg_ctl" -D "$data" -l "$base/postgres.log" -w -t 60 start >/dev/null \
+            || { echo "cluster '$name' failed to start; log: $base/postgres.log" >&2; tail -20 "$base/postgres.log" >&2; exit 1; }
+    fi
+    psql_admin postgres -qAt -c "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
+        || psql_admin postgres -q -c "CREATE DATABASE $db"
+    psql_admin "$db" -q <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_user') THEN
+    CREATE ROLE app_user LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+  END IF;
+END \$\$;
+SQL
+}
+
+psql_admin() {  # psql_admin DB [psql args...]
+    local d="$1"; shift
+    "$bindir/psql" -X -v ON_ERROR_STOP=1 "postgresql://postgres@/$d?host=$sock&port=$port" "$@"
+}
+
+case "$cmd" in
+    start) start; echo "cluster '$name' running: $(url postgres)" ;;
+    stop)
+        if running; then as_pg "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null; echo "cluster '$name' stopped"
+        else echo "cluster '$name' is not running"; fi ;;
+    destroy)
+        if running; then as_pg "$bindir/pg_ctl" -D "$data" -m immediate -w stop >/dev/null || true; fi
+        rm -rf "$base"; echo "cluster '$name' removed" ;;
+    status) if running; then echo "cluster '$name' running on port $port ($data)"; else echo "cluster '$name' not running"; exit 3; fi ;;
+    url) url app_user ;;
+    admin-url) url postgres ;;
+    psql) shift 2 || true; exec "$bindir/psql" -X "$(url "${PSQL_ROLE:-app_user}")" "$@" ;;
+    *) echo "usage: $0 start|stop|destroy|status|url|admin-url|psql [demo|test]" >&2; exit 2 ;;
+esac
