@@ -6,7 +6,7 @@
 # NAME is `demo` (port 28815, the default) or `test` (port 28816). The cluster listens only on a
 # unix socket, runs as the `postgres` OS user when invoked as root (initdb refuses root), preloads
 # pg_tenancy and has two login roles: `postgres` (superuser, the DBA) and `app_user` (the
-# application role: LOGIN, owns nothing, no BYPASSRLS).
+# application role: LOGIN, owns nothing, no BYPASSRLS) and `app_readonly`.
 set -euo pipefail
 
 cmd="${1:-status}"
@@ -66,6 +66,9 @@ CONF
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_user') THEN
     CREATE ROLE app_user LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app_readonly') THEN
+    CREATE ROLE app_readonly LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
   END IF;
 END \$\$;
 SQL

@@ -30,7 +30,7 @@ CREATE POLICY tenancy_delete ON app.comments AS PERMISSIVE FOR DELETE TO app_use
 CREATE INDEX IF NOT EXISTS comments_org_id_idx ON app.comments (org_id);
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.comments
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context();
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'none', 'member');
 REVOKE ALL ON TABLE app.comments FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.comments TO app_readonly;
 GRANT SELECT, INSERT, DELETE ON TABLE app.comments TO app_user;
@@ -66,7 +66,7 @@ CREATE POLICY tenancy_delete ON app.files AS PERMISSIVE FOR DELETE TO app_user
 CREATE INDEX IF NOT EXISTS files_org_id_idx ON app.files (org_id);
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.files
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context();
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
 REVOKE ALL ON TABLE app.files FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.files TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.files TO app_user;
@@ -88,10 +88,9 @@ CREATE POLICY tenancy_update ON app.projects AS PERMISSIVE FOR UPDATE TO app_use
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
 CREATE POLICY tenancy_delete ON app.projects AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));
-CREATE INDEX IF NOT EXISTS projects_org_id_idx ON app.projects (org_id);
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.projects
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context();
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
 REVOKE ALL ON TABLE app.projects FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.projects TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.projects TO app_user;
@@ -115,7 +114,7 @@ CREATE POLICY tenancy_delete ON app.tasks AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.tasks
-    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context();
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'member');
 REVOKE ALL ON TABLE app.tasks FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.tasks TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.tasks TO app_user;

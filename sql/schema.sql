@@ -1,6 +1,8 @@
 -- Example application schema: a small project-management SaaS.
 -- Every tenant table carries org_id; countries is global reference data.
 -- Ids are uuids: sequences would leak row counts across organizations.
+-- Foreign keys between tenant tables include org_id, so a row can never point into another
+-- organization, and another organization's id looks exactly like one that does not exist.
 
 CREATE SCHEMA app;
 
@@ -15,34 +17,39 @@ CREATE TABLE app.projects (
     name        text NOT NULL,
     country     text REFERENCES app.countries (code),
     created_by  text NOT NULL DEFAULT tenancy.current_user_id(),
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, id)
 );
 
 CREATE TABLE app.tasks (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     org_id      uuid NOT NULL REFERENCES tenancy.organizations (id),
-    project_id  uuid NOT NULL REFERENCES app.projects (id) ON DELETE CASCADE,
+    project_id  uuid NOT NULL,
     title       text NOT NULL,
     done        boolean NOT NULL DEFAULT false,
     assignee    text,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, id),
+    FOREIGN KEY (org_id, project_id) REFERENCES app.projects (org_id, id) ON DELETE CASCADE
 );
 CREATE INDEX tasks_org_id_project_id_idx ON app.tasks (org_id, project_id);
 
 CREATE TABLE app.comments (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     org_id      uuid NOT NULL REFERENCES tenancy.organizations (id),
-    task_id     uuid NOT NULL REFERENCES app.tasks (id) ON DELETE CASCADE,
+    task_id     uuid NOT NULL,
     author      text NOT NULL DEFAULT tenancy.current_user_id(),
     body        text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (org_id, task_id) REFERENCES app.tasks (org_id, id) ON DELETE CASCADE
 );
 
 CREATE TABLE app.files (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     org_id      uuid NOT NULL REFERENCES tenancy.organizations (id),
-    project_id  uuid REFERENCES app.projects (id) ON DELETE SET NULL,
+    project_id  uuid,
     name        text NOT NULL,
     size_bytes  bigint NOT NULL CHECK (size_bytes >= 0),
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (org_id, project_id) REFERENCES app.projects (org_id, id) ON DELETE CASCADE
 );

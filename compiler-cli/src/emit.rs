@@ -117,9 +117,17 @@ fn table_block(out: &mut String, compiled: &Compiled, table: &CompiledTable, all
                 let index = quote_ident(&format!("{}_{}_idx", table.name.name, column));
                 let _ = writeln!(out, "CREATE INDEX IF NOT EXISTS {index} ON {name} ({col});");
             }
+            // The guard refuses writes without a context, or by too low a role, with a clear error.
+            let min_role = |c: Command| match commands.get(&c) {
+                Some(Some(role)) => format!("'{}'", role.0),
+                _ => "'none'".to_string(),
+            };
             let _ = writeln!(
                 out,
-                "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context();"
+                "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {});",
+                min_role(Command::Insert),
+                min_role(Command::Update),
+                min_role(Command::Delete)
             );
             let _ = writeln!(out, "REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles));
             for role in all_roles {

@@ -188,20 +188,42 @@ fn has_permission(permission: &str) -> bool {
     gucs::read(&gucs::PERMISSIONS).is_some_and(|p| p.split(',').any(|x| x == permission))
 }
 
-/// Refuses writes without a context (statement-level trigger installed by the policy compiler).
-/// Roles that bypass row-level security (superusers, BYPASSRLS) pass: they are the DBAs.
+/// Statement-level guard the policy compiler installs on every tenant table, with the minimum
+/// member role for INSERT, UPDATE and DELETE as its three arguments. It refuses, with a clear
+/// 42501, a write without a context, or by a member whose role is too low (row-level security
+/// alone would silently affect zero rows). Roles that bypass row-level security (superusers,
+/// BYPASSRLS: the DBAs) pass. Runs once per statement, not per row.
 #[pg_trigger]
 fn require_context<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
-    if gucs::read(&gucs::ORG_ID).is_none() && !caller_bypasses_rls() {
-        let op = trigger.op().map(|o| o.to_string()).unwrap_or_else(|_| "write".into());
-        let table = format!(
-            "{}.{}",
-            trigger.table_schema().unwrap_or_default(),
-            trigger.table_name().unwrap_or_default()
-        );
+    if caller_bypasses_rls() {
+        return Ok(None);
+    }
+    let op = trigger.op()?;
+    let table = format!("{}.{}", trigger.table_schema()?, trigger.table_name()?);
+    if gucs::read(&gucs::ORG_ID).is_none() {
         TenancyError::NoContext { action: format!("{op} on {table}") }.raise()
+    }
+    let position = match op {
+        pgrx::PgTriggerOperation::Insert => 0,
+        pgrx::PgTriggerOperation::Update => 1,
+        pgrx::PgTriggerOperation::Delete => 2,
+        pgrx::PgTriggerOperation::Truncate => return Ok(None),
+    };
+    let args = trigger.extra_args()?;
+    if let Some(required) = args.get(position).filter(|r| !r.is_empty() && r.as_str() != "none") {
+        if !has_role(required) {
+            let mine = gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
+            TenancyError::PermissionDenied {
+                message: format!("permission denied to {op} on {table}"),
+                detail: Some(format!(
+                    "{op} on {table} requires member role \"{required}\" or higher; the current role is \"{mine}\"."
+                )),
+                hint: Some("Ask an owner or admin of the organization for a higher role.".into()),
+            }
+            .raise()
+        }
     }
     Ok(None)
 }

@@ -1,0 +1,73 @@
+# pg_tenancy: `make demo` and `make test` do everything on a fresh machine.
+# Run `make help` for the other targets.
+
+SHELL      := /bin/bash
+PG_MAJOR   ?= 15
+PG_CONFIG  ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
+# Build profile for the installed extension and the CLI: release for the demo and benchmarks;
+# `make test` uses dev builds, which compile much faster.
+PROFILE    ?= release
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,--profile $(PROFILE))
+TARGET_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+TENANCY    := target/$(TARGET_DIR)/tenancy
+ROOT       := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+PGRX_SUDO  := $(if $(ROOT),,--sudo)
+PGRX_RUNAS := $(if $(ROOT),--runas postgres --pgdata $(CURDIR)/target/pgrx-test/data,)
+
+.PHONY: help setup install cli demo test test-compiler test-extension test-e2e \
+        psql db-url db-admin-url stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+setup: ## install what is missing (apt packages, cargo-pgrx, pgrx init); idempotent
+	@scripts/setup.sh
+
+install: setup ## build the extension and install it into PostgreSQL $(PG_MAJOR)
+	cd extension && cargo pgrx install $(CARGO_PROFILE_FLAG) --pg-config $(PG_CONFIG) $(PGRX_SUDO)
+
+cli: ## build the `tenancy` compiler CLI
+	cargo build $(CARGO_PROFILE_FLAG) -p pg_tenancy_compiler --bin tenancy
+
+demo: install cli ## start a local cluster (port 28815) and show two organizations kept apart
+	scripts/cluster.sh start demo
+	TENANCY=$(TENANCY) scripts/demo.sh
+
+test: ## run every test: compiler, extension (pgrx) and end-to-end against a real cluster
+	$(MAKE) setup
+	$(MAKE) test-compiler
+	$(MAKE) test-extension
+	$(MAKE) test-e2e PROFILE=dev
+
+test-compiler: ## compiler unit, golden and CLI tests (no database needed)
+	cargo test -p pg_tenancy_compiler
+
+test-extension: setup ## pgrx tests inside PostgreSQL
+	@if [ -n "$(ROOT)" ]; then mkdir -p target/pgrx-test && chown postgres: target/pgrx-test; fi
+	cd extension && cargo pgrx test pg$(PG_MAJOR) $(PGRX_RUNAS)
+
+test-e2e: ## end-to-end tests against a throwaway cluster (port 28816)
+	$(MAKE) install PROFILE=$(PROFILE)
+	scripts/cluster.sh destroy test >/dev/null
+	scripts/cluster.sh start test
+	TENANCY_TEST_ADMIN_URL="$$(scripts/cluster.sh admin-url test)" \
+	TENANCY_TEST_APP_URL="$$(scripts/cluster.sh url test)" \
+	  cargo test $(CARGO_PROFILE_FLAG) -p pg_tenancy_e2e -- --test-threads=4; \
+	  status=$$?; scripts/cluster.sh stop test; exit $$status
+
+psql: ## psql into the demo cluster as the application role (PSQL_ROLE=postgres for the DBA)
+	@scripts/cluster.sh psql demo
+
+db-url: ## libpq URL of the demo cluster for the application role
+	@scripts/cluster.sh url demo
+
+db-admin-url: ## libpq URL of the demo cluster for the superuser (DBA)
+	@scripts/cluster.sh admin-url demo
+
+stop: ## stop the demo cluster
+	@scripts/cluster.sh stop demo
+
+clean: ## stop and delete local clusters and build output
+	-@scripts/cluster.sh destroy demo
+	-@scripts/cluster.sh destroy test
+	cargo clean
