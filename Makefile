@@ -52,7 +52,7 @@ test-e2e: ## end-to-end tests against a throwaway cluster (port 28816)
 	scripts/cluster.sh start test
 	TENANCY_TEST_ADMIN_URL="$$(scripts/cluster.sh admin-url test)" \
 	TENANCY_TEST_APP_URL="$$(scripts/cluster.sh url test)" \
-	  cargo test $(CARGO_PROFILE_FLAG) -p pg_tenancy_e2e -- --test-threads=4; \
+	  cargo test $(CARGO_PROFILE_FLAG) --no-fail-fast -p pg_tenancy_e2e -- --test-threads=4; \
 	  status=$$?; scripts/cluster.sh stop test; exit $$status
 
 psql: ## psql into the demo cluster as the application role (PSQL_ROLE=postgres for the DBA)

@@ -94,6 +94,7 @@ pub enum Format {
 }
 
 /// A failure that ends the command, with its exit code.
+#[derive(Debug)]
 pub enum Failure {
     Diagnostics(Sources, Vec<Diagnostic>, Format),
     Io(String),
@@ -102,6 +103,15 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The codes of the diagnostics, if the failure is about the policies or the schema.
+    pub fn diagnostic_codes(&self) -> Vec<&'static str> {
+        match self {
+            Failure::Diagnostics(_, diags, _) => diags.iter().map(|d| d.code).collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Prints the failure (diagnostics to stderr, or JSON to stdout) and returns the exit code.
     pub fn report(self) -> u8 {
         match self {
             Failure::Diagnostics(sources, diags, Format::Json) => {

@@ -1,1 +1,226 @@
+//! Harness for end-to-end tests against a real cluster (started by `make test-e2e`).
+//!
+//! Each test gets its own database, cloned from a per-process template that has the extension,
+//! the example schema (`sql/schema.sql`), the example policies applied with the real
+//! `tenancy apply` code path, and a fixture of two organizations with data.
 
+use postgres::{Client, Config, NoTls};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+pub const ACME: &str = "a0000000-0000-0000-0000-000000000001";
+pub const GLOBEX: &str = "b0000000-0000-0000-0000-000000000002";
+/// An id no organization has.
+pub const NOWHERE: &str = "c0000000-0000-0000-0000-000000000003";
+
+/// Fixture rows: (table, acme row id, globex row id).
+pub const ROWS: [(&str, &str, &str); 4] = [
+    ("projects", "a1000000-0000-0000-0000-000000000001", "b1000000-0000-0000-0000-000000000001"),
+    ("tasks", "a2000000-0000-0000-0000-000000000001", "b2000000-0000-0000-0000-000000000001"),
+    ("comments", "a3000000-0000-0000-0000-000000000001", "b3000000-0000-0000-0000-000000000001"),
+    ("files", "a4000000-0000-0000-0000-000000000001", "b4000000-0000-0000-0000-000000000001"),
+];
+
+/// Members: (org, user, role). Sam is in both organizations.
+pub const MEMBERS: [(&str, &str, &str); 7] = [
+    (ACME, "alice", "owner"),
+    (ACME, "bob", "admin"),
+    (ACME, "carol", "member"),
+    (ACME, "gus", "guest"),
+    (ACME, "sam", "member"),
+    (GLOBEX, "gina", "owner"),
+    (GLOBEX, "sam", "admin"),
+];
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn env_config(var: &str) -> Config {
+    let url = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run these tests with `make test-e2e`, which starts a cluster")
+    });
+    Config::from_str(&url).unwrap_or_else(|e| panic!("{var} is not a valid URL: {e}"))
+}
+
+fn connect(mut config: Config, db: &str) -> Client {
+    config.dbname(db);
+    config.connect(NoTls).unwrap_or_else(|e| panic!("connect to {db}: {e}"))
+}
+
+fn seed_sql() -> String {
+    let mut sql = String::from(
+        "INSERT INTO app.countries VALUES ('DE', 'Germany'), ('US', 'United States');\n",
+    );
+    for (org, slug, owner) in [(ACME, "acme", "alice"), (GLOBEX, "globex", "gina")] {
+        sql.push_str(&format!(
+            "SELECT tenancy.create_organization(initcap('{slug}'), '{slug}', '{owner}', id => '{org}');\n"
+        ));
+    }
+    for (org, user, role) in MEMBERS.iter().filter(|m| m.2 != "owner") {
+        sql.push_str(&format!("SELECT tenancy.add_member('{org}', '{user}', '{role}');\n"));
+    }
+    for (org, i) in [(ACME, 0), (GLOBEX, 1)] {
+        let id = |t: usize| if i == 0 { ROWS[t].1 } else { ROWS[t].2 };
+        let p = if i == 0 { "Acme" } else { "Globex" };
+        sql.push_str(&format!(
+            "INSERT INTO app.projects (id, org_id, name, created_by) VALUES ('{}', '{org}', '{p} launch', 'seed');
+             INSERT INTO app.tasks (id, org_id, project_id, title) VALUES ('{}', '{org}', '{}', '{p} task');
+             INSERT INTO app.comments (id, org_id, task_id, author, body) VALUES ('{}', '{org}', '{}', 'seed', '{p} comment');
+             INSERT INTO app.files (id, org_id, project_id, name, size_bytes) VALUES ('{}', '{org}', '{}', '{p}.pdf', 100);\n",
+            id(0), id(1), id(0), id(2), id(1), id(3), id(0)
+        ));
+    }
+    sql
+}
+
+/// Creates the template database once per test process and returns its name.
+fn template() -> &'static str {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let name = format!("e2e_tpl_{}", std::process::id());
+        let mut admin = connect(env_config("TENANCY_TEST_ADMIN_URL"), "postgres");
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let mut db = connect(env_config("TENANCY_TEST_ADMIN_URL"), &name);
+        db.batch_execute("CREATE EXTENSION pg_tenancy").unwrap();
+        db.batch_execute(&std::fs::read_to_string(repo_root().join("sql/schema.sql")).unwrap()).unwrap();
+        drop(db);
+        let url = admin_url(&name);
+        tenancy(&["apply", &path("policies/app.toml"), "--database-url", &url]).expect("tenancy apply of the example");
+        let mut db = connect(env_config("TENANCY_TEST_ADMIN_URL"), &name);
+        db.batch_execute(&seed_sql()).unwrap();
+        name
+    })
+}
+
+/// Runs the `tenancy` CLI in-process, as `tenancy ARGS...`; pass absolute paths (see [`path`]).
+pub fn tenancy(args: &[&str]) -> Result<(), pg_tenancy_compiler::cli::Failure> {
+    use clap::Parser;
+    let cli = pg_tenancy_compiler::cli::Cli::try_parse_from(std::iter::once("tenancy").chain(args.iter().copied()))
+        .expect("valid arguments");
+    pg_tenancy_compiler::cli::run(cli)
+}
+
+/// Absolute path of a file in the repository.
+pub fn path(relative: &str) -> String {
+    repo_root().join(relative).display().to_string()
+}
+
+/// A libpq URL for the superuser on database `db`.
+pub fn admin_url(db: &str) -> String {
+    url_for("TENANCY_TEST_ADMIN_URL", db)
+}
+
+/// A libpq URL for the application role on database `db`.
+pub fn app_url(db: &str) -> String {
+    url_for("TENANCY_TEST_APP_URL", db)
+}
+
+fn url_for(var: &str, db: &str) -> String {
+    let url = std::env::var(var).unwrap();
+    let (before, after) = url.split_once('?').unwrap_or((&url, ""));
+    let base = before.rsplit_once('/').map_or(before, |(b, _)| b);
+    format!("{base}/{db}?{after}")
+}
+
+/// One test's own database, dropped at the end of the test.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let template = template();
+        let name = format!("e2e_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let mut admin = connect(env_config("TENANCY_TEST_ADMIN_URL"), "postgres");
+        admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).unwrap();
+        TestDb { name }
+    }
+
+    /// A connection as the superuser (the DBA).
+    pub fn admin(&self) -> Client {
+        connect(env_config("TENANCY_TEST_ADMIN_URL"), &self.name)
+    }
+
+    /// A connection as the application role `app_user`.
+    pub fn app(&self) -> Client {
+        connect(env_config("TENANCY_TEST_APP_URL"), &self.name)
+    }
+
+    /// A connection as another login role.
+    pub fn connect_as(&self, role: &str) -> Client {
+        let mut config = env_config("TENANCY_TEST_APP_URL");
+        config.user(role);
+        connect(config, &self.name)
+    }
+
+    /// A connection as the application role that has set a session context.
+    pub fn app_in(&self, org: &str, user: &str) -> Client {
+        let mut c = self.app();
+        c.batch_execute(&format!("SELECT tenancy.set_session_context('{org}', '{user}')")).unwrap();
+        c
+    }
+}
+
+impl Default for TestDb {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = env_config("TENANCY_TEST_ADMIN_URL").dbname("postgres").connect(NoTls) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// The database error a statement must raise: (SQLSTATE, message, detail, hint).
+pub struct DbError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+/// Runs `sql` and returns its error; panics if it succeeds.
+pub fn error_of(client: &mut impl postgres::GenericClient, sql: &str) -> DbError {
+    match client.batch_execute(sql) {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => {
+            let db = e.as_db_error().unwrap_or_else(|| panic!("not a database error from {sql}: {e}"));
+            DbError {
+                code: db.code().code().to_string(),
+                message: db.message().to_string(),
+                detail: db.detail().map(str::to_string),
+                hint: db.hint().map(str::to_string),
+            }
+        }
+    }
+}
+
+/// The first column of the first row, as text.
+pub fn text(client: &mut impl postgres::GenericClient, sql: &str) -> Option<String> {
+    client
+        .query_one(&format!("SELECT ({sql})::text"), &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// Number of rows a statement affected.
+pub fn affected(client: &mut impl postgres::GenericClient, sql: &str) -> u64 {
+    client.execute(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Count of rows the query returns.
+pub fn count(client: &mut impl postgres::GenericClient, from: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {from}"), &[])
+        .unwrap_or_else(|e| panic!("{from}: {e}"))
+        .get(0)
+}

@@ -1,0 +1,59 @@
+//! `tenancy apply` against live databases: idempotent, all-or-nothing, and refusing what would
+//! leave a table open or an application role able to bypass the policies.
+
+use pg_tenancy_e2e::*;
+
+fn apply(db: &TestDb, policy: &str) -> Result<(), pg_tenancy_compiler::cli::Failure> {
+    tenancy(&["apply", &path(policy), "--database-url", &admin_url(&db.name)])
+}
+
+#[test]
+fn applying_twice_leaves_the_same_policies() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    let snapshot = |c: &mut postgres::Client| {
+        text(c, "SELECT string_agg(tablename || '.' || policyname || ':' || cmd || ':' || coalesce(qual, '') || coalesce(with_check, ''), E'\\n' ORDER BY tablename, policyname) FROM pg_policies WHERE schemaname = 'app'")
+    };
+    let before = snapshot(&mut admin);
+    apply(&db, "policies/app.toml").unwrap();
+    apply(&db, "policies/app.toml").unwrap();
+    assert_eq!(snapshot(&mut admin), before);
+    let forced = text(&mut admin, "SELECT bool_and(relrowsecurity AND relforcerowsecurity) FROM pg_class WHERE relnamespace = 'app'::regnamespace AND relkind = 'r'");
+    assert_eq!(forced.as_deref(), Some("true"));
+}
+
+#[test]
+fn a_new_uncovered_table_makes_apply_fail_and_change_nothing() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute("CREATE TABLE app.secrets (id uuid PRIMARY KEY, org_id uuid NOT NULL)").unwrap();
+    admin.batch_execute("DROP POLICY tenancy_select ON app.projects").unwrap();
+    let failure = apply(&db, "policies/app.toml").unwrap_err();
+    assert_eq!(failure.diagnostic_codes(), vec!["tenancy::uncovered-table"]);
+    assert_eq!(count(&mut admin, "pg_policies WHERE tablename = 'projects' AND policyname = 'tenancy_select'"), 0);
+}
+
+#[test]
+fn an_application_role_that_bypasses_rls_is_refused() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute("DO $$ BEGIN CREATE ROLE app_bypass LOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;").unwrap();
+    let dir = std::env::temp_dir().join(format!("tenancy-apply-{}-{}", std::process::id(), db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = std::fs::read_to_string(repo_root().join("policies/app.toml")).unwrap();
+    let unsafe_policy = policy.replace("read_only = [\"app_readonly\"]", "read_only = [\"app_bypass\", \"ghost\"]");
+    let file = dir.join("app.toml");
+    std::fs::write(&file, unsafe_policy).unwrap();
+    let failure = tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]).unwrap_err();
+    assert_eq!(failure.diagnostic_codes(), vec!["tenancy::unsafe-app-role", "tenancy::unknown-app-role"]);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn apply_without_the_extension_says_how_to_install_it() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute("DROP EXTENSION pg_tenancy CASCADE").unwrap();
+    let failure = apply(&db, "policies/app.toml").unwrap_err();
+    assert!(failure.diagnostic_codes().contains(&"tenancy::extension-missing"), "{failure:?}");
+}

@@ -1,0 +1,271 @@
+//! Two organizations kept apart by the compiled example policies: every table, every command,
+//! every member role, as the application role over real connections.
+
+use pg_tenancy_e2e::*;
+
+/// The minimum member role per command in policies/app.toml: (table, select, insert, update, delete).
+const MATRIX: [(&str, &str, &str, &str, &str); 4] = [
+    ("projects", "guest", "member", "member", "admin"),
+    ("tasks", "guest", "member", "member", "member"),
+    ("comments", "guest", "member", "none", "member"),
+    ("files", "guest", "member", "member", "admin"),
+];
+
+const RANKS: [(&str, u8); 4] = [("owner", 4), ("admin", 3), ("member", 2), ("guest", 1)];
+
+fn rank(role: &str) -> u8 {
+    RANKS.iter().find(|r| r.0 == role).map_or(u8::MAX, |r| r.1)
+}
+
+fn acme_id(table: &str) -> &'static str {
+    ROWS.iter().find(|r| r.0 == table).unwrap().1
+}
+
+fn globex_id(table: &str) -> &'static str {
+    ROWS.iter().find(|r| r.0 == table).unwrap().2
+}
+
+/// An INSERT into `table` that is valid for ACME (it references ACME's parent rows).
+fn insert_sql(table: &str) -> String {
+    match table {
+        "projects" => "INSERT INTO app.projects (name) VALUES ('new')".into(),
+        "tasks" => format!("INSERT INTO app.tasks (project_id, title) VALUES ('{}', 'new')", acme_id("projects")),
+        "comments" => format!("INSERT INTO app.comments (task_id, body) VALUES ('{}', 'new')", acme_id("tasks")),
+        "files" => "INSERT INTO app.files (name, size_bytes) VALUES ('new.txt', 1)".into(),
+        _ => unreachable!(),
+    }
+}
+
+fn set_column(table: &str) -> &'static str {
+    match table {
+        "projects" => "name = name || '!'",
+        "tasks" => "done = true",
+        "comments" => "body = body || '!'",
+        "files" => "name = name || '!'",
+        _ => unreachable!(),
+    }
+}
+
+/// Runs `sql` in a transaction as `user` of `org` and rolls back: Ok(rows affected) or Err(SQLSTATE).
+fn attempt(db: &TestDb, org: &str, user: &str, sql: &str) -> Result<u64, String> {
+    let mut client = db.app();
+    let mut tx = client.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{org}', '{user}')")).unwrap();
+    let result = tx.execute(sql, &[]).map_err(|e| e.code().map(|c| c.code().to_string()).unwrap_or_default());
+    drop(tx);
+    result
+}
+
+#[test]
+fn every_table_command_and_role_gets_exactly_what_the_policy_allows() {
+    let db = TestDb::new();
+    let members: Vec<(&str, &str)> =
+        MEMBERS.iter().filter(|m| m.0 == ACME && m.1 != "sam").map(|m| (m.1, m.2)).collect();
+    assert_eq!(members.len(), 4, "one acme member per role");
+    for (table, select, insert, update, delete) in MATRIX {
+        for (user, role) in &members {
+            let allowed = |min: &str| min != "none" && rank(role) >= rank(min);
+            let id = acme_id(table);
+            let cases = [
+                ("select", select, format!("SELECT * FROM app.{table} WHERE id = '{id}'")),
+                ("insert", insert, insert_sql(table)),
+                ("update", update, format!("UPDATE app.{table} SET {} WHERE id = '{id}'", set_column(table))),
+                ("delete", delete, format!("DELETE FROM app.{table} WHERE id = '{id}'")),
+            ];
+            for (command, min, sql) in cases {
+                let got = attempt(&db, ACME, user, &sql);
+                if allowed(min) {
+                    assert_eq!(got, Ok(1), "{role} {user} should {command} {table}");
+                } else if command == "select" {
+                    assert_eq!(got, Ok(0), "{role} should see no {table} rows");
+                } else {
+                    assert_eq!(got, Err("42501".into()), "{role} must be refused {command} on {table}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn each_org_sees_only_its_own_rows_in_every_table() {
+    let db = TestDb::new();
+    for (org, user) in [(ACME, "carol"), (GLOBEX, "gina")] {
+        let mut c = db.app_in(org, user);
+        for (table, acme, globex) in ROWS {
+            let own = if org == ACME { acme } else { globex };
+            let rows = c.query(&format!("SELECT id::text, org_id::text FROM app.{table}"), &[]).unwrap();
+            assert_eq!(rows.len(), 1, "{user} sees exactly one {table} row");
+            assert_eq!(rows[0].get::<_, String>(0), own);
+            assert_eq!(rows[0].get::<_, String>(1), org);
+        }
+    }
+}
+
+#[test]
+fn another_orgs_rows_look_exactly_like_missing_ones() {
+    let db = TestDb::new();
+    let mut c = db.app_in(ACME, "alice");
+    for (table, _, globex) in ROWS {
+        assert_eq!(count(&mut c, &format!("app.{table} WHERE id = '{globex}'")), 0);
+        if table != "comments" {
+            // (comments are immutable: no UPDATE at all)
+            assert_eq!(affected(&mut c, &format!("UPDATE app.{table} SET id = id WHERE id = '{globex}'")), 0);
+        }
+        assert_eq!(affected(&mut c, &format!("DELETE FROM app.{table} WHERE id = '{globex}'")), 0);
+    }
+    // A foreign key to another organization's project fails exactly like one to a missing project.
+    let foreign = error_of(
+        &mut c,
+        &format!("INSERT INTO app.tasks (project_id, title) VALUES ('{}', 'probe')", globex_id("projects")),
+    );
+    let missing = error_of(&mut c, &format!("INSERT INTO app.tasks (project_id, title) VALUES ('{NOWHERE}', 'probe')"));
+    assert_eq!(foreign.code, "23503");
+    assert_eq!(foreign.code, missing.code);
+    assert_eq!(foreign.message, missing.message);
+}
+
+#[test]
+fn writing_into_or_moving_rows_to_another_org_is_refused() {
+    let db = TestDb::new();
+    let mut c = db.app_in(ACME, "alice");
+    let e = error_of(&mut c, &format!("INSERT INTO app.projects (org_id, name) VALUES ('{GLOBEX}', 'sneaky')"));
+    assert_eq!(e.code, "42501");
+    assert!(e.message.contains("row-level security"), "{}", e.message);
+    let e = error_of(&mut c, &format!("UPDATE app.projects SET org_id = '{GLOBEX}' WHERE id = '{}'", acme_id("projects")));
+    assert_eq!(e.code, "42501");
+    // Nothing moved: globex still has exactly its own project.
+    let mut admin = db.admin();
+    assert_eq!(count(&mut admin, &format!("app.projects WHERE org_id = '{GLOBEX}'")), 1);
+}
+
+#[test]
+fn the_tenant_column_defaults_to_the_current_org() {
+    let db = TestDb::new();
+    let mut c = db.app_in(GLOBEX, "gina");
+    let row = c.query_one("INSERT INTO app.projects (name) VALUES ('auto') RETURNING org_id::text, created_by", &[]).unwrap();
+    assert_eq!(row.get::<_, String>(0), GLOBEX);
+    assert_eq!(row.get::<_, String>(1), "gina");
+}
+
+#[test]
+fn without_context_nothing_is_visible_and_writes_are_refused_clearly() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    for (table, acme, _) in ROWS {
+        assert_eq!(count(&mut c, &format!("app.{table}")), 0, "{table} must look empty");
+        let e = error_of(&mut c, &format!("DELETE FROM app.{table} WHERE id = '{acme}'"));
+        assert_eq!(e.code, "42501");
+        assert_eq!(e.message, "no tenant context");
+        assert!(e.hint.unwrap().contains("tenancy.set_context"));
+    }
+    let e = error_of(&mut c, &insert_sql("projects"));
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "no tenant context"));
+    let e = error_of(&mut c, "UPDATE app.files SET size_bytes = 0");
+    assert_eq!(e.detail.as_deref(), Some("UPDATE on app.files requires a tenant context, and none is set."));
+}
+
+#[test]
+fn global_tables_are_readable_by_every_org_and_writable_by_none() {
+    let db = TestDb::new();
+    for (org, user) in [(ACME, "alice"), (GLOBEX, "gina")] {
+        let mut c = db.app_in(org, user);
+        assert_eq!(count(&mut c, "app.countries"), 2);
+        for sql in [
+            "INSERT INTO app.countries VALUES ('FR', 'France')",
+            "UPDATE app.countries SET name = 'X'",
+            "DELETE FROM app.countries",
+        ] {
+            let e = error_of(&mut c, sql);
+            assert_eq!(e.code, "42501", "{sql}");
+            assert!(e.message.contains("permission denied for table countries"), "{}", e.message);
+        }
+    }
+}
+
+#[test]
+fn a_user_in_two_orgs_sees_each_orgs_rows_after_switching() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'sam')")).unwrap();
+    assert_eq!(text(&mut tx, "SELECT string_agg(name, ',') FROM app.projects").as_deref(), Some("Acme launch"));
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{GLOBEX}', 'sam')")).unwrap();
+    assert_eq!(text(&mut tx, "SELECT string_agg(name, ',') FROM app.projects").as_deref(), Some("Globex launch"));
+    assert_eq!(text(&mut tx, "SELECT tenancy.current_member_role()").as_deref(), Some("admin"));
+}
+
+#[test]
+fn read_only_role_reads_its_org_and_cannot_write() {
+    let db = TestDb::new();
+    let mut c = db.connect_as("app_readonly");
+    c.batch_execute(&format!("SELECT tenancy.set_session_context('{ACME}', 'carol')")).unwrap();
+    assert_eq!(count(&mut c, "app.projects"), 1);
+    let e = error_of(&mut c, &insert_sql("projects"));
+    assert_eq!(e.code, "42501");
+    assert!(e.message.contains("permission denied for table projects"));
+}
+
+#[test]
+fn policies_are_index_backed_and_evaluate_context_once_per_statement() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO tenancy.organizations (id, slug, name)
+             SELECT ('d0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'org-' || g, 'Org ' || g
+               FROM generate_series(1, 200) g;
+             INSERT INTO app.projects (org_id, name, created_by)
+             SELECT ('d0000000-0000-0000-0000-' || lpad((g % 200 + 1)::text, 12, '0'))::uuid, 'p' || g, 'seed'
+               FROM generate_series(1, 20000) g;
+             ANALYZE app.projects;"
+        ))
+        .unwrap();
+    // With many tenants, one tenant's rows are a sliver of the table: the planner must use the
+    // tenant-leading index even though the org id is only known when the statement runs.
+    let mut c = db.app_in(ACME, "alice");
+    let plan: Vec<String> = c
+        .query("EXPLAIN (COSTS OFF) SELECT * FROM app.projects ORDER BY created_at DESC LIMIT 20", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("InitPlan"), "context must be an InitPlan (once per statement):\n{plan}");
+    assert!(plan.contains("Index"), "tenant filter must use an index:\n{plan}");
+    assert!(!plan.contains("Filter: (org_id = tenancy.current_org())"), "no per-row call:\n{plan}");
+}
+
+#[test]
+fn context_functions_are_correct_inside_parallel_workers() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO app.projects (org_id, name, created_by)
+             SELECT CASE WHEN g % 2 = 0 THEN '{ACME}'::uuid ELSE '{GLOBEX}'::uuid END, 'p' || g, 'seed'
+               FROM generate_series(1, 4000) g;
+             ANALYZE app.projects;"
+        ))
+        .unwrap();
+    let mut c = db.app_in(GLOBEX, "gina");
+    c.batch_execute(
+        "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+         SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;",
+    )
+    .unwrap();
+    // The context readers sit below the Gather, so the workers evaluate them.
+    let query = "SELECT count(*) FROM app.projects
+                  WHERE tenancy.current_user_id() = 'gina' AND tenancy.has_role('owner')
+                    AND tenancy.current_member_role() = 'owner'";
+    let plan: String = c
+        .query(&format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {query}"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("Workers Launched: 2"), "expected parallel workers:\n{plan}");
+    assert!(plan.contains("Parallel Seq Scan"), "{plan}");
+    let n: i64 = c.query_one(query, &[]).unwrap().get(0);
+    assert_eq!(n, 2001, "the workers see globex's context: its 2000 rows plus the fixture's one");
+}
