@@ -14,7 +14,7 @@ ROOT       := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 PGRX_SUDO  := $(if $(ROOT),,--sudo)
 PGRX_RUNAS := $(if $(ROOT),--runas postgres --pgdata $(CURDIR)/target/pgrx-test/data,)
 
-.PHONY: help setup install cli demo test test-compiler test-extension test-e2e \
+.PHONY: help setup install cli demo test test-compiler test-extension test-e2e pyenv \
         psql db-url db-admin-url stop clean
 
 help: ## list the targets
@@ -46,8 +46,13 @@ test-extension: setup ## pgrx tests inside PostgreSQL
 	@if [ -n "$(ROOT)" ]; then mkdir -p target/pgrx-test && chown postgres: target/pgrx-test; fi
 	cd extension && cargo pgrx test pg$(PG_MAJOR) $(PGRX_RUNAS)
 
+pyenv: ## a Python venv with psycopg under target/, for examples/python_app.py
+	@[ -x target/pyenv/bin/python ] || python3 -m venv target/pyenv
+	@target/pyenv/bin/python -c 'import psycopg' 2>/dev/null || target/pyenv/bin/pip install --quiet 'psycopg[binary]>=3.1,<4'
+
 test-e2e: ## end-to-end tests against a throwaway cluster (port 28816)
 	$(MAKE) install PROFILE=$(PROFILE)
+	$(MAKE) pyenv
 	scripts/cluster.sh destroy test >/dev/null
 	scripts/cluster.sh start test
 	TENANCY_TEST_ADMIN_URL="$$(scripts/cluster.sh admin-url test)" \

@@ -174,3 +174,23 @@ fn hierarchical_roles_and_permissions_follow_the_member_role() {
         assert_eq!(text(&mut c, "SELECT tenancy.has_permission('members.manage')").as_deref(), Some(if perm { "true" } else { "false" }));
     }
 }
+
+#[test]
+fn the_python_example_sees_only_the_users_organization() {
+    let db = TestDb::new();
+    let python = repo_root().join("target/pyenv/bin/python");
+    assert!(python.exists(), "run through `make test-e2e`, which creates target/pyenv");
+    let run = |slug: &str, user: &str| {
+        std::process::Command::new(&python)
+            .arg(repo_root().join("examples/python_app.py"))
+            .args([slug, user])
+            .env("DATABASE_URL", app_url(&db.name))
+            .output()
+            .unwrap()
+    };
+    let ok = run("globex", "sam");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "Globex launch\nafter commit: 0 rows visible\n");
+    let refused = run("globex", "alice");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused: no organization 'globex' for 'alice'"));
+}
