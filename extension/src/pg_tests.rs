@@ -118,15 +118,19 @@ mod tests {
         exec("SET LOCAL force_parallel_mode = on");
         exec("SET LOCAL parallel_setup_cost = 0");
         exec("SET LOCAL parallel_tuple_cost = 0");
-        exec("CREATE TEMP TABLE nums AS SELECT g FROM generate_series(1, 1000) g");
-        // Temp tables are never scanned in parallel; use a real one.
         exec("CREATE TABLE public.nums_p AS SELECT g FROM generate_series(1, 1000) g");
-        let seen = text(
-            "SELECT string_agg(DISTINCT tenancy.current_org()::text || '/' || tenancy.current_member_role()
-                               || '/' || tenancy.has_role('admin')::text, ',')
-               FROM public.nums_p",
-        );
-        assert_eq!(seen, Some(format!("{org}/admin/true")));
+        let query = "SELECT string_agg(DISTINCT tenancy.current_org()::text || '/' || tenancy.current_member_role()
+                                       || '/' || tenancy.has_role('admin')::text, ',')
+                       FROM public.nums_p";
+        let plan = Spi::connect(|c| {
+            c.select(&format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {query}"), None, &[])
+                .unwrap()
+                .map(|row| row.get::<String>(1).unwrap().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        assert!(plan.contains("Single Copy: true") && plan.contains("Workers Launched: 1"), "{plan}");
+        assert_eq!(text(query), Some(format!("{org}/admin/true")));
     }
 
     #[pg_test]
