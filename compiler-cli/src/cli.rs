@@ -218,15 +218,37 @@ pub fn describe_db_error(e: &postgres::Error) -> String {
     }
 }
 
+/// Loads the policies and checks them against the live schema read through `client` (a
+/// transaction, for `apply`, so that what is checked is what is changed).
+fn compile_live(
+    policies: &PolicyArgs,
+    client: &mut impl postgres::GenericClient,
+) -> Result<Compiled, Failure> {
+    let mut sources = Sources::default();
+    let files = load_policies(policies, &mut sources)?;
+    let (catalog, facts) = live::read(client, &governed_schemas(&files))
+        .map_err(|e| Failure::Database(format!("cannot read the schema: {}", describe_db_error(&e))))?;
+    check::check(&sources, files, &catalog, Some(&facts))
+        .map_err(|diags| Failure::Diagnostics(sources, diags, policies.format))
+}
+
 /// Loads policies and schema (files or database) and checks them.
 fn compile(args: &SchemaArgs) -> Result<(Compiled, Vec<PathBuf>), Failure> {
-    let mut sources = Sources::default();
-    let files = load_policies(&args.policies, &mut sources)?;
     let paths = policy_paths(&args.policies)?;
     let url = args.database_url.clone().or_else(|| {
         if args.schema.is_empty() { std::env::var("DATABASE_URL").ok() } else { None }
     });
-    let compiled = if !args.schema.is_empty() {
+    if args.schema.is_empty() {
+        let Some(url) = url else {
+            return Err(Failure::Usage(
+                "no schema to check against: give --schema FILE (DDL) or --database-url URL (or set DATABASE_URL)".into(),
+            ));
+        };
+        return compile_live(&args.policies, &mut connect(&url)?).map(|c| (c, paths));
+    }
+    let mut sources = Sources::default();
+    let files = load_policies(&args.policies, &mut sources)?;
+    let compiled = {
         let mut catalog = Catalog::default();
         let mut diags = Vec::new();
         for path in &args.schema {
@@ -240,20 +262,16 @@ fn compile(args: &SchemaArgs) -> Result<(Compiled, Vec<PathBuf>), Failure> {
             return Err(Failure::Diagnostics(sources, diags, args.policies.format));
         }
         check::check(&sources, files, &catalog, None)
-    } else if let Some(url) = url {
-        let mut client = connect(&url)?;
-        let schemas = governed_schemas(&files);
-        let (catalog, facts) = live::read(&mut client, &schemas)
-            .map_err(|e| Failure::Database(format!("cannot read the schema: {}", describe_db_error(&e))))?;
-        check::check(&sources, files, &catalog, Some(&facts))
-    } else {
-        return Err(Failure::Usage(
-            "no schema to check against: give --schema FILE (DDL) or --database-url URL (or set DATABASE_URL)".into(),
-        ));
     };
     compiled
         .map(|c| (c, paths))
         .map_err(|diags| Failure::Diagnostics(sources, diags, args.policies.format))
+}
+
+/// "5 tables in app": what a successful check or apply covered.
+fn summary(compiled: &Compiled) -> String {
+    let n = compiled.tables.len();
+    format!("{n} table{} in {}", if n == 1 { "" } else { "s" }, compiled.schemas.join(", "))
 }
 
 fn origin(paths: &[PathBuf]) -> String {
@@ -267,12 +285,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             if args.policies.format == Format::Json {
                 println!("[]");
             } else {
-                eprintln!(
-                    "ok: {} table{} covered in {}",
-                    compiled.tables.len(),
-                    if compiled.tables.len() == 1 { "" } else { "s" },
-                    compiled.schemas.join(", ")
-                );
+                eprintln!("ok: the policies cover {}", summary(&compiled));
             }
             Ok(())
         }
@@ -289,22 +302,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Apply { policies, database_url } => {
-            let args = SchemaArgs { policies, schema: vec![], database_url: Some(database_url.clone()) };
-            let (compiled, _) = compile(&args)?;
-            let body = emit::body(&compiled);
             let mut client = connect(&database_url)?;
-            let mut tx = client
-                .transaction()
-                .map_err(|e| Failure::Database(describe_db_error(&e)))?;
-            tx.batch_execute(&body)
+            let mut tx = client.transaction().map_err(|e| Failure::Database(describe_db_error(&e)))?;
+            // Read, check and apply in one transaction: what was checked is what is changed.
+            let compiled = compile_live(&policies, &mut tx)?;
+            tx.batch_execute(&emit::body(&compiled))
                 .map_err(|e| Failure::Database(format!("apply failed, nothing was changed: {}", describe_db_error(&e))))?;
             tx.commit().map_err(|e| Failure::Database(describe_db_error(&e)))?;
-            eprintln!(
-                "applied: {} table{} in {} (one transaction)",
-                compiled.tables.len(),
-                if compiled.tables.len() == 1 { "" } else { "s" },
-                compiled.schemas.join(", ")
-            );
+            eprintln!("applied: {} (one transaction)", summary(&compiled));
             Ok(())
         }
     }

@@ -19,7 +19,10 @@ pub struct LiveFacts {
 }
 
 /// Loads every ordinary and partitioned table in `schemas`.
-pub fn read(client: &mut postgres::Client, schemas: &[String]) -> Result<(Catalog, LiveFacts), postgres::Error> {
+pub fn read(
+    client: &mut impl postgres::GenericClient,
+    schemas: &[String],
+) -> Result<(Catalog, LiveFacts), postgres::Error> {
     let mut catalog = Catalog::default();
     let mut facts = LiveFacts::default();
     let columns = client.query(

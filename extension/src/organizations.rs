@@ -55,14 +55,21 @@ fn required_org(param: &'static str, org_id: Option<Uuid>) -> Uuid {
     })
 }
 
-fn check_role_exists(role: &str) {
+/// Raises the error `unknown` builds (from the valid names, in `order`) unless `name` is listed
+/// in the catalog table `table` (`roles` or `plans`; never user input).
+fn require_listed(table: &str, order: &str, name: &str, unknown: impl FnOnce(String) -> TenancyError) {
     let known: Option<bool> =
-        one("SELECT EXISTS (SELECT FROM tenancy.roles WHERE name = $1)", &[role.into()]);
+        one(&format!("SELECT EXISTS (SELECT FROM tenancy.{table} WHERE name = $1)"), &[name.into()]);
     if known != Some(true) {
-        let valid: String = one("SELECT string_agg(name, ', ' ORDER BY rank DESC) FROM tenancy.roles", &[])
-            .unwrap_or_default();
-        TenancyError::UnknownRole { role: role.to_string(), valid }.raise()
+        let valid: String =
+            one(&format!("SELECT string_agg(name, ', ' ORDER BY {order}) FROM tenancy.{table}"), &[])
+                .unwrap_or_default();
+        unknown(valid).raise()
     }
+}
+
+fn check_role_exists(role: &str) {
+    require_listed("roles", "rank DESC", role, |valid| TenancyError::UnknownRole { role: role.to_string(), valid });
 }
 
 fn denied(message: String) -> ! {
@@ -168,13 +175,7 @@ fn create_organization(
         }
     }
     as_catalog_owner(|| {
-        let plan_known: Option<bool> =
-            one("SELECT EXISTS (SELECT FROM tenancy.plans WHERE name = $1)", &[plan.into()]);
-        if plan_known != Some(true) {
-            let valid: String = one("SELECT string_agg(name, ', ' ORDER BY name) FROM tenancy.plans", &[])
-                .unwrap_or_default();
-            TenancyError::UnknownPlan { plan: plan.to_string(), valid }.raise()
-        }
+        require_listed("plans", "name", plan, |valid| TenancyError::UnknownPlan { plan: plan.to_string(), valid });
         if let Some(parent) = parent_id {
             lock_org(parent);
         }
