@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway local PostgreSQL cluster for pg_tenancy, with its data under target/.
 #
-#   scripts/cluster.sh start|stop|status|url|admin-url|psql [NAME]
+#   scripts/cluster.sh start|stop|destroy|crash|status|url|admin-url|psql [NAME]
 #
 # NAME is `demo` (port 28815, the default) or `test` (port 28816). The cluster listens only on a
 # unix socket, runs as the `postgres` OS user when invoked as root (initdb refuses root), preloads
@@ -87,9 +87,12 @@ case "$cmd" in
     destroy)
         if running; then as_pg "$bindir/pg_ctl" -D "$data" -m immediate -w stop >/dev/null || true; fi
         rm -rf "$base"; echo "cluster '$name' removed" ;;
+    crash)  # for tests: an immediate stop (no checkpoint, like a power cut), then start again
+        as_pg "$bindir/pg_ctl" -D "$data" -m immediate -w stop >/dev/null
+        start >/dev/null; echo "cluster '$name' crashed and restarted" ;;
     status) if running; then echo "cluster '$name' running on port $port ($data)"; else echo "cluster '$name' not running"; exit 3; fi ;;
     url) url app_user ;;
     admin-url) url postgres ;;
     psql) shift 2 || true; exec "$bindir/psql" -X "$(url "${PSQL_ROLE:-app_user}")" "$@" ;;
-    *) echo "usage: $0 start|stop|destroy|status|url|admin-url|psql [demo|test]" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|destroy|crash|status|url|admin-url|psql [demo|test]" >&2; exit 2 ;;
 esac

@@ -119,4 +119,8 @@ REVOKE ALL ON TABLE app.tasks FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.tasks TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.tasks TO app_user;
 
+-- quotas: exact under concurrency (tenancy.quota_trigger)
+SELECT tenancy.enable_quota('projects', 'app.projects', 'org_id');
+SELECT tenancy.enable_quota('storage', 'app.files', 'org_id', sum_column => 'size_bytes');
+
 COMMIT;

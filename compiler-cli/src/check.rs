@@ -54,6 +54,15 @@ pub enum CompiledKind {
     Global,
 }
 
+/// A resource counted from a tenant table (`SELECT tenancy.enable_quota(...)`).
+#[derive(Debug, Clone)]
+pub struct CompiledQuota {
+    pub resource: String,
+    pub table: QualifiedName,
+    pub tenant_column: String,
+    pub sum_column: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct CompiledTable {
     pub name: QualifiedName,
@@ -67,6 +76,7 @@ pub struct Compiled {
     pub read_write: Vec<String>,
     pub read_only: Vec<String>,
     pub tables: Vec<CompiledTable>,
+    pub quotas: Vec<CompiledQuota>,
 }
 
 impl Compiled {
@@ -120,6 +130,7 @@ pub fn check(
     let mut roles: Option<Setting<crate::policy::AppRoles>> = None;
     let mut defaults: Option<Setting<crate::policy::Commands>> = None;
     let mut tables: Vec<(SourceId, Spanned<String>, Spanned<TablePolicy>)> = Vec::new();
+    let mut quotas: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let first_source = files.first().map(|f| f.source);
 
     for ParsedFile { source, file } in files {
@@ -129,6 +140,9 @@ pub fn check(
         once(sources, &mut defaults, "defaults", source, file.defaults, &mut diags);
         for (key, policy) in file.tables {
             tables.push((source, key, policy));
+        }
+        for (key, quota) in file.quotas {
+            quotas.push((source, key, quota));
         }
     }
 
@@ -326,12 +340,91 @@ pub fn check(
         }
     }
 
+    let compiled_quotas = check_quotas(catalog, &governed, &compiled_tables, quotas, live, &mut diags);
+
     if diags.is_empty() {
         compiled_tables.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Compiled { schemas: governed, read_write, read_only, tables: compiled_tables })
+        Ok(Compiled { schemas: governed, read_write, read_only, tables: compiled_tables, quotas: compiled_quotas })
     } else {
         Err(diags)
     }
+}
+
+/// Resolves `[quotas]`: each names a tenant table of this policy set and, for sums, an integer
+/// column of it; with a live database, also a resource the extension knows.
+fn check_quotas(
+    catalog: &Catalog,
+    governed: &[String],
+    compiled: &[CompiledTable],
+    quotas: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)>,
+    live: Option<&LiveFacts>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<CompiledQuota> {
+    let mut out = Vec::new();
+    for (source, key, quota) in quotas {
+        let quota = quota.into_inner();
+        let resource = key.get_ref().clone();
+        if let Some(live) = live.filter(|l| l.extension_installed) {
+            if !live.resources.contains(&resource) {
+                diags.push(
+                    Diagnostic::error("tenancy::unknown-resource", format!("unknown resource `{resource}`"))
+                        .label(source, key.span(), "not in tenancy.resources")
+                        .help(format!(
+                            "use one of {}, or add it: INSERT INTO tenancy.resources (name, kind, label) VALUES (...)",
+                            live.resources.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+                        )),
+                );
+                continue;
+            }
+        }
+        let Some(table) = resolve(catalog, governed, source, &quota.table, diags, &mut Vec::new()) else { continue };
+        let Some(CompiledKind::Tenant { column, .. }) =
+            compiled.iter().find(|t| t.name == table.name).map(|t| &t.kind)
+        else {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::quota-on-non-tenant-table",
+                    format!("quota `{resource}` counts `{}`, which is not a tenant table", table.name),
+                )
+                .label(source, quota.table.span(), "quotas count an organization's rows")
+                .help("point the quota at a table with `kind = \"tenant\"`"),
+            );
+            continue;
+        };
+        let sum_column = match &quota.sum {
+            None => None,
+            Some(col) => match table.column(col.get_ref()) {
+                Some(c) if ["bigint", "integer", "smallint", "int8", "int4", "int2", "int", "bigserial", "serial"]
+                    .contains(&c.data_type.as_str()) =>
+                {
+                    Some(c.name.clone())
+                }
+                Some(c) => {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::quota-sum-type",
+                            format!("column `{}.{}` is `{}`, not an integer", table.name, c.name, c.data_type),
+                        )
+                        .label(source, col.span(), "summed here")
+                        .help("sum quotas add up integer columns such as sizes in bytes"),
+                    );
+                    continue;
+                }
+                None => {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::unknown-column",
+                            format!("table `{}` has no column `{}`", table.name, col.get_ref()),
+                        )
+                        .label(source, col.span(), "no such column"),
+                    );
+                    continue;
+                }
+            },
+        };
+        out.push(CompiledQuota { resource, table: table.name.clone(), tenant_column: column.clone(), sum_column });
+    }
+    out
 }
 
 fn check_live_roles(

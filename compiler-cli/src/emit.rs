@@ -56,7 +56,26 @@ pub fn body(compiled: &Compiled) -> String {
     for table in &compiled.tables {
         table_block(&mut out, compiled, table, &all_roles);
     }
+    if !compiled.quotas.is_empty() {
+        out.push_str("-- quotas: exact under concurrency (tenancy.quota_trigger)\n");
+        for q in &compiled.quotas {
+            let sum = q.sum_column.as_ref().map_or(String::new(), |c| format!(", sum_column => {}", literal(c)));
+            let _ = writeln!(
+                out,
+                "SELECT tenancy.enable_quota({}, {}, {}{sum});",
+                literal(&q.resource),
+                literal(&q.table.to_string()),
+                literal(&q.tenant_column)
+            );
+        }
+        out.push('\n');
+    }
     out
+}
+
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 fn table_block(out: &mut String, compiled: &Compiled, table: &CompiledTable, all_roles: &[String]) {

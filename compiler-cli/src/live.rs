@@ -16,6 +16,8 @@ pub struct LiveFacts {
     pub roles: BTreeMap<String, RoleInfo>,
     pub table_owners: BTreeMap<QualifiedName, String>,
     pub extension_installed: bool,
+    /// Names in `tenancy.resources` (empty without the extension).
+    pub resources: Vec<String>,
 }
 
 /// Loads every ordinary and partitioned table in `schemas`.
@@ -79,5 +81,10 @@ pub fn read(
     facts.extension_installed = client
         .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'pg_tenancy'", &[])?
         .is_some();
+    if facts.extension_installed {
+        for row in client.query("SELECT name FROM tenancy.resources ORDER BY name", &[])? {
+            facts.resources.push(row.get(0));
+        }
+    }
     Ok((catalog, facts))
 }

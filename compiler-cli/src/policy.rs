@@ -19,6 +19,18 @@ pub struct PolicyFile {
     pub defaults: Option<Spanned<Commands>>,
     #[serde(default)]
     pub tables: BTreeMap<Spanned<String>, Spanned<TablePolicy>>,
+    /// Resources counted from tenant tables, enforced by the extension's quota trigger.
+    #[serde(default)]
+    pub quotas: BTreeMap<Spanned<String>, Spanned<QuotaSource>>,
+}
+
+/// `[quotas] projects = { table = "projects" }` counts rows;
+/// `storage = { table = "files", sum = "size_bytes" }` sums a column.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSource {
+    pub table: Spanned<String>,
+    pub sum: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

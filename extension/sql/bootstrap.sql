@@ -65,6 +65,59 @@ CREATE TABLE tenancy.members (
 CREATE INDEX members_user_id_idx ON tenancy.members (user_id);
 COMMENT ON TABLE tenancy.members IS 'Who belongs to which organization, with which role.';
 
+-- Quotas. A resource is something a plan limits: a table's row count (`count`), the sum of a
+-- column (`sum`), the organization's members (`members`), or metered usage per period (`metric`).
+CREATE TABLE tenancy.resources (
+    id          integer GENERATED ALWAYS AS IDENTITY UNIQUE,
+    name        text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]*$'),
+    kind        text NOT NULL CHECK (kind IN ('count', 'sum', 'members', 'metric')),
+    label       text NOT NULL CHECK (btrim(label) <> ''),
+    unit        text NOT NULL DEFAULT '' CHECK (unit IN ('', 'bytes', 'ms')),
+    description text NOT NULL DEFAULT ''
+);
+COMMENT ON TABLE tenancy.resources IS 'What plans limit. label names one unit in error messages ("Project limit reached").';
+
+INSERT INTO tenancy.resources (name, kind, label, unit, description) VALUES
+    ('users', 'members', 'Member', '', 'Members of the organization'),
+    ('projects', 'count', 'Project', '', 'Projects'),
+    ('storage', 'sum', 'Storage', 'bytes', 'Stored bytes'),
+    ('api_calls', 'metric', 'API call', '', 'API calls per month'),
+    ('custom_domains', 'count', 'Custom domain', '', 'Custom domains');
+
+CREATE TABLE tenancy.plan_limits (
+    plan        text NOT NULL REFERENCES tenancy.plans (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    resource    text NOT NULL REFERENCES tenancy.resources (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    quota       bigint CHECK (quota >= 0),
+    PRIMARY KEY (plan, resource)
+);
+COMMENT ON TABLE tenancy.plan_limits IS 'Limit per plan and resource; NULL (or no row) is unlimited.';
+
+INSERT INTO tenancy.plan_limits (plan, resource, quota) VALUES
+    ('free', 'users', 5), ('free', 'projects', 10), ('free', 'storage', 1073741824),
+    ('free', 'api_calls', 1000), ('free', 'custom_domains', 0),
+    ('pro', 'users', 50), ('pro', 'projects', 100), ('pro', 'storage', 107374182400),
+    ('pro', 'api_calls', 100000), ('pro', 'custom_domains', 3),
+    ('enterprise', 'users', NULL), ('enterprise', 'projects', NULL), ('enterprise', 'storage', NULL),
+    ('enterprise', 'api_calls', NULL), ('enterprise', 'custom_domains', NULL);
+
+CREATE TABLE tenancy.quota_overrides (
+    org_id      uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
+    resource    text NOT NULL REFERENCES tenancy.resources (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    quota       bigint NOT NULL CHECK (quota >= 0),
+    PRIMARY KEY (org_id, resource)
+);
+COMMENT ON TABLE tenancy.quota_overrides IS 'Per-organization limits that replace the plan''s (tenancy.set_quota()).';
+
+CREATE TABLE tenancy.quota_sources (
+    resource      text PRIMARY KEY REFERENCES tenancy.resources (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    relation      regclass NOT NULL,
+    tenant_column text NOT NULL,
+    sum_column    text
+);
+COMMENT ON TABLE tenancy.quota_sources IS 'Which table (and column) counts each count/sum resource (tenancy.enable_quota()).';
+
 -- pg_dump keeps the tenants and their members (the seeded plans and roles come with the extension).
 SELECT pg_catalog.pg_extension_config_dump('tenancy.organizations', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.members', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.quota_overrides', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.quota_sources', '');

@@ -53,6 +53,19 @@ pub enum TenancyError {
 
     #[error("corrupt tenant context: {0}")]
     CorruptContext(String),
+
+    #[error("unknown resource \"{resource}\"")]
+    UnknownResource { resource: String, valid: String },
+
+    /// Over a quota: "project limit reached (10)".
+    #[error("{} limit reached ({limit})", label.to_lowercase())]
+    QuotaExceeded { label: String, limit: String, detail: String },
+
+    #[error("pg_tenancy's quota counters are full")]
+    CountersFull,
+
+    #[error("cannot PREPARE a transaction that changed quota-limited rows")]
+    PrepareWithQuota,
 }
 
 impl TenancyError {
@@ -74,6 +87,10 @@ impl TenancyError {
             | TenancyError::OrgIdTaken { .. } => ERRCODE_UNIQUE_VIOLATION,
             TenancyError::LastOwner { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TenancyError::CorruptContext(_) => ERRCODE_DATA_CORRUPTED,
+            TenancyError::UnknownResource { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            TenancyError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            TenancyError::CountersFull => ERRCODE_OUT_OF_MEMORY,
+            TenancyError::PrepareWithQuota => ERRCODE_FEATURE_NOT_SUPPORTED,
         }
     }
 
@@ -88,6 +105,8 @@ impl TenancyError {
             TenancyError::PermissionDenied { detail, .. } => detail.clone(),
             TenancyError::UnknownRole { valid, .. } => Some(format!("Valid roles are: {valid}.")),
             TenancyError::UnknownPlan { valid, .. } => Some(format!("Valid plans are: {valid}.")),
+            TenancyError::UnknownResource { valid, .. } => Some(format!("Valid resources are: {valid}.")),
+            TenancyError::QuotaExceeded { detail, .. } => Some(detail.clone()),
             TenancyError::AlreadyAMember { role, .. } => {
                 Some(format!("The user's current role is \"{role}\"."))
             }
@@ -113,6 +132,12 @@ impl TenancyError {
                 Some("Make another member an owner first.".into())
             }
             TenancyError::SlugTaken { .. } => Some("Choose another slug.".into()),
+            TenancyError::QuotaExceeded { label, .. } => {
+                Some(format!("Upgrade the plan to get more {}.", plural(label)))
+            }
+            TenancyError::CountersFull => Some(
+                "Raise tenancy.max_counters in postgresql.conf and restart the server.".into(),
+            ),
             _ => None,
         }
     }
@@ -129,6 +154,12 @@ impl TenancyError {
         report.report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
     }
+}
+
+/// "Project" -> "projects", "Storage" -> "storage".
+fn plural(label: &str) -> String {
+    let l = label.to_lowercase();
+    if l.ends_with('s') || l == "storage" { l } else { format!("{l}s") }
 }
 
 /// Raises a NOTICE-level report only for the WARNING case of context set outside a transaction.

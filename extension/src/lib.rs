@@ -4,15 +4,18 @@
 //! - [`context`]: setting and reading the context (`tenancy.set_context()`, `current_org()`, ...).
 //! - [`organizations`]: organizations and members.
 //! - [`privilege`]: caller identity and running catalog statements as the catalog owner.
+//! - [`quota`]: plans, limits and the quota trigger; [`counters`]: its exact shared-memory counters.
 //! - [`error`]: every error we raise, with its SQLSTATE.
 
 use pgrx::prelude::*;
 
 mod context;
+mod counters;
 mod error;
 mod gucs;
 mod organizations;
 mod privilege;
+mod quota;
 
 pgrx::pg_module_magic!(name, version);
 
@@ -28,6 +31,7 @@ pub extern "C-unwind" fn _PG_init() {
         error::TenancyError::NotPreloaded.raise();
     }
     gucs::init();
+    counters::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -57,7 +57,7 @@ fn required_org(param: &'static str, org_id: Option<Uuid>) -> Uuid {
 
 /// Raises the error `unknown` builds (from the valid names, in `order`) unless `name` is listed
 /// in the catalog table `table` (`roles` or `plans`; never user input).
-fn require_listed(table: &str, order: &str, name: &str, unknown: impl FnOnce(String) -> TenancyError) {
+pub(crate) fn require_listed(table: &str, order: &str, name: &str, unknown: impl FnOnce(String) -> TenancyError) {
     let known: Option<bool> =
         one(&format!("SELECT EXISTS (SELECT FROM tenancy.{table} WHERE name = $1)"), &[name.into()]);
     if known != Some(true) {
@@ -216,6 +216,9 @@ fn add_member(org_id: Option<Uuid>, user_id: Option<&str>, role: default!(Option
             denied("permission denied to grant the owner role: only an owner can".into())
         }
         lock_org(org_id);
+        if member_role(org_id, user_id).is_none() {
+            crate::quota::check_members(org_id);
+        }
         let added: Option<bool> = one(
             "INSERT INTO tenancy.members (org_id, user_id, role) VALUES ($1, $2, $3)
              ON CONFLICT (org_id, user_id) DO NOTHING RETURNING true",

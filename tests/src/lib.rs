@@ -54,9 +54,10 @@ fn seed_sql() -> String {
     let mut sql = String::from(
         "INSERT INTO app.countries VALUES ('DE', 'Germany'), ('US', 'United States');\n",
     );
-    for (org, slug, owner) in [(ACME, "acme", "alice"), (GLOBEX, "globex", "gina")] {
+    // ACME is on the pro plan, GLOBEX on free (5 members, 10 projects, 1 GB).
+    for (org, slug, owner, plan) in [(ACME, "acme", "alice", "pro"), (GLOBEX, "globex", "gina", "free")] {
         sql.push_str(&format!(
-            "SELECT tenancy.create_organization(initcap('{slug}'), '{slug}', '{owner}', id => '{org}');\n"
+            "SELECT tenancy.create_organization(initcap('{slug}'), '{slug}', '{owner}', '{plan}', id => '{org}');\n"
         ));
     }
     for (org, user, role) in MEMBERS.iter().filter(|m| m.2 != "owner") {
@@ -181,6 +182,7 @@ impl Drop for TestDb {
 }
 
 /// The database error a statement must raise: (SQLSTATE, message, detail, hint).
+#[derive(Debug)]
 pub struct DbError {
     pub code: String,
     pub message: String,
@@ -188,19 +190,24 @@ pub struct DbError {
     pub hint: Option<String>,
 }
 
+impl DbError {
+    /// The server's error; panics for client-side errors (lost connections, bad parameters).
+    pub fn of(e: &postgres::Error) -> DbError {
+        let db = e.as_db_error().unwrap_or_else(|| panic!("not a database error: {e}"));
+        DbError {
+            code: db.code().code().to_string(),
+            message: db.message().to_string(),
+            detail: db.detail().map(str::to_string),
+            hint: db.hint().map(str::to_string),
+        }
+    }
+}
+
 /// Runs `sql` and returns its error; panics if it succeeds.
 pub fn error_of(client: &mut impl postgres::GenericClient, sql: &str) -> DbError {
     match client.batch_execute(sql) {
         Ok(()) => panic!("expected an error from: {sql}"),
-        Err(e) => {
-            let db = e.as_db_error().unwrap_or_else(|| panic!("not a database error from {sql}: {e}"));
-            DbError {
-                code: db.code().code().to_string(),
-                message: db.message().to_string(),
-                detail: db.detail().map(str::to_string),
-                hint: db.hint().map(str::to_string),
-            }
-        }
+        Err(e) => DbError::of(&e),
     }
 }
 

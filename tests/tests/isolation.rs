@@ -211,8 +211,8 @@ fn policies_are_index_backed_and_evaluate_context_once_per_statement() {
     let mut admin = db.admin();
     admin
         .batch_execute(&format!(
-            "INSERT INTO tenancy.organizations (id, slug, name)
-             SELECT ('d0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'org-' || g, 'Org ' || g
+            "INSERT INTO tenancy.organizations (id, slug, name, plan)
+             SELECT ('d0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'org-' || g, 'Org ' || g, 'enterprise'
                FROM generate_series(1, 200) g;
              INSERT INTO app.projects (org_id, name, created_by)
              SELECT ('d0000000-0000-0000-0000-' || lpad((g % 200 + 1)::text, 12, '0'))::uuid, 'p' || g, 'seed'
@@ -241,7 +241,8 @@ fn context_functions_are_correct_inside_parallel_workers() {
     let mut admin = db.admin();
     admin
         .batch_execute(&format!(
-            "INSERT INTO app.projects (org_id, name, created_by)
+            "SELECT tenancy.set_plan('{ACME}', 'enterprise'), tenancy.set_plan('{GLOBEX}', 'enterprise');
+             INSERT INTO app.projects (org_id, name, created_by)
              SELECT CASE WHEN g % 2 = 0 THEN '{ACME}'::uuid ELSE '{GLOBEX}'::uuid END, 'p' || g, 'seed'
                FROM generate_series(1, 4000) g;
              ANALYZE app.projects;"

@@ -1,0 +1,442 @@
+//! Exact per-organization counters in shared memory, for quotas.
+//!
+//! A counter holds, for one (organization, resource): `committed`, the amount visible to
+//! everyone; `pending`, what in-flight transactions have reserved; and `releasing`, what
+//! in-flight transactions are freeing. A writer reserves under a short partition LWLock and is
+//! refused when `committed + pending + amount` would pass the limit, so at most the limit can
+//! ever commit, however many clients insert at once. Nobody holds a lock until commit: a
+//! transaction callback settles reservations at COMMIT (pending → committed) or ABORT (dropped),
+//! and a subtransaction callback drops those of a rolled-back savepoint. Organizations in
+//! different partitions never touch the same lock.
+//!
+//! The counters are a cache of the tables, never the truth: a missing counter (after a restart,
+//! a crash, or eviction) is rebuilt by counting the table with a snapshot of everything other
+//! transactions committed, which is why row-count and sum quotas need no durability of their
+//! own. A counter with reservations or releases in flight is never evicted.
+
+use crate::error::TenancyError;
+use pgrx::pg_sys;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `tenancy.max_counters`: how many (organization, resource) counters shared memory holds.
+pub static MAX_COUNTERS: GucSetting<i32> = GucSetting::<i32>::new(65536);
+
+const PARTITIONS: usize = 16;
+const TRANCHE: &std::ffi::CStr = c"pg_tenancy_counters";
+const SHMEM_NAME: &std::ffi::CStr = c"pg_tenancy counters";
+
+/// What a counter counts: an organization's use of one resource (in one period, for metered
+/// resources; 0 otherwise).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub struct Key {
+    pub org: [u8; 16],
+    /// The database (counters of one cluster's databases never mix).
+    pub database: u32,
+    /// The table counted (0 for resources not counted from a table): a table dropped and
+    /// created again starts afresh.
+    pub relation: u32,
+    pub resource: i32,
+    pub period: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Slot {
+    used: bool,
+    /// Set by TRUNCATE: rebuild from the table before the next use.
+    stale: bool,
+    key: Key,
+    committed: i64,
+    pending: i64,
+    releasing: i64,
+}
+
+#[repr(C)]
+struct Header {
+    /// Bumped when any limit may have changed, so backends drop their cached limits.
+    limits_generation: AtomicU64,
+    per_partition: u64,
+}
+
+struct Shared {
+    header: *mut Header,
+    slots: *mut Slot,
+    locks: *mut pg_sys::LWLockPadded,
+    per_partition: usize,
+}
+
+// Set once per process by the shmem startup hook (postmaster, then inherited by backends).
+static mut SHARED: Option<Shared> = None;
+static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
+
+fn per_partition() -> usize {
+    (MAX_COUNTERS.get().max(PARTITIONS as i32) as usize).div_ceil(PARTITIONS)
+}
+
+fn shmem_size() -> usize {
+    std::mem::size_of::<Header>() + PARTITIONS * per_partition() * std::mem::size_of::<Slot>()
+}
+
+/// Registers the setting and the shared-memory hooks; called from `_PG_init`.
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"tenancy.max_counters",
+        c"Number of quota counters (organization x resource) kept in shared memory.",
+        c"When full, idle counters are evicted and rebuilt from the tables on next use.",
+        &MAX_COUNTERS,
+        1024,
+        16 * 1024 * 1024,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    // SAFETY: _PG_init runs in the postmaster while it loads shared_preload_libraries; chaining
+    // the previous hooks keeps other extensions working.
+    unsafe {
+        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: called by the postmaster in its shmem request phase.
+    unsafe {
+        if let Some(prev) = PREV_REQUEST_HOOK {
+            prev();
+        }
+        pg_sys::RequestAddinShmemSpace(shmem_size());
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), PARTITIONS as i32);
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: the standard ShmemInitStruct protocol under AddinShmemInitLock (MainLWLockArray
+    // slot 21 in PostgreSQL 15); the region is sized by shmem_size() above and zeroed once.
+    unsafe {
+        if let Some(prev) = PREV_STARTUP_HOOK {
+            prev();
+        }
+        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        let base = pg_sys::ShmemInitStruct(SHMEM_NAME.as_ptr(), shmem_size(), &mut found) as *mut u8;
+        let header = base as *mut Header;
+        if !found {
+            std::ptr::write_bytes(base, 0, shmem_size());
+            (*header).per_partition = per_partition() as u64;
+        }
+        let slots = base.add(std::mem::size_of::<Header>()) as *mut Slot;
+        SHARED = Some(Shared {
+            header,
+            slots,
+            locks: pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr()),
+            per_partition: (*header).per_partition as usize,
+        });
+        pg_sys::LWLockRelease(init_lock);
+    }
+}
+
+fn shared() -> &'static Shared {
+    // SAFETY: SHARED is written once by the startup hook before any backend runs SQL.
+    unsafe {
+        (*std::ptr::addr_of!(SHARED))
+            .as_ref()
+            .unwrap_or_else(|| TenancyError::NotPreloaded.raise())
+    }
+}
+
+fn hash(key: &Key) -> u64 {
+    // FNV-1a over the key's bytes: cheap, and spreads uuids well.
+    let mut h: u64 = 0xcbf29ce484222325;
+    let bytes = key
+        .org
+        .iter()
+        .copied()
+        .chain(key.database.to_le_bytes())
+        .chain(key.relation.to_le_bytes())
+        .chain(key.resource.to_le_bytes())
+        .chain(key.period.to_le_bytes());
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// A partition locked exclusively; unlocked when dropped. No PostgreSQL error may be raised
+/// while one is held (LWLocks are released on abort, but the counters would be left half-updated).
+struct Partition {
+    lock: *mut pg_sys::LWLock,
+    slots: &'static mut [Slot],
+}
+
+impl Partition {
+    fn lock(key: &Key) -> Partition {
+        let s = shared();
+        let p = (hash(key) % PARTITIONS as u64) as usize;
+        // SAFETY: p < PARTITIONS locks were requested; the slice is this partition's region,
+        // only touched while its lock is held.
+        unsafe {
+            let lock = &raw mut (*s.locks.add(p)).lock;
+            pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+            let slots = std::slice::from_raw_parts_mut(s.slots.add(p * s.per_partition), s.per_partition);
+            Partition { lock, slots }
+        }
+    }
+
+    /// Index of the slot holding a usable counter for `key` (not one TRUNCATE made stale).
+    fn find_fresh(&self, key: &Key) -> Option<usize> {
+        self.find(key).filter(|&i| !self.slots[i].stale)
+    }
+
+    /// Installs `key` with `committed`, reusing its stale slot if it has one.
+    fn install_fresh(&mut self, key: &Key, committed: i64) -> Option<usize> {
+        if let Some(i) = self.find(key) {
+            let slot = &mut self.slots[i];
+            slot.stale = false;
+            // TRUNCATE took an ACCESS EXCLUSIVE lock: nothing else is in flight on this table.
+            slot.committed = committed;
+            return Some(i);
+        }
+        self.install(key, committed)
+    }
+
+    /// Index of the slot holding `key`, probing linearly from its hash.
+    fn find(&self, key: &Key) -> Option<usize> {
+        let n = self.slots.len();
+        let start = (hash(key) / PARTITIONS as u64) as usize % n;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let slot = &self.slots[idx];
+            if !slot.used {
+                return None;
+            }
+            if slot.key == *key {
+                return Some(idx);
+            }
+        }
+        None
+    }
+
+    /// Installs `key` with `committed`: in the first free slot of its probe sequence, or in
+    /// place of an idle counter (nothing in flight), which keeps probe chains intact.
+    fn install(&mut self, key: &Key, committed: i64) -> Option<usize> {
+        let n = self.slots.len();
+        let start = (hash(key) / PARTITIONS as u64) as usize % n;
+        let mut victim = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let slot = &self.slots[idx];
+            if !slot.used {
+                victim = Some(idx);
+                break;
+            }
+            if victim.is_none() && slot.pending == 0 && slot.releasing == 0 {
+                victim = Some(idx);
+            }
+        }
+        let idx = victim?;
+        self.slots[idx] = Slot { used: true, stale: false, key: *key, committed, pending: 0, releasing: 0 };
+        Some(idx)
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        // SAFETY: releases the lock taken in Partition::lock.
+        unsafe { pg_sys::LWLockRelease(self.lock) };
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Reservation {
+    key: Key,
+    /// Positive: reserved (pending); negative: being released.
+    amount: i64,
+    subxact: pg_sys::SubTransactionId,
+}
+
+thread_local! {
+    static RESERVATIONS: RefCell<Vec<Reservation>> = const { RefCell::new(Vec::new()) };
+    static LIMITS_CHANGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The outcome of [`reserve`].
+pub enum Reserved {
+    Ok,
+    /// Refused: `used` is committed plus in-flight reservations.
+    OverLimit { used: i64 },
+}
+
+/// Reserves `amount` (or, when negative, releases it) on `key` for the current transaction,
+/// refusing when the limit would be passed. `rebuild` counts the table when no counter exists;
+/// it runs without any lock held.
+pub fn reserve(key: Key, amount: i64, limit: Option<i64>, rebuild: impl FnOnce() -> i64) -> Reserved {
+    let idx = {
+        let part = Partition::lock(&key);
+        part.find_fresh(&key)
+    };
+    let rebuilt = if idx.is_none() { Some(rebuild()) } else { None };
+    let outcome = {
+        let mut part = Partition::lock(&key);
+        let idx = match part.find_fresh(&key) {
+            Some(i) => Some(i),
+            None => part.install_fresh(&key, rebuilt.unwrap_or(0)),
+        };
+        match idx {
+            None => None,
+            Some(i) => {
+                let slot = &mut part.slots[i];
+                let used = slot.committed + slot.pending;
+                if amount > 0 && limit.is_some_and(|l| used + amount > l) {
+                    Some(Reserved::OverLimit { used })
+                } else {
+                    if amount >= 0 {
+                        slot.pending += amount;
+                    } else {
+                        slot.releasing -= amount;
+                    }
+                    Some(Reserved::Ok)
+                }
+            }
+        }
+    };
+    match outcome {
+        None => TenancyError::CountersFull.raise(),
+        Some(Reserved::Ok) => {
+            if amount != 0 {
+                // SAFETY: reads backend-local transaction state.
+                let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+                RESERVATIONS.with(|r| r.borrow_mut().push(Reservation { key, amount, subxact }));
+            }
+            Reserved::Ok
+        }
+        Some(over) => over,
+    }
+}
+
+/// Committed plus in-flight use of `key`, rebuilding the counter if needed.
+pub fn used(key: Key, rebuild: impl FnOnce() -> i64) -> i64 {
+    {
+        let part = Partition::lock(&key);
+        if let Some(i) = part.find_fresh(&key) {
+            return part.slots[i].committed + part.slots[i].pending;
+        }
+    }
+    let value = rebuild();
+    let mut part = Partition::lock(&key);
+    match part.find_fresh(&key).or_else(|| part.install_fresh(&key, value)) {
+        Some(i) => part.slots[i].committed + part.slots[i].pending,
+        None => value,
+    }
+}
+
+/// Applies (commit) or drops (abort) reservations; must not raise: it runs in commit callbacks.
+fn settle(reservations: &[Reservation], commit: bool) {
+    for r in reservations {
+        let part = Partition::lock(&r.key);
+        if let Some(i) = part.find(&r.key) {
+            let slot = &mut part.slots[i];
+            if r.amount >= 0 {
+                slot.pending -= r.amount;
+            } else {
+                slot.releasing += r.amount;
+            }
+            if commit {
+                slot.committed += r.amount;
+            }
+        }
+    }
+}
+
+/// Marks every counter of `relation` in the current database stale (after TRUNCATE), so the
+/// next use rebuilds it from the table.
+pub fn invalidate_relation(relation: u32) {
+    let s = shared();
+    // SAFETY: reads the backend's database id; each partition is scanned under its own lock.
+    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    for p in 0..PARTITIONS {
+        // SAFETY: as in Partition::lock, for partition p.
+        unsafe {
+            let lock = &raw mut (*s.locks.add(p)).lock;
+            pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+            let slots = std::slice::from_raw_parts_mut(s.slots.add(p * s.per_partition), s.per_partition);
+            for slot in slots.iter_mut().filter(|x| x.used && x.key.database == database && x.key.relation == relation) {
+                slot.stale = true;
+            }
+            pg_sys::LWLockRelease(lock);
+        }
+    }
+}
+
+/// Marks that this transaction changed limits: other backends drop cached limits at commit.
+pub fn limits_changed() {
+    LIMITS_CHANGED.with(|c| c.set(true));
+}
+
+/// The current limits generation (cached limits from another generation are stale).
+pub fn limits_generation() -> u64 {
+    // SAFETY: the header lives as long as the server.
+    unsafe { (*shared().header).limits_generation.load(Ordering::Acquire) }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_PRE_PREPARE => {
+            if RESERVATIONS.with(|r| !r.borrow().is_empty()) {
+                TenancyError::PrepareWithQuota.raise()
+            }
+        }
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT
+        | XACT_EVENT_PREPARE => {
+            let commit = matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT);
+            let taken = RESERVATIONS.with(|r| std::mem::take(&mut *r.borrow_mut()));
+            if !taken.is_empty() {
+                settle(&taken, commit);
+            }
+            if LIMITS_CHANGED.with(|c| c.replace(false)) && commit {
+                // SAFETY: the header lives as long as the server.
+                unsafe { (*shared().header).limits_generation.fetch_add(1, Ordering::AcqRel) };
+            }
+        }
+        _ => {}
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn on_subxact(
+    event: pg_sys::SubXactEvent::Type,
+    my_subid: pg_sys::SubTransactionId,
+    parent_subid: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::SubXactEvent::*;
+    match event {
+        SUBXACT_EVENT_COMMIT_SUB => RESERVATIONS.with(|r| {
+            for res in r.borrow_mut().iter_mut().filter(|res| res.subxact == my_subid) {
+                res.subxact = parent_subid;
+            }
+        }),
+        SUBXACT_EVENT_ABORT_SUB => {
+            let dropped: Vec<Reservation> = RESERVATIONS.with(|r| {
+                let mut all = r.borrow_mut();
+                let (gone, kept) = all.iter().partition(|res| res.subxact == my_subid);
+                *all = kept;
+                gone
+            });
+            settle(&dropped, false);
+        }
+        _ => {}
+    }
+}

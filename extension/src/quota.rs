@@ -1,0 +1,513 @@
+//! Plans, limits and quotas: the SQL API (`set_plan`, `set_quota`, `quota`, `quotas`) and the
+//! row trigger that keeps `count` and `sum` resources within their limits exactly, using
+//! [`crate::counters`].
+
+use crate::context::current_org;
+use crate::counters::{self, Key, Reserved};
+use crate::error::TenancyError;
+use crate::privilege::{as_catalog_owner, caller_is_admin};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::Uuid;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CString;
+
+/// A resource as declared in `tenancy.resources`.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub id: i32,
+    pub name: String,
+    pub kind: String,
+    pub label: String,
+    pub unit: String,
+}
+
+/// Per-backend caches, dropped whenever the shared limits generation moves.
+#[derive(Default)]
+struct Cache {
+    generation: u64,
+    resources: HashMap<String, Resource>,
+    limits: HashMap<(Uuid, i32), Option<i64>>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
+    let generation = counters::limits_generation();
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.generation != generation {
+            *c = Cache { generation, ..Cache::default() };
+        }
+        f(&mut c)
+    })
+}
+
+/// Drops this backend's cached limits now and, at commit, everyone's.
+pub fn invalidate_limits() {
+    CACHE.with(|c| *c.borrow_mut() = Cache::default());
+    counters::limits_changed();
+}
+
+fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option<T> {
+    Spi::connect(|client| {
+        let table = client.select(sql, Some(1), args)?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        table.first().get_one::<T>()
+    })
+    .unwrap_or_else(|e| pgrx::error!("pg_tenancy: catalog query failed: {e}"))
+}
+
+/// Looks up a resource by name; raises 22023 listing the valid ones when unknown.
+pub fn lookup_resource(name: &str) -> Resource {
+    if let Some(r) = with_cache(|c| c.resources.get(name).cloned()) {
+        return r;
+    }
+    let found = as_catalog_owner(|| {
+        Spi::connect(|client| {
+            let t = client.select(
+                "SELECT id, name, kind, label, unit FROM tenancy.resources WHERE name = $1",
+                Some(1),
+                &[name.into()],
+            )?;
+            let Some(row) = t.into_iter().next() else { return Ok(None) };
+            Ok::<_, pgrx::spi::Error>(Some(Resource {
+                id: row.get::<i32>(1)?.unwrap_or_default(),
+                name: row.get::<String>(2)?.unwrap_or_default(),
+                kind: row.get::<String>(3)?.unwrap_or_default(),
+                label: row.get::<String>(4)?.unwrap_or_default(),
+                unit: row.get::<String>(5)?.unwrap_or_default(),
+            }))
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: catalog query failed: {e}"))
+    });
+    let Some(found) = found else {
+        let valid: String = as_catalog_owner(|| {
+            one("SELECT string_agg(name, ', ' ORDER BY name) FROM tenancy.resources", &[])
+        })
+        .unwrap_or_default();
+        TenancyError::UnknownResource { resource: name.to_string(), valid }.raise()
+    };
+    with_cache(|c| c.resources.insert(name.to_string(), found.clone()));
+    found
+}
+
+/// The organization's limit for a resource: its override, else its plan's; None is unlimited.
+pub fn limit(org: Uuid, resource: &Resource) -> Option<i64> {
+    if let Some(l) = with_cache(|c| c.limits.get(&(org, resource.id)).copied()) {
+        return l;
+    }
+    let l: Option<i64> = as_catalog_owner(|| {
+        one(
+            "SELECT quota FROM (
+                 SELECT quota, 1 AS rank FROM tenancy.quota_overrides WHERE org_id = $1 AND resource = $2
+                 UNION ALL
+                 SELECT pl.quota, 2 FROM tenancy.organizations o
+                   JOIN tenancy.plan_limits pl ON pl.plan = o.plan AND pl.resource = $2
+                  WHERE o.id = $1
+             ) q ORDER BY rank LIMIT 1",
+            &[org.into(), resource.name.as_str().into()],
+        )
+    });
+    with_cache(|c| c.limits.insert((org, resource.id), l));
+    l
+}
+
+fn key(org: Uuid, resource: &Resource, relation: pg_sys::Oid) -> Key {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(org.as_bytes());
+    // SAFETY: reads the backend's database id.
+    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    Key { org: bytes, database, relation: relation.to_u32(), resource: resource.id, period: 0 }
+}
+
+/// Runs `sql` (one bigint result, `$1` the organization) as the catalog owner against every
+/// change other transactions committed, but none of this transaction's own: counters rebuilt
+/// from it plus this transaction's reservations are exact.
+fn count_committed(sql: &str, org: Uuid) -> i64 {
+    let sql = CString::new(sql).unwrap_or_else(|_| pgrx::error!("pg_tenancy: NUL in a generated query"));
+    as_catalog_owner(|| {
+        // SAFETY: standard SPI and snapshot calls. PushActiveSnapshot copies the latest snapshot,
+        // so setting the copy's curcid to FirstCommandId hides this transaction's own inserts
+        // (and shows rows it deleted) without affecting anything else; read-only SPI uses the
+        // active snapshot as is. The snapshot is popped before returning.
+        unsafe {
+            pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+            (*pg_sys::GetActiveSnapshot()).curcid = pg_sys::FirstCommandId;
+            let value = Spi::connect(|_| {
+                let mut types = [pg_sys::UUIDOID];
+                let mut values = [org.into_datum().expect("uuid datum")];
+                let nulls = [b' ' as std::ffi::c_char];
+                let rc = pg_sys::SPI_execute_with_args(
+                    sql.as_ptr(),
+                    1,
+                    types.as_mut_ptr(),
+                    values.as_mut_ptr(),
+                    nulls.as_ptr(),
+                    true,
+                    1,
+                );
+                if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
+                    pgrx::error!("pg_tenancy: counting for a quota failed (SPI code {rc})");
+                }
+                let table = pg_sys::SPI_tuptable;
+                let mut is_null = false;
+                let datum = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
+                if is_null { 0 } else { i64::from_datum(datum, false).unwrap_or(0) }
+            });
+            pg_sys::PopActiveSnapshot();
+            value
+        }
+    })
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The query that rebuilds a counter for `resource` on `schema.table`.
+fn rebuild_sql(schema: &str, table: &str, tenant_column: &str, sum_column: Option<&str>) -> String {
+    let what = match sum_column {
+        Some(col) => format!("coalesce(sum({}), 0)::bigint", quote_ident(col)),
+        None => "count(*)".to_string(),
+    };
+    format!(
+        "SELECT {what} FROM {}.{} WHERE {} = $1",
+        quote_ident(schema),
+        quote_ident(table),
+        quote_ident(tenant_column)
+    )
+}
+
+fn human_amount(amount: i64, unit: &str) -> String {
+    if unit == "bytes" {
+        const UNITS: [(&str, i64); 4] = [("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)];
+        for (name, size) in UNITS {
+            if amount >= size && amount % size == 0 {
+                return format!("{} {name}", amount / size);
+            }
+        }
+        return format!("{amount} bytes");
+    }
+    amount.to_string()
+}
+
+fn org_label(org: Uuid) -> String {
+    let slug: Option<String> =
+        as_catalog_owner(|| one("SELECT slug FROM tenancy.organizations WHERE id = $1", &[org.into()]));
+    match slug {
+        Some(s) => format!("{s} ({org})"),
+        None => org.to_string(),
+    }
+}
+
+/// Raises the quota error for `resource`: 53400 with limit, use and how to get more.
+pub fn exceeded(org: Uuid, resource: &Resource, limit: i64, used: i64) -> ! {
+    TenancyError::QuotaExceeded {
+        label: resource.label.clone(),
+        limit: human_amount(limit, &resource.unit),
+        detail: format!(
+            "Organization {} uses {} of {} for resource \"{}\".",
+            org_label(org),
+            human_amount(used, &resource.unit),
+            human_amount(limit, &resource.unit),
+            resource.name
+        ),
+    }
+    .raise()
+}
+
+/// Reserves `amount` of a table-backed resource for `org`, raising the quota error if refused.
+fn charge(org: Uuid, resource: &Resource, relation: pg_sys::Oid, amount: i64, rebuild: &str) {
+    let limit = if amount > 0 { limit(org, resource) } else { None };
+    match counters::reserve(key(org, resource, relation), amount, limit, || count_committed(rebuild, org)) {
+        Reserved::Ok => {}
+        Reserved::OverLimit { used } => exceeded(org, resource, limit.unwrap_or(0), used),
+    }
+}
+
+/// Row trigger (AFTER INSERT OR UPDATE OR DELETE) that `tenancy.enable_quota()` installs.
+/// Arguments: resource, tenant column, and the summed column ('' for row counts).
+#[pg_trigger]
+fn quota_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    let args = trigger.extra_args()?;
+    let (Some(name), Some(tenant_column)) = (args.first(), args.get(1)) else {
+        pgrx::error!("tenancy.quota_trigger() needs (resource, tenant column[, summed column])");
+    };
+    let sum_column = args.get(2).filter(|c| !c.is_empty()).map(String::as_str);
+    let resource = lookup_resource(name);
+    let relation = trigger.relid()?;
+    if matches!(trigger.op()?, pgrx::PgTriggerOperation::Truncate) {
+        counters::invalidate_relation(relation.to_u32());
+        return Ok(None);
+    }
+    let charge = |org: Uuid, amount: i64, rebuild: &str| charge(org, &resource, relation, amount, rebuild);
+    let rebuild = rebuild_sql(&trigger.table_schema()?, &trigger.table_name()?, tenant_column, sum_column);
+    let amount_of = |tuple: &pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>| -> (Option<Uuid>, i64) {
+        let org = tuple.get_by_name::<Uuid>(tenant_column).ok().flatten();
+        let amount = match sum_column {
+            Some(col) => tuple.get_by_name::<i64>(col).ok().flatten().unwrap_or(0),
+            None => 1,
+        };
+        (org, amount)
+    };
+    let old = trigger.old().map(|t| amount_of(&t));
+    let new = trigger.new().map(|t| amount_of(&t));
+    match (old, new) {
+        (None, Some((Some(org), amount))) => charge(org, amount, &rebuild),
+        (Some((Some(org), amount)), None) => charge(org, -amount, &rebuild),
+        (Some((old_org, old_amount)), Some((new_org, new_amount))) => {
+            if old_org == new_org {
+                if let Some(org) = new_org {
+                    if new_amount != old_amount {
+                        charge(org, new_amount - old_amount, &rebuild);
+                    }
+                }
+            } else {
+                if let Some(org) = old_org {
+                    charge(org, -old_amount, &rebuild);
+                }
+                if let Some(org) = new_org {
+                    charge(org, new_amount, &rebuild);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(None)
+}
+
+/// Statement trigger on the limit tables: drops cached limits (everyone's, at commit).
+#[pg_trigger]
+fn limits_changed_trigger<'a>(
+    _trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    invalidate_limits();
+    Ok(None)
+}
+
+fn require_admin(what: &str) {
+    if !caller_is_admin() {
+        TenancyError::PermissionDenied {
+            message: format!("permission denied to {what}"),
+            detail: None,
+            hint: Some("Connect as a superuser or a member of tenancy_admin.".into()),
+        }
+        .raise()
+    }
+}
+
+fn required_org(org_id: Option<Uuid>) -> Uuid {
+    org_id.unwrap_or_else(|| {
+        TenancyError::InvalidArgument { param: "org_id", reason: "must not be null".into(), hint: None }.raise()
+    })
+}
+
+fn require_org_exists(org: Uuid) {
+    let exists: Option<bool> = as_catalog_owner(|| {
+        one("SELECT EXISTS (SELECT FROM tenancy.organizations WHERE id = $1)", &[org.into()])
+    });
+    if exists != Some(true) {
+        TenancyError::UnknownOrganization { org_id: org.to_string() }.raise()
+    }
+}
+
+/// Moves an organization to another plan (DBAs; e.g. the billing system). Takes effect for the
+/// next statement.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_plan(org_id: Option<Uuid>, plan: Option<&str>) {
+    require_admin("change an organization's plan");
+    let org = required_org(org_id);
+    let plan = plan.unwrap_or_else(|| {
+        TenancyError::InvalidArgument { param: "plan", reason: "must not be null".into(), hint: None }.raise()
+    });
+    as_catalog_owner(|| {
+        require_org_exists(org);
+        crate::organizations::require_listed("plans", "name", plan, |valid| TenancyError::UnknownPlan {
+            plan: plan.to_string(),
+            valid,
+        });
+        Spi::run_with_args(
+            "UPDATE tenancy.organizations SET plan = $2, updated_at = now() WHERE id = $1",
+            &[org.into(), plan.into()],
+        )
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"));
+    });
+    invalidate_limits();
+}
+
+/// Sets a per-organization limit that overrides the plan's; NULL removes the override (DBAs).
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_quota(org_id: Option<Uuid>, resource: Option<&str>, quota: Option<i64>) {
+    require_admin("change an organization's quota");
+    let org = required_org(org_id);
+    let name = resource.unwrap_or_else(|| {
+        TenancyError::InvalidArgument { param: "resource", reason: "must not be null".into(), hint: None }.raise()
+    });
+    if quota.is_some_and(|q| q < 0) {
+        TenancyError::InvalidArgument {
+            param: "quota",
+            reason: "must not be negative".into(),
+            hint: Some("Use NULL to remove the override and fall back to the plan's limit.".into()),
+        }
+        .raise()
+    }
+    let r = lookup_resource(name);
+    as_catalog_owner(|| {
+        require_org_exists(org);
+        let sql = match quota {
+            Some(_) => "INSERT INTO tenancy.quota_overrides (org_id, resource, quota) VALUES ($1, $2, $3)
+                        ON CONFLICT (org_id, resource) DO UPDATE SET quota = excluded.quota",
+            None => "DELETE FROM tenancy.quota_overrides WHERE org_id = $1 AND resource = $2",
+        };
+        let args: Vec<DatumWithOid> = match quota {
+            Some(q) => vec![org.into(), r.name.as_str().into(), q.into()],
+            None => vec![org.into(), r.name.as_str().into()],
+        };
+        Spi::run_with_args(sql, &args).unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"));
+    });
+    invalidate_limits();
+}
+
+/// Current use of a resource by an organization.
+fn used_of(org: Uuid, r: &Resource) -> i64 {
+    match r.kind.as_str() {
+        "members" => as_catalog_owner(|| {
+            one::<i64>("SELECT count(*) FROM tenancy.members WHERE org_id = $1", &[org.into()]).unwrap_or(0)
+        }),
+        "count" | "sum" => {
+            let source: Option<(String, String, String, Option<String>, pg_sys::Oid)> = as_catalog_owner(|| {
+                Spi::connect(|client| {
+                    let t = client.select(
+                        "SELECT n.nspname::text, c.relname::text, s.tenant_column, s.sum_column, c.oid
+                           FROM tenancy.quota_sources s
+                           JOIN pg_catalog.pg_class c ON c.oid = s.relation
+                           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                          WHERE s.resource = $1",
+                        Some(1),
+                        &[r.name.as_str().into()],
+                    )?;
+                    let Some(row) = t.into_iter().next() else { return Ok(None) };
+                    Ok::<_, pgrx::spi::Error>(Some((
+                        row.get::<String>(1)?.unwrap_or_default(),
+                        row.get::<String>(2)?.unwrap_or_default(),
+                        row.get::<String>(3)?.unwrap_or_default(),
+                        row.get::<String>(4)?,
+                        row.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
+                    )))
+                })
+                .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
+            });
+            match source {
+                Some((schema, table, tenant, sum, relation)) => {
+                    let sql = rebuild_sql(&schema, &table, &tenant, sum.as_deref());
+                    counters::used(key(org, r, relation), || count_committed(&sql, org))
+                }
+                None => 0,
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// The organization a caller may read quotas of: any for DBAs, else only the context's.
+fn readable_org(org_id: Option<Uuid>) -> Uuid {
+    let org = required_org(org_id);
+    if caller_is_admin() {
+        require_org_exists(org);
+        return org;
+    }
+    if current_org() != Some(org) {
+        TenancyError::PermissionDenied {
+            message: format!("permission denied to read the quotas of organization {org}"),
+            detail: None,
+            hint: Some("Set a context for that organization first.".into()),
+        }
+        .raise()
+    }
+    org
+}
+
+fn quota_row(org: Uuid, r: &Resource) -> (String, Option<i64>, i64, Option<i64>) {
+    let l = limit(org, r);
+    let used = used_of(org, r);
+    (r.name.clone(), l, used, l.map(|l| (l - used).max(0)))
+}
+
+/// An organization's limit, use and what remains for one resource (NULL limit: unlimited).
+#[pg_extern(volatile, parallel_unsafe)]
+fn quota(
+    org_id: Option<Uuid>,
+    resource: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(resource, String),
+        name!(quota, Option<i64>),
+        name!(used, i64),
+        name!(remaining, Option<i64>),
+    ),
+> {
+    let org = readable_org(org_id);
+    let name = resource.unwrap_or_else(|| {
+        TenancyError::InvalidArgument { param: "resource", reason: "must not be null".into(), hint: None }.raise()
+    });
+    let r = lookup_resource(name);
+    TableIterator::new(std::iter::once(quota_row(org, &r)))
+}
+
+/// [`quota`] for every resource, by name.
+#[pg_extern(volatile, parallel_unsafe)]
+fn quotas(
+    org_id: Option<Uuid>,
+) -> TableIterator<
+    'static,
+    (
+        name!(resource, String),
+        name!(quota, Option<i64>),
+        name!(used, i64),
+        name!(remaining, Option<i64>),
+    ),
+> {
+    let org = readable_org(org_id);
+    let names: Vec<String> = as_catalog_owner(|| {
+        Spi::connect(|client| {
+            client
+                .select("SELECT name FROM tenancy.resources ORDER BY name", None, &[])?
+                .map(|row| row.get::<String>(1).map(Option::unwrap_or_default))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
+    });
+    let rows: Vec<_> = names.iter().map(|n| quota_row(org, &lookup_resource(n))).collect();
+    TableIterator::new(rows)
+}
+
+/// Checks the `members` resource before a member is added (caller holds the org row lock).
+pub fn check_members(org: Uuid) {
+    let r = lookup_resource("users");
+    if let Some(l) = limit(org, &r) {
+        let used = used_of(org, &r);
+        if used + 1 > l {
+            exceeded(org, &r, l, used)
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    #[test]
+    fn byte_amounts_read_like_plans() {
+        assert_eq!(super::human_amount(1 << 30, "bytes"), "1 GB");
+        assert_eq!(super::human_amount(100 * (1 << 30), "bytes"), "100 GB");
+        assert_eq!(super::human_amount(1500, "bytes"), "1500 bytes");
+        assert_eq!(super::human_amount(10, ""), "10");
+    }
+}

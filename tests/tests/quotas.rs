@@ -1,0 +1,209 @@
+//! Plans and quotas: refused past the limit with a clear error, exact under concurrency, freed
+//! by aborts and deletes, never making different organizations wait.
+
+use pg_tenancy_e2e::*;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+fn insert_project(c: &mut impl postgres::GenericClient) -> Result<u64, DbError> {
+    c.execute("INSERT INTO app.projects (name) VALUES ('q')", &[]).map_err(|e| DbError::of(&e))
+}
+
+fn projects_of(db: &TestDb, org: &str) -> i64 {
+    count(&mut db.admin(), &format!("app.projects WHERE org_id = '{org}'"))
+}
+
+fn set_quota(db: &TestDb, org: &str, resource: &str, quota: &str) {
+    db.admin().batch_execute(&format!("SELECT tenancy.set_quota('{org}', '{resource}', {quota})")).unwrap();
+}
+
+#[test]
+fn row_count_quota_refuses_past_the_plan_limit_with_a_clear_error() {
+    let db = TestDb::new();
+    let mut c = db.app_in(GLOBEX, "gina");
+    for _ in 0..9 {
+        insert_project(&mut c).unwrap();
+    }
+    let e = insert_project(&mut c).unwrap_err();
+    assert_eq!(e.code, "53400");
+    assert_eq!(e.message, "project limit reached (10)");
+    assert_eq!(
+        e.detail.as_deref(),
+        Some(&*format!("Organization globex ({GLOBEX}) uses 10 of 10 for resource \"projects\"."))
+    );
+    assert_eq!(e.hint.as_deref(), Some("Upgrade the plan to get more projects."));
+    assert_eq!(projects_of(&db, GLOBEX), 10);
+}
+
+#[test]
+fn exactly_the_limit_commits_when_many_clients_insert_at_once() {
+    let db = Arc::new(TestDb::new());
+    set_quota(&db, GLOBEX, "projects", "25");
+    let clients = 16;
+    let barrier = Arc::new(Barrier::new(clients));
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut c = db.app_in(GLOBEX, "gina");
+                barrier.wait();
+                let mut ok = 0;
+                for _ in 0..6 {
+                    let mut tx = c.transaction().unwrap();
+                    match insert_project(&mut tx) {
+                        Ok(_) => {
+                            tx.commit().unwrap();
+                            ok += 1;
+                        }
+                        Err(e) => assert_eq!(e.code, "53400", "{}", e.message),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let committed: i32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(committed, 24, "the fixture's 1 project plus exactly 24 new ones");
+    assert_eq!(projects_of(&db, GLOBEX), 25);
+}
+
+#[test]
+fn aborted_inserts_and_rolled_back_savepoints_free_their_reservation() {
+    let db = TestDb::new();
+    set_quota(&db, GLOBEX, "projects", "2");
+    let mut c = db.app_in(GLOBEX, "gina");
+    c.batch_execute("BEGIN; INSERT INTO app.projects (name) VALUES ('gone'); ROLLBACK;").unwrap();
+    c.batch_execute("BEGIN; SAVEPOINT s; INSERT INTO app.projects (name) VALUES ('gone'); ROLLBACK TO SAVEPOINT s;").unwrap();
+    insert_project(&mut c).unwrap();
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!(projects_of(&db, GLOBEX), 2);
+    assert_eq!(insert_project(&mut c).unwrap_err().code, "53400");
+}
+
+#[test]
+fn an_in_flight_insert_holds_its_place_without_making_anyone_wait() {
+    let db = TestDb::new();
+    set_quota(&db, GLOBEX, "projects", "2");
+    let mut a = db.app_in(GLOBEX, "gina");
+    let mut b = db.app_in(GLOBEX, "sam");
+    b.batch_execute("SET statement_timeout = '5s'").unwrap();
+    a.batch_execute("BEGIN; INSERT INTO app.projects (name) VALUES ('in flight');").unwrap();
+    let started = Instant::now();
+    let e = insert_project(&mut b).unwrap_err();
+    assert_eq!(e.code, "53400", "the in-flight row counts: {}", e.message);
+    assert!(started.elapsed() < Duration::from_secs(2), "refused at once, not after waiting");
+    a.batch_execute("ROLLBACK").unwrap();
+    insert_project(&mut b).unwrap();
+}
+
+#[test]
+fn different_organizations_never_wait_for_each_other() {
+    let db = TestDb::new();
+    set_quota(&db, GLOBEX, "projects", "2");
+    set_quota(&db, ACME, "projects", "2");
+    let mut a = db.app_in(ACME, "alice");
+    let mut g = db.app_in(GLOBEX, "gina");
+    g.batch_execute("SET lock_timeout = '1s'; SET statement_timeout = '5s'").unwrap();
+    a.batch_execute("BEGIN; INSERT INTO app.projects (name) VALUES ('held open');").unwrap();
+    let started = Instant::now();
+    insert_project(&mut g).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    a.batch_execute("COMMIT").unwrap();
+    assert_eq!(projects_of(&db, ACME), 2);
+}
+
+#[test]
+fn deleting_frees_quota_when_the_delete_commits() {
+    let db = TestDb::new();
+    set_quota(&db, GLOBEX, "projects", "1");
+    let mut c = db.app_in(GLOBEX, "gina");
+    assert_eq!(insert_project(&mut c).unwrap_err().code, "53400");
+    c.batch_execute("BEGIN; DELETE FROM app.projects;").unwrap();
+    let mut other = db.app_in(GLOBEX, "sam");
+    assert_eq!(insert_project(&mut other).unwrap_err().code, "53400", "not freed before commit");
+    c.batch_execute("COMMIT").unwrap();
+    insert_project(&mut other).unwrap();
+}
+
+#[test]
+fn lowering_a_limit_blocks_new_rows_and_deletes_nothing() {
+    let db = TestDb::new();
+    let mut c = db.app_in(ACME, "alice");
+    insert_project(&mut c).unwrap();
+    set_quota(&db, ACME, "projects", "0");
+    let e = insert_project(&mut c).unwrap_err();
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("53400", "project limit reached (0)"));
+    assert_eq!(projects_of(&db, ACME), 2);
+    set_quota(&db, ACME, "projects", "NULL");
+    insert_project(&mut c).unwrap();
+    db.admin().batch_execute(&format!("SELECT tenancy.set_plan('{ACME}', 'free')")).unwrap();
+    assert_eq!(text(&mut c, "SELECT quota FROM tenancy.quota(tenancy.current_org(), 'projects')").as_deref(), Some("10"));
+}
+
+#[test]
+fn sum_quota_follows_inserts_updates_and_deletes() {
+    let db = TestDb::new();
+    set_quota(&db, GLOBEX, "storage", "1000");
+    let mut c = db.app_in(GLOBEX, "gina");
+    c.batch_execute("INSERT INTO app.files (name, size_bytes) VALUES ('a', 900)").unwrap();
+    let e = error_of(&mut c, "INSERT INTO app.files (name, size_bytes) VALUES ('b', 1)");
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("53400", "storage limit reached (1000 bytes)"));
+    c.batch_execute("UPDATE app.files SET size_bytes = 800 WHERE name = 'a'").unwrap();
+    c.batch_execute("INSERT INTO app.files (name, size_bytes) VALUES ('b', 100)").unwrap();
+    let e = error_of(&mut c, "UPDATE app.files SET size_bytes = 101 WHERE name = 'b'");
+    assert_eq!(e.code, "53400");
+    c.batch_execute("DELETE FROM app.files WHERE name = 'a'").unwrap();
+    assert_eq!(text(&mut c, "SELECT used FROM tenancy.quota(tenancy.current_org(), 'storage')").as_deref(), Some("200"));
+}
+
+#[test]
+fn the_members_quota_limits_add_member() {
+    let db = TestDb::new();
+    let mut c = db.app_in(GLOBEX, "gina");
+    for user in ["u1", "u2", "u3"] {
+        c.batch_execute(&format!("SELECT tenancy.add_member('{GLOBEX}', '{user}')")).unwrap();
+    }
+    let e = error_of(&mut c, &format!("SELECT tenancy.add_member('{GLOBEX}', 'u4')"));
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("53400", "member limit reached (5)"));
+    assert_eq!(count(&mut db.admin(), &format!("tenancy.members WHERE org_id = '{GLOBEX}'")), 5);
+}
+
+#[test]
+fn quotas_are_readable_for_the_own_org_and_managed_by_dbas() {
+    let db = TestDb::new();
+    let mut c = db.app_in(GLOBEX, "gina");
+    let rows = c.query(&format!("SELECT resource, quota, used, remaining FROM tenancy.quotas('{GLOBEX}')"), &[]).unwrap();
+    let projects = rows.iter().find(|r| r.get::<_, String>(0) == "projects").unwrap();
+    assert_eq!((projects.get::<_, Option<i64>>(1), projects.get::<_, i64>(2), projects.get::<_, Option<i64>>(3)), (Some(10), 1, Some(9)));
+    let users = rows.iter().find(|r| r.get::<_, String>(0) == "users").unwrap();
+    assert_eq!(users.get::<_, i64>(2), 2);
+    for sql in [
+        format!("SELECT * FROM tenancy.quotas('{ACME}')"),
+        format!("SELECT tenancy.set_plan('{GLOBEX}', 'enterprise')"),
+        format!("SELECT tenancy.set_quota('{GLOBEX}', 'projects', 1000)"),
+    ] {
+        assert_eq!(error_of(&mut c, &sql).code, "42501", "{sql}");
+    }
+    let mut dba = db.admin();
+    let e = error_of(&mut dba, &format!("SELECT tenancy.set_quota('{GLOBEX}', 'widgets', 1)"));
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("22023", "unknown resource \"widgets\""));
+    assert!(e.detail.unwrap().starts_with("Valid resources are: api_calls, custom_domains, projects"));
+    let e = error_of(&mut dba, &format!("SELECT tenancy.set_quota('{GLOBEX}', 'projects', -1)"));
+    assert_eq!(e.code, "22023");
+    let e = error_of(&mut dba, &format!("SELECT tenancy.set_plan('{GLOBEX}', 'gold')"));
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("22023", "unknown plan \"gold\""));
+    // A plan change applies to the very next statement of a session that already cached limits.
+    dba.batch_execute(&format!("SELECT tenancy.set_plan('{GLOBEX}', 'enterprise')")).unwrap();
+    assert_eq!(text(&mut c, &format!("SELECT quota FROM tenancy.quota('{GLOBEX}', 'projects')")), None);
+}
+
+#[test]
+fn truncate_makes_the_counters_rebuild_from_the_table() {
+    let db = TestDb::new();
+    set_quota(&db, GLOBEX, "storage", "1000");
+    let mut c = db.app_in(GLOBEX, "gina");
+    c.batch_execute("INSERT INTO app.files (name, size_bytes) VALUES ('a', 900)").unwrap();
+    db.admin().batch_execute("TRUNCATE app.files").unwrap();
+    c.batch_execute("INSERT INTO app.files (name, size_bytes) VALUES ('b', 1000)").unwrap();
+    assert_eq!(error_of(&mut c, "INSERT INTO app.files (name, size_bytes) VALUES ('c', 1)").code, "53400");
+}
