@@ -82,7 +82,11 @@ INSERT INTO tenancy.resources (name, kind, label, unit, description) VALUES
     ('projects', 'count', 'Project', '', 'Projects'),
     ('storage', 'sum', 'Storage', 'bytes', 'Stored bytes'),
     ('api_calls', 'metric', 'API call', '', 'API calls per month'),
-    ('custom_domains', 'count', 'Custom domain', '', 'Custom domains');
+    ('custom_domains', 'count', 'Custom domain', '', 'Custom domains'),
+    ('storage_bytes', 'metric', 'Stored byte', 'bytes', 'Bytes stored, as reported by the application'),
+    ('bandwidth_bytes', 'metric', 'Transferred byte', 'bytes', 'Bytes transferred per month'),
+    ('compute_ms', 'metric', 'Compute millisecond', 'ms', 'Compute time per month'),
+    ('active_users', 'metric', 'Active user', '', 'Distinct users who set a context in the month');
 
 CREATE TABLE tenancy.plan_limits (
     plan        text NOT NULL REFERENCES tenancy.plans (name) ON UPDATE CASCADE ON DELETE CASCADE,
@@ -116,8 +120,30 @@ CREATE TABLE tenancy.quota_sources (
 );
 COMMENT ON TABLE tenancy.quota_sources IS 'Which table (and column) counts each count/sum resource (tenancy.enable_quota()).';
 
+-- Usage metering: one row per record_usage() call, WAL-logged like any row, so a rolled-back
+-- transaction records nothing and every committed increment survives a crash. Periods are
+-- calendar months in UTC.
+CREATE TABLE tenancy.usage_events (
+    org_id      uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
+    metric      text NOT NULL REFERENCES tenancy.resources (name) ON UPDATE CASCADE,
+    amount      bigint NOT NULL CHECK (amount > 0),
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX usage_events_org_metric_time_idx ON tenancy.usage_events (org_id, metric, recorded_at);
+COMMENT ON TABLE tenancy.usage_events IS 'Metered usage (tenancy.record_usage()); read with tenancy.usage() and tenancy.usage_report().';
+
+CREATE TABLE tenancy.active_users (
+    org_id      uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
+    period      date NOT NULL CHECK (extract(day FROM period) = 1),
+    user_id     text NOT NULL,
+    PRIMARY KEY (org_id, period, user_id)
+);
+COMMENT ON TABLE tenancy.active_users IS 'Users who set a context, per organization and month (UTC).';
+
 -- pg_dump keeps the tenants and their members (the seeded plans and roles come with the extension).
 SELECT pg_catalog.pg_extension_config_dump('tenancy.organizations', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.members', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.quota_overrides', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.quota_sources', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.usage_events', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.active_users', '');

@@ -19,7 +19,13 @@ CREATE POLICY members_own ON tenancy.members FOR SELECT
 -- Quotas: everyone may read what plans offer; DBAs (tenancy_admin) add plans, resources and limits.
 GRANT SELECT ON tenancy.resources, tenancy.plan_limits TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON tenancy.plans, tenancy.resources, tenancy.plan_limits TO tenancy_admin;
-GRANT SELECT ON tenancy.quota_overrides, tenancy.quota_sources TO tenancy_admin;
+GRANT SELECT ON tenancy.quota_sources TO tenancy_admin;
+GRANT SELECT ON tenancy.quota_overrides TO PUBLIC;
+ALTER TABLE tenancy.quota_overrides ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.quota_overrides FORCE ROW LEVEL SECURITY;
+CREATE POLICY quota_overrides_own ON tenancy.quota_overrides FOR SELECT
+    USING (org_id = (SELECT tenancy.current_org()) OR (SELECT tenancy.is_admin()));
+GRANT SELECT ON tenancy.usage_events, tenancy.active_users TO tenancy_admin;
 
 -- A limit change reaches every backend's cache at commit ("the very next statement").
 CREATE TRIGGER limits_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.plan_limits
@@ -86,3 +92,83 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION tenancy.enable_quota(text, regclass, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.enable_quota(text, regclass, text, text) TO tenancy_admin;
+
+-- Usage is read like the rest of the catalog: the own organization under a context, all for DBAs.
+GRANT SELECT ON tenancy.usage_events, tenancy.active_users TO PUBLIC;
+ALTER TABLE tenancy.usage_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.usage_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY usage_events_own ON tenancy.usage_events FOR SELECT
+    USING (org_id = (SELECT tenancy.current_org()) OR (SELECT tenancy.is_admin()));
+ALTER TABLE tenancy.active_users ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.active_users FORCE ROW LEVEL SECURITY;
+CREATE POLICY active_users_own ON tenancy.active_users FOR SELECT
+    USING (org_id = (SELECT tenancy.current_org()) OR (SELECT tenancy.is_admin()));
+
+-- Usage of one metric by one organization in [from, to) (default: the current month, UTC).
+-- active_users counts distinct users over the months that overlap the range. Other
+-- organizations' usage reads as 0, like an organization that does not exist.
+CREATE FUNCTION tenancy.usage(
+    org_id uuid,
+    metric text,
+    "from" timestamptz DEFAULT date_trunc('month', now(), 'UTC'),
+    "to" timestamptz DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    upto timestamptz := coalesce("to", "from" + interval '1 month');
+BEGIN
+    IF NOT EXISTS (SELECT FROM tenancy.resources r WHERE r.name = usage.metric AND r.kind = 'metric') THEN
+        RAISE EXCEPTION 'unknown metric "%"', metric USING ERRCODE = '22023',
+            DETAIL = (SELECT 'Valid metrics are: ' || string_agg(name, ', ' ORDER BY name) || '.'
+                        FROM tenancy.resources WHERE kind = 'metric');
+    END IF;
+    IF upto <= "from" THEN
+        RAISE EXCEPTION 'invalid period: "to" (%) must be after "from" (%)', upto, "from" USING ERRCODE = '22023';
+    END IF;
+    IF metric = 'active_users' THEN
+        RETURN (SELECT count(DISTINCT a.user_id) FROM tenancy.active_users a
+                 WHERE a.org_id = usage.org_id
+                   AND a.period >= (date_trunc('month', "from", 'UTC') AT TIME ZONE 'UTC')::date
+                   AND a.period < (upto AT TIME ZONE 'UTC')::date);
+    END IF;
+    RETURN (SELECT coalesce(sum(e.amount), 0) FROM tenancy.usage_events e
+             WHERE e.org_id = usage.org_id AND e.metric = usage.metric
+               AND e.recorded_at >= "from" AND e.recorded_at < upto);
+END
+$$;
+
+-- What an invoice needs: one row per organization and metric for a period (default: the
+-- current month, UTC), with the plan's limit. DBAs see every organization.
+CREATE FUNCTION tenancy.usage_report(
+    period_start timestamptz DEFAULT date_trunc('month', now(), 'UTC'),
+    period_end timestamptz DEFAULT NULL
+) RETURNS TABLE (org_id uuid, slug text, plan text, metric text, amount bigint, quota bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH period AS (
+        SELECT period_start AS s, coalesce(period_end, period_start + interval '1 month') AS e
+    ), used AS (
+        SELECT e.org_id, e.metric, sum(e.amount)::bigint AS amount
+          FROM tenancy.usage_events e, period p
+         WHERE e.recorded_at >= p.s AND e.recorded_at < p.e
+         GROUP BY 1, 2
+        UNION ALL
+        SELECT a.org_id, 'active_users', count(DISTINCT a.user_id)
+          FROM tenancy.active_users a, period p
+         WHERE a.period >= (date_trunc('month', p.s, 'UTC') AT TIME ZONE 'UTC')::date
+           AND a.period < (p.e AT TIME ZONE 'UTC')::date
+         GROUP BY 1
+    )
+    SELECT o.id, o.slug, o.plan, r.name, coalesce(u.amount, 0),
+           coalesce(q.quota, CASE WHEN q.org_id IS NULL THEN pl.quota END)
+      FROM tenancy.organizations o
+     CROSS JOIN tenancy.resources r
+      LEFT JOIN used u ON u.org_id = o.id AND u.metric = r.name
+      LEFT JOIN tenancy.quota_overrides q ON q.org_id = o.id AND q.resource = r.name
+      LEFT JOIN tenancy.plan_limits pl ON pl.plan = o.plan AND pl.resource = r.name
+     WHERE r.kind = 'metric'
+     ORDER BY o.slug, r.name
+$$;

@@ -114,6 +114,7 @@ fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {
         );
     }
     write_all(&org_text, user_id, &membership, scope);
+    crate::usage::note_active_user(org_id, user_id);
 }
 
 /// Sets the tenant context for the current transaction, after checking that the organization

@@ -5,6 +5,7 @@
 //! - [`organizations`]: organizations and members.
 //! - [`privilege`]: caller identity and running catalog statements as the catalog owner.
 //! - [`quota`]: plans, limits and the quota trigger; [`counters`]: its exact shared-memory counters.
+//! - [`usage`]: usage metering (`record_usage()`, active users).
 //! - [`error`]: every error we raise, with its SQLSTATE.
 
 use pgrx::prelude::*;
@@ -16,6 +17,7 @@ mod gucs;
 mod organizations;
 mod privilege;
 mod quota;
+mod usage;
 
 pgrx::pg_module_magic!(name, version);
 

@@ -66,12 +66,7 @@ pub fn as_catalog_owner<R>(f: impl FnOnce() -> R) -> R {
         );
         Elevated { saved_user, saved_context, nest_level }
     };
-    let owner: pg_sys::Oid = Spi::get_one::<pg_sys::Oid>(
-        "SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname OPERATOR(pg_catalog.=) 'tenancy'",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| pgrx::error!("schema \"tenancy\" is missing: is pg_tenancy installed?"));
+    let owner = catalog_owner();
     // SAFETY: switching to an existing role for the duration of `f`; the guard switches back.
     unsafe {
         pg_sys::SetUserIdAndSecContext(
@@ -82,6 +77,34 @@ pub fn as_catalog_owner<R>(f: impl FnOnce() -> R) -> R {
     let result = f();
     drop(guard);
     result
+}
+
+thread_local! {
+    /// (oid of schema tenancy, its owner): the schema's oid changes if the extension is
+    /// re-created, which makes the cached owner stale.
+    static OWNER: std::cell::Cell<(pg_sys::Oid, pg_sys::Oid)> =
+        const { std::cell::Cell::new((pg_sys::InvalidOid, pg_sys::InvalidOid)) };
+}
+
+/// The owner of schema `tenancy` (the extension's owner), cached per backend.
+fn catalog_owner() -> pg_sys::Oid {
+    // SAFETY: a syscache lookup by name; missing_ok returns InvalidOid.
+    let schema = unsafe { pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true) };
+    if schema == pg_sys::InvalidOid {
+        pgrx::error!("schema \"tenancy\" is missing: is pg_tenancy installed?");
+    }
+    let (cached_schema, cached_owner) = OWNER.with(|o| o.get());
+    if cached_schema == schema {
+        return cached_owner;
+    }
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname OPERATOR(pg_catalog.=) 'tenancy'",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| pgrx::error!("schema \"tenancy\" is missing: is pg_tenancy installed?"));
+    OWNER.with(|o| o.set((schema, owner)));
+    owner
 }
 
 #[pg_extern(stable, parallel_safe)]

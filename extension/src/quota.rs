@@ -129,7 +129,7 @@ fn key(org: Uuid, resource: &Resource, relation: pg_sys::Oid) -> Key {
 /// Runs `sql` (one bigint result, `$1` the organization) as the catalog owner against every
 /// change other transactions committed, but none of this transaction's own: counters rebuilt
 /// from it plus this transaction's reservations are exact.
-fn count_committed(sql: &str, org: Uuid) -> i64 {
+pub(crate) fn count_committed(sql: &str, org: Uuid) -> i64 {
     let sql = CString::new(sql).unwrap_or_else(|_| pgrx::error!("pg_tenancy: NUL in a generated query"));
     as_catalog_owner(|| {
         // SAFETY: standard SPI and snapshot calls. PushActiveSnapshot copies the latest snapshot,

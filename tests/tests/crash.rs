@@ -1,18 +1,19 @@
-//! Quota counters survive a crash: after an immediate shutdown (no checkpoint), the counters
-//! are rebuilt from the tables and stay exact. Its own test binary, because it restarts the
+//! Quotas and usage survive a crash: after an immediate shutdown (no checkpoint), committed usage
+//! is all there and the quota counters are rebuilt from the tables, exact. Its own test binary, because it restarts the
 //! cluster that other tests use.
 
 use pg_tenancy_e2e::*;
 
 #[test]
-fn quota_counters_are_exact_after_a_crash_and_restart() {
+fn quotas_and_usage_are_exact_after_a_crash_and_restart() {
     let db = TestDb::new();
     db.admin().batch_execute(&format!("SELECT tenancy.set_quota('{GLOBEX}', 'projects', 5)")).unwrap();
     let mut c = db.app_in(GLOBEX, "gina");
     c.batch_execute("INSERT INTO app.projects (name) SELECT 'p' || g FROM generate_series(1, 3) g").unwrap();
     // An open transaction's reservation dies with the crash.
+    c.batch_execute("SELECT tenancy.record_usage('api_calls', 7); SELECT tenancy.record_usage('api_calls', 3);").unwrap();
     let mut open = db.app_in(GLOBEX, "sam");
-    open.batch_execute("BEGIN; INSERT INTO app.projects (name) VALUES ('lost');").unwrap();
+    open.batch_execute("BEGIN; INSERT INTO app.projects (name) VALUES ('lost'); SELECT tenancy.record_usage('api_calls', 100);").unwrap();
     drop(c);
     let out = std::process::Command::new(repo_root().join("scripts/cluster.sh"))
         .args(["crash", "test"])
@@ -22,6 +23,8 @@ fn quota_counters_are_exact_after_a_crash_and_restart() {
     drop(open);
     let mut c = db.app_in(GLOBEX, "gina");
     assert_eq!(count(&mut c, "app.projects"), 4, "the fixture's project plus the 3 committed ones");
+    let calls: i64 = c.query_one(&format!("SELECT tenancy.usage('{GLOBEX}', 'api_calls')"), &[]).unwrap().get(0);
+    assert_eq!(calls, 10, "every committed increment survives; the uncommitted one does not");
     c.batch_execute("INSERT INTO app.projects (name) VALUES ('fifth')").unwrap();
     let e = error_of(&mut c, "INSERT INTO app.projects (name) VALUES ('sixth')");
     assert_eq!((e.code.as_str(), e.message.as_str()), ("53400", "project limit reached (5)"));

@@ -187,7 +187,7 @@ fn quotas_are_readable_for_the_own_org_and_managed_by_dbas() {
     let mut dba = db.admin();
     let e = error_of(&mut dba, &format!("SELECT tenancy.set_quota('{GLOBEX}', 'widgets', 1)"));
     assert_eq!((e.code.as_str(), e.message.as_str()), ("22023", "unknown resource \"widgets\""));
-    assert!(e.detail.unwrap().starts_with("Valid resources are: api_calls, custom_domains, projects"));
+    assert!(e.detail.unwrap().starts_with("Valid resources are: active_users, api_calls, bandwidth_bytes, compute_ms, custom_domains, projects"));
     let e = error_of(&mut dba, &format!("SELECT tenancy.set_quota('{GLOBEX}', 'projects', -1)"));
     assert_eq!(e.code, "22023");
     let e = error_of(&mut dba, &format!("SELECT tenancy.set_plan('{GLOBEX}', 'gold')"));

@@ -1,0 +1,222 @@
+//! Usage metering: `record_usage()` appends a WAL-logged row (transactional and durable) and,
+//! for metrics the plan limits per month, first reserves the amount on an exact shared-memory
+//! counter ([`crate::counters`]), so that concurrent callers can never pass the limit together.
+//! Active users are recorded when a context is set.
+
+use crate::context::current_org;
+use crate::counters::{self, Key, Reserved};
+use crate::error::TenancyError;
+use crate::privilege::{as_catalog_owner, caller_is_admin};
+use crate::quota::{self, Resource};
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{PgOid, Uuid};
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+/// A calendar month in UTC.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Month {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl Month {
+    /// The month of the current transaction's start (what `now()` returns).
+    pub fn current() -> Month {
+        // SAFETY: reads the transaction start timestamp of this backend.
+        let ts = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+        // PostgreSQL timestamps count microseconds from 2000-01-01 UTC, which is day 10957 of
+        // the Unix epoch.
+        Month::of_unix_day(ts.div_euclid(86_400_000_000) + 10_957)
+    }
+
+    fn of_unix_day(days: i64) -> Month {
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+        Month { year, month }
+    }
+
+    fn index(self) -> i32 {
+        self.year * 12 + self.month as i32 - 1
+    }
+
+    fn next(self) -> Month {
+        if self.month == 12 { Month { year: self.year + 1, month: 1 } } else { Month { month: self.month + 1, ..self } }
+    }
+
+    /// `YYYY-MM-01`.
+    pub fn first_day(self) -> String {
+        format!("{:04}-{:02}-01", self.year, self.month)
+    }
+}
+
+thread_local! {
+    static INSERT: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+    /// (org, user, month) already recorded as active by this backend.
+    static ACTIVE_SEEN: RefCell<HashSet<(Uuid, String, Month)>> = RefCell::new(HashSet::new());
+}
+
+fn metric(name: &str) -> Resource {
+    let r = quota::lookup_resource(name);
+    if r.kind != "metric" {
+        TenancyError::InvalidArgument {
+            param: "metric",
+            reason: format!("resource \"{name}\" is a {} quota, not a metered metric", r.kind),
+            hint: Some("Metered metrics are the resources of kind 'metric' in tenancy.resources.".into()),
+        }
+        .raise()
+    }
+    if r.name == "active_users" {
+        TenancyError::InvalidArgument {
+            param: "metric",
+            reason: "active_users is counted automatically when a context is set".into(),
+            hint: None,
+        }
+        .raise()
+    }
+    r
+}
+
+fn insert_event(org: Uuid, metric: &str, amount: i64) {
+    as_catalog_owner(|| {
+        Spi::connect_mut(|client| {
+            let missing = INSERT.with(|s| s.borrow().is_none());
+            if missing {
+                let stmt = client
+                    .prepare(
+                        "INSERT INTO tenancy.usage_events (org_id, metric, amount) VALUES ($1, $2, $3)",
+                        &[PgOid::from(pg_sys::UUIDOID), PgOid::from(pg_sys::TEXTOID), PgOid::from(pg_sys::INT8OID)],
+                    )?
+                    .keep();
+                INSERT.with(|s| *s.borrow_mut() = Some(stmt));
+            }
+            INSERT.with(|s| {
+                let stmt = s.borrow();
+                let stmt = stmt.as_ref().expect("prepared above");
+                client.update(stmt, None, &[org.into(), metric.into(), amount.into()]).map(|_| ())
+            })
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: recording usage failed: {e}"))
+    })
+}
+
+/// Records `amount` of `metric` for `org`: refused past the month's limit (an error, or false
+/// when `raise` is false), else appended.
+fn record(org: Uuid, name: &str, amount: i64, raise: bool) -> bool {
+    if amount <= 0 {
+        TenancyError::InvalidArgument { param: "amount", reason: "must be positive".into(), hint: None }.raise()
+    }
+    let r = metric(name);
+    let limit = quota::limit(org, &r);
+    if limit.is_some() {
+        let month = Month::current();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(org.as_bytes());
+        // SAFETY: reads the backend's database id.
+        let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+        let key = Key { org: bytes, database, relation: 0, resource: r.id, period: month.index() };
+        // The metric name is a validated identifier ([a-z][a-z0-9_]*), safe to inline.
+        let rebuild = format!(
+            "SELECT coalesce(sum(amount), 0)::bigint FROM tenancy.usage_events
+              WHERE org_id = $1 AND metric = '{}' AND recorded_at >= '{} 00:00:00+00' AND recorded_at < '{} 00:00:00+00'",
+            r.name,
+            month.first_day(),
+            month.next().first_day()
+        );
+        match counters::reserve(key, amount, limit, || quota::count_committed(&rebuild, org)) {
+            Reserved::Ok => {}
+            Reserved::OverLimit { used } if raise => quota::exceeded(org, &r, limit.unwrap_or(0), used),
+            Reserved::OverLimit { .. } => return false,
+        }
+    }
+    insert_event(org, &r.name, amount);
+    true
+}
+
+fn context_org() -> Uuid {
+    current_org().unwrap_or_else(|| TenancyError::NoContext { action: "recording usage".into() }.raise())
+}
+
+/// Records usage of a metric (`api_calls`, `bandwidth_bytes`, `compute_ms`, `storage_bytes`, ...)
+/// for the current organization. Past the plan's monthly limit: SQLSTATE 53400.
+#[pg_extern(volatile, parallel_unsafe)]
+fn record_usage(metric: &str, amount: default!(i64, 1)) {
+    record(context_org(), metric, amount, true);
+}
+
+/// Like `record_usage`, but returns false instead of raising when the limit would be passed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn try_record_usage(metric: &str, amount: default!(i64, 1)) -> bool {
+    record(context_org(), metric, amount, false)
+}
+
+/// `record_usage` for a named organization, for DBAs and back-office jobs.
+#[pg_extern(volatile, parallel_unsafe)]
+fn record_usage_for(org_id: Uuid, metric: &str, amount: default!(i64, 1)) {
+    if !caller_is_admin() {
+        TenancyError::PermissionDenied {
+            message: "permission denied to record usage for another organization".into(),
+            detail: None,
+            hint: Some("Use tenancy.record_usage() under a context, or connect as a tenancy_admin.".into()),
+        }
+        .raise()
+    }
+    let exists: Option<bool> = as_catalog_owner(|| {
+        Spi::get_one_with_args("SELECT EXISTS (SELECT FROM tenancy.organizations WHERE id = $1)", &[org_id.into()])
+            .unwrap_or(None)
+    });
+    if exists != Some(true) {
+        TenancyError::UnknownOrganization { org_id: org_id.to_string() }.raise()
+    }
+    record(org_id, metric, amount, true);
+}
+
+/// Notes that `user` acted for `org` this month (the `active_users` metric). Skipped where
+/// nothing may be written: read-only transactions and standbys.
+pub fn note_active_user(org: Uuid, user: &str) {
+    // SAFETY: reads backend-local transaction state.
+    if unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() } {
+        return;
+    }
+    let month = Month::current();
+    let entry = (org, user.to_string(), month);
+    if ACTIVE_SEEN.with(|s| s.borrow().contains(&entry)) {
+        return;
+    }
+    as_catalog_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO tenancy.active_users (org_id, period, user_id) VALUES ($1, $2::date, $3)
+             ON CONFLICT DO NOTHING",
+            &[org.into(), month.first_day().as_str().into(), user.into()],
+        )
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: recording an active user failed: {e}"))
+    });
+    ACTIVE_SEEN.with(|s| s.borrow_mut().insert(entry));
+    // If this transaction rolls back, so does the row: forget it then.
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, || {
+        ACTIVE_SEEN.with(|s| s.borrow_mut().clear())
+    });
+}
+
+#[cfg(test)]
+mod unit {
+    use super::Month;
+
+    #[test]
+    fn unix_days_map_to_calendar_months() {
+        assert_eq!(Month::of_unix_day(0), Month { year: 1970, month: 1 });
+        assert_eq!(Month::of_unix_day(10_957), Month { year: 2000, month: 1 });
+        assert_eq!(Month::of_unix_day(11_016), Month { year: 2000, month: 2 }); // 2000-02-29 is day 11016
+        assert_eq!(Month::of_unix_day(20_780), Month { year: 2026, month: 11 }); // 2026-11-23
+        assert_eq!(Month { year: 2026, month: 12 }.next(), Month { year: 2027, month: 1 });
+        assert_eq!(Month { year: 2026, month: 3 }.first_day(), "2026-03-01");
+    }
+}

@@ -1,0 +1,132 @@
+//! Usage metering: transactional, exact against monthly limits under concurrency, never losing
+//! concurrent increments, and readable per organization and for invoices.
+
+use pg_tenancy_e2e::*;
+use std::sync::{Arc, Barrier};
+
+fn usage(c: &mut impl postgres::GenericClient, org: &str, metric: &str) -> i64 {
+    c.query_one(&format!("SELECT tenancy.usage('{org}', '{metric}')"), &[]).unwrap().get(0)
+}
+
+/// Runs `per_client` calls of `sql` from `clients` connections at once as GLOBEX's gina;
+/// returns how many returned true (or succeeded, for statements returning nothing).
+fn hammer(db: &Arc<TestDb>, clients: usize, per_client: usize, sql: &'static str) -> usize {
+    let barrier = Arc::new(Barrier::new(clients));
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut c = db.app_in(GLOBEX, "gina");
+                barrier.wait();
+                (0..per_client)
+                    .filter(|_| {
+                        let mut tx = c.transaction().unwrap();
+                        let ok = match tx.query_one(sql, &[]) {
+                            Ok(row) => row.try_get::<_, bool>(0).unwrap_or(true),
+                            Err(e) => {
+                                assert_eq!(DbError::of(&e).code, "53400");
+                                false
+                            }
+                        };
+                        tx.commit().unwrap();
+                        ok
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).sum()
+}
+
+#[test]
+fn usage_is_recorded_per_organization_and_only_when_committed() {
+    let db = TestDb::new();
+    let mut c = db.app_in(ACME, "alice");
+    c.batch_execute("SELECT tenancy.record_usage('api_calls'); SELECT tenancy.record_usage('api_calls', 5);").unwrap();
+    c.batch_execute("BEGIN; SELECT tenancy.record_usage('api_calls', 100); ROLLBACK;").unwrap();
+    c.batch_execute("BEGIN; SAVEPOINT s; SELECT tenancy.record_usage('api_calls', 100); ROLLBACK TO SAVEPOINT s; COMMIT;").unwrap();
+    assert_eq!(usage(&mut c, ACME, "api_calls"), 6);
+    assert_eq!(usage(&mut c, GLOBEX, "api_calls"), 0, "another organization's usage reads as nothing");
+    assert_eq!(usage(&mut db.admin(), GLOBEX, "api_calls"), 0);
+    c.batch_execute("SELECT tenancy.record_usage('bandwidth_bytes', 4096)").unwrap();
+    assert_eq!(usage(&mut db.admin(), ACME, "bandwidth_bytes"), 4096);
+}
+
+#[test]
+fn a_monthly_limit_holds_exactly_under_concurrency() {
+    let db = Arc::new(TestDb::new());
+    db.admin().batch_execute(&format!("SELECT tenancy.set_quota('{GLOBEX}', 'api_calls', 50)")).unwrap();
+    let granted = hammer(&db, 8, 12, "SELECT tenancy.try_record_usage('api_calls')");
+    assert_eq!(granted, 50);
+    let mut c = db.app_in(GLOBEX, "gina");
+    assert_eq!(usage(&mut c, GLOBEX, "api_calls"), 50);
+    let e = error_of(&mut c, "SELECT tenancy.record_usage('api_calls')");
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("53400", "api call limit reached (50)"));
+    assert_eq!(text(&mut c, "SELECT tenancy.try_record_usage('api_calls')").as_deref(), Some("false"));
+}
+
+#[test]
+fn concurrent_increments_to_one_hot_organization_are_never_lost() {
+    let db = Arc::new(TestDb::new());
+    db.admin().batch_execute(&format!("SELECT tenancy.set_plan('{GLOBEX}', 'enterprise')")).unwrap();
+    let done = hammer(&db, 8, 50, "SELECT true FROM tenancy.record_usage('compute_ms', 3)");
+    assert_eq!(done, 400);
+    assert_eq!(usage(&mut db.admin(), GLOBEX, "compute_ms"), 1200);
+}
+
+#[test]
+fn active_users_are_counted_once_per_month_when_they_set_a_context() {
+    let db = TestDb::new();
+    for user in ["alice", "bob", "alice", "carol"] {
+        let mut c = db.app();
+        c.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{ACME}', '{user}'); COMMIT;")).unwrap();
+    }
+    // A read-only transaction (or a standby) can still set a context; it just is not recorded.
+    let mut ro = db.app();
+    ro.batch_execute(&format!("BEGIN READ ONLY; SELECT tenancy.set_context('{ACME}', 'gus'); COMMIT;")).unwrap();
+    assert_eq!(usage(&mut db.admin(), ACME, "active_users"), 3);
+    assert_eq!(usage(&mut db.admin(), GLOBEX, "active_users"), 0);
+}
+
+#[test]
+fn the_usage_report_has_a_row_per_organization_and_metric() {
+    let db = TestDb::new();
+    db.app_in(ACME, "alice").batch_execute("SELECT tenancy.record_usage('api_calls', 7)").unwrap();
+    let mut dba = db.admin();
+    let rows = dba.query("SELECT slug, metric, amount, quota FROM tenancy.usage_report()", &[]).unwrap();
+    assert_eq!(rows.len(), 2 * 5, "two organizations x five metrics");
+    let acme_calls = rows.iter().find(|r| r.get::<_, String>(0) == "acme" && r.get::<_, String>(1) == "api_calls").unwrap();
+    assert_eq!((acme_calls.get::<_, i64>(2), acme_calls.get::<_, Option<i64>>(3)), (7, Some(100_000)));
+    let acme_active = rows.iter().find(|r| r.get::<_, String>(0) == "acme" && r.get::<_, String>(1) == "active_users").unwrap();
+    assert_eq!(acme_active.get::<_, i64>(2), 1);
+    let last_month = dba
+        .query_one("SELECT sum(amount)::bigint FROM tenancy.usage_report(date_trunc('month', now(), 'UTC') - interval '1 month')", &[])
+        .unwrap()
+        .get::<_, Option<i64>>(0);
+    assert_eq!(last_month, Some(0));
+}
+
+#[test]
+fn bad_usage_calls_get_clear_errors() {
+    let db = TestDb::new();
+    let mut none = db.app();
+    let e = error_of(&mut none, "SELECT tenancy.record_usage('api_calls')");
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "no tenant context"));
+    let mut c = db.app_in(ACME, "alice");
+    for (sql, code, message) in [
+        ("SELECT tenancy.record_usage('widgets')", "22023", "unknown resource \"widgets\""),
+        ("SELECT tenancy.record_usage('projects')", "22023", "invalid value for parameter \"metric\": resource \"projects\" is a count quota, not a metered metric"),
+        ("SELECT tenancy.record_usage('api_calls', 0)", "22023", "invalid value for parameter \"amount\": must be positive"),
+        ("SELECT tenancy.record_usage('active_users')", "22023", "invalid value for parameter \"metric\": active_users is counted automatically when a context is set"),
+        ("SELECT tenancy.usage(tenancy.current_org(), 'nope')", "22023", "unknown metric \"nope\""),
+    ] {
+        let e = error_of(&mut c, sql);
+        assert_eq!((e.code.as_str(), e.message.as_str()), (code, message), "{sql}");
+    }
+    let e = error_of(&mut c, &format!("SELECT tenancy.record_usage_for('{GLOBEX}', 'api_calls')"));
+    assert_eq!(e.code, "42501");
+    let e = error_of(&mut db.admin(), &format!("SELECT tenancy.record_usage_for('{NOWHERE}', 'api_calls')"));
+    assert_eq!(e.code, "42704");
+    db.admin().batch_execute(&format!("SELECT tenancy.record_usage_for('{GLOBEX}', 'api_calls', 2)")).unwrap();
+    assert_eq!(usage(&mut db.admin(), GLOBEX, "api_calls"), 2);
+}
