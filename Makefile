@@ -14,7 +14,7 @@ ROOT       := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 PGRX_SUDO  := $(if $(ROOT),,--sudo)
 PGRX_RUNAS := $(if $(ROOT),--runas postgres --pgdata $(CURDIR)/target/pgrx-test/data,)
 
-.PHONY: help setup install cli demo test test-compiler test-extension test-e2e pyenv \
+.PHONY: help setup install cli demo test test-compiler test-extension test-e2e pyenv bench \
         psql db-url db-admin-url stop clean
 
 help: ## list the targets
@@ -59,6 +59,10 @@ test-e2e: ## end-to-end tests against a throwaway cluster (port 28816)
 	TENANCY_TEST_APP_URL="$$(scripts/cluster.sh url test)" \
 	  cargo test $(CARGO_PROFILE_FLAG) --no-fail-fast -p pg_tenancy_e2e -- --test-threads=4; \
 	  status=$$?; scripts/cluster.sh stop test; exit $$status
+
+bench: install ## benchmarks (quotas, usage) on their own cluster (port 28817); prints a Markdown table
+	scripts/cluster.sh start bench
+	bench/quota_usage.sh | tee target/bench-results.md; status=$${PIPESTATUS[0]}; scripts/cluster.sh stop bench; exit $$status
 
 psql: ## psql into the demo cluster as the application role (PSQL_ROLE=postgres for the DBA)
 	@scripts/cluster.sh psql demo

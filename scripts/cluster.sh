@@ -3,7 +3,8 @@
 #
 #   scripts/cluster.sh start|stop|destroy|crash|status|url|admin-url|psql [NAME]
 #
-# NAME is `demo` (port 28815, the default) or `test` (port 28816). The cluster listens only on a
+# NAME is `demo` (port 28815, the default), `test` (port 28816), `bench` (port 28817) or
+# `plain` (port 28818, without pg_tenancy preloaded, for one test). The cluster listens only on a
 # unix socket, runs as the `postgres` OS user when invoked as root (initdb refuses root), preloads
 # pg_tenancy and has two login roles: `postgres` (superuser, the DBA) and `app_user` (the
 # application role: LOGIN, owns nothing, no BYPASSRLS) and `app_readonly`.
@@ -14,7 +15,9 @@ name="${2:-demo}"
 case "$name" in
     demo) port=28815 ;;
     test) port=28816 ;;
-    *) echo "unknown cluster name '$name' (use demo or test)" >&2; exit 2 ;;
+    bench) port=28817 ;;
+    plain) port=28818 ;;  # for tests: pg_tenancy NOT preloaded
+    *) echo "unknown cluster name '$name' (use demo, test, bench or plain)" >&2; exit 2 ;;
 esac
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -48,7 +51,7 @@ start() {
 listen_addresses = ''
 port = $port
 unix_socket_directories = '$sock'
-shared_preload_libraries = 'pg_tenancy'
+shared_preload_libraries = '$([ "$name" = plain ] || echo pg_tenancy)'
 max_connections = 100
 fsync = on
 log_min_messages = warning
@@ -94,5 +97,5 @@ case "$cmd" in
     url) url app_user ;;
     admin-url) url postgres ;;
     psql) shift 2 || true; exec "$bindir/psql" -X "$(url "${PSQL_ROLE:-app_user}")" "$@" ;;
-    *) echo "usage: $0 start|stop|destroy|crash|status|url|admin-url|psql [demo|test]" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|destroy|crash|status|url|admin-url|psql [demo|test|bench|plain]" >&2; exit 2 ;;
 esac

@@ -94,6 +94,20 @@ app "BEGIN; SELECT tenancy.set_context('$ACME_ID', 'alice') \\gset
 EXPLAIN (COSTS OFF) SELECT * FROM app.projects ORDER BY created_at DESC LIMIT 20;
 COMMIT;"
 
+bold "10. Plans enforce quotas in the database (globex is on the free plan; its limit lowered to 2 projects)"
+admin -c "SELECT tenancy.set_quota('$GLOBEX_ID', 'projects', 2)" >/dev/null
+app "BEGIN; SELECT tenancy.set_context('$GLOBEX_ID', 'gina') \\gset
+INSERT INTO app.projects (name) VALUES ('Weather machine');
+INSERT INTO app.projects (name) VALUES ('One too many');
+ROLLBACK;"
+
+bold "11. Usage is metered per organization and month, transactionally"
+app "BEGIN; SELECT tenancy.set_context('$ACME_ID', 'alice') \\gset
+SELECT tenancy.record_usage('api_calls', 3);
+SELECT tenancy.record_usage('bandwidth_bytes', 52428800);
+COMMIT;"
+admin -P footer=off -c "SELECT slug, metric, amount, quota FROM tenancy.usage_report() WHERE amount > 0" | sed 's/^/    /'
+
 bold "The demo cluster is still running."
 cat <<MSG
     connect as the app:   make psql            ($APP_URL)

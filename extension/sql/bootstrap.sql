@@ -122,10 +122,13 @@ COMMENT ON TABLE tenancy.quota_sources IS 'Which table (and column) counts each 
 
 -- Usage metering: one row per record_usage() call, WAL-logged like any row, so a rolled-back
 -- transaction records nothing and every committed increment survives a crash. Periods are
--- calendar months in UTC.
+-- calendar months in UTC. No foreign keys on purpose: record_usage() validates the organization
+-- and metric, usage history outlives a deleted organization (it is billing data), and a foreign
+-- key check would take a KEY SHARE lock on the organization's row per call, which serialises
+-- concurrent callers of a hot organization on MultiXacts.
 CREATE TABLE tenancy.usage_events (
-    org_id      uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
-    metric      text NOT NULL REFERENCES tenancy.resources (name) ON UPDATE CASCADE,
+    org_id      uuid NOT NULL,
+    metric      text NOT NULL,
     amount      bigint NOT NULL CHECK (amount > 0),
     recorded_at timestamptz NOT NULL DEFAULT now()
 );

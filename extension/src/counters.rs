@@ -52,6 +52,10 @@ struct Slot {
     committed: i64,
     pending: i64,
     releasing: i64,
+    /// The limit, shared by every backend while `limit_generation` is current (-1: unlimited;
+    /// `limit_generation` 0: not looked up yet, since the generation starts at 1).
+    limit: i64,
+    limit_generation: u64,
 }
 
 #[repr(C)]
@@ -133,6 +137,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
         if !found {
             std::ptr::write_bytes(base, 0, shmem_size());
             (*header).per_partition = per_partition() as u64;
+            (*header).limits_generation = AtomicU64::new(1);
         }
         let slots = base.add(std::mem::size_of::<Header>()) as *mut Slot;
         SHARED = Some(Shared {
@@ -245,7 +250,8 @@ impl Partition {
             }
         }
         let idx = victim?;
-        self.slots[idx] = Slot { used: true, stale: false, key: *key, committed, pending: 0, releasing: 0 };
+        self.slots[idx] =
+            Slot { used: true, stale: false, key: *key, committed, pending: 0, releasing: 0, limit: -1, limit_generation: 0 };
         Some(idx)
     }
 }
@@ -278,34 +284,51 @@ pub enum Reserved {
 }
 
 /// Reserves `amount` (or, when negative, releases it) on `key` for the current transaction,
-/// refusing when the limit would be passed. `rebuild` counts the table when no counter exists;
-/// it runs without any lock held.
-pub fn reserve(key: Key, amount: i64, limit: Option<i64>, rebuild: impl FnOnce() -> i64) -> Reserved {
-    let idx = {
+/// refusing when the limit would be passed. The fast path is one short lock: the counter and
+/// its limit are both in shared memory. Otherwise, without any lock held, `limit_of` looks the
+/// limit up and `rebuild` counts the table when no counter exists.
+pub fn reserve(
+    key: Key,
+    amount: i64,
+    limit_of: impl FnOnce() -> Option<i64>,
+    rebuild: impl FnOnce() -> i64,
+) -> Reserved {
+    let generation = limits_generation();
+    // A transaction that changed limits itself sees them before anyone else: no sharing then.
+    let shareable = !LIMITS_CHANGED.with(|c| c.get());
+    let fast = {
         let part = Partition::lock(&key);
-        part.find_fresh(&key)
+        match part.find_fresh(&key) {
+            Some(i) if amount <= 0 || (shareable && part.slots[i].limit_generation == generation) => {
+                let limit = (part.slots[i].limit >= 0).then_some(part.slots[i].limit);
+                Some(apply(&mut part.slots[i], amount, limit))
+            }
+            _ => None,
+        }
     };
-    let rebuilt = if idx.is_none() { Some(rebuild()) } else { None };
-    let outcome = {
-        let mut part = Partition::lock(&key);
-        let idx = match part.find_fresh(&key) {
-            Some(i) => Some(i),
-            None => part.install_fresh(&key, rebuilt.unwrap_or(0)),
-        };
-        match idx {
-            None => None,
-            Some(i) => {
-                let slot = &mut part.slots[i];
-                let used = slot.committed + slot.pending;
-                if amount > 0 && limit.is_some_and(|l| used + amount > l) {
-                    Some(Reserved::OverLimit { used })
-                } else {
-                    if amount >= 0 {
-                        slot.pending += amount;
-                    } else {
-                        slot.releasing -= amount;
+    let outcome = match fast {
+        Some(outcome) => Some(outcome),
+        None => {
+            let limit = if amount > 0 { limit_of() } else { None };
+            let rebuilt = {
+                let part = Partition::lock(&key);
+                part.find_fresh(&key).is_none()
+            }
+            .then(rebuild);
+            let mut part = Partition::lock(&key);
+            let idx = match part.find_fresh(&key) {
+                Some(i) => Some(i),
+                None => part.install_fresh(&key, rebuilt.unwrap_or(0)),
+            };
+            match idx {
+                None => None,
+                Some(i) => {
+                    let slot = &mut part.slots[i];
+                    if amount > 0 && shareable {
+                        slot.limit = limit.unwrap_or(-1);
+                        slot.limit_generation = generation;
                     }
-                    Some(Reserved::Ok)
+                    Some(apply(slot, amount, limit))
                 }
             }
         }
@@ -322,6 +345,20 @@ pub fn reserve(key: Key, amount: i64, limit: Option<i64>, rebuild: impl FnOnce()
         }
         Some(over) => over,
     }
+}
+
+/// The check and the update, under the partition lock.
+fn apply(slot: &mut Slot, amount: i64, limit: Option<i64>) -> Reserved {
+    let used = slot.committed + slot.pending;
+    if amount > 0 && limit.is_some_and(|l| used + amount > l) {
+        return Reserved::OverLimit { used };
+    }
+    if amount >= 0 {
+        slot.pending += amount;
+    } else {
+        slot.releasing -= amount;
+    }
+    Reserved::Ok
 }
 
 /// Committed plus in-flight use of `key`, rebuilding the counter if needed.
@@ -376,6 +413,11 @@ pub fn invalidate_relation(relation: u32) {
             pg_sys::LWLockRelease(lock);
         }
     }
+}
+
+/// True when this transaction changed limits (not yet visible to other backends).
+pub fn changed_limits_here() -> bool {
+    LIMITS_CHANGED.with(|c| c.get())
 }
 
 /// Marks that this transaction changed limits: other backends drop cached limits at commit.

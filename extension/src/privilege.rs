@@ -107,6 +107,38 @@ fn catalog_owner() -> pg_sys::Oid {
     owner
 }
 
+/// Restores the caller's user id when dropped (also while an error unwinds).
+struct SwitchedUser {
+    saved_user: pg_sys::Oid,
+    saved_context: i32,
+}
+
+impl Drop for SwitchedUser {
+    fn drop(&mut self) {
+        // SAFETY: restores exactly the values read in `as_owner_for_kept_plan`.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context) };
+    }
+}
+
+/// Runs `f`, which only executes plans kept with SPI_keepplan that were prepared under
+/// [`as_catalog_owner`], as the catalog owner. Unlike `as_catalog_owner` it leaves
+/// `search_path` alone: a kept plan is revalidated with the search_path it was created under,
+/// so no name is resolved under the caller's. This is the hot path of `record_usage()`.
+pub fn as_owner_for_kept_plan<R>(f: impl FnOnce() -> R) -> R {
+    let owner = catalog_owner();
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_context = 0;
+    // SAFETY: reads and sets the current user id; the guard restores it.
+    let guard = unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+        pg_sys::SetUserIdAndSecContext(owner, saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+        SwitchedUser { saved_user, saved_context }
+    };
+    let result = f();
+    drop(guard);
+    result
+}
+
 #[pg_extern(stable, parallel_safe)]
 /// True when the calling role may manage every organization: a superuser or a member of
 /// `tenancy_admin`.

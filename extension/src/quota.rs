@@ -102,20 +102,33 @@ pub fn limit(org: Uuid, resource: &Resource) -> Option<i64> {
     if let Some(l) = with_cache(|c| c.limits.get(&(org, resource.id)).copied()) {
         return l;
     }
-    let l: Option<i64> = as_catalog_owner(|| {
-        one(
-            "SELECT quota FROM (
-                 SELECT quota, 1 AS rank FROM tenancy.quota_overrides WHERE org_id = $1 AND resource = $2
-                 UNION ALL
-                 SELECT pl.quota, 2 FROM tenancy.organizations o
-                   JOIN tenancy.plan_limits pl ON pl.plan = o.plan AND pl.resource = $2
-                  WHERE o.id = $1
-             ) q ORDER BY rank LIMIT 1",
-            &[org.into(), resource.name.as_str().into()],
-        )
-    });
+    let l: Option<i64> = as_catalog_owner(|| one(&limit_sql(resource), &[org.into()]));
     with_cache(|c| c.limits.insert((org, resource.id), l));
     l
+}
+
+/// The effective limit of `resource` for the organization `$1` (a resource name is a validated
+/// identifier, safe to inline).
+fn limit_sql(resource: &Resource) -> String {
+    format!(
+        "SELECT quota FROM (
+             SELECT quota, 1 AS rank FROM tenancy.quota_overrides WHERE org_id = $1 AND resource = '{0}'
+             UNION ALL
+             SELECT pl.quota, 2 FROM tenancy.organizations o
+               JOIN tenancy.plan_limits pl ON pl.plan = o.plan AND pl.resource = '{0}'
+              WHERE o.id = $1
+         ) q ORDER BY rank LIMIT 1",
+        resource.name
+    )
+}
+
+/// The limit as everyone will see it from now on (latest snapshot), for the shared counters.
+/// A transaction that changed limits itself reads its own view instead.
+pub fn limit_now(org: Uuid, resource: &Resource) -> Option<i64> {
+    if counters::changed_limits_here() {
+        return limit(org, resource);
+    }
+    latest_i64(&limit_sql(resource), org, false)
 }
 
 fn key(org: Uuid, resource: &Resource, relation: pg_sys::Oid) -> Key {
@@ -130,6 +143,12 @@ fn key(org: Uuid, resource: &Resource, relation: pg_sys::Oid) -> Key {
 /// change other transactions committed, but none of this transaction's own: counters rebuilt
 /// from it plus this transaction's reservations are exact.
 pub(crate) fn count_committed(sql: &str, org: Uuid) -> i64 {
+    latest_i64(sql, org, true).unwrap_or(0)
+}
+
+/// Runs `sql` (at most one bigint, `$1` the organization) as the catalog owner with the latest
+/// snapshot, optionally hiding this transaction's own changes. None: no row, or NULL.
+fn latest_i64(sql: &str, org: Uuid, hide_own: bool) -> Option<i64> {
     let sql = CString::new(sql).unwrap_or_else(|_| pgrx::error!("pg_tenancy: NUL in a generated query"));
     as_catalog_owner(|| {
         // SAFETY: standard SPI and snapshot calls. PushActiveSnapshot copies the latest snapshot,
@@ -138,7 +157,9 @@ pub(crate) fn count_committed(sql: &str, org: Uuid) -> i64 {
         // active snapshot as is. The snapshot is popped before returning.
         unsafe {
             pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
-            (*pg_sys::GetActiveSnapshot()).curcid = pg_sys::FirstCommandId;
+            if hide_own {
+                (*pg_sys::GetActiveSnapshot()).curcid = pg_sys::FirstCommandId;
+            }
             let value = Spi::connect(|_| {
                 let mut types = [pg_sys::UUIDOID];
                 let mut values = [org.into_datum().expect("uuid datum")];
@@ -152,13 +173,16 @@ pub(crate) fn count_committed(sql: &str, org: Uuid) -> i64 {
                     true,
                     1,
                 );
-                if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
-                    pgrx::error!("pg_tenancy: counting for a quota failed (SPI code {rc})");
+                if rc != pg_sys::SPI_OK_SELECT as i32 {
+                    pgrx::error!("pg_tenancy: a quota query failed (SPI code {rc})");
+                }
+                if pg_sys::SPI_processed == 0 {
+                    return None;
                 }
                 let table = pg_sys::SPI_tuptable;
                 let mut is_null = false;
                 let datum = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-                if is_null { 0 } else { i64::from_datum(datum, false).unwrap_or(0) }
+                if is_null { None } else { i64::from_datum(datum, false) }
             });
             pg_sys::PopActiveSnapshot();
             value
@@ -223,11 +247,11 @@ pub fn exceeded(org: Uuid, resource: &Resource, limit: i64, used: i64) -> ! {
 }
 
 /// Reserves `amount` of a table-backed resource for `org`, raising the quota error if refused.
-fn charge(org: Uuid, resource: &Resource, relation: pg_sys::Oid, amount: i64, rebuild: &str) {
-    let limit = if amount > 0 { limit(org, resource) } else { None };
-    match counters::reserve(key(org, resource, relation), amount, limit, || count_committed(rebuild, org)) {
+fn charge(org: Uuid, resource: &Resource, relation: pg_sys::Oid, amount: i64, rebuild: &dyn Fn() -> String) {
+    let limit = || limit_now(org, resource);
+    match counters::reserve(key(org, resource, relation), amount, limit, || count_committed(&rebuild(), org)) {
         Reserved::Ok => {}
-        Reserved::OverLimit { used } => exceeded(org, resource, limit.unwrap_or(0), used),
+        Reserved::OverLimit { used } => exceeded(org, resource, limit_now(org, resource).unwrap_or(0), used),
     }
 }
 
@@ -248,8 +272,13 @@ fn quota_trigger<'a>(
         counters::invalidate_relation(relation.to_u32());
         return Ok(None);
     }
-    let charge = |org: Uuid, amount: i64, rebuild: &str| charge(org, &resource, relation, amount, rebuild);
-    let rebuild = rebuild_sql(&trigger.table_schema()?, &trigger.table_name()?, tenant_column, sum_column);
+    let charge = |org: Uuid, amount: i64, rebuild: &dyn Fn() -> String| charge(org, &resource, relation, amount, rebuild);
+    // Only a missing counter needs the rebuild query (and the table's name).
+    let rebuild = || {
+        let schema = trigger.table_schema().unwrap_or_default();
+        let table = trigger.table_name().unwrap_or_default();
+        rebuild_sql(&schema, &table, tenant_column, sum_column)
+    };
     let amount_of = |tuple: &pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>| -> (Option<Uuid>, i64) {
         let org = tuple.get_by_name::<Uuid>(tenant_column).ok().flatten();
         let amount = match sum_column {
@@ -413,6 +442,9 @@ fn used_of(org: Uuid, r: &Resource) -> i64 {
                 None => 0,
             }
         }
+        "metric" => as_catalog_owner(|| {
+            one::<i64>("SELECT tenancy.usage($1, $2)", &[org.into(), r.name.as_str().into()]).unwrap_or(0)
+        }),
         _ => 0,
     }
 }

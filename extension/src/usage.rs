@@ -6,7 +6,7 @@
 use crate::context::current_org;
 use crate::counters::{self, Key, Reserved};
 use crate::error::TenancyError;
-use crate::privilege::{as_catalog_owner, caller_is_admin};
+use crate::privilege::{as_catalog_owner, as_owner_for_kept_plan, caller_is_admin};
 use crate::quota::{self, Resource};
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
@@ -86,18 +86,23 @@ fn metric(name: &str) -> Resource {
 }
 
 fn insert_event(org: Uuid, metric: &str, amount: i64) {
-    as_catalog_owner(|| {
-        Spi::connect_mut(|client| {
-            let missing = INSERT.with(|s| s.borrow().is_none());
-            if missing {
-                let stmt = client
+    if INSERT.with(|s| s.borrow().is_none()) {
+        // Prepared once per backend, under the pinned search_path.
+        let stmt = as_catalog_owner(|| {
+            Spi::connect(|client| {
+                client
                     .prepare(
                         "INSERT INTO tenancy.usage_events (org_id, metric, amount) VALUES ($1, $2, $3)",
                         &[PgOid::from(pg_sys::UUIDOID), PgOid::from(pg_sys::TEXTOID), PgOid::from(pg_sys::INT8OID)],
-                    )?
-                    .keep();
-                INSERT.with(|s| *s.borrow_mut() = Some(stmt));
-            }
+                    )
+                    .map(|p| p.keep())
+            })
+            .unwrap_or_else(|e| pgrx::error!("pg_tenancy: preparing the usage insert failed: {e}"))
+        });
+        INSERT.with(|s| *s.borrow_mut() = Some(stmt));
+    }
+    as_owner_for_kept_plan(|| {
+        Spi::connect_mut(|client| {
             INSERT.with(|s| {
                 let stmt = s.borrow();
                 let stmt = stmt.as_ref().expect("prepared above");
@@ -115,25 +120,32 @@ fn record(org: Uuid, name: &str, amount: i64, raise: bool) -> bool {
         TenancyError::InvalidArgument { param: "amount", reason: "must be positive".into(), hint: None }.raise()
     }
     let r = metric(name);
-    let limit = quota::limit(org, &r);
-    if limit.is_some() {
+    if quota::limit(org, &r).is_some() {
         let month = Month::current();
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(org.as_bytes());
         // SAFETY: reads the backend's database id.
         let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
         let key = Key { org: bytes, database, relation: 0, resource: r.id, period: month.index() };
-        // The metric name is a validated identifier ([a-z][a-z0-9_]*), safe to inline.
-        let rebuild = format!(
-            "SELECT coalesce(sum(amount), 0)::bigint FROM tenancy.usage_events
-              WHERE org_id = $1 AND metric = '{}' AND recorded_at >= '{} 00:00:00+00' AND recorded_at < '{} 00:00:00+00'",
-            r.name,
-            month.first_day(),
-            month.next().first_day()
-        );
-        match counters::reserve(key, amount, limit, || quota::count_committed(&rebuild, org)) {
+        // Only a missing counter needs this query. The metric name is a validated identifier
+        // ([a-z][a-z0-9_]*), safe to inline.
+        let rebuild = || {
+            let sql = format!(
+                "SELECT coalesce(sum(amount), 0)::bigint FROM tenancy.usage_events
+                  WHERE org_id = $1 AND metric = '{}'
+                    AND recorded_at >= '{} 00:00:00+00' AND recorded_at < '{} 00:00:00+00'",
+                r.name,
+                month.first_day(),
+                month.next().first_day()
+            );
+            quota::count_committed(&sql, org)
+        };
+        let limit = || quota::limit_now(org, &r);
+        match counters::reserve(key, amount, limit, rebuild) {
             Reserved::Ok => {}
-            Reserved::OverLimit { used } if raise => quota::exceeded(org, &r, limit.unwrap_or(0), used),
+            Reserved::OverLimit { used } if raise => {
+                quota::exceeded(org, &r, quota::limit_now(org, &r).unwrap_or(0), used)
+            }
             Reserved::OverLimit { .. } => return false,
         }
     }

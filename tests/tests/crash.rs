@@ -29,3 +29,22 @@ fn quotas_and_usage_are_exact_after_a_crash_and_restart() {
     let e = error_of(&mut c, "INSERT INTO app.projects (name) VALUES ('sixth')");
     assert_eq!((e.code.as_str(), e.message.as_str()), ("53400", "project limit reached (5)"));
 }
+
+#[test]
+fn create_extension_without_shared_preload_libraries_says_what_to_do() {
+    let cluster = |cmd: &str| {
+        let out = std::process::Command::new(repo_root().join("scripts/cluster.sh")).args([cmd, "plain"]).output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    cluster("start");
+    let url = cluster("admin-url");
+    let result = std::panic::catch_unwind(|| {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let e = error_of(&mut c, "CREATE EXTENSION pg_tenancy");
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("55000", "pg_tenancy must be loaded via shared_preload_libraries"));
+        assert!(e.hint.unwrap().contains("shared_preload_libraries"));
+    });
+    cluster("destroy");
+    result.unwrap();
+}

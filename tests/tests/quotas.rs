@@ -207,3 +207,34 @@ fn truncate_makes_the_counters_rebuild_from_the_table() {
     c.batch_execute("INSERT INTO app.files (name, size_bytes) VALUES ('b', 1000)").unwrap();
     assert_eq!(error_of(&mut c, "INSERT INTO app.files (name, size_bytes) VALUES ('c', 1)").code, "53400");
 }
+
+#[test]
+fn tenancy_admins_add_plans_and_resources_and_metered_use_is_reported() {
+    let db = TestDb::new();
+    let mut dba = db.admin();
+    dba.batch_execute(
+        "DO $$ BEGIN CREATE ROLE billing_admin LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         GRANT tenancy_admin TO billing_admin;",
+    )
+    .unwrap();
+    let mut billing = db.connect_as("billing_admin");
+    billing
+        .batch_execute(&format!(
+            "INSERT INTO tenancy.plans (name, description) VALUES ('startup', 'Startup plan');
+             INSERT INTO tenancy.resources (name, kind, label) VALUES ('seats', 'members', 'Seat');
+             INSERT INTO tenancy.plan_limits (plan, resource, quota) VALUES ('startup', 'projects', 3), ('startup', 'api_calls', 20);
+             SELECT tenancy.set_plan('{GLOBEX}', 'startup');"
+        ))
+        .unwrap();
+    let mut c = db.app_in(GLOBEX, "gina");
+    c.batch_execute("SELECT tenancy.record_usage('api_calls', 4)").unwrap();
+    let row = c
+        .query_one(&format!("SELECT quota, used, remaining FROM tenancy.quota('{GLOBEX}', 'api_calls')"), &[])
+        .unwrap();
+    assert_eq!((row.get::<_, Option<i64>>(0), row.get::<_, i64>(1), row.get::<_, Option<i64>>(2)), (Some(20), 4, Some(16)));
+    insert_project(&mut c).unwrap();
+    insert_project(&mut c).unwrap();
+    assert_eq!(insert_project(&mut c).unwrap_err().message, "project limit reached (3)");
+    let e = error_of(&mut c, "INSERT INTO tenancy.plans (name) VALUES ('free-forever')");
+    assert_eq!(e.code, "42501", "only tenancy admins change plans");
+}
