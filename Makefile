@@ -30,7 +30,7 @@ cli: ## build the `tenancy` compiler CLI
 	cargo build $(CARGO_PROFILE_FLAG) -p pg_tenancy_compiler --bin tenancy
 
 demo: install cli ## start a local cluster (port 28815) and show two organizations kept apart
-	scripts/cluster.sh start demo
+	scripts/cluster.sh restart demo
 	TENANCY=$(TENANCY) scripts/demo.sh
 
 test: ## run every test: compiler, extension (pgrx) and end-to-end against a real cluster
@@ -61,7 +61,7 @@ test-e2e: ## end-to-end tests against a throwaway cluster (port 28816)
 	  status=$$?; scripts/cluster.sh stop test; exit $$status
 
 bench: install ## benchmarks (quotas, usage) on their own cluster (port 28817); prints a Markdown table
-	scripts/cluster.sh start bench
+	scripts/cluster.sh restart bench
 	bench/quota_usage.sh | tee target/bench-results.md; status=$${PIPESTATUS[0]}; scripts/cluster.sh stop bench; exit $$status
 
 psql: ## psql into the demo cluster as the application role (PSQL_ROLE=postgres for the DBA)

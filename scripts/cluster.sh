@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway local PostgreSQL cluster for pg_tenancy, with its data under target/.
 #
-#   scripts/cluster.sh start|stop|destroy|crash|status|url|admin-url|psql [NAME]
+#   scripts/cluster.sh start|restart|stop|destroy|crash|status|url|admin-url|psql [NAME]
 #
 # NAME is `demo` (port 28815, the default), `test` (port 28816), `bench` (port 28817) or
 # `plain` (port 28818, without pg_tenancy preloaded, for one test). The cluster listens only on a
@@ -84,6 +84,9 @@ psql_admin() {  # psql_admin DB [psql args...]
 
 case "$cmd" in
     start) start; echo "cluster '$name' running: $(url postgres)" ;;
+    restart)  # picks up a newly installed pg_tenancy (a preloaded library is read at server start)
+        if running; then as_pg "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi
+        start; echo "cluster '$name' running: $(url postgres)" ;;
     stop)
         if running; then as_pg "$bindir/pg_ctl" -D "$data" -m fast -w stop >/dev/null; echo "cluster '$name' stopped"
         else echo "cluster '$name' is not running"; fi ;;
@@ -97,5 +100,5 @@ case "$cmd" in
     url) url app_user ;;
     admin-url) url postgres ;;
     psql) shift 2 || true; exec "$bindir/psql" -X "$(url "${PSQL_ROLE:-app_user}")" "$@" ;;
-    *) echo "usage: $0 start|stop|destroy|crash|status|url|admin-url|psql [demo|test|bench|plain]" >&2; exit 2 ;;
+    *) echo "usage: $0 start|restart|stop|destroy|crash|status|url|admin-url|psql [demo|test|bench|plain]" >&2; exit 2 ;;
 esac

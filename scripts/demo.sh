@@ -103,8 +103,8 @@ ROLLBACK;"
 
 bold "11. Usage is metered per organization and month, transactionally"
 app "BEGIN; SELECT tenancy.set_context('$ACME_ID', 'alice') \\gset
-SELECT tenancy.record_usage('api_calls', 3);
-SELECT tenancy.record_usage('bandwidth_bytes', 52428800);
+SELECT tenancy.record_usage('api_calls', 3) \\gset
+SELECT tenancy.record_usage('bandwidth_bytes', 52428800) \\gset
 COMMIT;"
 admin -P footer=off -c "SELECT slug, metric, amount, quota FROM tenancy.usage_report() WHERE amount > 0" | sed 's/^/    /'
 
