@@ -6,10 +6,11 @@
 //! - [`privilege`]: caller identity and running catalog statements as the catalog owner.
 //! - [`quota`]: plans, limits and the quota trigger; [`counters`]: its exact shared-memory counters.
 //! - [`usage`]: usage metering (`record_usage()`, active users).
-//! - [`error`]: every error we raise, with its SQLSTATE.
+//! - [`error`]: every error we raise, with its SQLSTATE; [`catalog`]: SPI helpers.
 
 use pgrx::prelude::*;
 
+mod catalog;
 mod context;
 mod counters;
 mod error;

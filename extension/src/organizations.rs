@@ -6,7 +6,7 @@ use crate::context::current_org;
 use crate::error::TenancyError;
 use crate::gucs;
 use crate::privilege::{as_catalog_owner, caller_is_admin};
-use pgrx::datum::DatumWithOid;
+use crate::catalog::one;
 use pgrx::prelude::*;
 use pgrx::Uuid;
 
@@ -27,18 +27,6 @@ impl Authority {
     fn may_touch_owners(self) -> bool {
         matches!(self, Authority::Dba | Authority::Owner)
     }
-}
-
-/// Runs one statement as the catalog owner and returns the first column of its first row.
-fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option<T> {
-    Spi::connect_mut(|client| {
-        let table = client.update(sql, Some(1), args)?;
-        if table.is_empty() {
-            return Ok(None);
-        }
-        table.first().get_one::<T>()
-    })
-    .unwrap_or_else(|e| pgrx::error!("pg_tenancy: catalog statement failed: {e}"))
 }
 
 fn non_empty<'a>(param: &'static str, value: Option<&'a str>) -> &'a str {

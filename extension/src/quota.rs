@@ -7,6 +7,7 @@ use crate::counters::{self, Key, Reserved};
 use crate::error::TenancyError;
 use crate::privilege::{as_catalog_owner, caller_is_admin};
 use pgrx::datum::DatumWithOid;
+use crate::catalog::one;
 use pgrx::prelude::*;
 use pgrx::Uuid;
 use std::cell::RefCell;
@@ -50,17 +51,6 @@ fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
 pub fn invalidate_limits() {
     CACHE.with(|c| *c.borrow_mut() = Cache::default());
     counters::limits_changed();
-}
-
-fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option<T> {
-    Spi::connect(|client| {
-        let table = client.select(sql, Some(1), args)?;
-        if table.is_empty() {
-            return Ok(None);
-        }
-        table.first().get_one::<T>()
-    })
-    .unwrap_or_else(|e| pgrx::error!("pg_tenancy: catalog query failed: {e}"))
 }
 
 /// Looks up a resource by name; raises 22023 listing the valid ones when unknown.

@@ -167,6 +167,30 @@ impl TestDb {
     }
 }
 
+/// Runs `f` on `clients` connections at once (released together by a barrier), each the
+/// application role with a session context for `org` and `user`; returns their results.
+pub fn concurrently<T: Send + 'static>(
+    db: &std::sync::Arc<TestDb>,
+    clients: usize,
+    org: &'static str,
+    user: &'static str,
+    f: impl Fn(&mut Client) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(clients));
+    let f = std::sync::Arc::new(f);
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let (db, barrier, f) = (db.clone(), barrier.clone(), f.clone());
+            std::thread::spawn(move || {
+                let mut c = db.app_in(org, user);
+                barrier.wait();
+                f(&mut c)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("client thread")).collect()
+}
+
 impl Default for TestDb {
     fn default() -> Self {
         Self::new()

@@ -2,7 +2,7 @@
 //! by aborts and deletes, never making different organizations wait.
 
 use pg_tenancy_e2e::*;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn insert_project(c: &mut impl postgres::GenericClient) -> Result<u64, DbError> {
@@ -39,30 +39,22 @@ fn row_count_quota_refuses_past_the_plan_limit_with_a_clear_error() {
 fn exactly_the_limit_commits_when_many_clients_insert_at_once() {
     let db = Arc::new(TestDb::new());
     set_quota(&db, GLOBEX, "projects", "25");
-    let clients = 16;
-    let barrier = Arc::new(Barrier::new(clients));
-    let handles: Vec<_> = (0..clients)
-        .map(|_| {
-            let (db, barrier) = (db.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let mut c = db.app_in(GLOBEX, "gina");
-                barrier.wait();
-                let mut ok = 0;
-                for _ in 0..6 {
-                    let mut tx = c.transaction().unwrap();
-                    match insert_project(&mut tx) {
-                        Ok(_) => {
-                            tx.commit().unwrap();
-                            ok += 1;
-                        }
-                        Err(e) => assert_eq!(e.code, "53400", "{}", e.message),
-                    }
+    let committed: i32 = concurrently(&db, 16, GLOBEX, "gina", |c| {
+        let mut ok = 0;
+        for _ in 0..6 {
+            let mut tx = c.transaction().unwrap();
+            match insert_project(&mut tx) {
+                Ok(_) => {
+                    tx.commit().unwrap();
+                    ok += 1;
                 }
-                ok
-            })
-        })
-        .collect();
-    let committed: i32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+                Err(e) => assert_eq!(e.code, "53400", "{}", e.message),
+            }
+        }
+        ok
+    })
+    .into_iter()
+    .sum();
     assert_eq!(committed, 24, "the fixture's 1 project plus exactly 24 new ones");
     assert_eq!(projects_of(&db, GLOBEX), 25);
 }

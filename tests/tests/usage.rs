@@ -2,40 +2,33 @@
 //! concurrent increments, and readable per organization and for invoices.
 
 use pg_tenancy_e2e::*;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 
 fn usage(c: &mut impl postgres::GenericClient, org: &str, metric: &str) -> i64 {
     c.query_one(&format!("SELECT tenancy.usage('{org}', '{metric}')"), &[]).unwrap().get(0)
 }
 
-/// Runs `per_client` calls of `sql` from `clients` connections at once as GLOBEX's gina;
-/// returns how many returned true (or succeeded, for statements returning nothing).
+/// Runs `per_client` calls of `sql` from `clients` connections at once as GLOBEX's gina, each in
+/// its own transaction; returns how many returned true (a 53400 counts as false).
 fn hammer(db: &Arc<TestDb>, clients: usize, per_client: usize, sql: &'static str) -> usize {
-    let barrier = Arc::new(Barrier::new(clients));
-    let handles: Vec<_> = (0..clients)
-        .map(|_| {
-            let (db, barrier) = (db.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let mut c = db.app_in(GLOBEX, "gina");
-                barrier.wait();
-                (0..per_client)
-                    .filter(|_| {
-                        let mut tx = c.transaction().unwrap();
-                        let ok = match tx.query_one(sql, &[]) {
-                            Ok(row) => row.try_get::<_, bool>(0).unwrap_or(true),
-                            Err(e) => {
-                                assert_eq!(DbError::of(&e).code, "53400");
-                                false
-                            }
-                        };
-                        tx.commit().unwrap();
-                        ok
-                    })
-                    .count()
+    concurrently(db, clients, GLOBEX, "gina", move |c| {
+        (0..per_client)
+            .filter(|_| {
+                let mut tx = c.transaction().unwrap();
+                let ok = match tx.query_one(sql, &[]) {
+                    Ok(row) => row.try_get::<_, bool>(0).unwrap_or(true),
+                    Err(e) => {
+                        assert_eq!(DbError::of(&e).code, "53400");
+                        false
+                    }
+                };
+                tx.commit().unwrap();
+                ok
             })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).sum()
+            .count()
+    })
+    .into_iter()
+    .sum()
 }
 
 #[test]
