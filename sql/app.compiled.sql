@@ -27,7 +27,6 @@ CREATE POLICY tenancy_insert ON app.comments AS PERMISSIVE FOR INSERT TO app_use
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
 CREATE POLICY tenancy_delete ON app.comments AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
-CREATE INDEX IF NOT EXISTS comments_org_id_idx ON app.comments (org_id);
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.comments
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'none', 'member');
@@ -63,7 +62,6 @@ CREATE POLICY tenancy_update ON app.files AS PERMISSIVE FOR UPDATE TO app_user
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
 CREATE POLICY tenancy_delete ON app.files AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));
-CREATE INDEX IF NOT EXISTS files_org_id_idx ON app.files (org_id);
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.files
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// The policy files or the schema have errors (diagnostics were printed).
+    /// The policy files or the schema have errors, or `lint` found errors (all printed).
     pub const POLICY_ERRORS: u8 = 1;
     /// The command line is wrong (clap's own code).
     pub const USAGE: u8 = 2;
@@ -26,7 +26,7 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
-  1  the policy files or the schema have errors
+  1  the policy files or the schema have errors; lint found errors
   2  the command line is wrong
   3  a file could not be read or written
   4  the database could not be reached or refused a statement
@@ -34,7 +34,8 @@ Exit codes:
 Examples:
   tenancy check policies/ --schema sql/schema.sql
   tenancy compile policies/app.toml --schema sql/schema.sql -o policies.sql
-  DATABASE_URL=postgresql://postgres@localhost/app tenancy apply policies/";
+  DATABASE_URL=postgresql://postgres@localhost/app tenancy apply policies/
+  tenancy lint --database-url postgresql://postgres@localhost/app --format json";
 
 #[derive(Parser, Debug)]
 #[command(name = "tenancy", version, about = "Compile pg_tenancy policy files into row-level security for PostgreSQL", after_help = AFTER_HELP)]
@@ -55,6 +56,8 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Audit a live database for cross-tenant leaks and slow policies (exit 1 on any error)
+    Lint(LintArgs),
     /// Compile against a live database and apply the result in one transaction
     Apply {
         #[command(flatten)]
@@ -87,6 +90,35 @@ pub struct SchemaArgs {
     pub database_url: Option<String>,
 }
 
+#[derive(Args, Debug)]
+#[command(after_help = lint_rules_help())]
+pub struct LintArgs {
+    /// libpq URL of the database to audit
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: String,
+    /// Schemas to audit [default: all but the system schemas and tenancy]
+    #[arg(long = "schema", value_name = "SCHEMA")]
+    pub schemas: Vec<String>,
+    /// Name of the uuid column that marks a tenant table
+    #[arg(long, default_value = "org_id", value_name = "COLUMN")]
+    pub tenant_column: String,
+    /// Application roles [default: the roles named in policies on tenant tables]
+    #[arg(long = "app-role", value_name = "ROLE")]
+    pub app_roles: Vec<String>,
+    /// How to print findings
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+fn lint_rules_help() -> String {
+    let mut s = String::from("Rules:\n");
+    for (id, severity, what) in crate::lint::RULES {
+        let level = if *severity == crate::diagnostics::Severity::Error { "error" } else { "warning" };
+        s.push_str(&format!("  {id:<38} {level:<8} {what}\n"));
+    }
+    s
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Human,
@@ -100,6 +132,8 @@ pub enum Failure {
     Io(String),
     Database(String),
     Usage(String),
+    /// `lint` found errors (already printed).
+    LintErrors,
 }
 
 impl Failure {
@@ -137,6 +171,7 @@ impl Failure {
                 eprintln!("error: {m}");
                 exit::USAGE
             }
+            Failure::LintErrors => exit::POLICY_ERRORS,
         }
     }
 }
@@ -299,6 +334,25 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     print!("{sql}");
                     Ok(())
                 }
+            }
+        }
+        Command::Lint(args) => {
+            let mut client = connect(&args.database_url)?;
+            let options = crate::lint::Options {
+                schemas: args.schemas.clone(),
+                tenant_column: args.tenant_column.clone(),
+                app_roles: args.app_roles.clone(),
+            };
+            let (findings, tables) = crate::lint::lint(&mut client, &options)
+                .map_err(|e| Failure::Database(format!("cannot audit the database: {}", describe_db_error(&e))))?;
+            match args.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&findings).unwrap_or_else(|_| "[]".into())),
+                Format::Human => print!("{}", crate::lint::render_human(&findings, tables)),
+            }
+            if findings.iter().any(|f| f.severity == crate::diagnostics::Severity::Error) {
+                Err(Failure::LintErrors)
+            } else {
+                Ok(())
             }
         }
         Command::Apply { policies, database_url } => {

@@ -3,12 +3,14 @@
 //!
 //! Pipeline: [`policy`] (TOML with spans) → [`check`] against a [`schema::Catalog`] read by
 //! [`ddl`] or [`live`] → [`emit`] SQL. Problems are [`diagnostics::Diagnostic`]s with spans.
+//! [`lint`] audits a live database whatever produced it.
 
 pub mod check;
 pub mod cli;
 pub mod ddl;
 pub mod diagnostics;
 pub mod emit;
+pub mod lint;
 pub mod live;
 pub mod policy;
 pub mod schema;

@@ -1,0 +1,492 @@
+//! `tenancy lint`: audits a live database, whatever produced its schema, for what lets one
+//! tenant see or touch another's rows, or makes row-level security slow. Every finding has a
+//! stable rule id, a severity, the object, and the SQL that fixes it.
+
+use crate::diagnostics::Severity;
+use crate::schema::quote_ident;
+use serde::Serialize;
+use sqlparser::ast::{Expr, Query, Visit, Visitor};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+
+/// Every rule, with its severity and what it checks (for `--help`, README and JSON consumers).
+pub const RULES: &[(&str, Severity, &str)] = &[
+    ("rls-disabled", Severity::Error, "a table with a tenant column has row-level security disabled"),
+    ("rls-not-forced", Severity::Error, "row-level security is not forced, so the table's owner bypasses it"),
+    ("nullable-tenant-column", Severity::Error, "the tenant column allows NULL (rows that belong to no organization)"),
+    ("app-role-bypasses-rls", Severity::Error, "an application role is SUPERUSER or BYPASSRLS"),
+    ("app-role-owns-table", Severity::Error, "an application role owns a tenant table (and can disable its policies)"),
+    ("unique-not-tenant-scoped", Severity::Error, "a PRIMARY KEY or UNIQUE constraint without the tenant column (values leak across tenants through unique violations)"),
+    ("fk-not-tenant-scoped", Severity::Error, "a foreign key between tenant tables without the tenant column (a row can point into another tenant)"),
+    ("view-not-security-invoker", Severity::Error, "a view over a tenant table runs with its owner's rights, bypassing policies"),
+    ("materialized-view-of-tenant-table", Severity::Error, "a materialized view copies tenant rows out of reach of row-level security"),
+    ("policy-per-row-function", Severity::Warning, "a policy calls a context function per row instead of once per statement"),
+    ("missing-tenant-index", Severity::Warning, "no index leads with the tenant column"),
+    ("fk-missing-index", Severity::Warning, "no index leads with a foreign key's columns"),
+    ("security-definer-reads-tenant-table", Severity::Warning, "a SECURITY DEFINER function mentions a tenant table (it runs with its owner's rights)"),
+];
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub object: String,
+    pub message: String,
+    pub fix: String,
+}
+
+/// What to audit.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Schemas to audit; empty: every schema except the system ones and `tenancy`.
+    pub schemas: Vec<String>,
+    pub tenant_column: String,
+    /// Application roles; empty: every role named in a policy on a tenant table.
+    pub app_roles: Vec<String>,
+}
+
+fn finding(rule: &'static str, object: String, message: String, fix: String) -> Finding {
+    let severity = RULES.iter().find(|r| r.0 == rule).map_or(Severity::Error, |r| r.1);
+    Finding { rule, severity, object, message, fix }
+}
+
+struct TenantTable {
+    oid: u32,
+    name: String,
+    owner: String,
+    rls: bool,
+    forced: bool,
+    not_null: bool,
+    tenant_attnum: i16,
+    /// Leading key columns (attnums) of every index.
+    indexes: Vec<Vec<i16>>,
+}
+
+/// Runs every rule; returns the findings (errors first, in a stable order) and the number of
+/// tenant tables audited.
+pub fn lint(
+    client: &mut impl postgres::GenericClient,
+    options: &Options,
+) -> Result<(Vec<Finding>, usize), postgres::Error> {
+    let schemas: Vec<String> = if options.schemas.is_empty() {
+        client
+            .query(
+                "SELECT nspname::text FROM pg_namespace
+                  WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy', 'pg_toast')
+                    AND nspname NOT LIKE 'pg_temp_%' AND nspname NOT LIKE 'pg_toast_temp_%'",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        options.schemas.clone()
+    };
+    let mut tables: BTreeMap<u32, TenantTable> = BTreeMap::new();
+    for row in client.query(
+        "SELECT c.oid::int8, format('%s.%s', quote_ident(n.nspname), quote_ident(c.relname)),
+                pg_get_userbyid(c.relowner)::text, c.relrowsecurity, c.relforcerowsecurity,
+                a.attnotnull, a.attnum,
+                ARRAY(SELECT x.indkey[0] FROM pg_index x WHERE x.indrelid = c.oid)
+           FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
+          WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND a.atttypid = 'uuid'::regtype
+          ORDER BY 2",
+        &[&schemas, &options.tenant_column],
+    )? {
+        let oid = row.get::<_, i64>(0) as u32;
+        tables.insert(
+            oid,
+            TenantTable {
+                oid,
+                name: row.get(1),
+                owner: row.get(2),
+                rls: row.get(3),
+                forced: row.get(4),
+                not_null: row.get(5),
+                tenant_attnum: row.get(6),
+                indexes: row.get::<_, Vec<i16>>(7).into_iter().map(|c| vec![c]).collect(),
+            },
+        );
+    }
+    let col = quote_ident(&options.tenant_column);
+    let mut out = Vec::new();
+    for t in tables.values() {
+        if !t.rls {
+            out.push(finding(
+                "rls-disabled",
+                t.name.clone(),
+                format!("table {} has tenant column {col} but row-level security is disabled", t.name),
+                format!("ALTER TABLE {} ENABLE ROW LEVEL SECURITY; -- then add policies (tenancy compile)", t.name),
+            ));
+        }
+        if !t.forced {
+            out.push(finding(
+                "rls-not-forced",
+                t.name.clone(),
+                format!("row-level security on {} is not forced: its owner `{}` bypasses it", t.name, t.owner),
+                format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY;", t.name),
+            ));
+        }
+        if !t.not_null {
+            out.push(finding(
+                "nullable-tenant-column",
+                format!("{}.{col}", t.name),
+                format!("tenant column {col} of {} allows NULL", t.name),
+                format!("ALTER TABLE {} ALTER COLUMN {col} SET NOT NULL;", t.name),
+            ));
+        }
+        if !t.indexes.iter().any(|i| i.first() == Some(&t.tenant_attnum)) {
+            out.push(finding(
+                "missing-tenant-index",
+                t.name.clone(),
+                format!("no index of {} leads with {col}: every tenant-filtered query scans the table", t.name),
+                format!("CREATE INDEX ON {} ({col});", t.name),
+            ));
+        }
+    }
+    lint_roles(client, options, &tables, &mut out)?;
+    lint_policies(client, &tables, &mut out)?;
+    lint_constraints(client, &tables, &col, &mut out)?;
+    lint_views(client, &tables, &mut out)?;
+    lint_security_definers(client, &tables, &mut out)?;
+    out.sort_by(|a, b| (a.severity, &a.object, a.rule).cmp(&(b.severity, &b.object, b.rule)));
+    out.dedup();
+    Ok((out, tables.len()))
+}
+
+fn oids(tables: &BTreeMap<u32, TenantTable>) -> Vec<i64> {
+    tables.keys().map(|&o| i64::from(o)).collect()
+}
+
+fn lint_roles(
+    client: &mut impl postgres::GenericClient,
+    options: &Options,
+    tables: &BTreeMap<u32, TenantTable>,
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    let roles: Vec<String> = if options.app_roles.is_empty() {
+        client
+            .query(
+                "SELECT DISTINCT r.rolname::text FROM pg_policy p, unnest(p.polroles) AS pr(oid)
+                   JOIN pg_roles r ON r.oid = pr.oid
+                  WHERE p.polrelid::int8 = ANY($1) ORDER BY 1",
+                &[&oids(tables)],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        options.app_roles.clone()
+    };
+    for role in roles {
+        let Some(row) = client.query_opt("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", &[&role])? else {
+            continue;
+        };
+        let (superuser, bypass): (bool, bool) = (row.get(0), row.get(1));
+        if superuser || bypass {
+            out.push(finding(
+                "app-role-bypasses-rls",
+                format!("role {}", quote_ident(&role)),
+                format!(
+                    "application role {} is {}: no policy applies to it",
+                    quote_ident(&role),
+                    if superuser { "SUPERUSER" } else { "BYPASSRLS" }
+                ),
+                format!("ALTER ROLE {} NOSUPERUSER NOBYPASSRLS;", quote_ident(&role)),
+            ));
+        }
+        for t in tables.values().filter(|t| t.owner == role) {
+            out.push(finding(
+                "app-role-owns-table",
+                t.name.clone(),
+                format!("application role {} owns {} and can disable its row-level security", quote_ident(&role), t.name),
+                format!("ALTER TABLE {} OWNER TO <a migration role>;", t.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Context functions that must be wrapped as `(SELECT f())` to run once per statement.
+const CONTEXT_FUNCTIONS: &[&str] =
+    &["current_org", "current_user_id", "current_member_role", "has_role", "has_permission", "is_admin", "current_setting"];
+
+/// Finds context-function calls outside any sub-SELECT in a policy expression.
+struct PerRowCalls {
+    depth: usize,
+    found: BTreeSet<String>,
+}
+
+impl Visitor for PerRowCalls {
+    type Break = ();
+    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            let name = f.name.to_string();
+            let last = name.rsplit('.').next().unwrap_or(&name).trim_matches('"').to_lowercase();
+            // depth 1 is the `SELECT <expr>` wrapper this module parses the expression in.
+            if self.depth <= 1 && CONTEXT_FUNCTIONS.contains(&last.as_str()) {
+                self.found.insert(format!("{name}()"));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The context functions a policy expression calls per row (empty if it cannot be parsed).
+pub fn per_row_calls(expression: &str) -> BTreeSet<String> {
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, &format!("SELECT {expression}")) else {
+        return BTreeSet::new();
+    };
+    let mut v = PerRowCalls { depth: 0, found: BTreeSet::new() };
+    let _ = statements.visit(&mut v);
+    v.found
+}
+
+fn lint_policies(
+    client: &mut impl postgres::GenericClient,
+    tables: &BTreeMap<u32, TenantTable>,
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    for row in client.query(
+        "SELECT p.polrelid::int8, p.polname::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+           FROM pg_policy p WHERE p.polrelid::int8 = ANY($1) ORDER BY 1, 2",
+        &[&oids(tables)],
+    )? {
+        let table = &tables[&(row.get::<_, i64>(0) as u32)];
+        let name: String = row.get(1);
+        for expr in [row.get::<_, Option<String>>(2), row.get::<_, Option<String>>(3)].into_iter().flatten() {
+            let calls = per_row_calls(&expr);
+            if !calls.is_empty() {
+                let list: Vec<String> = calls.iter().cloned().collect();
+                out.push(finding(
+                    "policy-per-row-function",
+                    format!("policy {} on {}", quote_ident(&name), table.name),
+                    format!("policy {} calls {} once per row", quote_ident(&name), list.join(", ")),
+                    format!("wrap each call in a sub-SELECT, e.g. ({}) instead of {}, so it runs once per statement", format_args!("SELECT {}", list[0]), list[0]),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn lint_constraints(
+    client: &mut impl postgres::GenericClient,
+    tables: &BTreeMap<u32, TenantTable>,
+    col: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    // Full index key prefixes, for the foreign-key index rule.
+    let mut index_keys: BTreeMap<u32, Vec<Vec<i16>>> = BTreeMap::new();
+    for row in client.query(
+        "SELECT indrelid::int8, indkey::int2[] FROM pg_index WHERE indrelid::int8 = ANY($1)",
+        &[&oids(tables)],
+    )? {
+        index_keys.entry(row.get::<_, i64>(0) as u32).or_default().push(row.get(1));
+    }
+    for row in client.query(
+        "SELECT c.conrelid::int8, c.conname::text, c.contype::text, c.conkey, c.confrelid::int8, c.confkey,
+                ARRAY(SELECT quote_ident(a.attname) FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                ARRAY(SELECT quote_ident(a.attname) FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+           FROM pg_constraint c
+          WHERE c.conrelid::int8 = ANY($1) AND c.contype IN ('p', 'u', 'f')
+          ORDER BY 1, 2",
+        &[&oids(tables)],
+    )? {
+        let table = &tables[&(row.get::<_, i64>(0) as u32)];
+        let name: String = row.get(1);
+        let kind: String = row.get(2);
+        let keys: Vec<i16> = row.get(3);
+        let key_names: Vec<String> = row.get(6);
+        let object = format!("constraint {} on {}", quote_ident(&name), table.name);
+        match kind.as_str() {
+            "p" | "u" if !keys.contains(&table.tenant_attnum) => {
+                let what = if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" };
+                out.push(finding(
+                    "unique-not-tenant-scoped",
+                    object,
+                    format!("{what} ({}) of {} does not include {col}", key_names.join(", "), table.name),
+                    format!(
+                        "ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} {what} ({col}, {k});",
+                        t = table.name,
+                        c = quote_ident(&name),
+                        k = key_names.join(", ")
+                    ),
+                ));
+            }
+            "f" => {
+                let target = row.get::<_, i64>(4) as u32;
+                let target_keys: Vec<i16> = row.get::<_, Option<Vec<i16>>>(5).unwrap_or_default();
+                let target_names: Vec<String> = row.get(7);
+                if let Some(parent) = tables.get(&target) {
+                    let scoped = keys.first() == Some(&table.tenant_attnum)
+                        && target_keys.first() == Some(&parent.tenant_attnum)
+                        || keys.iter().zip(&target_keys).any(|(k, f)| *k == table.tenant_attnum && *f == parent.tenant_attnum);
+                    if !scoped {
+                        out.push(finding(
+                            "fk-not-tenant-scoped",
+                            object.clone(),
+                            format!(
+                                "foreign key ({}) of {} references {} ({}) without {col}",
+                                key_names.join(", "),
+                                table.name,
+                                parent.name,
+                                target_names.join(", ")
+                            ),
+                            format!(
+                                "ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} FOREIGN KEY ({col}, {k}) REFERENCES {p} ({col}, {pk}); -- needs UNIQUE ({col}, {pk}) on {p}",
+                                t = table.name,
+                                c = quote_ident(&name),
+                                k = key_names.join(", "),
+                                p = parent.name,
+                                pk = target_names.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                let wanted: BTreeSet<i16> = keys.iter().copied().collect();
+                let indexed = index_keys.get(&table.oid).is_some_and(|all| {
+                    all.iter().any(|idx| idx.len() >= keys.len() && idx[..keys.len()].iter().copied().collect::<BTreeSet<_>>() == wanted)
+                });
+                if !indexed {
+                    out.push(finding(
+                        "fk-missing-index",
+                        object,
+                        format!("no index of {} leads with the foreign key's columns ({})", table.name, key_names.join(", ")),
+                        format!("CREATE INDEX ON {} ({});", table.name, key_names.join(", ")),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn lint_views(
+    client: &mut impl postgres::GenericClient,
+    tables: &BTreeMap<u32, TenantTable>,
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    for row in client.query(
+        "SELECT DISTINCT format('%s.%s', quote_ident(n.nspname), quote_ident(v.relname)), v.relkind::text,
+                coalesce('security_invoker=true' = ANY(v.reloptions) OR 'security_invoker=on' = ANY(v.reloptions), false)
+           FROM pg_depend d
+           JOIN pg_rewrite w ON w.oid = d.objid AND d.classid = 'pg_rewrite'::regclass
+           JOIN pg_class v ON v.oid = w.ev_class
+           JOIN pg_namespace n ON n.oid = v.relnamespace
+          WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid::int8 = ANY($1) AND v.oid::int8 <> ALL($1)
+          ORDER BY 1",
+        &[&oids(tables)],
+    )? {
+        let (name, kind, invoker): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+        if kind == "m" {
+            out.push(finding(
+                "materialized-view-of-tenant-table",
+                name.clone(),
+                format!("materialized view {name} copies rows of tenant tables; row-level security does not apply to it"),
+                format!("DROP MATERIALIZED VIEW {name}; -- or REVOKE ALL ON {name} FROM the application roles"),
+            ));
+        } else if !invoker {
+            out.push(finding(
+                "view-not-security-invoker",
+                name.clone(),
+                format!("view {name} reads tenant tables with its owner's rights, bypassing their policies"),
+                format!("ALTER VIEW {name} SET (security_invoker = true);"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn lint_security_definers(
+    client: &mut impl postgres::GenericClient,
+    tables: &BTreeMap<u32, TenantTable>,
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    // Function bodies can be in any language, so this rule reads their text: a word equal to a
+    // tenant table's name is reported for a person to review.
+    let names: BTreeMap<String, &TenantTable> = tables
+        .values()
+        .map(|t| (t.name.rsplit('.').next().unwrap_or(&t.name).trim_matches('"').to_lowercase(), t))
+        .collect();
+    for row in client.query(
+        "SELECT p.oid::regprocedure::text, p.prosrc
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy')
+          ORDER BY 1",
+        &[],
+    )? {
+        let (function, body): (String, String) = (row.get(0), row.get(1));
+        let words: BTreeSet<String> = body
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map(str::to_lowercase)
+            .collect();
+        for (word, table) in &names {
+            if words.contains(word) {
+                out.push(finding(
+                    "security-definer-reads-tenant-table",
+                    format!("function {function}"),
+                    format!("SECURITY DEFINER function {function} mentions {}: it reads with its owner's rights", table.name),
+                    format!("ALTER FUNCTION {function} SECURITY INVOKER; -- or make sure it filters by tenancy.current_org()"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Renders findings for people.
+pub fn render_human(findings: &[Finding], tables: usize) -> String {
+    let mut s = String::new();
+    for f in findings {
+        let level = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        s.push_str(&format!("{level}[{}] {}: {}\n  fix: {}\n", f.rule, f.object, f.message, f.fix));
+    }
+    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+    let warnings = findings.len() - errors;
+    s.push_str(&format!(
+        "lint: {errors} error{}, {warnings} warning{} in {tables} tenant table{}\n",
+        if errors == 1 { "" } else { "s" },
+        if warnings == 1 { "" } else { "s" },
+        if tables == 1 { "" } else { "s" }
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_row_calls;
+
+    #[test]
+    fn wrapped_context_calls_are_once_per_statement() {
+        assert!(per_row_calls("(org_id = ( SELECT tenancy.current_org() AS current_org))").is_empty());
+        assert!(per_row_calls("((org_id = ( SELECT tenancy.current_org() AS current_org)) AND ( SELECT tenancy.has_role('admin'::text) AS has_role))").is_empty());
+    }
+
+    #[test]
+    fn bare_context_calls_are_per_row() {
+        let found = per_row_calls("(org_id = tenancy.current_org())");
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), vec!["tenancy.current_org()"]);
+        let found = per_row_calls("(org_id = (current_setting('app.org'::text))::uuid)");
+        assert_eq!(found.len(), 1);
+    }
+}
