@@ -50,6 +50,8 @@ pub enum CompiledKind {
         set_not_null: bool,
         /// Per command: `None` when the command is not allowed.
         commands: BTreeMap<Command, Option<MinRole>>,
+        /// Foreign keys without an index leading with their columns: indexes to emit.
+        fk_indexes: Vec<Vec<String>>,
     },
     Global,
 }
@@ -309,6 +311,12 @@ pub fn check(
                     set_not_null: !col.not_null,
                     column,
                     commands,
+                    fk_indexes: table
+                        .foreign_keys
+                        .iter()
+                        .filter(|fk| !table.has_index_leading_with_all(&fk.columns))
+                        .map(|fk| fk.columns.clone())
+                        .collect(),
                 }
             }
         };
@@ -340,6 +348,7 @@ pub fn check(
         }
     }
 
+    check_tenant_keys(sources, catalog, &compiled_tables, &covered, &mut diags);
     let compiled_quotas = check_quotas(catalog, &governed, &compiled_tables, quotas, live, &mut diags);
 
     if diags.is_empty() {
@@ -347,6 +356,82 @@ pub fn check(
         Ok(Compiled { schemas: governed, read_write, read_only, tables: compiled_tables, quotas: compiled_quotas })
     } else {
         Err(diags)
+    }
+}
+
+/// Refuses tenant tables whose unique keys or foreign keys to other tenant tables leave out the
+/// tenant column: unique violations would reveal other organizations' values, and a row could
+/// point into another organization. Changing keys is not safe to automate, so the error shows
+/// the fix.
+fn check_tenant_keys(
+    sources: &Sources,
+    catalog: &Catalog,
+    compiled: &[CompiledTable],
+    covered: &BTreeMap<QualifiedName, (SourceId, Range<usize>)>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let tenant_column: BTreeMap<&QualifiedName, &str> = compiled
+        .iter()
+        .filter_map(|t| match &t.kind {
+            CompiledKind::Tenant { column, .. } => Some((&t.name, column.as_str())),
+            CompiledKind::Global => None,
+        })
+        .collect();
+    for (name, column) in &tenant_column {
+        let (Some(table), Some((source, span))) = (catalog.tables.get(*name), covered.get(*name)) else { continue };
+        let defined = match &table.origin {
+            Origin::Ddl { source, span } => {
+                let (line, col) = sources.line_col(*source, span.start);
+                format!(" (table defined at {}:{line}:{col})", sources.get(*source).path)
+            }
+            Origin::Live => String::new(),
+        };
+        for index in table.indexes.iter().filter(|i| i.unique) {
+            if index.columns.iter().any(|c| c.as_deref() == Some(*column)) {
+                continue;
+            }
+            let cols: Vec<&str> = index.columns.iter().map(|c| c.as_deref().unwrap_or("<expression>")).collect();
+            let what = if index.primary { "PRIMARY KEY" } else { "UNIQUE" };
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::unique-not-tenant-scoped",
+                    format!("{what} ({}) of tenant table `{name}` does not include `{column}`", cols.join(", ")),
+                )
+                .label(*source, span.clone(), "tenant table declared here")
+                .help(format!(
+                    "unique violations would reveal other organizations' values: use {what} ({column}, {}){defined}",
+                    cols.join(", ")
+                )),
+            );
+        }
+        for fk in &table.foreign_keys {
+            let Some(target_column) = tenant_column.get(&fk.references) else { continue };
+            let scoped = match fk.columns.iter().position(|c| c == column) {
+                Some(i) => fk.referred.is_empty() || fk.referred.get(i).map(String::as_str) == Some(*target_column),
+                None => false,
+            };
+            if !scoped {
+                let referred = if fk.referred.is_empty() { "its primary key".to_string() } else { fk.referred.join(", ") };
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::fk-not-tenant-scoped",
+                        format!(
+                            "foreign key ({}) of `{name}` references tenant table `{}` ({referred}) without `{column}`",
+                            fk.columns.join(", "),
+                            fk.references
+                        ),
+                    )
+                    .label(*source, span.clone(), "tenant table declared here")
+                    .help(format!(
+                        "a row could point into another organization: use FOREIGN KEY ({column}, {}) REFERENCES {} ({target_column}, {}), with UNIQUE or PRIMARY KEY ({target_column}, {}) on the target{defined}",
+                        fk.columns.join(", "),
+                        fk.references,
+                        if fk.referred.is_empty() { "id".to_string() } else { fk.referred.join(", ") },
+                        if fk.referred.is_empty() { "id".to_string() } else { fk.referred.join(", ") },
+                    )),
+                );
+            }
+        }
     }
 }
 

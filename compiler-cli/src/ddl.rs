@@ -2,7 +2,7 @@
 //! that do not define tables, columns or indexes (comments, functions, inserts) are skipped.
 
 use crate::diagnostics::{Diagnostic, SourceId, Sources};
-use crate::schema::{Catalog, Column, Index, Origin, QualifiedName, Table};
+use crate::schema::{Catalog, Column, ForeignKey, Index, Origin, QualifiedName, Table};
 use sqlparser::ast::{
     AlterTableOperation, ColumnOption, CreateIndex, CreateTable, Expr, Ident, ObjectName,
     ObjectNamePart, Spanned, Statement, TableConstraint,
@@ -56,8 +56,9 @@ pub fn read(sources: &Sources, source: SourceId, catalog: &mut Catalog) -> Resul
                 let name = qualified(&name);
                 for op in operations {
                     if let AlterTableOperation::AddConstraint(c) = op {
-                        if let (Some(table), Some(index)) = (catalog.tables.get_mut(&name), constraint_index(&c)) {
-                            table.indexes.push(index);
+                        if let Some(table) = catalog.tables.get_mut(&name) {
+                            table.indexes.extend(constraint_index(&c));
+                            table.foreign_keys.extend(constraint_foreign_key(&c));
                         }
                     }
                 }
@@ -82,15 +83,34 @@ fn constraint_index(c: &TableConstraint) -> Option<Index> {
                 name: name.as_ref().map(fold),
                 columns: columns.iter().map(|c| Some(fold(c))).collect(),
                 unique: true,
+                primary: matches!(c, TableConstraint::PrimaryKey { .. }),
             })
         }
         _ => None,
     }
 }
 
+fn constraint_foreign_key(c: &TableConstraint) -> Option<ForeignKey> {
+    match c {
+        TableConstraint::ForeignKey { name, columns, foreign_table, referred_columns, .. } => Some(ForeignKey {
+            name: name.as_ref().map(fold),
+            columns: columns.iter().map(fold).collect(),
+            references: qualified(foreign_table),
+            referred: referred_columns.iter().map(fold).collect(),
+        }),
+        _ => None,
+    }
+}
+
 fn add_table(catalog: &mut Catalog, create: CreateTable, source: SourceId, span: std::ops::Range<usize>) {
     let name = qualified(&create.name);
-    let mut table = Table { name: name.clone(), columns: vec![], indexes: vec![], origin: Origin::Ddl { source, span } };
+    let mut table = Table {
+        name: name.clone(),
+        columns: vec![],
+        indexes: vec![],
+        foreign_keys: vec![],
+        origin: Origin::Ddl { source, span },
+    };
     for col in &create.columns {
         let column_name = fold(&col.name);
         let mut not_null = false;
@@ -99,7 +119,20 @@ fn add_table(catalog: &mut Catalog, create: CreateTable, source: SourceId, span:
                 ColumnOption::NotNull => not_null = true,
                 ColumnOption::Unique { is_primary, .. } => {
                     not_null |= *is_primary;
-                    table.indexes.push(Index { name: None, columns: vec![Some(column_name.clone())], unique: true });
+                    table.indexes.push(Index {
+                        name: None,
+                        columns: vec![Some(column_name.clone())],
+                        unique: true,
+                        primary: *is_primary,
+                    });
+                }
+                ColumnOption::ForeignKey { foreign_table, referred_columns, .. } => {
+                    table.foreign_keys.push(ForeignKey {
+                        name: None,
+                        columns: vec![column_name.clone()],
+                        references: qualified(foreign_table),
+                        referred: referred_columns.iter().map(fold).collect(),
+                    });
                 }
                 _ => {}
             }
@@ -107,6 +140,7 @@ fn add_table(catalog: &mut Catalog, create: CreateTable, source: SourceId, span:
         table.columns.push(Column { name: column_name, data_type: col.data_type.to_string().to_lowercase(), not_null });
     }
     for c in &create.constraints {
+        table.foreign_keys.extend(constraint_foreign_key(c));
         if let Some(index) = constraint_index(c) {
             if matches!(c, TableConstraint::PrimaryKey { .. }) {
                 for key in index.columns.iter().flatten() {
@@ -136,6 +170,7 @@ fn add_index(catalog: &mut Catalog, index: CreateIndex) {
         name: index.name.as_ref().map(|n| qualified(n).name),
         columns,
         unique: index.unique,
+        primary: false,
     });
 }
 

@@ -97,7 +97,7 @@ fn table_block(out: &mut String, compiled: &Compiled, table: &CompiledTable, all
             let _ = writeln!(out, "REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles));
             let _ = writeln!(out, "GRANT SELECT ON TABLE {name} TO {};", role_list(all_roles));
         }
-        CompiledKind::Tenant { column, add_index, set_not_null, commands } => {
+        CompiledKind::Tenant { column, add_index, set_not_null, commands, fk_indexes } => {
             let col = quote_ident(column);
             let _ = writeln!(out, "-- {name}: tenant table, tenant column {col}");
             if *set_not_null {
@@ -135,6 +135,12 @@ fn table_block(out: &mut String, compiled: &Compiled, table: &CompiledTable, all
             if *add_index {
                 let index = quote_ident(&format!("{}_{}_idx", table.name.name, column));
                 let _ = writeln!(out, "CREATE INDEX IF NOT EXISTS {index} ON {name} ({col});");
+            }
+            for columns in fk_indexes {
+                // Foreign-key checks and cascades look rows up by these columns.
+                let index = quote_ident(&format!("{}_{}_idx", table.name.name, columns.join("_")));
+                let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+                let _ = writeln!(out, "CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});");
             }
             // The guard refuses writes without a context, or by too low a role, with a clear error.
             let min_role = |c: Command| match commands.get(&c) {

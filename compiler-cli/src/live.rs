@@ -1,6 +1,6 @@
 //! Reads the application schema, and the application roles' attributes, from a live database.
 
-use crate::schema::{Catalog, Column, Index, Origin, QualifiedName, Table};
+use crate::schema::{Catalog, Column, ForeignKey, Index, Origin, QualifiedName, Table};
 use std::collections::BTreeMap;
 
 /// What the compiler must know about a database role to refuse unsafe application roles.
@@ -44,6 +44,7 @@ pub fn read(
             name,
             columns: vec![],
             indexes: vec![],
+            foreign_keys: vec![],
             origin: Origin::Live,
         });
         if let Some(column) = row.get::<_, Option<String>>(3) {
@@ -51,7 +52,7 @@ pub fn read(
         }
     }
     let indexes = client.query(
-        "SELECT n.nspname::text, c.relname::text, i.relname::text, x.indisunique,
+        "SELECT n.nspname::text, c.relname::text, i.relname::text, x.indisunique, x.indisprimary,
                 ARRAY(SELECT a.attname::text
                         FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
@@ -70,8 +71,33 @@ pub fn read(
         if let Some(table) = catalog.tables.get_mut(&name) {
             table.indexes.push(Index {
                 name: Some(row.get(2)),
-                columns: row.get::<_, Vec<Option<String>>>(4),
+                columns: row.get::<_, Vec<Option<String>>>(5),
                 unique: row.get(3),
+                primary: row.get(4),
+            });
+        }
+    }
+    let foreign_keys = client.query(
+        "SELECT n.nspname::text, c.relname::text, k.conname::text, tn.nspname::text, t.relname::text,
+                ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
+                        JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i),
+                ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
+                        JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i)
+           FROM pg_constraint k
+           JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_class t ON t.oid = k.confrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+          WHERE k.contype = 'f' AND n.nspname = ANY($1)
+          ORDER BY 1, 2, 3",
+        &[&schemas],
+    )?;
+    for row in foreign_keys {
+        let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        if let Some(table) = catalog.tables.get_mut(&name) {
+            table.foreign_keys.push(ForeignKey {
+                name: Some(row.get(2)),
+                references: QualifiedName::new(row.get::<_, String>(3), row.get::<_, String>(4)),
+                columns: row.get(5),
+                referred: row.get(6),
             });
         }
     }

@@ -47,6 +47,16 @@ pub struct Index {
     /// Key columns in order; expressions are recorded as `None`.
     pub columns: Vec<Option<String>>,
     pub unique: bool,
+    pub primary: bool,
+}
+
+/// A foreign key; `referred` is empty when it references the target's primary key implicitly.
+#[derive(Clone, Debug)]
+pub struct ForeignKey {
+    pub name: Option<String>,
+    pub columns: Vec<String>,
+    pub references: QualifiedName,
+    pub referred: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -54,12 +64,27 @@ pub struct Table {
     pub name: QualifiedName,
     pub columns: Vec<Column>,
     pub indexes: Vec<Index>,
+    pub foreign_keys: Vec<ForeignKey>,
     pub origin: Origin,
 }
 
 impl Table {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// True when some index's leading key columns are exactly `columns` (in any order).
+    pub fn has_index_leading_with_all(&self, columns: &[String]) -> bool {
+        let mut wanted: Vec<&str> = columns.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        self.indexes.iter().any(|i| {
+            if i.columns.len() < wanted.len() {
+                return false;
+            }
+            let mut lead: Vec<&str> = i.columns[..wanted.len()].iter().flatten().map(String::as_str).collect();
+            lead.sort_unstable();
+            lead == wanted
+        })
     }
 
     /// True when some index's first key column is `column`, so lookups by it are indexed.

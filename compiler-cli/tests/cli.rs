@@ -137,3 +137,28 @@ fn help_lists_commands_and_exit_codes() {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
 }
+
+#[test]
+fn foreign_keys_without_an_index_get_one() {
+    let dir = std::env::temp_dir().join(format!("tenancy-fk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("shop.sql"),
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.customers (id uuid, org_id uuid NOT NULL, PRIMARY KEY (org_id, id));
+         CREATE TABLE shop.orders (id uuid, org_id uuid NOT NULL, customer_id uuid, PRIMARY KEY (org_id, id),
+                                   FOREIGN KEY (org_id, customer_id) REFERENCES shop.customers (org_id, id));",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("shop.toml"),
+        "schemas = [\"shop\"]\n[roles]\nread_write = [\"app_user\"]\n[tables.customers]\nkind = \"tenant\"\n[tables.orders]\nkind = \"tenant\"\n",
+    )
+    .unwrap();
+    let out = tenancy(&["compile", dir.join("shop.toml").to_str().unwrap(), "--schema", dir.join("shop.sql").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let sql = String::from_utf8(out.stdout).unwrap();
+    assert!(sql.contains("CREATE INDEX IF NOT EXISTS orders_org_id_customer_id_idx ON shop.orders (org_id, customer_id);"), "{sql}");
+    assert!(!sql.contains("customers_org_id_idx"), "the primary key already leads with org_id");
+    std::fs::remove_dir_all(dir).ok();
+}
