@@ -40,6 +40,17 @@ impl MinRole {
     }
 }
 
+/// A command's compiled rule: every part must hold.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub role: MinRole,
+    pub permission: Option<String>,
+    /// Column that must equal `tenancy.current_user_id()`.
+    pub owner: Option<String>,
+    /// A checked predicate, with context calls wrapped to run once per statement.
+    pub check: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub enum CompiledKind {
     Tenant {
@@ -49,7 +60,9 @@ pub enum CompiledKind {
         /// Emit SET NOT NULL on the tenant column.
         set_not_null: bool,
         /// Per command: `None` when the command is not allowed.
-        commands: BTreeMap<Command, Option<MinRole>>,
+        commands: BTreeMap<Command, Option<CompiledRule>>,
+        /// Columns that rules require to hold the acting user: defaulted to it.
+        owner_columns: Vec<String>,
         /// Foreign keys without an index leading with their columns: indexes to emit.
         fk_indexes: Vec<Vec<String>>,
     },
@@ -230,7 +243,7 @@ pub fn check(
         let kind = match policy.kind.get_ref() {
             TableKind::Global => {
                 for command in [Command::Insert, Command::Update, Command::Delete] {
-                    if let Some(v) = policy.command(command).filter(|v| v.get_ref() != "none") {
+                    if let Some(v) = policy.command(command).filter(|v| !v.get_ref().is_none()) {
                         diags.push(
                             Diagnostic::error(
                                 "tenancy::global-table-write",
@@ -280,37 +293,24 @@ pub fn check(
                     continue;
                 }
                 let mut commands = BTreeMap::new();
+                let mut owner_columns = std::collections::BTreeSet::new();
                 for command in Command::ALL {
                     let value = policy
                         .command(command)
                         .map(|v| (*source, v))
                         .or_else(|| defaults.as_ref().and_then(|d| d.value.get(command).map(|v| (d.source, v))));
-                    let role = match value {
-                        None => None,
-                        Some((_, v)) if v.get_ref() == "none" => None,
-                        Some((src, v)) if MEMBER_ROLES.contains(&v.get_ref().as_str()) => {
-                            let _ = src;
-                            Some(MinRole(v.get_ref().clone()))
-                        }
-                        Some((src, v)) => {
-                            diags.push(
-                                Diagnostic::error(
-                                    "tenancy::unknown-member-role",
-                                    format!("unknown member role `{}` for `{}`", v.get_ref(), command.key()),
-                                )
-                                .label(src, v.span(), "not a member role")
-                                .help(format!("use one of {}, or `none` to disallow the command", MEMBER_ROLES.map(|r| format!("`{r}`")).join(", "))),
-                            );
-                            None
-                        }
-                    };
-                    commands.insert(command, role);
+                    let rule = value.and_then(|(src, v)| compile_rule(sources, src, v, command, table, &mut diags));
+                    if let Some(owner) = rule.as_ref().and_then(|r| r.owner.clone()) {
+                        owner_columns.insert(owner);
+                    }
+                    commands.insert(command, rule);
                 }
                 CompiledKind::Tenant {
                     add_index: !table.has_index_leading_with(&column),
                     set_not_null: !col.not_null,
                     column,
                     commands,
+                    owner_columns: owner_columns.into_iter().collect(),
                     fk_indexes: table
                         .foreign_keys
                         .iter()
@@ -357,6 +357,94 @@ pub fn check(
     } else {
         Err(diags)
     }
+}
+
+/// Checks one command's rule against the table; None when the command is not allowed (or the
+/// rule has errors, which are pushed to `diags`).
+fn compile_rule(
+    sources: &Sources,
+    source: SourceId,
+    rule: &Spanned<crate::policy::CommandRule>,
+    command: Command,
+    table: &Table,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<CompiledRule> {
+    let span = rule.span();
+    let rule = rule.get_ref();
+    let span_of = |v: &Spanned<String>| if rule.shorthand { span.clone() } else { v.span() };
+    let before = diags.len();
+    let role = match &rule.role {
+        None => MinRole(MEMBER_ROLES[MEMBER_ROLES.len() - 1].to_string()),
+        Some(r) if r.get_ref() == "none" && rule.shorthand => return None,
+        Some(r) if MEMBER_ROLES.contains(&r.get_ref().as_str()) => MinRole(r.get_ref().clone()),
+        Some(r) => {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::unknown-member-role",
+                    format!("unknown member role `{}` for `{}`", r.get_ref(), command.key()),
+                )
+                .label(source, span_of(r), "not a member role")
+                .help(format!(
+                    "use one of {}, or `none` to disallow the command",
+                    MEMBER_ROLES.map(|r| format!("`{r}`")).join(", ")
+                )),
+            );
+            return None;
+        }
+    };
+    if let Some(p) = &rule.permission {
+        let valid = p.get_ref().chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && p.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+        if !valid {
+            diags.push(
+                Diagnostic::error("tenancy::invalid-permission", format!("`{}` is not a permission name", p.get_ref()))
+                    .label(source, p.span(), "checked with tenancy.has_permission()")
+                    .help("permissions are lowercase dotted names such as `projects.delete`"),
+            );
+        }
+    }
+    if let Some(o) = &rule.owner {
+        match table.column(o.get_ref()) {
+            None => diags.push(
+                Diagnostic::error("tenancy::unknown-column", format!("table `{}` has no column `{}`", table.name, o.get_ref()))
+                    .label(source, o.span(), "owner column")
+                    .help("`owner` names the column that holds the user who created the row"),
+            ),
+            Some(c) if !["text", "character varying", "varchar"].iter().any(|t| c.data_type.starts_with(t)) => diags.push(
+                Diagnostic::error(
+                    "tenancy::owner-column-type",
+                    format!("owner column `{}.{}` is `{}`, not text", table.name, c.name, c.data_type),
+                )
+                .label(source, o.span(), "owner column")
+                .help("it is compared with tenancy.current_user_id(), which is text"),
+            ),
+            Some(_) => {}
+        }
+    }
+    let check = rule.check.as_ref().and_then(|c| {
+        let file = &sources.get(source).text;
+        let base = c.span().start + crate::predicate::content_start(file, c.span().start);
+        match crate::predicate::compile(c.get_ref(), table) {
+            Ok(sql) => Some(sql),
+            Err(problems) => {
+                for p in problems {
+                    let mut d = Diagnostic::error(p.code, p.message)
+                        .label(source, base + p.range.start..base + p.range.end, "in this predicate");
+                    if let Some(h) = p.help {
+                        d = d.help(h);
+                    }
+                    diags.push(d);
+                }
+                None
+            }
+        }
+    });
+    (diags.len() == before).then(|| CompiledRule {
+        role,
+        permission: rule.permission.as_ref().map(|p| p.get_ref().clone()),
+        owner: rule.owner.as_ref().map(|o| o.get_ref().clone()),
+        check,
+    })
 }
 
 /// Refuses tenant tables whose unique keys or foreign keys to other tenant tables leave out the

@@ -5,7 +5,7 @@
 //! plans as an InitPlan: evaluated once per statement, not once per row, and the tenant column
 //! comparison stays indexable.
 
-use crate::check::{Compiled, CompiledKind, CompiledTable, MinRole};
+use crate::check::{Compiled, CompiledKind, CompiledRule, CompiledTable};
 use crate::policy::Command;
 use crate::schema::quote_ident;
 use std::fmt::Write;
@@ -19,14 +19,23 @@ fn role_list(roles: &[String]) -> String {
     roles.iter().map(|r| quote_ident(r)).collect::<Vec<_>>().join(", ")
 }
 
-/// The row predicate for a tenant table command.
-fn predicate(column: &str, role: &MinRole) -> String {
-    let tenant = format!("{} = (SELECT tenancy.current_org())", quote_ident(column));
-    if role.is_lowest() {
-        tenant
-    } else {
-        format!("{tenant} AND (SELECT tenancy.has_role('{}'))", role.0)
+/// The row predicate for a tenant table command: every part of its rule, each context call
+/// wrapped to run once per statement.
+fn predicate(column: &str, rule: &CompiledRule) -> String {
+    let mut parts = vec![format!("{} = (SELECT tenancy.current_org())", quote_ident(column))];
+    if !rule.role.is_lowest() {
+        parts.push(format!("(SELECT tenancy.has_role({}))", literal(&rule.role.0)));
     }
+    if let Some(p) = &rule.permission {
+        parts.push(format!("(SELECT tenancy.has_permission({}))", literal(p)));
+    }
+    if let Some(o) = &rule.owner {
+        parts.push(format!("{} = (SELECT tenancy.current_user_id())", quote_ident(o)));
+    }
+    if let Some(c) = &rule.check {
+        parts.push(format!("({c})"));
+    }
+    parts.join(" AND ")
 }
 
 /// The whole script: `BEGIN`, a check that the extension is installed, each table, `COMMIT`.
@@ -97,13 +106,20 @@ fn table_block(out: &mut String, compiled: &Compiled, table: &CompiledTable, all
             let _ = writeln!(out, "REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles));
             let _ = writeln!(out, "GRANT SELECT ON TABLE {name} TO {};", role_list(all_roles));
         }
-        CompiledKind::Tenant { column, add_index, set_not_null, commands, fk_indexes } => {
+        CompiledKind::Tenant { column, add_index, set_not_null, commands, owner_columns, fk_indexes } => {
             let col = quote_ident(column);
             let _ = writeln!(out, "-- {name}: tenant table, tenant column {col}");
             if *set_not_null {
                 let _ = writeln!(out, "ALTER TABLE {name} ALTER COLUMN {col} SET NOT NULL;");
             }
             let _ = writeln!(out, "ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT tenancy.current_org();");
+            for owner in owner_columns {
+                let _ = writeln!(
+                    out,
+                    "ALTER TABLE {name} ALTER COLUMN {} SET DEFAULT tenancy.current_user_id();",
+                    quote_ident(owner)
+                );
+            }
             let _ = writeln!(out, "ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;");
             let _ = writeln!(out, "ALTER TABLE {name} FORCE ROW LEVEL SECURITY;");
             for command in Command::ALL {
@@ -143,8 +159,12 @@ fn table_block(out: &mut String, compiled: &Compiled, table: &CompiledTable, all
                 let _ = writeln!(out, "CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});");
             }
             // The guard refuses writes without a context, or by too low a role, with a clear error.
+            // Each argument is `role` or `role|permission`.
             let min_role = |c: Command| match commands.get(&c) {
-                Some(Some(role)) => format!("'{}'", role.0),
+                Some(Some(rule)) => match &rule.permission {
+                    Some(p) => literal(&format!("{}|{p}", rule.role.0)),
+                    None => literal(&rule.role.0),
+                },
                 _ => "'none'".to_string(),
             };
             let _ = writeln!(

@@ -13,4 +13,5 @@ pub mod emit;
 pub mod lint;
 pub mod live;
 pub mod policy;
+pub mod predicate;
 pub mod schema;

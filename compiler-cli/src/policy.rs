@@ -42,18 +42,76 @@ pub struct AppRoles {
     pub read_only: Vec<Spanned<String>>,
 }
 
-/// Minimum member role (`owner`, `admin`, `member`, `guest`) or `none` per command.
+/// Who may run a command on a tenant table's rows. Written either as a minimum member role
+/// (`"member"`, or `"none"` to disallow the command), or as a table with any of:
+/// `role` (minimum member role, default the lowest), `permission` (`tenancy.has_permission()`),
+/// `owner` (a column that must hold the acting user: "only the row's creator"), and `check`
+/// (a SQL predicate over the row).
+#[derive(Debug, Default)]
+pub struct CommandRule {
+    pub role: Option<Spanned<String>>,
+    /// True when written as a plain string: `role`'s span is then the whole value's.
+    pub shorthand: bool,
+    pub permission: Option<Spanned<String>>,
+    pub owner: Option<Spanned<String>>,
+    pub check: Option<Spanned<String>>,
+}
+
+impl CommandRule {
+    /// True for the shorthand `"none"`: the command is not allowed.
+    pub fn is_none(&self) -> bool {
+        self.shorthand && self.role.as_ref().is_some_and(|r| r.get_ref() == "none")
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandRule {
+    // Hand-written because serde's untagged enums buffer their input, which loses toml's spans.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RuleVisitor;
+        impl<'de> serde::de::Visitor<'de> for RuleVisitor {
+            type Value = CommandRule;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member role such as \"member\", or a table with role, permission, owner and check")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandRule, E> {
+                Ok(CommandRule { role: Some(Spanned::new(0..0, v.to_string())), shorthand: true, ..CommandRule::default() })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CommandRule, A::Error> {
+                let mut rule = CommandRule::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let slot = match key.as_str() {
+                        "role" => &mut rule.role,
+                        "permission" => &mut rule.permission,
+                        "owner" => &mut rule.owner,
+                        "check" => &mut rule.check,
+                        other => {
+                            return Err(serde::de::Error::unknown_field(other, &["role", "permission", "owner", "check"]))
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(serde::de::Error::duplicate_field("rule key"));
+                    }
+                    *slot = Some(map.next_value::<Spanned<String>>()?);
+                }
+                Ok(rule)
+            }
+        }
+        d.deserialize_any(RuleVisitor)
+    }
+}
+
+/// A rule per command.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Commands {
-    pub select: Option<Spanned<String>>,
-    pub insert: Option<Spanned<String>>,
-    pub update: Option<Spanned<String>>,
-    pub delete: Option<Spanned<String>>,
+    pub select: Option<Spanned<CommandRule>>,
+    pub insert: Option<Spanned<CommandRule>>,
+    pub update: Option<Spanned<CommandRule>>,
+    pub delete: Option<Spanned<CommandRule>>,
 }
 
 impl Commands {
-    pub fn get(&self, command: Command) -> Option<&Spanned<String>> {
+    pub fn get(&self, command: Command) -> Option<&Spanned<CommandRule>> {
         match command {
             Command::Select => self.select.as_ref(),
             Command::Insert => self.insert.as_ref(),
@@ -79,14 +137,14 @@ pub struct TablePolicy {
     /// Overrides the file's `tenant_column` for this table.
     pub tenant_column: Option<Spanned<String>>,
     // The commands are spelled out rather than `#[serde(flatten)]`ed, which would lose spans.
-    pub select: Option<Spanned<String>>,
-    pub insert: Option<Spanned<String>>,
-    pub update: Option<Spanned<String>>,
-    pub delete: Option<Spanned<String>>,
+    pub select: Option<Spanned<CommandRule>>,
+    pub insert: Option<Spanned<CommandRule>>,
+    pub update: Option<Spanned<CommandRule>>,
+    pub delete: Option<Spanned<CommandRule>>,
 }
 
 impl TablePolicy {
-    pub fn command(&self, command: Command) -> Option<&Spanned<String>> {
+    pub fn command(&self, command: Command) -> Option<&Spanned<CommandRule>> {
         match command {
             Command::Select => self.select.as_ref(),
             Command::Insert => self.insert.as_ref(),

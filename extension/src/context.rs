@@ -213,18 +213,35 @@ fn require_context<'a>(
         pgrx::PgTriggerOperation::Truncate => return Ok(None),
     };
     let args = trigger.extra_args()?;
-    if let Some(required) = args.get(position).filter(|r| !r.is_empty() && r.as_str() != "none") {
-        if !has_role(required) {
-            let mine = gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
-            TenancyError::PermissionDenied {
-                message: format!("permission denied to {op} on {table}"),
-                detail: Some(format!(
-                    "{op} on {table} requires member role \"{required}\" or higher; the current role is \"{mine}\"."
-                )),
-                hint: Some("Ask an owner or admin of the organization for a higher role.".into()),
-            }
-            .raise()
+    // Each argument is `role` or `role|permission`.
+    let Some(arg) = args.get(position).filter(|r| !r.is_empty() && r.as_str() != "none") else {
+        return Ok(None);
+    };
+    let (required, permission) = match arg.split_once('|') {
+        Some((role, permission)) => (role, Some(permission)),
+        None => (arg.as_str(), None),
+    };
+    if let Some(permission) = permission.filter(|p| !has_permission(p)) {
+        let mine = gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
+        TenancyError::PermissionDenied {
+            message: format!("permission denied to {op} on {table}"),
+            detail: Some(format!(
+                "{op} on {table} requires permission \"{permission}\", which member role \"{mine}\" does not have."
+            )),
+            hint: Some("Ask an owner or admin of the organization for a role with that permission.".into()),
         }
+        .raise()
+    }
+    if !has_role(required) {
+        let mine = gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
+        TenancyError::PermissionDenied {
+            message: format!("permission denied to {op} on {table}"),
+            detail: Some(format!(
+                "{op} on {table} requires member role \"{required}\" or higher; the current role is \"{mine}\"."
+            )),
+            hint: Some("Ask an owner or admin of the organization for a higher role.".into()),
+        }
+        .raise()
     }
     Ok(None)
 }
