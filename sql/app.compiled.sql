@@ -117,6 +117,10 @@ REVOKE ALL ON TABLE app.tasks FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.tasks TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.tasks TO app_user;
 
+-- views over governed tables run with the caller's rights, so the tables' policies apply
+ALTER VIEW app.open_tasks SET (security_invoker = true);
+GRANT SELECT ON app.open_tasks TO app_readonly, app_user;
+
 -- quotas: exact under concurrency (tenancy.quota_trigger)
 SELECT tenancy.enable_quota('projects', 'app.projects', 'org_id');
 SELECT tenancy.enable_quota('storage', 'app.files', 'org_id', sum_column => 'size_bytes');

@@ -92,6 +92,8 @@ pub struct Compiled {
     pub read_only: Vec<String>,
     pub tables: Vec<CompiledTable>,
     pub quotas: Vec<CompiledQuota>,
+    /// Views over governed tables: made `security_invoker` so the tables' policies apply.
+    pub views: Vec<QualifiedName>,
 }
 
 impl Compiled {
@@ -349,11 +351,12 @@ pub fn check(
     }
 
     check_tenant_keys(sources, catalog, &compiled_tables, &covered, &mut diags);
+    let views = check_views(catalog, &covered, &mut diags);
     let compiled_quotas = check_quotas(catalog, &governed, &compiled_tables, quotas, live, &mut diags);
 
     if diags.is_empty() {
         compiled_tables.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Compiled { schemas: governed, read_write, read_only, tables: compiled_tables, quotas: compiled_quotas })
+        Ok(Compiled { schemas: governed, read_write, read_only, tables: compiled_tables, quotas: compiled_quotas, views })
     } else {
         Err(diags)
     }
@@ -445,6 +448,38 @@ fn compile_rule(
         owner: rule.owner.as_ref().map(|o| o.get_ref().clone()),
         check,
     })
+}
+
+/// Views that read governed tables. A plain view runs with its owner's rights unless it is
+/// `security_invoker`, which the compiled SQL sets; a materialized view stores rows where no
+/// policy applies, so it is refused.
+fn check_views(
+    catalog: &Catalog,
+    covered: &BTreeMap<QualifiedName, (SourceId, Range<usize>)>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<QualifiedName> {
+    let mut out = Vec::new();
+    for view in catalog.views.values() {
+        let Some((table, (source, span))) = view.reads.iter().find_map(|r| covered.get(r).map(|c| (r, c))) else {
+            continue;
+        };
+        if view.materialized {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::materialized-view",
+                    format!("materialized view `{}` copies rows of governed table `{table}`", view.name),
+                )
+                .label(*source, span.clone(), "governed table declared here")
+                .help(format!(
+                    "row-level security does not apply to a materialized view: replace it with a view, or a tenant table filled by a job (DROP MATERIALIZED VIEW {})",
+                    view.name
+                )),
+            );
+        } else {
+            out.push(view.name.clone());
+        }
+    }
+    out
 }
 
 /// Refuses tenant tables whose unique keys or foreign keys to other tenant tables leave out the

@@ -2,11 +2,12 @@
 //! that do not define tables, columns or indexes (comments, functions, inserts) are skipped.
 
 use crate::diagnostics::{Diagnostic, SourceId, Sources};
-use crate::schema::{Catalog, Column, ForeignKey, Index, Origin, QualifiedName, Table};
+use crate::schema::{Catalog, Column, ForeignKey, Index, Origin, QualifiedName, Table, View};
 use sqlparser::ast::{
     AlterTableOperation, ColumnOption, CreateIndex, CreateTable, Expr, Ident, ObjectName,
-    ObjectNamePart, Spanned, Statement, TableConstraint,
+    ObjectNamePart, Spanned, Statement, TableConstraint, Visit, Visitor,
 };
+use std::ops::ControlFlow;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -52,6 +53,12 @@ pub fn read(sources: &Sources, source: SourceId, catalog: &mut Catalog) -> Resul
         match statement {
             Statement::CreateTable(create) => add_table(catalog, create, source, range),
             Statement::CreateIndex(index) => add_index(catalog, index),
+            Statement::CreateView { name, query, materialized, .. } => {
+                let mut reads = Relations(vec![]);
+                let _ = query.visit(&mut reads);
+                let name = qualified(&name);
+                catalog.views.insert(name.clone(), View { name, reads: reads.0, materialized });
+            }
             Statement::AlterTable { name, operations, .. } => {
                 let name = qualified(&name);
                 for op in operations {
@@ -67,6 +74,17 @@ pub fn read(sources: &Sources, source: SourceId, catalog: &mut Catalog) -> Resul
         }
     }
     Ok(())
+}
+
+/// Every relation a query names.
+struct Relations(Vec<QualifiedName>);
+
+impl Visitor for Relations {
+    type Break = ();
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        self.0.push(qualified(relation));
+        ControlFlow::Continue(())
+    }
 }
 
 fn location_in(message: &str) -> Option<(usize, usize)> {

@@ -65,6 +65,16 @@ pub fn body(compiled: &Compiled) -> String {
     for table in &compiled.tables {
         table_block(&mut out, compiled, table, &all_roles);
     }
+    if !compiled.views.is_empty() {
+        out.push_str("-- views over governed tables run with the caller's rights, so the tables' policies apply\n");
+        for view in &compiled.views {
+            let _ = writeln!(out, "ALTER VIEW {view} SET (security_invoker = true);");
+            if !all_roles.is_empty() {
+                let _ = writeln!(out, "GRANT SELECT ON {view} TO {};", role_list(&all_roles));
+            }
+        }
+        out.push('\n');
+    }
     if !compiled.quotas.is_empty() {
         out.push_str("-- quotas: exact under concurrency (tenancy.quota_trigger)\n");
         for q in &compiled.quotas {

@@ -1,6 +1,6 @@
 //! Reads the application schema, and the application roles' attributes, from a live database.
 
-use crate::schema::{Catalog, Column, ForeignKey, Index, Origin, QualifiedName, Table};
+use crate::schema::{Catalog, Column, ForeignKey, Index, Origin, QualifiedName, Table, View};
 use std::collections::BTreeMap;
 
 /// What the compiler must know about a database role to refuse unsafe application roles.
@@ -100,6 +100,23 @@ pub fn read(
                 referred: row.get(6),
             });
         }
+    }
+    // Views (in any schema) that read tables of the governed schemas.
+    for row in client.query(
+        "SELECT DISTINCT vn.nspname::text, v.relname::text, v.relkind = 'm', tn.nspname::text, t.relname::text
+           FROM pg_depend d
+           JOIN pg_rewrite w ON w.oid = d.objid AND d.classid = 'pg_rewrite'::regclass
+           JOIN pg_class v ON v.oid = w.ev_class AND v.relkind IN ('v', 'm')
+           JOIN pg_namespace vn ON vn.oid = v.relnamespace
+           JOIN pg_class t ON t.oid = d.refobjid AND d.refclassid = 'pg_class'::regclass AND t.oid <> v.oid
+           JOIN pg_namespace tn ON tn.oid = t.relnamespace
+          WHERE tn.nspname = ANY($1)
+          ORDER BY 1, 2, 4, 5",
+        &[&schemas],
+    )? {
+        let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        let view = catalog.views.entry(name.clone()).or_insert_with(|| View { name, reads: vec![], materialized: row.get(2) });
+        view.reads.push(QualifiedName::new(row.get::<_, String>(3), row.get::<_, String>(4)));
     }
     for row in client.query("SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles", &[])? {
         facts.roles.insert(row.get(0), RoleInfo { superuser: row.get(1), bypass_rls: row.get(2) });

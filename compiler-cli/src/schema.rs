@@ -93,9 +93,18 @@ impl Table {
     }
 }
 
+/// A view (or materialized view) and the relations it reads.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub name: QualifiedName,
+    pub reads: Vec<QualifiedName>,
+    pub materialized: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     pub tables: BTreeMap<QualifiedName, Table>,
+    pub views: BTreeMap<QualifiedName, View>,
 }
 
 impl Catalog {

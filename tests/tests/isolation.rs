@@ -270,3 +270,19 @@ fn context_functions_are_correct_inside_parallel_workers() {
     let n: i64 = c.query_one(query, &[]).unwrap().get(0);
     assert_eq!(n, 2001, "the workers see globex's context: its 2000 rows plus the fixture's one");
 }
+
+#[test]
+fn views_over_tenant_tables_show_each_org_only_its_rows() {
+    let db = TestDb::new();
+    let options: String = text(
+        &mut db.admin(),
+        "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'app.open_tasks'::regclass",
+    )
+    .unwrap_or_default();
+    assert_eq!(options, "security_invoker=true");
+    for (org, user, title) in [(ACME, "carol", "Acme task"), (GLOBEX, "gina", "Globex task")] {
+        let mut c = db.app_in(org, user);
+        assert_eq!(text(&mut c, "SELECT string_agg(title, ',') FROM app.open_tasks").as_deref(), Some(title));
+    }
+    assert_eq!(count(&mut db.app(), "app.open_tasks"), 0, "and nothing without a context");
+}
