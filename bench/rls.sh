@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Row-level security benchmark (run by `make bench`): the compiled policies against a
+# hand-written `WHERE org_id = $1` by a role that bypasses RLS, on 2M rows over 1,000
+# organizations; the cost of set_context per transaction; and compiling a 1,000-table schema.
+#
+#   BENCH_SECONDS (default 5) per pgbench run, BENCH_RUNS (default 5) measured runs per path,
+#   BENCH_ROWS (default 2000000) rows per table.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+SECONDS_PER_RUN="${BENCH_SECONDS:-5}"
+RUNS="${BENCH_RUNS:-5}"
+ROWS="${BENCH_ROWS:-2000000}"
+TENANCY="${TENANCY:-target/release/tenancy}"
+bin=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
+ADMIN_URL="$(scripts/cluster.sh admin-url bench)"
+APP_URL="$(scripts/cluster.sh url bench)"
+work="$root/target/bench"
+mkdir -p "$work"
+psql_admin() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$ADMIN_URL" "$@"; }
+
+echo "setting up: ${ROWS} rows in each of two tables over 1,000 organizations" >&2
+psql_admin <<SQL
+DROP SCHEMA IF EXISTS rlsbench CASCADE;
+DROP SCHEMA IF EXISTS bench CASCADE;
+DROP EXTENSION IF EXISTS pg_tenancy CASCADE;
+CREATE EXTENSION pg_tenancy;
+INSERT INTO tenancy.organizations (id, slug, name, plan)
+    SELECT ('00000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'org-' || g, 'Org ' || g, 'enterprise'
+      FROM generate_series(1, 1000) g;
+INSERT INTO tenancy.members (org_id, user_id, role) SELECT id, 'u1', 'member' FROM tenancy.organizations;
+CREATE SCHEMA rlsbench;
+CREATE TABLE rlsbench.items (
+    org_id uuid NOT NULL,
+    id uuid NOT NULL DEFAULT gen_random_uuid(),
+    title text NOT NULL,
+    status text NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+INSERT INTO rlsbench.items (org_id, title, status, created_by, created_at)
+    SELECT ('00000000-0000-0000-0000-' || lpad((g % 1000 + 1)::text, 12, '0'))::uuid,
+           'Item ' || g || ' with a realistic title', (ARRAY['open', 'done', 'deleted'])[g % 3 + 1],
+           'user-' || (g % 50), now() - (g || ' seconds')::interval
+      FROM generate_series(1, $ROWS) g;
+CREATE INDEX items_org_id_created_at_idx ON rlsbench.items (org_id, created_at DESC);
+CREATE TABLE rlsbench.docs (LIKE rlsbench.items INCLUDING ALL);
+INSERT INTO rlsbench.docs SELECT * FROM rlsbench.items;
+VACUUM ANALYZE rlsbench.items, rlsbench.docs;
+SQL
+"$TENANCY" apply bench/rls.toml --database-url "$ADMIN_URL" >&2
+# Point lookups need ids: one per organization.
+psql_admin -At -c "SELECT DISTINCT ON (org_id) id FROM rlsbench.items ORDER BY org_id, id" > "$work/ids.txt"
+
+org="('00000000-0000-0000-0000-' || lpad(:o::text, 12, '0'))::uuid"
+listing="SELECT id, title, status, created_at FROM rlsbench.items"
+script() { printf '%s\n' "$2" > "$work/$1.sql"; }
+script list_policy "\\set o random(1, 1000)
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+$listing ORDER BY created_at DESC LIMIT 20;
+COMMIT;"
+script list_hand "\\set o random(1, 1000)
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+$listing WHERE org_id = $org ORDER BY created_at DESC LIMIT 20;
+COMMIT;"
+script list_hand_noctx "\\set o random(1, 1000)
+BEGIN;
+$listing WHERE org_id = $org ORDER BY created_at DESC LIMIT 20;
+COMMIT;"
+script point_policy "\\set o random(1, 1000)
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+SELECT id, title FROM rlsbench.items WHERE id = (SELECT id FROM rlsbench.items WHERE org_id = $org LIMIT 1);
+COMMIT;"
+script point_hand "\\set o random(1, 1000)
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+SELECT id, title FROM rlsbench.items WHERE org_id = $org AND id = (SELECT id FROM rlsbench.items WHERE org_id = $org LIMIT 1);
+COMMIT;"
+script docs_policy "\\set o random(1, 1000)
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+SELECT id, title, status, created_at FROM rlsbench.docs ORDER BY created_at DESC LIMIT 20;
+COMMIT;"
+script docs_hand "\\set o random(1, 1000)
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+SELECT id, title, status, created_at FROM rlsbench.docs WHERE org_id = $org AND status <> 'deleted' ORDER BY created_at DESC LIMIT 20;
+COMMIT;"
+
+# tps SCRIPT CLIENTS URL
+tps() {
+    "$bin/pgbench" -n -M prepared -T "$SECONDS_PER_RUN" -c "$2" -j "$2" -f "$work/$1.sql" "$3" 2>/dev/null \
+        | awk '/^tps = / {print $3}'
+}
+
+# compare LABEL CLIENTS FEATURE FEATURE_URL BASE BASE_URL: interleaved runs after a warm-up.
+compare() {
+    local label="$1" clients="$2" feature="$3" furl="$4" base="$5" burl="$6" f="" b=""
+    tps "$feature" "$clients" "$furl" >/dev/null; tps "$base" "$clients" "$burl" >/dev/null
+    for ((i = 0; i < RUNS; i++)); do
+        f+="$(tps "$feature" "$clients" "$furl") "
+        b+="$(tps "$base" "$clients" "$burl") "
+    done
+    python3 - "$label" "$clients" "$b" "$f" <<'PY'
+import statistics, sys
+label, clients, b, f = sys.argv[1:]
+b = [float(x) for x in b.split()]; f = [float(x) for x in f.split()]
+ratios = [x / y for x, y in zip(f, b)]
+print(f"| {label} | {clients} | {statistics.median(f):,.0f} vs {statistics.median(b):,.0f} "
+      f"| **{statistics.median(ratios):.2f}** | {min(ratios):.2f}–{max(ratios):.2f} |")
+PY
+}
+
+echo "running: ${RUNS} interleaved runs of ${SECONDS_PER_RUN}s per path, after a warm-up" >&2
+echo "| workload (policy path as app_user vs hand-written WHERE as a BYPASSRLS role) | clients | median tps | median ratio | spread (min–max) |"
+echo "|---|---|---|---|---|"
+for c in 1 4; do
+    compare "listing: ORDER BY created_at DESC LIMIT 20" "$c" list_policy "$APP_URL" list_hand "$ADMIN_URL"
+    compare "point lookup by id" "$c" point_policy "$APP_URL" point_hand "$ADMIN_URL"
+    compare "listing with a role check and a row predicate" "$c" docs_policy "$APP_URL" docs_hand "$ADMIN_URL"
+done
+compare "cost of set_context: the hand-written listing with vs without it" 1 list_hand "$ADMIN_URL" list_hand_noctx "$ADMIN_URL"
+
+echo
+echo "EXPLAIN of the listing query under the policy (app_user, one organization's context):"
+echo
+echo '```'
+"$bin/psql" -X -q "$APP_URL" <<SQL | sed '/^$/d'
+BEGIN;
+SELECT tenancy.set_context('00000000-0000-0000-0000-000000000042', 'u1') \gset
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) $listing ORDER BY created_at DESC LIMIT 20;
+COMMIT;
+SQL
+echo '```'
+
+echo
+echo "Compiling a generated 1,000-table schema:"
+python3 - "$work" <<'PY'
+import sys
+work = sys.argv[1]
+with open(f"{work}/big.sql", "w") as ddl, open(f"{work}/big.toml", "w") as pol:
+    ddl.write("CREATE SCHEMA big;\n")
+    pol.write('schemas = ["big"]\n[roles]\nread_write = ["app_user"]\n[defaults]\nselect = "guest"\ninsert = "member"\nupdate = "member"\ndelete = "admin"\n')
+    for i in range(1000):
+        ddl.write(f"CREATE TABLE big.t{i} (org_id uuid NOT NULL, id uuid NOT NULL, name text, created_at timestamptz, PRIMARY KEY (org_id, id));\n")
+        pol.write(f'[tables.t{i}]\nkind = "tenant"\n')
+PY
+best=""
+for i in 1 2 3; do
+    start=$(date +%s%N)
+    "$TENANCY" compile "$work/big.toml" --schema "$work/big.sql" > /dev/null
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
+done
+echo "best of 3: ${best} ms (target: under 1 second)"
+echo
+echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; PostgreSQL $("$bin/postgres" --version | awk '{print $3}'), default settings; pgbench -M prepared, ${SECONDS_PER_RUN}s x ${RUNS} runs per path; ${ROWS} rows per table."
