@@ -82,6 +82,19 @@ pub struct CompiledQuota {
 pub struct CompiledTable {
     pub name: QualifiedName,
     pub kind: CompiledKind,
+    /// The application roles that may write this table, and those that may only read it.
+    pub read_write: Vec<String>,
+    pub read_only: Vec<String>,
+}
+
+impl CompiledTable {
+    /// Every application role that may read the table, sorted.
+    pub fn readers(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.read_write.iter().chain(&self.read_only).cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
 }
 
 /// Everything [`crate::emit`] needs, in a deterministic order.
@@ -322,7 +335,41 @@ pub fn check(
                 }
             }
         };
-        compiled_tables.push(CompiledTable { name: table.name.clone(), kind });
+        let declared: Vec<&String> = read_write.iter().chain(&read_only).collect();
+        let mut table_roles = |list: &Option<Spanned<Vec<Spanned<String>>>>, default: &Vec<String>| match list {
+            None => default.clone(),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .filter(|role| {
+                    let known = declared.contains(&role.get_ref());
+                    if !known {
+                        diags.push(
+                            Diagnostic::error(
+                                "tenancy::undeclared-app-role",
+                                format!("`{}` is not an application role of this policy set", role.get_ref()),
+                            )
+                            .label(*source, role.span(), "not in [roles]")
+                            .help("declare it in `[roles] read_write` or `read_only` first"),
+                        );
+                    }
+                    known
+                })
+                .map(|r| r.get_ref().clone())
+                .collect(),
+        };
+        let table_rw = table_roles(&policy.read_write, &read_write);
+        let table_ro = table_roles(&policy.read_only, &read_only);
+        if matches!(kind, CompiledKind::Global) {
+            if let Some(rw) = policy.read_write.as_ref().filter(|l| !l.get_ref().is_empty()) {
+                diags.push(
+                    Diagnostic::error("tenancy::global-table-write", format!("global table `{}` cannot have writers", table.name))
+                        .label(*source, rw.span(), "global tables are written only by DBAs")
+                        .help("list the roles under `read_only` instead"),
+                );
+            }
+        }
+        compiled_tables.push(CompiledTable { name: table.name.clone(), kind, read_write: table_rw, read_only: table_ro });
     }
 
     for schema in &schemas.value {

@@ -63,7 +63,7 @@ pub fn body(compiled: &Compiled) -> String {
         out.push('\n');
     }
     for table in &compiled.tables {
-        table_block(&mut out, compiled, table, &all_roles);
+        table_block(&mut out, table, &all_roles);
     }
     if !compiled.views.is_empty() {
         out.push_str("-- views over governed tables run with the caller's rights, so the tables' policies apply\n");
@@ -97,7 +97,7 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn table_block(out: &mut String, compiled: &Compiled, table: &CompiledTable, all_roles: &[String]) {
+fn table_block(out: &mut String, table: &CompiledTable, all_roles: &[String]) {
     let name = table.name.to_string();
     match &table.kind {
         CompiledKind::Global => {
@@ -107,14 +107,19 @@ fn table_block(out: &mut String, compiled: &Compiled, table: &CompiledTable, all
             for command in Command::ALL {
                 let _ = writeln!(out, "DROP POLICY IF EXISTS {} ON {name};", policy_name(command));
             }
-            let _ = writeln!(
-                out,
-                "CREATE POLICY {} ON {name} AS PERMISSIVE FOR SELECT TO {} USING (true);",
-                policy_name(Command::Select),
-                role_list(all_roles)
-            );
+            let readers = table.readers();
+            if !readers.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "CREATE POLICY {} ON {name} AS PERMISSIVE FOR SELECT TO {} USING (true);",
+                    policy_name(Command::Select),
+                    role_list(&readers)
+                );
+            }
             let _ = writeln!(out, "REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles));
-            let _ = writeln!(out, "GRANT SELECT ON TABLE {name} TO {};", role_list(all_roles));
+            if !readers.is_empty() {
+                let _ = writeln!(out, "GRANT SELECT ON TABLE {name} TO {};", role_list(&readers));
+            }
         }
         CompiledKind::Tenant { column, add_index, set_not_null, commands, owner_columns, fk_indexes } => {
             let col = quote_ident(column);
@@ -139,7 +144,7 @@ fn table_block(out: &mut String, compiled: &Compiled, table: &CompiledTable, all
             for command in Command::ALL {
                 let Some(Some(role)) = commands.get(&command) else { continue };
                 let roles: Vec<String> =
-                    if command == Command::Select { all_roles.to_vec() } else { compiled.read_write.clone() };
+                    if command == Command::Select { table.readers() } else { table.read_write.clone() };
                 if roles.is_empty() {
                     continue;
                 }

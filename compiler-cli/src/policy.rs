@@ -136,6 +136,10 @@ pub struct TablePolicy {
     pub kind: Spanned<TableKind>,
     /// Overrides the file's `tenant_column` for this table.
     pub tenant_column: Option<Spanned<String>>,
+    /// Override `[roles]` for this table: which application roles may write and which may only
+    /// read it (roles in neither get nothing). Each defaults to the top-level list.
+    pub read_write: Option<Spanned<Vec<Spanned<String>>>>,
+    pub read_only: Option<Spanned<Vec<Spanned<String>>>>,
     // The commands are spelled out rather than `#[serde(flatten)]`ed, which would lose spans.
     pub select: Option<Spanned<CommandRule>>,
     pub insert: Option<Spanned<CommandRule>>,

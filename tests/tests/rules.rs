@@ -65,3 +65,13 @@ fn predicates_filter_rows_and_run_context_calls_once_per_statement() {
     assert!(plan.contains("InitPlan 2"), "current_org and current_user_id are each an InitPlan:\n{plan}");
     assert!(!plan.contains("tenancy.current_user_id()) OR"), "no per-row call:\n{plan}");
 }
+
+#[test]
+fn a_table_can_be_read_only_for_every_application_role() {
+    let db = with_rules();
+    let mut alice = db.app_in(ACME, "alice");
+    assert_eq!(count(&mut alice, "app.comments"), 1);
+    let e = error_of(&mut alice, &format!("INSERT INTO app.comments (task_id, body) VALUES ('{}', 'x')", ROWS[1].1));
+    assert_eq!(e.code, "42501");
+    assert!(e.message.contains("permission denied for table comments"), "{}", e.message);
+}
