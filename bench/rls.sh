@@ -48,6 +48,7 @@ CREATE INDEX items_org_id_created_at_idx ON rlsbench.items (org_id, created_at D
 CREATE TABLE rlsbench.docs (LIKE rlsbench.items INCLUDING ALL);
 INSERT INTO rlsbench.docs SELECT * FROM rlsbench.items;
 VACUUM ANALYZE rlsbench.items, rlsbench.docs;
+CHECKPOINT;
 SQL
 "$TENANCY" apply bench/rls.toml --database-url "$ADMIN_URL" >&2
 # Point lookups need ids: one per organization.

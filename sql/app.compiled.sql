@@ -18,13 +18,13 @@ ALTER TABLE app.comments ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
 ALTER TABLE app.comments ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.comments FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.comments;
-DROP POLICY IF EXISTS tenancy_insert ON app.comments;
-DROP POLICY IF EXISTS tenancy_update ON app.comments;
-DROP POLICY IF EXISTS tenancy_delete ON app.comments;
 CREATE POLICY tenancy_select ON app.comments AS PERMISSIVE FOR SELECT TO app_readonly, app_user
     USING (org_id = (SELECT tenancy.current_org()));
+DROP POLICY IF EXISTS tenancy_insert ON app.comments;
 CREATE POLICY tenancy_insert ON app.comments AS PERMISSIVE FOR INSERT TO app_user
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+DROP POLICY IF EXISTS tenancy_update ON app.comments;
+DROP POLICY IF EXISTS tenancy_delete ON app.comments;
 CREATE POLICY tenancy_delete ON app.comments AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
 CREATE OR REPLACE TRIGGER tenancy_require_context
@@ -38,10 +38,10 @@ GRANT SELECT, INSERT, DELETE ON TABLE app.comments TO app_user;
 ALTER TABLE app.countries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.countries FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.countries;
+CREATE POLICY tenancy_select ON app.countries AS PERMISSIVE FOR SELECT TO app_readonly, app_user USING (true);
 DROP POLICY IF EXISTS tenancy_insert ON app.countries;
 DROP POLICY IF EXISTS tenancy_update ON app.countries;
 DROP POLICY IF EXISTS tenancy_delete ON app.countries;
-CREATE POLICY tenancy_select ON app.countries AS PERMISSIVE FOR SELECT TO app_readonly, app_user USING (true);
 REVOKE ALL ON TABLE app.countries FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.countries TO app_readonly, app_user;
 
@@ -50,16 +50,16 @@ ALTER TABLE app.files ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
 ALTER TABLE app.files ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.files FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.files;
-DROP POLICY IF EXISTS tenancy_insert ON app.files;
-DROP POLICY IF EXISTS tenancy_update ON app.files;
-DROP POLICY IF EXISTS tenancy_delete ON app.files;
 CREATE POLICY tenancy_select ON app.files AS PERMISSIVE FOR SELECT TO app_readonly, app_user
     USING (org_id = (SELECT tenancy.current_org()));
+DROP POLICY IF EXISTS tenancy_insert ON app.files;
 CREATE POLICY tenancy_insert ON app.files AS PERMISSIVE FOR INSERT TO app_user
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+DROP POLICY IF EXISTS tenancy_update ON app.files;
 CREATE POLICY tenancy_update ON app.files AS PERMISSIVE FOR UPDATE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')))
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+DROP POLICY IF EXISTS tenancy_delete ON app.files;
 CREATE POLICY tenancy_delete ON app.files AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));
 CREATE OR REPLACE TRIGGER tenancy_require_context
@@ -74,16 +74,16 @@ ALTER TABLE app.projects ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
 ALTER TABLE app.projects ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.projects FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.projects;
-DROP POLICY IF EXISTS tenancy_insert ON app.projects;
-DROP POLICY IF EXISTS tenancy_update ON app.projects;
-DROP POLICY IF EXISTS tenancy_delete ON app.projects;
 CREATE POLICY tenancy_select ON app.projects AS PERMISSIVE FOR SELECT TO app_readonly, app_user
     USING (org_id = (SELECT tenancy.current_org()));
+DROP POLICY IF EXISTS tenancy_insert ON app.projects;
 CREATE POLICY tenancy_insert ON app.projects AS PERMISSIVE FOR INSERT TO app_user
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+DROP POLICY IF EXISTS tenancy_update ON app.projects;
 CREATE POLICY tenancy_update ON app.projects AS PERMISSIVE FOR UPDATE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')))
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+DROP POLICY IF EXISTS tenancy_delete ON app.projects;
 CREATE POLICY tenancy_delete ON app.projects AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));
 CREATE OR REPLACE TRIGGER tenancy_require_context
@@ -98,16 +98,16 @@ ALTER TABLE app.tasks ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
 ALTER TABLE app.tasks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.tasks FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.tasks;
-DROP POLICY IF EXISTS tenancy_insert ON app.tasks;
-DROP POLICY IF EXISTS tenancy_update ON app.tasks;
-DROP POLICY IF EXISTS tenancy_delete ON app.tasks;
 CREATE POLICY tenancy_select ON app.tasks AS PERMISSIVE FOR SELECT TO app_readonly, app_user
     USING (org_id = (SELECT tenancy.current_org()));
+DROP POLICY IF EXISTS tenancy_insert ON app.tasks;
 CREATE POLICY tenancy_insert ON app.tasks AS PERMISSIVE FOR INSERT TO app_user
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+DROP POLICY IF EXISTS tenancy_update ON app.tasks;
 CREATE POLICY tenancy_update ON app.tasks AS PERMISSIVE FOR UPDATE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')))
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+DROP POLICY IF EXISTS tenancy_delete ON app.tasks;
 CREATE POLICY tenancy_delete ON app.tasks AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
 CREATE OR REPLACE TRIGGER tenancy_require_context
@@ -117,12 +117,14 @@ REVOKE ALL ON TABLE app.tasks FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.tasks TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.tasks TO app_user;
 
--- views over governed tables run with the caller's rights, so the tables' policies apply
+-- app.open_tasks: a view over governed tables runs with the caller's rights, so their policies apply
 ALTER VIEW app.open_tasks SET (security_invoker = true);
 GRANT SELECT ON app.open_tasks TO app_readonly, app_user;
 
--- quotas: exact under concurrency (tenancy.quota_trigger)
+-- quota `projects` counted from app.projects (exact under concurrency)
 SELECT tenancy.enable_quota('projects', 'app.projects', 'org_id');
+
+-- quota `storage` counted from app.files (exact under concurrency)
 SELECT tenancy.enable_quota('storage', 'app.files', 'org_id', sum_column => 'size_bytes');
 
 COMMIT;

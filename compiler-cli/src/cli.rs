@@ -34,6 +34,7 @@ Exit codes:
 Examples:
   tenancy check policies/ --schema sql/schema.sql
   tenancy compile policies/app.toml --schema sql/schema.sql -o policies.sql
+  DATABASE_URL=postgresql://postgres@localhost/app tenancy plan policies/
   DATABASE_URL=postgresql://postgres@localhost/app tenancy apply policies/
   tenancy lint --database-url postgresql://postgres@localhost/app --format json";
 
@@ -58,7 +59,15 @@ pub enum Command {
     },
     /// Audit a live database for cross-tenant leaks and slow policies (exit 1 on any error)
     Lint(LintArgs),
-    /// Compile against a live database and apply the result in one transaction
+    /// Show what apply would change in a live database (policies, indexes, grants, ...), as SQL
+    Plan {
+        #[command(flatten)]
+        policies: PolicyArgs,
+        /// libpq URL of the database, as its owner or a superuser
+        #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+        database_url: String,
+    },
+    /// Apply exactly the plan, in one transaction (nothing when the database already matches)
     Apply {
         #[command(flatten)]
         policies: PolicyArgs,
@@ -303,6 +312,23 @@ fn compile(args: &SchemaArgs) -> Result<(Compiled, Vec<PathBuf>), Failure> {
         .map_err(|diags| Failure::Diagnostics(sources, diags, args.policies.format))
 }
 
+/// Reads, checks and plans in one transaction (what was checked is what is changed); commits
+/// the plan when `commit`, else rolls it back.
+pub fn plan_in(
+    policies: &PolicyArgs,
+    url: &str,
+    commit: bool,
+) -> Result<(Compiled, Vec<emit::Block>), Failure> {
+    let mut client = connect(url)?;
+    let mut tx = client.transaction().map_err(|e| Failure::Database(describe_db_error(&e)))?;
+    let compiled = compile_live(policies, &mut tx)?;
+    let planned = crate::plan::plan(&mut tx, &emit::blocks(&compiled))
+        .map_err(|e| Failure::Database(format!("applying the policies failed, nothing was changed: {}", describe_db_error(&e))))?;
+    let end = if commit { tx.commit() } else { tx.rollback() };
+    end.map_err(|e| Failure::Database(describe_db_error(&e)))?;
+    Ok((compiled, planned))
+}
+
 /// "5 tables in app": what a successful check or apply covered.
 fn summary(compiled: &Compiled) -> String {
     let n = compiled.tables.len();
@@ -355,15 +381,31 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             }
         }
+        Command::Plan { policies, database_url } => {
+            let paths = policy_paths(&policies)?;
+            let (compiled, planned) = plan_in(&policies, &database_url, false)?;
+            if planned.is_empty() {
+                println!("-- nothing to change: the database matches {} ({})", origin(&paths), summary(&compiled));
+            } else {
+                println!(
+                    "-- {} change{} to apply from {} ({}); run `tenancy apply` to apply exactly this.",
+                    crate::plan::changes(&planned),
+                    if crate::plan::changes(&planned) == 1 { "" } else { "s" },
+                    origin(&paths),
+                    summary(&compiled)
+                );
+                print!("BEGIN;\n\n{}COMMIT;\n", emit::render(&planned));
+            }
+            Ok(())
+        }
         Command::Apply { policies, database_url } => {
-            let mut client = connect(&database_url)?;
-            let mut tx = client.transaction().map_err(|e| Failure::Database(describe_db_error(&e)))?;
-            // Read, check and apply in one transaction: what was checked is what is changed.
-            let compiled = compile_live(&policies, &mut tx)?;
-            tx.batch_execute(&emit::body(&compiled))
-                .map_err(|e| Failure::Database(format!("apply failed, nothing was changed: {}", describe_db_error(&e))))?;
-            tx.commit().map_err(|e| Failure::Database(describe_db_error(&e)))?;
-            eprintln!("applied: {} (one transaction)", summary(&compiled));
+            let (compiled, planned) = plan_in(&policies, &database_url, true)?;
+            let n = crate::plan::changes(&planned);
+            if n == 0 {
+                eprintln!("nothing to change: the database matches the policies ({})", summary(&compiled));
+            } else {
+                eprintln!("applied: {n} change{} ({}; one transaction)", if n == 1 { "" } else { "s" }, summary(&compiled));
+            }
             Ok(())
         }
     }

@@ -1,5 +1,6 @@
 //! Turns a [`Compiled`] policy set into SQL a DBA can read, review and re-run: deterministic order,
-//! idempotent statements, one commented block per table.
+//! idempotent statements, one commented block per object, in units that `tenancy plan` applies or
+//! skips together.
 //!
 //! Every context function in a policy is wrapped as `(SELECT tenancy.f())`, which PostgreSQL
 //! plans as an InitPlan: evaluated once per statement, not once per row, and the tenant column
@@ -38,6 +39,23 @@ fn predicate(column: &str, rule: &CompiledRule) -> String {
     parts.join(" AND ")
 }
 
+/// What a block of statements changes, so `tenancy plan` can tell whether it changes anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    Schema(String),
+    /// A table or a view, as SQL (`app.projects`).
+    Relation(String),
+}
+
+/// Statements about one object, in units that are applied (or skipped) together: a policy's
+/// `DROP POLICY IF EXISTS` and `CREATE POLICY`, a table's `REVOKE` and `GRANT`s, one `ALTER`.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub header: Option<String>,
+    pub object: Object,
+    pub units: Vec<Vec<String>>,
+}
+
 /// The whole script: `BEGIN`, a check that the extension is installed, each table, `COMMIT`.
 pub fn script(compiled: &Compiled, origin: &str) -> String {
     let mut out = String::new();
@@ -47,47 +65,67 @@ pub fn script(compiled: &Compiled, origin: &str) -> String {
     out.push_str(
         "DO $$\nBEGIN\n    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_tenancy') THEN\n        RAISE EXCEPTION 'the pg_tenancy extension is not installed in this database'\n            USING HINT = 'Run CREATE EXTENSION pg_tenancy as a superuser first.';\n    END IF;\nEND\n$$;\n\n",
     );
-    out.push_str(&body(compiled));
+    out.push_str(&render(&blocks(compiled)));
     out.push_str("COMMIT;\n");
     out
 }
 
-/// The statements without the transaction wrapper (what `tenancy apply` runs in its transaction).
-pub fn body(compiled: &Compiled) -> String {
+/// Renders blocks as SQL: each block's header, its statements, a blank line.
+pub fn render(blocks: &[Block]) -> String {
     let mut out = String::new();
-    let all_roles = compiled.app_roles();
-    if !all_roles.is_empty() {
-        for schema in &compiled.schemas {
-            let _ = writeln!(out, "GRANT USAGE ON SCHEMA {} TO {};", quote_ident(schema), role_list(&all_roles));
+    for block in blocks {
+        if let Some(h) = &block.header {
+            let _ = writeln!(out, "{h}");
         }
-        out.push('\n');
-    }
-    for table in &compiled.tables {
-        table_block(&mut out, table, &all_roles);
-    }
-    if !compiled.views.is_empty() {
-        out.push_str("-- views over governed tables run with the caller's rights, so the tables' policies apply\n");
-        for view in &compiled.views {
-            let _ = writeln!(out, "ALTER VIEW {view} SET (security_invoker = true);");
-            if !all_roles.is_empty() {
-                let _ = writeln!(out, "GRANT SELECT ON {view} TO {};", role_list(&all_roles));
+        for unit in &block.units {
+            for statement in unit {
+                let _ = writeln!(out, "{statement}");
             }
         }
         out.push('\n');
     }
-    if !compiled.quotas.is_empty() {
-        out.push_str("-- quotas: exact under concurrency (tenancy.quota_trigger)\n");
-        for q in &compiled.quotas {
-            let sum = q.sum_column.as_ref().map_or(String::new(), |c| format!(", sum_column => {}", literal(c)));
-            let _ = writeln!(
-                out,
+    out
+}
+
+/// Every statement, grouped by object, in a deterministic order.
+pub fn blocks(compiled: &Compiled) -> Vec<Block> {
+    let mut out = Vec::new();
+    let all_roles = compiled.app_roles();
+    if !all_roles.is_empty() {
+        for schema in &compiled.schemas {
+            out.push(Block {
+                header: None,
+                object: Object::Schema(schema.clone()),
+                units: vec![vec![format!("GRANT USAGE ON SCHEMA {} TO {};", quote_ident(schema), role_list(&all_roles))]],
+            });
+        }
+    }
+    for table in &compiled.tables {
+        out.push(table_block(table, &all_roles));
+    }
+    for view in &compiled.views {
+        let mut units = vec![vec![format!("ALTER VIEW {view} SET (security_invoker = true);")]];
+        if !all_roles.is_empty() {
+            units.push(vec![format!("GRANT SELECT ON {view} TO {};", role_list(&all_roles))]);
+        }
+        out.push(Block {
+            header: Some(format!("-- {view}: a view over governed tables runs with the caller's rights, so their policies apply")),
+            object: Object::Relation(view.to_string()),
+            units,
+        });
+    }
+    for q in &compiled.quotas {
+        let sum = q.sum_column.as_ref().map_or(String::new(), |c| format!(", sum_column => {}", literal(c)));
+        out.push(Block {
+            header: Some(format!("-- quota `{}` counted from {} (exact under concurrency)", q.resource, q.table)),
+            object: Object::Relation(q.table.to_string()),
+            units: vec![vec![format!(
                 "SELECT tenancy.enable_quota({}, {}, {}{sum});",
                 literal(&q.resource),
                 literal(&q.table.to_string()),
                 literal(&q.tenant_column)
-            );
-        }
-        out.push('\n');
+            )]],
+        });
     }
     out
 }
@@ -97,84 +135,82 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn table_block(out: &mut String, table: &CompiledTable, all_roles: &[String]) {
+fn table_block(table: &CompiledTable, all_roles: &[String]) -> Block {
     let name = table.name.to_string();
+    let mut units: Vec<Vec<String>> = Vec::new();
+    let header;
     match &table.kind {
         CompiledKind::Global => {
-            let _ = writeln!(out, "-- {name}: global reference table, readable by every organization, written by DBAs");
-            let _ = writeln!(out, "ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;");
-            let _ = writeln!(out, "ALTER TABLE {name} FORCE ROW LEVEL SECURITY;");
-            for command in Command::ALL {
-                let _ = writeln!(out, "DROP POLICY IF EXISTS {} ON {name};", policy_name(command));
-            }
+            header = format!("-- {name}: global reference table, readable by every organization, written by DBAs");
+            units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
+            units.push(vec![format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY;")]);
             let readers = table.readers();
-            if !readers.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "CREATE POLICY {} ON {name} AS PERMISSIVE FOR SELECT TO {} USING (true);",
-                    policy_name(Command::Select),
-                    role_list(&readers)
-                );
+            for command in Command::ALL {
+                let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
+                if command == Command::Select && !readers.is_empty() {
+                    unit.push(format!(
+                        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR SELECT TO {} USING (true);",
+                        policy_name(Command::Select),
+                        role_list(&readers)
+                    ));
+                }
+                units.push(unit);
             }
-            let _ = writeln!(out, "REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles));
+            let mut grants = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
             if !readers.is_empty() {
-                let _ = writeln!(out, "GRANT SELECT ON TABLE {name} TO {};", role_list(&readers));
+                grants.push(format!("GRANT SELECT ON TABLE {name} TO {};", role_list(&readers)));
             }
+            units.push(grants);
         }
         CompiledKind::Tenant { column, add_index, set_not_null, commands, owner_columns, fk_indexes } => {
             let col = quote_ident(column);
-            let _ = writeln!(out, "-- {name}: tenant table, tenant column {col}");
+            header = format!("-- {name}: tenant table, tenant column {col}");
             if *set_not_null {
-                let _ = writeln!(out, "ALTER TABLE {name} ALTER COLUMN {col} SET NOT NULL;");
+                units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET NOT NULL;")]);
             }
-            let _ = writeln!(out, "ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT tenancy.current_org();");
+            units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT tenancy.current_org();")]);
             for owner in owner_columns {
-                let _ = writeln!(
-                    out,
+                units.push(vec![format!(
                     "ALTER TABLE {name} ALTER COLUMN {} SET DEFAULT tenancy.current_user_id();",
                     quote_ident(owner)
-                );
+                )]);
             }
-            let _ = writeln!(out, "ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;");
-            let _ = writeln!(out, "ALTER TABLE {name} FORCE ROW LEVEL SECURITY;");
-            for command in Command::ALL {
-                let _ = writeln!(out, "DROP POLICY IF EXISTS {} ON {name};", policy_name(command));
-            }
+            units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
+            units.push(vec![format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY;")]);
             let mut grants: Vec<(Command, Vec<String>)> = Vec::new();
             for command in Command::ALL {
-                let Some(Some(role)) = commands.get(&command) else { continue };
+                let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
                 let roles: Vec<String> =
                     if command == Command::Select { table.readers() } else { table.read_write.clone() };
-                if roles.is_empty() {
-                    continue;
+                if let (Some(Some(rule)), false) = (commands.get(&command), roles.is_empty()) {
+                    let p = predicate(column, rule);
+                    let clause = match command {
+                        Command::Select | Command::Delete => format!("USING ({p})"),
+                        Command::Insert => format!("WITH CHECK ({p})"),
+                        Command::Update => format!("USING ({p})\n    WITH CHECK ({p})"),
+                    };
+                    unit.push(format!(
+                        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR {} TO {}\n    {clause};",
+                        policy_name(command),
+                        command.sql(),
+                        role_list(&roles)
+                    ));
+                    grants.push((command, roles));
                 }
-                let p = predicate(column, role);
-                let clause = match command {
-                    Command::Select | Command::Delete => format!("USING ({p})"),
-                    Command::Insert => format!("WITH CHECK ({p})"),
-                    Command::Update => format!("USING ({p})\n    WITH CHECK ({p})"),
-                };
-                let _ = writeln!(
-                    out,
-                    "CREATE POLICY {} ON {name} AS PERMISSIVE FOR {} TO {}\n    {clause};",
-                    policy_name(command),
-                    command.sql(),
-                    role_list(&roles)
-                );
-                grants.push((command, roles));
+                units.push(unit);
             }
             if *add_index {
                 let index = quote_ident(&format!("{}_{}_idx", table.name.name, column));
-                let _ = writeln!(out, "CREATE INDEX IF NOT EXISTS {index} ON {name} ({col});");
+                units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({col});")]);
             }
             for columns in fk_indexes {
                 // Foreign-key checks and cascades look rows up by these columns.
                 let index = quote_ident(&format!("{}_{}_idx", table.name.name, columns.join("_")));
                 let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-                let _ = writeln!(out, "CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});");
+                units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});")]);
             }
-            // The guard refuses writes without a context, or by too low a role, with a clear error.
-            // Each argument is `role` or `role|permission`.
+            // The guard refuses writes without a context, or by too low a role or a missing
+            // permission, with a clear error. Each argument is `role` or `role|permission`.
             let min_role = |c: Command| match commands.get(&c) {
                 Some(Some(rule)) => match &rule.permission {
                     Some(p) => literal(&format!("{}|{p}", rule.role.0)),
@@ -182,22 +218,22 @@ fn table_block(out: &mut String, table: &CompiledTable, all_roles: &[String]) {
                 },
                 _ => "'none'".to_string(),
             };
-            let _ = writeln!(
-                out,
+            units.push(vec![format!(
                 "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {});",
                 min_role(Command::Insert),
                 min_role(Command::Update),
                 min_role(Command::Delete)
-            );
-            let _ = writeln!(out, "REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles));
+            )]);
+            let mut unit = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
             for role in all_roles {
                 let privileges: Vec<&str> =
                     grants.iter().filter(|(_, roles)| roles.contains(role)).map(|(c, _)| c.sql()).collect();
                 if !privileges.is_empty() {
-                    let _ = writeln!(out, "GRANT {} ON TABLE {name} TO {};", privileges.join(", "), quote_ident(role));
+                    unit.push(format!("GRANT {} ON TABLE {name} TO {};", privileges.join(", "), quote_ident(role)));
                 }
             }
+            units.push(unit);
         }
     }
-    out.push('\n');
+    Block { header: Some(header), object: Object::Relation(name), units }
 }

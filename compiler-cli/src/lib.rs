@@ -3,7 +3,7 @@
 //!
 //! Pipeline: [`policy`] (TOML with spans) → [`check`] against a [`schema::Catalog`] read by
 //! [`ddl`] or [`live`] → [`emit`] SQL. Problems are [`diagnostics::Diagnostic`]s with spans.
-//! [`lint`] audits a live database whatever produced it.
+//! [`lint`] audits a live database whatever produced it; [`plan`] finds what `apply` would change.
 
 pub mod check;
 pub mod cli;
@@ -12,6 +12,7 @@ pub mod diagnostics;
 pub mod emit;
 pub mod lint;
 pub mod live;
+pub mod plan;
 pub mod policy;
 pub mod predicate;
 pub mod schema;

@@ -5,11 +5,10 @@
 use crate::diagnostics::Severity;
 use crate::schema::quote_ident;
 use serde::Serialize;
-use sqlparser::ast::{Expr, Query, Visit, Visitor};
+use sqlparser::ast::Expr;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::ControlFlow;
 
 /// Every rule, with its severity and what it checks (for `--help`, README and JSON consumers).
 pub const RULES: &[(&str, Severity, &str)] = &[
@@ -212,47 +211,23 @@ fn lint_roles(
     Ok(())
 }
 
-/// Context functions that must be wrapped as `(SELECT f())` to run once per statement.
-const CONTEXT_FUNCTIONS: &[&str] =
-    &["current_org", "current_user_id", "current_member_role", "has_role", "has_permission", "is_admin", "current_setting"];
-
-/// Finds context-function calls outside any sub-SELECT in a policy expression.
-struct PerRowCalls {
-    depth: usize,
-    found: BTreeSet<String>,
-}
-
-impl Visitor for PerRowCalls {
-    type Break = ();
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if let Expr::Function(f) = expr {
+/// The context calls a policy expression makes per row, i.e. outside any sub-SELECT (empty if
+/// the expression cannot be parsed).
+pub fn per_row_calls(expression: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let Ok(expr) = Parser::new(&PostgreSqlDialect {}).try_with_sql(expression).and_then(|mut p| p.parse_expr()) else {
+        return found;
+    };
+    crate::predicate::visit_outside_subqueries(&expr, |e| {
+        if let Expr::Function(f) = e {
             let name = f.name.to_string();
             let last = name.rsplit('.').next().unwrap_or(&name).trim_matches('"').to_lowercase();
-            // depth 1 is the `SELECT <expr>` wrapper this module parses the expression in.
-            if self.depth <= 1 && CONTEXT_FUNCTIONS.contains(&last.as_str()) {
-                self.found.insert(format!("{name}()"));
+            if last == "current_setting" || crate::predicate::TENANCY_FUNCTIONS.contains(&last.as_str()) {
+                found.insert(format!("{name}()"));
             }
         }
-        ControlFlow::Continue(())
-    }
-}
-
-/// The context functions a policy expression calls per row (empty if it cannot be parsed).
-pub fn per_row_calls(expression: &str) -> BTreeSet<String> {
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, &format!("SELECT {expression}")) else {
-        return BTreeSet::new();
-    };
-    let mut v = PerRowCalls { depth: 0, found: BTreeSet::new() };
-    let _ = statements.visit(&mut v);
-    v.found
+    });
+    found
 }
 
 fn lint_policies(

@@ -35,10 +35,36 @@ fn offset(text: &str, at: Location) -> usize {
     text.len()
 }
 
+/// Calls `f` on every expression of `expr` that is not inside a sub-SELECT (where names refer
+/// to other tables, and calls run as often as the subquery does).
+pub fn visit_outside_subqueries(expr: &Expr, f: impl FnMut(&Expr)) {
+    struct Outside<F> {
+        depth: usize,
+        f: F,
+    }
+    impl<F: FnMut(&Expr)> Visitor for Outside<F> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if self.depth == 0 {
+                (self.f)(expr);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = expr.visit(&mut Outside { depth: 0, f });
+}
+
 struct Names<'a> {
     text: &'a str,
     table: &'a Table,
-    depth: usize,
     problems: Vec<Problem>,
 }
 
@@ -47,23 +73,8 @@ impl Names<'_> {
         let start = offset(self.text, span.start);
         start..offset(self.text, span.end).max(start + 1)
     }
-}
 
-impl Visitor for Names<'_> {
-    type Break = ();
-    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        // Inside a sub-SELECT, names refer to other tables: PostgreSQL checks those at apply.
-        if self.depth > 0 {
-            return ControlFlow::Continue(());
-        }
+    fn check(&mut self, expr: &Expr) {
         let column = match expr {
             Expr::Identifier(ident) => Some(ident),
             Expr::CompoundIdentifier(parts) if parts.len() == 2 => parts.last(),
@@ -97,7 +108,6 @@ impl Visitor for Names<'_> {
                 }
             }
         }
-        ControlFlow::Continue(())
     }
 }
 
@@ -115,8 +125,8 @@ pub fn compile(text: &str, table: &Table) -> Result<String, Vec<Problem>> {
             help: Some("combine conditions with AND / OR".into()),
         }]);
     }
-    let mut names = Names { text, table, depth: 0, problems: vec![] };
-    let _ = expr.visit(&mut names);
+    let mut names = Names { text, table, problems: vec![] };
+    visit_outside_subqueries(&expr, |e| names.check(e));
     if !names.problems.is_empty() {
         return Err(names.problems);
     }

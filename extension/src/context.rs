@@ -242,27 +242,26 @@ fn require_context<'a>(
         Some((role, permission)) => (role, Some(permission)),
         None => (arg.as_str(), None),
     };
-    if let Some(permission) = permission.filter(|p| !has_permission(p)) {
-        let mine = gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
+    let mine = || gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
+    let deny = |detail: String, hint: &str| -> ! {
         TenancyError::PermissionDenied {
             message: format!("permission denied to {op} on {table}"),
-            detail: Some(format!(
-                "{op} on {table} requires permission \"{permission}\", which member role \"{mine}\" does not have."
-            )),
-            hint: Some("Ask an owner or admin of the organization for a role with that permission.".into()),
+            detail: Some(detail),
+            hint: Some(hint.into()),
         }
         .raise()
+    };
+    if let Some(permission) = permission.filter(|p| !has_permission(p)) {
+        deny(
+            format!("{op} on {table} requires permission \"{permission}\", which member role \"{}\" does not have.", mine()),
+            "Ask an owner or admin of the organization for a role with that permission.",
+        )
     }
     if !has_role(required) {
-        let mine = gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
-        TenancyError::PermissionDenied {
-            message: format!("permission denied to {op} on {table}"),
-            detail: Some(format!(
-                "{op} on {table} requires member role \"{required}\" or higher; the current role is \"{mine}\"."
-            )),
-            hint: Some("Ask an owner or admin of the organization for a higher role.".into()),
-        }
-        .raise()
+        deny(
+            format!("{op} on {table} requires member role \"{required}\" or higher; the current role is \"{}\".", mine()),
+            "Ask an owner or admin of the organization for a higher role.",
+        )
     }
     Ok(None)
 }

@@ -57,3 +57,42 @@ fn apply_without_the_extension_says_how_to_install_it() {
     let failure = apply(&db, "policies/app.toml").unwrap_err();
     assert!(failure.diagnostic_codes().contains(&"tenancy::extension-missing"), "{failure:?}");
 }
+
+fn plan(db: &TestDb) -> Vec<pg_tenancy_compiler::emit::Block> {
+    let policies = pg_tenancy_compiler::cli::PolicyArgs {
+        policies: vec![path("policies/app.toml").into()],
+        format: pg_tenancy_compiler::cli::Format::Human,
+    };
+    pg_tenancy_compiler::cli::plan_in(&policies, &admin_url(&db.name), false).expect("plan").1
+}
+
+#[test]
+fn a_database_that_matches_the_policies_has_an_empty_plan() {
+    let db = TestDb::new();
+    assert_eq!(pg_tenancy_compiler::plan::changes(&plan(&db)), 0);
+    assert!(tenancy(&["plan", &path("policies/app.toml"), "--database-url", &admin_url(&db.name)]).is_ok());
+}
+
+#[test]
+fn the_plan_holds_exactly_what_drifted_and_apply_fixes_it() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(
+            "DROP POLICY tenancy_delete ON app.projects;
+             GRANT TRUNCATE ON app.tasks TO app_user;
+             ALTER TABLE app.files NO FORCE ROW LEVEL SECURITY;",
+        )
+        .unwrap();
+    let planned = plan(&db);
+    let sql = pg_tenancy_compiler::emit::render(&planned);
+    assert_eq!(pg_tenancy_compiler::plan::changes(&planned), 3, "{sql}");
+    assert!(sql.contains("CREATE POLICY tenancy_delete ON app.projects"), "{sql}");
+    assert!(sql.contains("REVOKE ALL ON TABLE app.tasks"), "{sql}");
+    assert!(sql.contains("ALTER TABLE app.files FORCE ROW LEVEL SECURITY;"), "{sql}");
+    // plan changed nothing
+    assert_eq!(count(&mut admin, "pg_policies WHERE tablename = 'projects' AND policyname = 'tenancy_delete'"), 0);
+    apply(&db, "policies/app.toml").unwrap();
+    assert_eq!(count(&mut admin, "pg_policies WHERE tablename = 'projects' AND policyname = 'tenancy_delete'"), 1);
+    assert_eq!(pg_tenancy_compiler::plan::changes(&plan(&db)), 0, "applying again changes nothing");
+}

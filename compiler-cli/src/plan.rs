@@ -1,0 +1,66 @@
+//! `tenancy plan` and `tenancy apply`: the difference between the policy files and the live
+//! database, found by trying. Inside one transaction, each unit of the compiled SQL runs under
+//! a savepoint; if the catalog state of its object (policies, indexes, triggers, grants,
+//! defaults, RLS flags, options) is the same afterwards, the unit changes nothing and is rolled
+//! back. What remains is the plan: `plan` shows it and rolls back, `apply` commits it, and
+//! applying twice changes nothing the second time.
+
+use crate::emit::{Block, Object};
+
+/// The catalog state a unit can change, for one table or view.
+const RELATION_STATE: &str = "
+SELECT concat_ws(E'\\n',
+    (SELECT relrowsecurity::text || relforcerowsecurity::text || coalesce(relacl::text, '') || coalesce(reloptions::text, '')
+       FROM pg_class WHERE oid = $1::text::regclass),
+    (SELECT string_agg(polname::text || polcmd::text || polpermissive::text
+                       || (SELECT coalesce(string_agg(r::regrole::text, ',' ORDER BY r::regrole::text), '') FROM unnest(polroles) r)
+                       || coalesce(pg_get_expr(polqual, polrelid), '') || '|' || coalesce(pg_get_expr(polwithcheck, polrelid), ''),
+                       ';' ORDER BY polname)
+       FROM pg_policy WHERE polrelid = $1::text::regclass),
+    (SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY pg_get_indexdef(indexrelid)) FROM pg_index WHERE indrelid = $1::text::regclass),
+    (SELECT string_agg(pg_get_triggerdef(oid), ';' ORDER BY pg_get_triggerdef(oid)) FROM pg_trigger
+      WHERE tgrelid = $1::text::regclass AND NOT tgisinternal),
+    (SELECT string_agg(attname::text || attnotnull::text || coalesce(pg_get_expr(d.adbin, d.adrelid), ''), ';' ORDER BY attnum)
+       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped),
+    (SELECT string_agg(resource || tenant_column || coalesce(sum_column, ''), ';' ORDER BY resource)
+       FROM tenancy.quota_sources WHERE relation = $1::text::regclass))";
+
+const SCHEMA_STATE: &str = "SELECT coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = $1";
+
+fn state(tx: &mut postgres::Transaction<'_>, object: &Object) -> Result<String, postgres::Error> {
+    let (sql, name) = match object {
+        Object::Schema(s) => (SCHEMA_STATE, s),
+        Object::Relation(r) => (RELATION_STATE, r),
+    };
+    Ok(tx.query_one(sql, &[name])?.get::<_, Option<String>>(0).unwrap_or_default())
+}
+
+/// Runs every unit of `blocks` in `tx`, keeping only those that change something; returns the
+/// kept units, grouped as blocks. A unit that fails is an error (the transaction is then useless).
+pub fn plan(tx: &mut postgres::Transaction<'_>, blocks: &[Block]) -> Result<Vec<Block>, postgres::Error> {
+    let mut planned = Vec::new();
+    for block in blocks {
+        let mut kept = Vec::new();
+        for unit in &block.units {
+            let before = state(tx, &block.object)?;
+            tx.batch_execute("SAVEPOINT tenancy_plan_unit")?;
+            tx.batch_execute(&unit.join("\n"))?;
+            if state(tx, &block.object)? == before {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT tenancy_plan_unit")?;
+            } else {
+                tx.batch_execute("RELEASE SAVEPOINT tenancy_plan_unit")?;
+                kept.push(unit.clone());
+            }
+        }
+        if !kept.is_empty() {
+            planned.push(Block { header: block.header.clone(), object: block.object.clone(), units: kept });
+        }
+    }
+    Ok(planned)
+}
+
+/// The number of units in a plan.
+pub fn changes(blocks: &[Block]) -> usize {
+    blocks.iter().map(|b| b.units.len()).sum()
+}
