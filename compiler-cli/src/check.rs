@@ -49,6 +49,8 @@ pub struct CompiledRule {
     pub owner: Option<String>,
     /// A checked predicate, with context calls wrapped to run once per statement.
     pub check: Option<String>,
+    /// Columns the rule filters on (owner column, predicate columns).
+    pub columns: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,8 +65,9 @@ pub enum CompiledKind {
         commands: BTreeMap<Command, Option<CompiledRule>>,
         /// Columns that rules require to hold the acting user: defaulted to it.
         owner_columns: Vec<String>,
-        /// Foreign keys without an index leading with their columns: indexes to emit.
-        fk_indexes: Vec<Vec<String>>,
+        /// Indexes to emit: for foreign keys, and for the columns rules filter on (led by the
+        /// tenant column), where no index leads with those columns yet.
+        extra_indexes: Vec<Vec<String>>,
     },
     Global,
 }
@@ -320,18 +323,30 @@ pub fn check(
                     }
                     commands.insert(command, rule);
                 }
+                let extra_indexes = {
+                        // Foreign-key columns, and (tenant column, c) for each column a rule
+                        // filters on, where no index leads with them yet.
+                        let mut wanted: Vec<Vec<String>> = table.foreign_keys.iter().map(|fk| fk.columns.clone()).collect();
+                        for rule in commands.values().flatten() {
+                            for c in rule.columns.iter().filter(|c| **c != column) {
+                                wanted.push(vec![column.clone(), c.clone()]);
+                            }
+                        }
+                        let mut out: Vec<Vec<String>> = Vec::new();
+                        for cols in wanted {
+                            if !table.has_index_leading_with_all(&cols) && !out.contains(&cols) {
+                                out.push(cols);
+                            }
+                        }
+                        out
+                    };
                 CompiledKind::Tenant {
                     add_index: !table.has_index_leading_with(&column),
                     set_not_null: !col.not_null,
                     column,
                     commands,
                     owner_columns: owner_columns.into_iter().collect(),
-                    fk_indexes: table
-                        .foreign_keys
-                        .iter()
-                        .filter(|fk| !table.has_index_leading_with_all(&fk.columns))
-                        .map(|fk| fk.columns.clone())
-                        .collect(),
+                    extra_indexes,
                 }
             }
         };
@@ -471,11 +486,15 @@ fn compile_rule(
             Some(_) => {}
         }
     }
+    let mut columns: Vec<String> = rule.owner.iter().map(|o| o.get_ref().clone()).collect();
     let check = rule.check.as_ref().and_then(|c| {
         let file = &sources.get(source).text;
         let base = c.span().start + crate::predicate::content_start(file, c.span().start);
         match crate::predicate::compile(c.get_ref(), table) {
-            Ok(sql) => Some(sql),
+            Ok(compiled) => {
+                columns.extend(compiled.columns.into_iter().filter(|c| !columns.contains(c)).collect::<Vec<_>>());
+                Some(compiled.sql)
+            }
             Err(problems) => {
                 for p in problems {
                     let mut d = Diagnostic::error(p.code, p.message)
@@ -494,6 +513,7 @@ fn compile_rule(
         permission: rule.permission.as_ref().map(|p| p.get_ref().clone()),
         owner: rule.owner.as_ref().map(|o| o.get_ref().clone()),
         check,
+        columns,
     })
 }
 

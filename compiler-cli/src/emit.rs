@@ -162,7 +162,7 @@ fn table_block(table: &CompiledTable, all_roles: &[String]) -> Block {
             }
             units.push(grants);
         }
-        CompiledKind::Tenant { column, add_index, set_not_null, commands, owner_columns, fk_indexes } => {
+        CompiledKind::Tenant { column, add_index, set_not_null, commands, owner_columns, extra_indexes } => {
             let col = quote_ident(column);
             header = format!("-- {name}: tenant table, tenant column {col}");
             if *set_not_null {
@@ -203,8 +203,8 @@ fn table_block(table: &CompiledTable, all_roles: &[String]) -> Block {
                 let index = quote_ident(&format!("{}_{}_idx", table.name.name, column));
                 units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({col});")]);
             }
-            for columns in fk_indexes {
-                // Foreign-key checks and cascades look rows up by these columns.
+            for columns in extra_indexes {
+                // Foreign-key checks and cascades, and policies, look rows up by these columns.
                 let index = quote_ident(&format!("{}_{}_idx", table.name.name, columns.join("_")));
                 let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
                 units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});")]);

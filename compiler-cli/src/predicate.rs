@@ -66,6 +66,8 @@ struct Names<'a> {
     text: &'a str,
     table: &'a Table,
     problems: Vec<Problem>,
+    /// Columns of the table the predicate names (outside sub-SELECTs), in order of appearance.
+    columns: Vec<String>,
 }
 
 impl Names<'_> {
@@ -82,7 +84,11 @@ impl Names<'_> {
         };
         if let Some(ident) = column {
             let name = if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() };
-            if self.table.column(&name).is_none() {
+            if self.table.column(&name).is_some() {
+                if !self.columns.contains(&name) {
+                    self.columns.push(name.clone());
+                }
+            } else {
                 let columns: Vec<String> = self.table.columns.iter().map(|c| format!("`{}`", c.name)).collect();
                 self.problems.push(Problem {
                     code: "tenancy::unknown-column",
@@ -111,8 +117,15 @@ impl Names<'_> {
     }
 }
 
+/// A checked predicate: the SQL to put in the policy and the table's columns it names.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Compiled {
+    pub sql: String,
+    pub columns: Vec<String>,
+}
+
 /// Checks `text` against `table` and returns the SQL to put in the policy.
-pub fn compile(text: &str, table: &Table) -> Result<String, Vec<Problem>> {
+pub fn compile(text: &str, table: &Table) -> Result<Compiled, Vec<Problem>> {
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(text).map_err(|e| vec![syntax(text, &e.to_string())])?;
     let mut expr = parser.parse_expr().map_err(|e| vec![syntax(text, &e.to_string())])?;
@@ -125,7 +138,7 @@ pub fn compile(text: &str, table: &Table) -> Result<String, Vec<Problem>> {
             help: Some("combine conditions with AND / OR".into()),
         }]);
     }
-    let mut names = Names { text, table, problems: vec![] };
+    let mut names = Names { text, table, problems: vec![], columns: vec![] };
     visit_outside_subqueries(&expr, |e| names.check(e));
     if !names.problems.is_empty() {
         return Err(names.problems);
@@ -142,7 +155,7 @@ pub fn compile(text: &str, table: &Table) -> Result<String, Vec<Problem>> {
         }
         ControlFlow::<()>::Continue(())
     });
-    Ok(expr.to_string())
+    Ok(Compiled { sql: expr.to_string(), columns: names.columns })
 }
 
 fn syntax(text: &str, message: &str) -> Problem {
@@ -195,8 +208,9 @@ mod tests {
 
     #[test]
     fn context_calls_are_wrapped_once_per_statement() {
-        let sql = compile("created_by = tenancy.current_user_id() OR status = 'public'", &table()).unwrap();
-        assert_eq!(sql, "created_by = (SELECT tenancy.current_user_id()) OR status = 'public'");
+        let compiled = compile("created_by = tenancy.current_user_id() OR status = 'public'", &table()).unwrap();
+        assert_eq!(compiled.sql, "created_by = (SELECT tenancy.current_user_id()) OR status = 'public'");
+        assert_eq!(compiled.columns, vec!["created_by", "status"]);
     }
 
     #[test]

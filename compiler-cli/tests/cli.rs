@@ -162,3 +162,17 @@ fn foreign_keys_without_an_index_get_one() {
     assert!(!sql.contains("customers_org_id_idx"), "the primary key already leads with org_id");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn columns_that_rules_filter_on_get_tenant_leading_indexes() {
+    let out = tenancy(&["compile", "tests/fixtures/rules.toml", "--schema", "sql/schema.sql"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let sql = String::from_utf8(out.stdout).unwrap();
+    for index in [
+        "CREATE INDEX IF NOT EXISTS projects_org_id_created_by_idx ON app.projects (org_id, created_by);",
+        "CREATE INDEX IF NOT EXISTS tasks_org_id_assignee_idx ON app.tasks (org_id, assignee);",
+    ] {
+        assert!(sql.contains(index), "missing {index}\n{sql}");
+    }
+    assert!(!sql.contains("(org_id, org_id)"));
+}
