@@ -93,10 +93,7 @@ pub struct CompiledTable {
 impl CompiledTable {
     /// Every application role that may read the table, sorted.
     pub fn readers(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.read_write.iter().chain(&self.read_only).cloned().collect();
-        all.sort();
-        all.dedup();
-        all
+        sorted_union(&self.read_write, &self.read_only)
     }
 }
 
@@ -114,11 +111,16 @@ pub struct Compiled {
 
 impl Compiled {
     pub fn app_roles(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.read_write.iter().chain(&self.read_only).cloned().collect();
-        all.sort();
-        all.dedup();
-        all
+        sorted_union(&self.read_write, &self.read_only)
     }
+}
+
+/// The roles of both lists, sorted, each once.
+fn sorted_union(a: &[String], b: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = a.iter().chain(b).cloned().collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// Settings that may appear in only one file, remembered with where they were set.
