@@ -110,19 +110,8 @@ fn lookup_membership(org_id: pgrx::Uuid, user_id: &str) -> Option<Membership> {
 }
 
 fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {
-    let Some(org_id) = org_id else {
-        TenancyError::InvalidArgument { param: "org_id", reason: "must not be null".into(), hint: None }
-            .raise()
-    };
-    let user_id = match user_id.map(str::trim) {
-        Some(u) if !u.is_empty() => u,
-        _ => TenancyError::InvalidArgument {
-            param: "user_id",
-            reason: "must not be null or empty".into(),
-            hint: None,
-        }
-        .raise(),
-    };
+    let org_id = error::required("org_id", org_id);
+    let user_id = error::non_empty("user_id", user_id);
     let org_text = org_id.to_string();
     let Some(membership) = lookup_membership(org_id, user_id) else {
         TenancyError::ContextRefused { org_id: org_text, user_id: user_id.to_string() }.raise()

@@ -42,6 +42,17 @@ pub struct Key {
     pub period: i32,
 }
 
+impl Key {
+    /// The key of `org`'s use of `resource` in the current database.
+    pub fn new(org: pgrx::Uuid, relation: u32, resource: i32, period: i32) -> Key {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(org.as_bytes());
+        // SAFETY: reads the backend's database id.
+        let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
+        Key { org: bytes, database, relation, resource, period }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Slot {

@@ -156,6 +156,22 @@ impl TenancyError {
     }
 }
 
+/// The argument's value, or 22023 "must not be null".
+pub fn required<T>(param: &'static str, value: Option<T>) -> T {
+    value.unwrap_or_else(|| {
+        TenancyError::InvalidArgument { param, reason: "must not be null".into(), hint: None }.raise()
+    })
+}
+
+/// The argument's value with surrounding blanks trimmed, or 22023 "must not be null or empty".
+pub fn non_empty<'a>(param: &'static str, value: Option<&'a str>) -> &'a str {
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => v,
+        _ => TenancyError::InvalidArgument { param, reason: "must not be null or empty".into(), hint: None }
+            .raise(),
+    }
+}
+
 /// "Project" -> "projects", "Storage" -> "storage".
 fn plural(label: &str) -> String {
     let l = label.to_lowercase();

@@ -3,7 +3,7 @@
 //! or the context's member role) before touching the catalog as its owner.
 
 use crate::context::current_org;
-use crate::error::TenancyError;
+use crate::error::{non_empty, required, TenancyError};
 use crate::gucs;
 use crate::privilege::{as_catalog_owner, caller_is_admin};
 use crate::catalog::one;
@@ -27,20 +27,6 @@ impl Authority {
     fn may_touch_owners(self) -> bool {
         matches!(self, Authority::Dba | Authority::Owner)
     }
-}
-
-fn non_empty<'a>(param: &'static str, value: Option<&'a str>) -> &'a str {
-    match value.map(str::trim) {
-        Some(v) if !v.is_empty() => v,
-        _ => TenancyError::InvalidArgument { param, reason: "must not be null or empty".into(), hint: None }
-            .raise(),
-    }
-}
-
-fn required_org(param: &'static str, org_id: Option<Uuid>) -> Uuid {
-    org_id.unwrap_or_else(|| {
-        TenancyError::InvalidArgument { param, reason: "must not be null".into(), hint: None }.raise()
-    })
 }
 
 /// Raises the error `unknown` builds (from the valid names, in `order`) unless `name` is listed
@@ -194,7 +180,7 @@ fn create_organization(
 /// context) and DBAs may add members; only owners and DBAs may add an owner.
 #[pg_extern(volatile, parallel_unsafe)]
 fn add_member(org_id: Option<Uuid>, user_id: Option<&str>, role: default!(Option<&str>, "'member'")) {
-    let org_id = required_org("org_id", org_id);
+    let org_id = required("org_id", org_id);
     let user_id = non_empty("user_id", user_id);
     let role = non_empty("role", role);
     let authority = authority_over(org_id, false);
@@ -227,7 +213,7 @@ fn add_member(org_id: Option<Uuid>, user_id: Option<&str>, role: default!(Option
 /// last owner can never be demoted.
 #[pg_extern(volatile, parallel_unsafe)]
 fn update_member(org_id: Option<Uuid>, user_id: Option<&str>, role: Option<&str>) {
-    let org_id = required_org("org_id", org_id);
+    let org_id = required("org_id", org_id);
     let user_id = non_empty("user_id", user_id);
     let role = non_empty("role", role);
     let authority = authority_over(org_id, false);
@@ -255,7 +241,7 @@ fn update_member(org_id: Option<Uuid>, user_id: Option<&str>, role: Option<&str>
 /// an owner); any member may leave. The last owner can never be removed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn remove_member(org_id: Option<Uuid>, user_id: Option<&str>) {
-    let org_id = required_org("org_id", org_id);
+    let org_id = required("org_id", org_id);
     let user_id = non_empty("user_id", user_id);
     let authority = authority_over(org_id, true);
     let leaving = gucs::read(&gucs::USER_ID).as_deref() == Some(user_id);
@@ -284,7 +270,7 @@ fn remove_member(org_id: Option<Uuid>, user_id: Option<&str>) {
 /// refuse new contexts. Owners (under a context) and DBAs may do this.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_organization_status(org_id: Option<Uuid>, status: Option<&str>) {
-    let org_id = required_org("org_id", org_id);
+    let org_id = required("org_id", org_id);
     let status = non_empty("status", status);
     if status != "active" && status != "suspended" {
         TenancyError::InvalidArgument {

@@ -4,7 +4,7 @@
 
 use crate::context::current_org;
 use crate::counters::{self, Key, Reserved};
-use crate::error::TenancyError;
+use crate::error::{required, TenancyError};
 use crate::privilege::{as_catalog_owner, caller_is_admin};
 use pgrx::datum::DatumWithOid;
 use crate::catalog::one;
@@ -122,11 +122,7 @@ pub fn limit_now(org: Uuid, resource: &Resource) -> Option<i64> {
 }
 
 fn key(org: Uuid, resource: &Resource, relation: pg_sys::Oid) -> Key {
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(org.as_bytes());
-    // SAFETY: reads the backend's database id.
-    let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    Key { org: bytes, database, relation: relation.to_u32(), resource: resource.id, period: 0 }
+    Key::new(org, relation.to_u32(), resource.id, 0)
 }
 
 /// Runs `sql` (one bigint result, `$1` the organization) as the catalog owner against every
@@ -312,24 +308,22 @@ fn limits_changed_trigger<'a>(
     Ok(None)
 }
 
-fn require_admin(what: &str) {
+/// Raises 42501 "permission denied to {what}" unless the caller is a DBA.
+pub(crate) fn require_admin(what: &str, hint: &str) {
     if !caller_is_admin() {
         TenancyError::PermissionDenied {
             message: format!("permission denied to {what}"),
             detail: None,
-            hint: Some("Connect as a superuser or a member of tenancy_admin.".into()),
+            hint: Some(hint.into()),
         }
         .raise()
     }
 }
 
-fn required_org(org_id: Option<Uuid>) -> Uuid {
-    org_id.unwrap_or_else(|| {
-        TenancyError::InvalidArgument { param: "org_id", reason: "must not be null".into(), hint: None }.raise()
-    })
-}
+const ADMIN_HINT: &str = "Connect as a superuser or a member of tenancy_admin.";
 
-fn require_org_exists(org: Uuid) {
+/// Raises 42704 unless the organization exists (for DBAs, who may know).
+pub(crate) fn require_org_exists(org: Uuid) {
     let exists: Option<bool> = as_catalog_owner(|| {
         one("SELECT EXISTS (SELECT FROM tenancy.organizations WHERE id = $1)", &[org.into()])
     });
@@ -342,11 +336,9 @@ fn require_org_exists(org: Uuid) {
 /// next statement.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_plan(org_id: Option<Uuid>, plan: Option<&str>) {
-    require_admin("change an organization's plan");
-    let org = required_org(org_id);
-    let plan = plan.unwrap_or_else(|| {
-        TenancyError::InvalidArgument { param: "plan", reason: "must not be null".into(), hint: None }.raise()
-    });
+    require_admin("change an organization's plan", ADMIN_HINT);
+    let org = required("org_id", org_id);
+    let plan = required("plan", plan);
     as_catalog_owner(|| {
         require_org_exists(org);
         crate::organizations::require_listed("plans", "name", plan, |valid| TenancyError::UnknownPlan {
@@ -365,11 +357,9 @@ fn set_plan(org_id: Option<Uuid>, plan: Option<&str>) {
 /// Sets a per-organization limit that overrides the plan's; NULL removes the override (DBAs).
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_quota(org_id: Option<Uuid>, resource: Option<&str>, quota: Option<i64>) {
-    require_admin("change an organization's quota");
-    let org = required_org(org_id);
-    let name = resource.unwrap_or_else(|| {
-        TenancyError::InvalidArgument { param: "resource", reason: "must not be null".into(), hint: None }.raise()
-    });
+    require_admin("change an organization's quota", ADMIN_HINT);
+    let org = required("org_id", org_id);
+    let name = required("resource", resource);
     if quota.is_some_and(|q| q < 0) {
         TenancyError::InvalidArgument {
             param: "quota",
@@ -441,7 +431,7 @@ fn used_of(org: Uuid, r: &Resource) -> i64 {
 
 /// The organization a caller may read quotas of: any for DBAs, else only the context's.
 fn readable_org(org_id: Option<Uuid>) -> Uuid {
-    let org = required_org(org_id);
+    let org = required("org_id", org_id);
     if caller_is_admin() {
         require_org_exists(org);
         return org;
@@ -478,9 +468,7 @@ fn quota(
     ),
 > {
     let org = readable_org(org_id);
-    let name = resource.unwrap_or_else(|| {
-        TenancyError::InvalidArgument { param: "resource", reason: "must not be null".into(), hint: None }.raise()
-    });
+    let name = required("resource", resource);
     let r = lookup_resource(name);
     TableIterator::new(std::iter::once(quota_row(org, &r)))
 }

@@ -6,7 +6,7 @@
 use crate::context::current_org;
 use crate::counters::{self, Key, Reserved};
 use crate::error::TenancyError;
-use crate::privilege::{as_catalog_owner, as_owner_for_kept_plan, caller_is_admin};
+use crate::privilege::{as_catalog_owner, as_owner_for_kept_plan};
 use crate::quota::{self, Resource};
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
@@ -122,11 +122,7 @@ fn record(org: Uuid, name: &str, amount: i64, raise: bool) -> bool {
     let r = metric(name);
     if quota::limit(org, &r).is_some() {
         let month = Month::current();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(org.as_bytes());
-        // SAFETY: reads the backend's database id.
-        let database = unsafe { pg_sys::MyDatabaseId.to_u32() };
-        let key = Key { org: bytes, database, relation: 0, resource: r.id, period: month.index() };
+        let key = Key::new(org, 0, r.id, month.index());
         // Only a missing counter needs this query. The metric name is a validated identifier
         // ([a-z][a-z0-9_]*), safe to inline.
         let rebuild = || {
@@ -173,21 +169,11 @@ fn try_record_usage(metric: &str, amount: default!(i64, 1)) -> bool {
 /// `record_usage` for a named organization, for DBAs and back-office jobs.
 #[pg_extern(volatile, parallel_unsafe)]
 fn record_usage_for(org_id: Uuid, metric: &str, amount: default!(i64, 1)) {
-    if !caller_is_admin() {
-        TenancyError::PermissionDenied {
-            message: "permission denied to record usage for another organization".into(),
-            detail: None,
-            hint: Some("Use tenancy.record_usage() under a context, or connect as a tenancy_admin.".into()),
-        }
-        .raise()
-    }
-    let exists: Option<bool> = as_catalog_owner(|| {
-        Spi::get_one_with_args("SELECT EXISTS (SELECT FROM tenancy.organizations WHERE id = $1)", &[org_id.into()])
-            .unwrap_or(None)
-    });
-    if exists != Some(true) {
-        TenancyError::UnknownOrganization { org_id: org_id.to_string() }.raise()
-    }
+    quota::require_admin(
+        "record usage for another organization",
+        "Use tenancy.record_usage() under a context, or connect as a tenancy_admin.",
+    );
+    quota::require_org_exists(org_id);
     record(org_id, metric, amount, true);
 }
 
