@@ -12,7 +12,9 @@ TARGET_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 TENANCY    := target/$(TARGET_DIR)/tenancy
 ROOT       := $(shell [ "$$(id -u)" = 0 ] && echo yes)
 PGRX_SUDO  := $(if $(ROOT),,--sudo)
-PGRX_RUNAS := $(if $(ROOT),--runas postgres --pgdata $(CURDIR)/target/pgrx-test/data,)
+# What the postgres OS user must reach lives here (target/, or /tmp when it cannot reach us).
+STATE_DIR  := $(shell scripts/state-dir.sh)
+PGRX_RUNAS := $(if $(ROOT),--runas postgres --pgdata $(STATE_DIR)/pgrx-test/data,)
 
 .PHONY: help setup install cli demo test test-compiler test-extension test-e2e pyenv bench \
         psql db-url db-admin-url stop clean
@@ -43,7 +45,7 @@ test-compiler: ## compiler unit, golden and CLI tests (no database needed)
 	cargo test -p pg_tenancy_compiler
 
 test-extension: setup ## pgrx tests inside PostgreSQL
-	@if [ -n "$(ROOT)" ]; then mkdir -p target/pgrx-test && chown postgres: target/pgrx-test; fi
+	@if [ -n "$(ROOT)" ]; then mkdir -p $(STATE_DIR)/pgrx-test && chown postgres: $(STATE_DIR)/pgrx-test; fi
 	cd extension && cargo pgrx test pg$(PG_MAJOR) $(PGRX_RUNAS)
 
 pyenv: ## a Python venv with psycopg under target/, for examples/python_app.py
@@ -80,4 +82,6 @@ stop: ## stop the demo cluster
 clean: ## stop and delete local clusters and build output
 	-@scripts/cluster.sh destroy demo
 	-@scripts/cluster.sh destroy test
+	-@scripts/cluster.sh destroy bench
 	cargo clean
+	rm -rf $(STATE_DIR)

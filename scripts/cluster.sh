@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A throwaway local PostgreSQL cluster for pg_tenancy, with its data under target/.
+# A throwaway local PostgreSQL cluster for pg_tenancy, with its data under target/ (or where
+# scripts/state-dir.sh says, when the postgres OS user cannot reach the checkout).
 #
 #   scripts/cluster.sh start|restart|stop|destroy|crash|status|url|admin-url|psql [NAME]
 #
@@ -24,15 +25,15 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 PG_MAJOR="${PG_MAJOR:-15}"
 bindir="$(/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config --bindir 2>/dev/null || true)"
 [ -n "$bindir" ] || { echo "PostgreSQL ${PG_MAJOR} is not installed: run scripts/setup.sh" >&2; exit 1; }
-base="$root/target/cluster-$name"
+base="$("$root/scripts/state-dir.sh")/cluster-$name"
 data="$base/data"
 # unix socket paths must stay under 103 bytes; fall back to /tmp for deep checkouts
 sock="$base"
 if [ "${#sock}" -gt 80 ]; then sock="/tmp/pg_tenancy-$name-$(id -u)"; fi
 db="tenancy_$name"
 
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+as_pg() {  # from /, which the postgres user can always enter
+    if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 url() {  # url ROLE
@@ -43,7 +44,7 @@ running() { [ -f "$data/postmaster.pid" ] && as_pg "$bindir/pg_ctl" -D "$data" s
 
 start() {
     mkdir -p "$base" "$sock"
-    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$base" "$sock"; chmod 755 "$root/target" 2>/dev/null || true; fi
+    if [ "$(id -u)" -eq 0 ]; then chown postgres: "$base" "$sock"; fi
     if [ ! -f "$data/PG_VERSION" ]; then
         as_pg "$bindir/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --no-locale >/dev/null
         cat >> "$data/postgresql.conf" <<CONF
