@@ -45,12 +45,27 @@ INSERT INTO rlsbench.items (org_id, title, status, created_by, created_at)
            'user-' || (g % 50), now() - (g || ' seconds')::interval
       FROM generate_series(1, $ROWS) g;
 CREATE INDEX items_org_id_created_at_idx ON rlsbench.items (org_id, created_at DESC);
-CREATE TABLE rlsbench.docs (LIKE rlsbench.items INCLUDING ALL);
-INSERT INTO rlsbench.docs SELECT * FROM rlsbench.items;
+CREATE TABLE rlsbench.docs (LIKE rlsbench.items INCLUDING ALL, visibility text NOT NULL DEFAULT 'private');
+-- About one row in 2,000 is public (1,000 in all).
+INSERT INTO rlsbench.docs SELECT i.*, CASE WHEN hashtext(i.id::text) % 2000 = 0 THEN 'public' ELSE 'private' END
+  FROM rlsbench.items i;
 VACUUM ANALYZE rlsbench.items, rlsbench.docs;
 CHECKPOINT;
 SQL
 "$TENANCY" apply bench/rls.toml --database-url "$ADMIN_URL" >&2
+# Each organization shares 5 of its docs with each of the next 2 organizations (10,000 shares):
+# every organization reads 10 rows shared with it.
+psql_admin <<SQL
+INSERT INTO tenancy.shares (relation, owner_org, row_id, grantee_org, granted_by_org, granted_by)
+SELECT 'rlsbench.docs'::regclass, d.org_id, d.id::text,
+       ('00000000-0000-0000-0000-' || lpad(((right(d.org_id::text, 12)::int + k - 1) % 1000 + 1)::text, 12, '0'))::uuid,
+       d.org_id, 'bench'
+  FROM (SELECT org_id, id, row_number() OVER (PARTITION BY org_id ORDER BY id) AS n FROM rlsbench.docs
+         WHERE status <> 'deleted' AND visibility = 'private') d
+ CROSS JOIN generate_series(1, 2) k
+ WHERE d.n <= 5;
+VACUUM ANALYZE tenancy.shares, rlsbench.docs;
+SQL
 # Point lookups need ids: one per organization.
 psql_admin -At -c "SELECT DISTINCT ON (org_id) id FROM rlsbench.items ORDER BY org_id, id" > "$work/ids.txt"
 
@@ -81,15 +96,33 @@ BEGIN;
 SELECT tenancy.set_context($org, 'u1');
 SELECT id, title FROM rlsbench.items WHERE org_id = $org AND id = (SELECT id FROM rlsbench.items WHERE org_id = $org LIMIT 1);
 COMMIT;"
+# docs: a role check, a row predicate and sharing rules (own, shared with the org, public rows).
+# The hand-written query expresses the same visibility as a competent developer would write it.
+shared="SELECT s.row_id::uuid FROM tenancy.shares s WHERE s.grantee_org = $org AND s.relation = 'rlsbench.docs'::regclass"
+visible="status <> 'deleted' AND (d.org_id = $org OR d.visibility = 'public'
+    OR (d.id = ANY (ARRAY($shared)) AND EXISTS (SELECT FROM tenancy.shares s WHERE s.grantee_org = $org
+        AND s.relation = 'rlsbench.docs'::regclass AND s.owner_org = d.org_id AND s.row_id = d.id::text)))"
+# A row the org can read that is not its own (shared with it), to look up by id.
+pick="(SELECT s.row_id::uuid FROM tenancy.shares s WHERE s.grantee_org = $org LIMIT 1)"
 script docs_policy "\\set o random(1, 1000)
 BEGIN;
 SELECT tenancy.set_context($org, 'u1');
-SELECT id, title, status, created_at FROM rlsbench.docs ORDER BY created_at DESC LIMIT 20;
+SELECT id, title, status, created_at FROM rlsbench.docs d ORDER BY created_at DESC LIMIT 20;
 COMMIT;"
 script docs_hand "\\set o random(1, 1000)
 BEGIN;
 SELECT tenancy.set_context($org, 'u1');
-SELECT id, title, status, created_at FROM rlsbench.docs WHERE org_id = $org AND status <> 'deleted' ORDER BY created_at DESC LIMIT 20;
+SELECT id, title, status, created_at FROM rlsbench.docs d WHERE $visible ORDER BY created_at DESC LIMIT 20;
+COMMIT;"
+script docs_point_policy "\\set o random(1, 1000)
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+SELECT id, title FROM rlsbench.docs d WHERE id = $pick;
+COMMIT;"
+script docs_point_hand "\\set o random(1, 1000)
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+SELECT id, title FROM rlsbench.docs d WHERE id = $pick AND $visible;
 COMMIT;"
 
 # tps SCRIPT CLIENTS URL
@@ -122,7 +155,8 @@ echo "|---|---|---|---|---|"
 for c in 1 4; do
     compare "listing: ORDER BY created_at DESC LIMIT 20" "$c" list_policy "$APP_URL" list_hand "$ADMIN_URL"
     compare "point lookup by id" "$c" point_policy "$APP_URL" point_hand "$ADMIN_URL"
-    compare "listing with a role check and a row predicate" "$c" docs_policy "$APP_URL" docs_hand "$ADMIN_URL"
+    compare "shareable table (role check, row predicate, own ∪ shared ∪ public): listing" "$c" docs_policy "$APP_URL" docs_hand "$ADMIN_URL"
+    compare "shareable table: lookup of a row shared with the org, by id" "$c" docs_point_policy "$APP_URL" docs_point_hand "$ADMIN_URL"
 done
 compare "cost of set_context: the hand-written listing with vs without it" 1 list_hand "$ADMIN_URL" list_hand_noctx "$ADMIN_URL"
 
@@ -134,6 +168,17 @@ echo '```'
 BEGIN;
 SELECT tenancy.set_context('00000000-0000-0000-0000-000000000042', 'u1') \gset
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) $listing ORDER BY created_at DESC LIMIT 20;
+COMMIT;
+SQL
+echo '```'
+echo
+echo "EXPLAIN of the shareable table's listing under its policy (own ∪ shared ∪ public, role check):"
+echo
+echo '```'
+"$bin/psql" -X -q "$APP_URL" <<SQL | sed '/^$/d'
+BEGIN;
+SELECT tenancy.set_context('00000000-0000-0000-0000-000000000042', 'u1') \gset
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT id, title, status, created_at FROM rlsbench.docs ORDER BY created_at DESC LIMIT 20;
 COMMIT;
 SQL
 echo '```'

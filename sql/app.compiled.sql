@@ -45,6 +45,40 @@ DROP POLICY IF EXISTS tenancy_delete ON app.countries;
 REVOKE ALL ON TABLE app.countries FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.countries TO app_readonly, app_user;
 
+-- app.documents: shareable tenant table, tenant column org_id
+ALTER TABLE app.documents ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
+ALTER TABLE app.documents ENABLE ROW LEVEL SECURITY;
+ALTER TABLE app.documents FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS tenancy_select ON app.documents;
+CREATE POLICY tenancy_select ON app.documents AS PERMISSIVE FOR SELECT TO app_readonly, app_user
+    USING ((org_id = (SELECT tenancy.current_org())
+        OR (visibility = 'public' AND (SELECT tenancy.current_org()) IS NOT NULL)
+        OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass))
+            AND EXISTS (SELECT FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))));
+DROP POLICY IF EXISTS tenancy_insert ON app.documents;
+CREATE POLICY tenancy_insert ON app.documents AS PERMISSIVE FOR INSERT TO app_user
+    WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+DROP POLICY IF EXISTS tenancy_update ON app.documents;
+CREATE POLICY tenancy_update ON app.documents AS PERMISSIVE FOR UPDATE TO app_user
+    USING ((org_id = (SELECT tenancy.current_org())
+        OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.can_write))
+            AND EXISTS (SELECT FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))) AND (SELECT tenancy.has_role('member')))
+    WITH CHECK ((org_id = (SELECT tenancy.current_org())
+        OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.can_write))
+            AND EXISTS (SELECT FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))) AND (SELECT tenancy.has_role('member')));
+DROP POLICY IF EXISTS tenancy_delete ON app.documents;
+CREATE POLICY tenancy_delete ON app.documents AS PERMISSIVE FOR DELETE TO app_user
+    USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));
+CREATE INDEX IF NOT EXISTS documents_id_idx ON app.documents (id);
+CREATE INDEX IF NOT EXISTS documents_public_idx ON app.documents (id) WHERE visibility = 'public';
+SELECT tenancy.enable_sharing('app.documents', id_column => 'id', tenant_column => 'org_id', visibility_column => 'visibility', share_permission => 'documents.share');
+CREATE OR REPLACE TRIGGER tenancy_require_context
+    BEFORE INSERT OR UPDATE OR DELETE ON app.documents
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
+REVOKE ALL ON TABLE app.documents FROM app_readonly, app_user;
+GRANT SELECT ON TABLE app.documents TO app_readonly;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.documents TO app_user;
+
 -- app.files: tenant table, tenant column org_id
 ALTER TABLE app.files ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
 ALTER TABLE app.files ENABLE ROW LEVEL SECURITY;

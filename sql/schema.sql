@@ -61,6 +61,21 @@ CREATE TABLE app.files (
 );
 CREATE INDEX files_org_id_project_id_idx ON app.files (org_id, project_id);
 
+-- A shareable table: documents can be shared with other organizations (tenancy.share()) or
+-- published to all of them (visibility = 'public'). Only their organization writes them, unless
+-- it shares a document for writing.
+CREATE TABLE app.documents (
+    id          uuid NOT NULL DEFAULT gen_random_uuid(),
+    org_id      uuid NOT NULL REFERENCES tenancy.organizations (id),
+    title       text NOT NULL,
+    body        text NOT NULL DEFAULT '',
+    visibility  text NOT NULL DEFAULT 'private' CHECK (visibility IN ('private', 'public')),
+    created_by  text NOT NULL DEFAULT tenancy.current_user_id(),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, id)
+);
+CREATE INDEX documents_org_id_created_at_idx ON app.documents (org_id, created_at);
+
 -- A view over tenant tables: the compiler makes it security_invoker, so it shows each
 -- organization only its own rows.
 CREATE VIEW app.open_tasks AS

@@ -54,6 +54,7 @@ pub struct CompiledRule {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per table: boxing would buy nothing
 pub enum CompiledKind {
     Tenant {
         column: String,
@@ -68,8 +69,25 @@ pub enum CompiledKind {
         /// Indexes to emit: for foreign keys, and for the columns rules filter on (led by the
         /// tenant column), where no index leads with those columns yet.
         extra_indexes: Vec<Vec<String>>,
+        /// Shareable tables: how rows are shared.
+        sharing: Option<Sharing>,
     },
     Global,
+}
+
+/// How a shareable table's rows are shared (`tenancy.enable_sharing()`).
+#[derive(Debug, Clone)]
+pub struct Sharing {
+    /// With the tenant column, identifies a row; shares name rows by it.
+    pub id_column: String,
+    /// Its SQL type, to read share row ids back (`row_id::uuid`).
+    pub id_type: String,
+    /// Emit an index on the id column (shared rows are looked up by id).
+    pub add_id_index: bool,
+    /// `'public'` rows are readable by every organization.
+    pub visibility_column: Option<String>,
+    /// Lets members below admin share rows.
+    pub share_permission: Option<String>,
 }
 
 /// A resource counted from a tenant table (`SELECT tenancy.enable_quota(...)`).
@@ -260,6 +278,24 @@ pub fn check(
         }
         covered.insert(table.name.clone(), (*source, key.span()));
         let policy = policy.get_ref();
+        if *policy.kind.get_ref() != TableKind::Shareable {
+            for (name, value) in [
+                ("id_column", &policy.id_column),
+                ("visibility_column", &policy.visibility_column),
+                ("share_permission", &policy.share_permission),
+            ] {
+                if let Some(v) = value {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::not-shareable",
+                            format!("`{name}` is set, but table `{}` is not shareable", table.name),
+                        )
+                        .label(*source, v.span(), format!("only for `kind = \"shareable\"`, not `{}`", policy.kind.get_ref().key()))
+                        .help("make the table `kind = \"shareable\"`, or remove this line"),
+                    );
+                }
+            }
+        }
         let kind = match policy.kind.get_ref() {
             TableKind::Global => {
                 for command in [Command::Insert, Command::Update, Command::Delete] {
@@ -282,7 +318,7 @@ pub fn check(
                 }
                 CompiledKind::Global
             }
-            TableKind::Tenant => {
+            TableKind::Tenant | TableKind::Shareable => {
                 let (column, column_span) = match &policy.tenant_column {
                     Some(c) => (c.get_ref().clone(), c.span()),
                     None => (default_column.clone(), key.span()),
@@ -342,7 +378,11 @@ pub fn check(
                         }
                         out
                     };
+                let sharing = (*policy.kind.get_ref() == TableKind::Shareable)
+                    .then(|| check_sharing(*source, key, policy, table, &column, &mut diags))
+                    .flatten();
                 CompiledKind::Tenant {
+                    sharing,
                     add_index: !table.has_index_leading_with(&column),
                     set_not_null: !col.not_null,
                     column,
@@ -406,7 +446,7 @@ pub fn check(
                     )
                     .label(schemas.source, schema.span(), format!("`{}` is governed here", schema.get_ref()))
                     .help(format!(
-                        "add `[tables.{}]` with `kind = \"tenant\"` or `kind = \"global\"`{defined}",
+                        "add `[tables.{}]` with `kind = \"tenant\"`, `\"shareable\"` or `\"global\"`{defined}",
                         table.name.name
                     )),
                 );
@@ -460,15 +500,7 @@ fn compile_rule(
         }
     };
     if let Some(p) = &rule.permission {
-        let valid = p.get_ref().chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && p.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
-        if !valid {
-            diags.push(
-                Diagnostic::error("tenancy::invalid-permission", format!("`{}` is not a permission name", p.get_ref()))
-                    .label(source, p.span(), "checked with tenancy.has_permission()")
-                    .help("permissions are lowercase dotted names such as `projects.delete`"),
-            );
-        }
+        check_permission_name(source, p, diags);
     }
     if let Some(o) = &rule.owner {
         match table.column(o.get_ref()) {
@@ -516,6 +548,88 @@ fn compile_rule(
         owner: rule.owner.as_ref().map(|o| o.get_ref().clone()),
         check,
         columns,
+    })
+}
+
+/// Reports a permission name that `tenancy.has_permission()` could never grant.
+fn check_permission_name(source: SourceId, p: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
+    let valid = p.get_ref().chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && p.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.');
+    if !valid {
+        diags.push(
+            Diagnostic::error("tenancy::invalid-permission", format!("`{}` is not a permission name", p.get_ref()))
+                .label(source, p.span(), "checked with tenancy.has_permission()")
+                .help("permissions are lowercase dotted names such as `projects.delete`"),
+        );
+    }
+}
+
+/// Checks a shareable table's id and visibility columns and share permission.
+fn check_sharing(
+    source: SourceId,
+    key: &Spanned<String>,
+    policy: &TablePolicy,
+    table: &Table,
+    tenant_column: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Sharing> {
+    let before = diags.len();
+    let (id_column, id_span) = match &policy.id_column {
+        Some(c) => (c.get_ref().clone(), c.span()),
+        None => ("id".to_string(), key.span()),
+    };
+    let id_type = match table.column(&id_column) {
+        None => {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::unknown-column",
+                    format!("shareable table `{}` has no id column `{id_column}`", table.name),
+                )
+                .label(source, id_span.clone(), "shares name rows by this column")
+                .help("set `id_column` to the column that, with the tenant column, identifies a row"),
+            );
+            String::new()
+        }
+        Some(c) => crate::schema::storage_type(&c.data_type),
+    };
+    let pair = [tenant_column.to_string(), id_column.clone()];
+    if !id_type.is_empty() && !table.has_unique_key_on(&pair) {
+        diags.push(
+            Diagnostic::error(
+                "tenancy::shareable-key",
+                format!("shareable table `{}` has no unique key on ({tenant_column}, {id_column})", table.name),
+            )
+            .label(source, id_span, "shares name rows by organization and this column")
+            .help(format!("add `PRIMARY KEY ({tenant_column}, {id_column})` to `{}`", table.name)),
+        );
+    }
+    if let Some(v) = &policy.visibility_column {
+        match table.column(v.get_ref()) {
+            None => diags.push(
+                Diagnostic::error("tenancy::unknown-column", format!("table `{}` has no column `{}`", table.name, v.get_ref()))
+                    .label(source, v.span(), "visibility column")
+                    .help(format!("add `{} text NOT NULL DEFAULT 'private'`, or remove this line", v.get_ref())),
+            ),
+            Some(c) if !["text", "character varying", "varchar"].iter().any(|t| c.data_type.starts_with(t)) => diags.push(
+                Diagnostic::error(
+                    "tenancy::visibility-column-type",
+                    format!("visibility column `{}.{}` is `{}`, not text", table.name, c.name, c.data_type),
+                )
+                .label(source, v.span(), "visibility column")
+                .help("rows whose visibility is the text 'public' are readable by every organization"),
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(p) = &policy.share_permission {
+        check_permission_name(source, p, diags);
+    }
+    (diags.len() == before).then(|| Sharing {
+        add_id_index: !table.has_index_leading_with(&id_column),
+        id_column,
+        id_type,
+        visibility_column: policy.visibility_column.as_ref().map(|v| v.get_ref().clone()),
+        share_permission: policy.share_permission.as_ref().map(|p| p.get_ref().clone()),
     })
 }
 

@@ -6,9 +6,9 @@
 //! plans as an InitPlan: evaluated once per statement, not once per row, and the tenant column
 //! comparison stays indexable.
 
-use crate::check::{Compiled, CompiledKind, CompiledRule, CompiledTable};
+use crate::check::{Compiled, CompiledKind, CompiledRule, CompiledTable, Sharing};
 use crate::policy::Command;
-use crate::schema::quote_ident;
+use crate::schema::{quote_ident, QualifiedName};
 use std::fmt::Write;
 
 /// Names of the policies we own on each table; other policies are left alone.
@@ -21,9 +21,23 @@ fn role_list(roles: &[String]) -> String {
 }
 
 /// The row predicate for a tenant table command: every part of its rule, each context call
-/// wrapped to run once per statement.
-fn predicate(column: &str, rule: &CompiledRule) -> String {
-    let mut parts = vec![format!("{} = (SELECT tenancy.current_org())", quote_ident(column))];
+/// wrapped to run once per statement. On a shareable table, SELECT also reaches rows shared with
+/// the current organization and public rows, and UPDATE rows shared with it for writing.
+fn predicate(table: &QualifiedName, column: &str, rule: &CompiledRule, sharing: Option<&Sharing>, command: Command) -> String {
+    let own = format!("{} = (SELECT tenancy.current_org())", quote_ident(column));
+    let reach = match (sharing, command) {
+        (Some(sharing), Command::Select) => {
+            let mut arms = vec![own];
+            if let Some(v) = &sharing.visibility_column {
+                arms.push(format!("({} = 'public' AND (SELECT tenancy.current_org()) IS NOT NULL)", quote_ident(v)));
+            }
+            arms.push(shared_arm(table, column, sharing, false));
+            format!("({})", arms.join("\n        OR "))
+        }
+        (Some(sharing), Command::Update) => format!("({own}\n        OR {})", shared_arm(table, column, sharing, true)),
+        _ => own,
+    };
+    let mut parts = vec![reach];
     if !rule.role.is_lowest() {
         parts.push(format!("(SELECT tenancy.has_role({}))", literal(&rule.role.0)));
     }
@@ -37,6 +51,24 @@ fn predicate(column: &str, rule: &CompiledRule) -> String {
         parts.push(format!("({c})"));
     }
     parts.join(" AND ")
+}
+
+/// Rows shared with the current organization (for writing, with `write`). The array is computed
+/// once per statement and drives an index scan on the id column; the correlated check then
+/// makes sure the row's organization is the one that shared it.
+fn shared_arm(table: &QualifiedName, column: &str, sharing: &Sharing, write: bool) -> String {
+    let shares = format!(
+        "FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = {}::regclass{}",
+        literal(&table.to_string()),
+        if write { " AND s.can_write" } else { "" }
+    );
+    let this = quote_ident(&table.name);
+    let id = quote_ident(&sharing.id_column);
+    format!(
+        "({id} = ANY (ARRAY(SELECT s.row_id::{} {shares}))\n            AND EXISTS (SELECT {shares} AND s.owner_org = {this}.{} AND s.row_id = {this}.{id}::text))",
+        sharing.id_type,
+        quote_ident(column)
+    )
 }
 
 /// What a block of statements changes, so `tenancy plan` can tell whether it changes anything.
@@ -162,9 +194,12 @@ fn table_block(table: &CompiledTable, all_roles: &[String]) -> Block {
             }
             units.push(grants);
         }
-        CompiledKind::Tenant { column, add_index, set_not_null, commands, owner_columns, extra_indexes } => {
+        CompiledKind::Tenant { column, add_index, set_not_null, commands, owner_columns, extra_indexes, sharing } => {
             let col = quote_ident(column);
-            header = format!("-- {name}: tenant table, tenant column {col}");
+            header = match sharing {
+                None => format!("-- {name}: tenant table, tenant column {col}"),
+                Some(_) => format!("-- {name}: shareable tenant table, tenant column {col}"),
+            };
             if *set_not_null {
                 units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET NOT NULL;")]);
             }
@@ -183,7 +218,7 @@ fn table_block(table: &CompiledTable, all_roles: &[String]) -> Block {
                 let roles: Vec<String> =
                     if command == Command::Select { table.readers() } else { table.read_write.clone() };
                 if let (Some(Some(rule)), false) = (commands.get(&command), roles.is_empty()) {
-                    let p = predicate(column, rule);
+                    let p = predicate(&table.name, column, rule, sharing.as_ref(), command);
                     let clause = match command {
                         Command::Select | Command::Delete => format!("USING ({p})"),
                         Command::Insert => format!("WITH CHECK ({p})"),
@@ -208,6 +243,29 @@ fn table_block(table: &CompiledTable, all_roles: &[String]) -> Block {
                 let index = quote_ident(&format!("{}_{}_idx", table.name.name, columns.join("_")));
                 let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
                 units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});")]);
+            }
+            if let Some(sharing) = sharing {
+                let id = quote_ident(&sharing.id_column);
+                if sharing.add_id_index {
+                    let index = quote_ident(&format!("{}_{}_idx", table.name.name, sharing.id_column));
+                    units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({id});")]);
+                }
+                if let Some(v) = &sharing.visibility_column {
+                    let index = quote_ident(&format!("{}_public_idx", table.name.name));
+                    units.push(vec![format!(
+                        "CREATE INDEX IF NOT EXISTS {index} ON {name} ({id}) WHERE {} = 'public';",
+                        quote_ident(v)
+                    )]);
+                }
+                let optional = |v: &Option<String>| v.as_deref().map_or("NULL".to_string(), literal);
+                units.push(vec![format!(
+                    "SELECT tenancy.enable_sharing({}, id_column => {}, tenant_column => {}, visibility_column => {}, share_permission => {});",
+                    literal(&name),
+                    literal(&sharing.id_column),
+                    literal(column),
+                    optional(&sharing.visibility_column),
+                    optional(&sharing.share_permission)
+                )]);
             }
             // The guard refuses writes without a context, or by too low a role or a missing
             // permission, with a clear error. Each argument is `role` or `role|permission`.

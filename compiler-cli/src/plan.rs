@@ -24,7 +24,9 @@ SELECT concat_ws(E'\\n',
        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
       WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped),
     (SELECT string_agg(resource || tenant_column || coalesce(sum_column, ''), ';' ORDER BY resource)
-       FROM tenancy.quota_sources WHERE relation = $1::text::regclass))";
+       FROM tenancy.quota_sources WHERE relation = $1::text::regclass),
+    (SELECT concat_ws('|', tenant_column, id_column, id_type, visibility_column, share_permission)
+       FROM tenancy.shareable_tables WHERE relation = $1::text::regclass))";
 
 const SCHEMA_STATE: &str = "SELECT coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = $1";
 

@@ -128,6 +128,19 @@ pub enum TableKind {
     Tenant,
     /// Reference data readable by every organization, written only by DBAs.
     Global,
+    /// A tenant table whose rows its organization can share with others (`tenancy.share()`)
+    /// and, with a visibility column, publish to every organization.
+    Shareable,
+}
+
+impl TableKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            TableKind::Tenant => "tenant",
+            TableKind::Global => "global",
+            TableKind::Shareable => "shareable",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +153,13 @@ pub struct TablePolicy {
     /// read it (roles in neither get nothing). Each defaults to the top-level list.
     pub read_write: Option<Spanned<Vec<Spanned<String>>>>,
     pub read_only: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Shareable tables: the column that, with the tenant column, identifies a row (default `id`).
+    pub id_column: Option<Spanned<String>>,
+    /// Shareable tables: a text column whose value `'public'` makes a row readable by every
+    /// organization.
+    pub visibility_column: Option<Spanned<String>>,
+    /// Shareable tables: a permission that lets members below admin share rows.
+    pub share_permission: Option<Spanned<String>>,
     // The commands are spelled out rather than `#[serde(flatten)]`ed, which would lose spans.
     pub select: Option<Spanned<CommandRule>>,
     pub insert: Option<Spanned<CommandRule>>,

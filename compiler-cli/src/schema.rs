@@ -87,6 +87,17 @@ impl Table {
         })
     }
 
+    /// True when some unique index (or key) has exactly `columns`, in any order.
+    pub fn has_unique_key_on(&self, columns: &[String]) -> bool {
+        let mut wanted: Vec<&str> = columns.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        self.indexes.iter().filter(|i| i.unique || i.primary).any(|i| {
+            let mut have: Vec<&str> = i.columns.iter().flatten().map(String::as_str).collect();
+            have.sort_unstable();
+            have.len() == i.columns.len() && have == wanted
+        })
+    }
+
     /// True when some index's first key column is `column`, so lookups by it are indexed.
     pub fn has_index_leading_with(&self, column: &str) -> bool {
         self.indexes.iter().any(|i| i.columns.first().and_then(|c| c.as_deref()) == Some(column))
@@ -114,6 +125,16 @@ impl Catalog {
 
     pub fn has_schema(&self, schema: &str) -> bool {
         self.tables.keys().any(|k| k.schema == schema)
+    }
+}
+
+/// The type a column's values have, for casts: `serial` columns hold integers.
+pub fn storage_type(data_type: &str) -> String {
+    match data_type {
+        "serial" | "serial4" => "integer".into(),
+        "bigserial" | "serial8" => "bigint".into(),
+        "smallserial" | "serial2" => "smallint".into(),
+        other => other.into(),
     }
 }
 

@@ -143,6 +143,40 @@ CREATE TABLE tenancy.active_users (
 );
 COMMENT ON TABLE tenancy.active_users IS 'Users who set a context, per organization and month (UTC).';
 
+-- Sharing. A shareable table (tenancy.enable_sharing(), emitted by the policy compiler for
+-- `kind = "shareable"`) lets its rows be shared with other organizations (tenancy.share()) and,
+-- with a visibility column, published to all of them.
+CREATE TABLE tenancy.shareable_tables (
+    relation          regclass PRIMARY KEY,
+    tenant_column     text NOT NULL,
+    id_column         text NOT NULL,
+    id_type           text NOT NULL,
+    visibility_column text,
+    share_permission  text
+);
+COMMENT ON TABLE tenancy.shareable_tables IS 'Tables whose rows can be shared (tenancy.enable_sharing()).';
+
+-- One row per row shared with one organization. Read access is implied; write and reshare are
+-- granted explicitly. A grantee never deletes. Rows of the shared table that are deleted take
+-- their shares with them (tenancy.forget_shares()).
+CREATE TABLE tenancy.shares (
+    relation       regclass NOT NULL,
+    owner_org      uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
+    row_id         text NOT NULL,
+    grantee_org    uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
+    can_write      boolean NOT NULL DEFAULT false,
+    can_reshare    boolean NOT NULL DEFAULT false,
+    granted_by_org uuid NOT NULL,
+    granted_by     text NOT NULL,
+    granted_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (relation, owner_org, row_id, grantee_org),
+    CHECK (grantee_org <> owner_org)
+);
+-- What the compiled policies read: the rows shared with the current organization.
+CREATE INDEX shares_grantee_idx ON tenancy.shares (grantee_org, relation, owner_org, row_id) INCLUDE (can_write);
+CREATE INDEX shares_granted_by_idx ON tenancy.shares (granted_by_org, relation);
+COMMENT ON TABLE tenancy.shares IS 'Rows shared with other organizations (tenancy.share(), tenancy.unshare(), tenancy.shares_of()).';
+
 -- pg_dump keeps the tenants and their members (the seeded plans and roles come with the extension).
 SELECT pg_catalog.pg_extension_config_dump('tenancy.organizations', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.members', '');
@@ -150,3 +184,5 @@ SELECT pg_catalog.pg_extension_config_dump('tenancy.quota_overrides', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.quota_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.usage_events', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.active_users', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.shareable_tables', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.shares', '');

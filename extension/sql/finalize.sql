@@ -172,3 +172,310 @@ AS $$
      WHERE r.kind = 'metric'
      ORDER BY o.slug, r.name
 $$;
+
+-- Sharing ------------------------------------------------------------------------------------
+-- The compiled policies of a shareable table read tenancy.shares as the application role, so
+-- every role may read the shares that concern its organization: those of its own rows, those
+-- it received and those it granted. Only the functions below write them.
+GRANT SELECT ON tenancy.shares TO PUBLIC;
+ALTER TABLE tenancy.shares ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.shares FORCE ROW LEVEL SECURITY;
+CREATE POLICY shares_own ON tenancy.shares FOR SELECT
+    USING (grantee_org = (SELECT tenancy.current_org()) OR owner_org = (SELECT tenancy.current_org())
+           OR granted_by_org = (SELECT tenancy.current_org()) OR (SELECT tenancy.is_admin()));
+GRANT SELECT ON tenancy.shareable_tables TO PUBLIC;
+
+-- Makes a tenant table shareable: registers it, and adds the triggers that keep shares sound.
+-- The policy compiler emits calls to it for `kind = "shareable"`; DBAs may too.
+CREATE FUNCTION tenancy.enable_sharing(
+    relation regclass,
+    id_column text DEFAULT 'id',
+    tenant_column text DEFAULT 'org_id',
+    visibility_column text DEFAULT NULL,
+    share_permission text DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id_type text;
+BEGIN
+    IF relation IS NULL OR id_column IS NULL OR tenant_column IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: relation, id_column and tenant_column must not be null' USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = relation AND attname = tenant_column
+                     AND atttypid = 'uuid'::regtype AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'table % has no uuid column "%"', relation, tenant_column USING ERRCODE = '42703';
+    END IF;
+    SELECT format_type(atttypid, atttypmod) INTO id_type FROM pg_attribute
+     WHERE attrelid = relation AND attname = id_column AND attnum > 0 AND NOT attisdropped;
+    IF id_type IS NULL THEN
+        RAISE EXCEPTION 'table % has no column "%"', relation, id_column USING ERRCODE = '42703';
+    END IF;
+    IF visibility_column IS NOT NULL AND NOT EXISTS (
+        SELECT FROM pg_attribute WHERE attrelid = relation AND attname = visibility_column AND NOT attisdropped
+           AND atttypid IN ('text'::regtype, 'character varying'::regtype)) THEN
+        RAISE EXCEPTION 'table % has no text column "%" for visibility', relation, visibility_column USING ERRCODE = '42703';
+    END IF;
+    IF share_permission IS NOT NULL AND share_permission !~ '^[a-z][a-z0-9_.]*$' THEN
+        RAISE EXCEPTION 'invalid permission name "%"', share_permission USING ERRCODE = '22023',
+            HINT = 'Permissions are lowercase dotted names such as documents.share.';
+    END IF;
+    INSERT INTO tenancy.shareable_tables AS t VALUES (relation, tenant_column, id_column, id_type, visibility_column, share_permission)
+    ON CONFLICT ON CONSTRAINT shareable_tables_pkey DO UPDATE
+        SET tenant_column = excluded.tenant_column, id_column = excluded.id_column, id_type = excluded.id_type,
+            visibility_column = excluded.visibility_column, share_permission = excluded.share_permission
+        WHERE (t.tenant_column, t.id_column, t.id_type, t.visibility_column, t.share_permission)
+              IS DISTINCT FROM (excluded.tenant_column, excluded.id_column, excluded.id_type,
+                                excluded.visibility_column, excluded.share_permission);
+    -- A shared row keeps its organization and id; only its organization changes its visibility.
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER tenancy_protect_shared BEFORE UPDATE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION tenancy.protect_shared_row(%L, %L, %L)',
+        relation, tenant_column, id_column, coalesce(visibility_column, ''));
+    -- Deleted rows take their shares with them, so an id used again is not shared by accident.
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER tenancy_forget_shares AFTER DELETE ON %s REFERENCING OLD TABLE AS tenancy_gone '
+        'FOR EACH STATEMENT EXECUTE FUNCTION tenancy.forget_shares(%L, %L)',
+        relation, tenant_column, id_column);
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER tenancy_forget_shares_truncate AFTER TRUNCATE ON %s '
+        'FOR EACH STATEMENT EXECUTE FUNCTION tenancy.forget_shares(%L, %L)',
+        relation, tenant_column, id_column);
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy.enable_sharing(regclass, text, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.enable_sharing(regclass, text, text, text, text) TO tenancy_admin;
+
+CREATE FUNCTION tenancy.forget_shares() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM tenancy.shares WHERE relation = TG_RELID;
+    ELSE
+        EXECUTE format('DELETE FROM tenancy.shares s USING tenancy_gone g '
+                       'WHERE s.relation = $1 AND s.owner_org = g.%I AND s.row_id = g.%I::text',
+                       TG_ARGV[0], TG_ARGV[1])
+            USING TG_RELID;
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy.forget_shares() FROM PUBLIC;
+
+-- The sharing functions run as the catalog owner: they check the tenant context themselves.
+-- A row another organization owns and has not shared reads as a row that does not exist.
+CREATE FUNCTION tenancy._shared_row(
+    relation regclass, row_id text, action text,
+    OUT t tenancy.shareable_tables, OUT owner uuid, OUT mine tenancy.shares
+)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur uuid := tenancy.current_org();
+BEGIN
+    IF cur IS NULL THEN
+        RAISE EXCEPTION 'no tenant context' USING ERRCODE = '42501',
+            DETAIL = format('%s requires a tenant context, and none is set.', action),
+            HINT = 'Call tenancy.set_context(org_id, user_id) at the start of the transaction.';
+    END IF;
+    IF relation IS NULL OR row_id IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: % must not be null', CASE WHEN relation IS NULL THEN 'relation' ELSE 'row_id' END
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO t FROM tenancy.shareable_tables s WHERE s.relation = _shared_row.relation;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not shareable', relation USING ERRCODE = '42809',
+            HINT = 'Declare it with kind = "shareable" in the policy files and apply them.';
+    END IF;
+    EXECUTE format('SELECT %I FROM %s WHERE %I = $1::%s', t.tenant_column, relation, t.id_column, t.id_type)
+        INTO owner USING row_id;
+    IF owner IS DISTINCT FROM cur THEN
+        SELECT * INTO mine FROM tenancy.shares s
+         WHERE s.relation = _shared_row.relation AND s.owner_org = owner AND s.row_id = _shared_row.row_id
+           AND s.grantee_org = cur;
+        IF owner IS NULL OR mine.relation IS NULL THEN
+            RAISE EXCEPTION 'row % of % does not exist', row_id, relation USING ERRCODE = 'P0002';
+        END IF;
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy._shared_row(regclass, text, text) FROM PUBLIC;
+
+CREATE FUNCTION tenancy._require_share_right(t tenancy.shareable_tables, action text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (tenancy.has_role('admin') OR (t.share_permission IS NOT NULL AND tenancy.has_permission(t.share_permission))) THEN
+        RAISE EXCEPTION 'permission denied to % rows of %', action, t.relation USING ERRCODE = '42501',
+            DETAIL = 'Sharing needs the admin role' || coalesce(' or the ' || t.share_permission || ' permission', '') || '.';
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy._require_share_right(tenancy.shareable_tables, text) FROM PUBLIC;
+
+-- Shares one row with another organization. permissions: read (always implied), write (update,
+-- never delete) and reshare (share it on, never with more than it was given). The owning
+-- organization's admins (or holders of the table's share permission) may share; a grantee may
+-- share on only with reshare. Sharing again replaces the permissions.
+CREATE FUNCTION tenancy.share(relation regclass, row_id text, org_id uuid, permissions text[] DEFAULT '{read}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    id text := row_id;
+    cur uuid := tenancy.current_org();
+    bad text;
+    existing tenancy.shares;
+BEGIN
+    r := tenancy._shared_row(relation, id, 'sharing a row');
+    PERFORM tenancy._require_share_right(r.t, 'share');
+    IF org_id IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: org_id must not be null' USING ERRCODE = '22023';
+    END IF;
+    IF permissions IS NULL OR cardinality(permissions) = 0 THEN
+        RAISE EXCEPTION 'invalid argument: permissions must not be null or empty' USING ERRCODE = '22023',
+            HINT = 'Valid permissions are: read, write, reshare.';
+    END IF;
+    SELECT string_agg(DISTINCT coalesce(p, 'NULL'), ', ') INTO bad FROM unnest(permissions) p
+     WHERE p IS NULL OR p NOT IN ('read', 'write', 'reshare');
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown share permission "%"', bad USING ERRCODE = '22023',
+            DETAIL = 'Valid permissions are: read, write, reshare.';
+    END IF;
+    IF (r.mine).relation IS NOT NULL AND NOT (r.mine).can_reshare THEN
+        RAISE EXCEPTION 'permission denied to share row % of % on', id, relation USING ERRCODE = '42501',
+            DETAIL = 'It was shared with your organization without the reshare permission.';
+    END IF;
+    IF (r.mine).relation IS NOT NULL AND (('write' = ANY (permissions) AND NOT (r.mine).can_write)) THEN
+        RAISE EXCEPTION 'permission denied to grant write on row % of %', id, relation USING ERRCODE = '42501',
+            DETAIL = 'Your organization may only read it, and cannot grant more than it was given.';
+    END IF;
+    IF org_id = r.owner OR org_id = cur THEN
+        RAISE EXCEPTION 'row % of % cannot be shared with %', id, relation,
+            CASE WHEN org_id = r.owner THEN 'the organization that owns it' ELSE 'your own organization' END
+            USING ERRCODE = '22023';
+    END IF;
+    IF NOT EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = org_id) THEN
+        RAISE EXCEPTION 'organization % does not exist', org_id USING ERRCODE = '42704';
+    END IF;
+    SELECT * INTO existing FROM tenancy.shares s
+     WHERE s.relation = share.relation AND s.owner_org = r.owner AND s.row_id = id AND s.grantee_org = org_id;
+    IF FOUND AND existing.granted_by_org <> cur AND r.owner <> cur THEN
+        RAISE EXCEPTION 'row % of % is already shared with organization % by another organization', id, relation, org_id
+            USING ERRCODE = '42501', HINT = 'Only the organization that granted a share, or the row''s owner, may change it.';
+    END IF;
+    INSERT INTO tenancy.shares AS s (relation, owner_org, row_id, grantee_org, can_write, can_reshare, granted_by_org, granted_by)
+    VALUES (relation, r.owner, id, org_id, 'write' = ANY (permissions), 'reshare' = ANY (permissions),
+            cur, tenancy.current_user_id())
+    ON CONFLICT ON CONSTRAINT shares_pkey DO UPDATE
+        SET can_write = excluded.can_write, can_reshare = excluded.can_reshare,
+            granted_by_org = excluded.granted_by_org, granted_by = excluded.granted_by, granted_at = now();
+    -- Taking rights away from a grantee takes them from the shares it passed on.
+    IF existing.relation IS NOT NULL THEN
+        PERFORM tenancy._trim_reshares(relation, r.owner, id, org_id,
+                                       'write' = ANY (permissions), 'reshare' = ANY (permissions));
+    END IF;
+END
+$$;
+
+-- After a grantee's share shrinks or ends: what it passed on shrinks or ends with it.
+CREATE FUNCTION tenancy._trim_reshares(
+    relation regclass, owner uuid, id text, grantee uuid, may_write boolean, may_reshare boolean
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s tenancy.shares;
+BEGIN
+    FOR s IN SELECT * FROM tenancy.shares x
+              WHERE x.relation = _trim_reshares.relation AND x.owner_org = owner AND x.row_id = id
+                AND x.granted_by_org = grantee
+    LOOP
+        IF may_reshare THEN
+            IF s.can_write AND NOT may_write THEN
+                UPDATE tenancy.shares x SET can_write = false
+                 WHERE x.relation = s.relation AND x.owner_org = s.owner_org AND x.row_id = s.row_id
+                   AND x.grantee_org = s.grantee_org;
+                PERFORM tenancy._trim_reshares(relation, owner, id, s.grantee_org, false, s.can_reshare);
+            END IF;
+        ELSE
+            DELETE FROM tenancy.shares x
+             WHERE x.relation = s.relation AND x.owner_org = s.owner_org AND x.row_id = s.row_id
+               AND x.grantee_org = s.grantee_org;
+            PERFORM tenancy._trim_reshares(relation, owner, id, s.grantee_org, false, false);
+        END IF;
+    END LOOP;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy._trim_reshares(regclass, uuid, text, uuid, boolean, boolean) FROM PUBLIC;
+
+-- Stops sharing a row with an organization, and everything that organization shared on.
+-- The owning organization may end any share of its rows; a grantee those it granted.
+-- Returns whether there was such a share.
+CREATE FUNCTION tenancy.unshare(relation regclass, row_id text, org_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    id text := row_id;
+    cur uuid := tenancy.current_org();
+    existing tenancy.shares;
+BEGIN
+    r := tenancy._shared_row(relation, id, 'unsharing a row');
+    PERFORM tenancy._require_share_right(r.t, 'unshare');
+    IF org_id IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: org_id must not be null' USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO existing FROM tenancy.shares s
+     WHERE s.relation = unshare.relation AND s.owner_org = r.owner AND s.row_id = id AND s.grantee_org = org_id
+       AND (r.owner = cur OR s.granted_by_org = cur);
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM tenancy.shares s
+     WHERE s.relation = unshare.relation AND s.owner_org = r.owner AND s.row_id = id AND s.grantee_org = org_id;
+    PERFORM tenancy._trim_reshares(relation, r.owner, id, org_id, false, false);
+    RETURN true;
+END
+$$;
+
+-- The shares of one row (or of every row of a table) that concern the current organization:
+-- all shares of its own rows, and those it received or granted.
+CREATE FUNCTION tenancy.shares_of(relation regclass, id text)
+RETURNS TABLE (row_id text, org_id uuid, permissions text[], granted_by_org uuid, granted_by text, granted_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT s.row_id, s.grantee_org,
+           ARRAY['read'] || CASE WHEN s.can_write THEN ARRAY['write'] ELSE '{}' END
+                         || CASE WHEN s.can_reshare THEN ARRAY['reshare'] ELSE '{}' END,
+           s.granted_by_org, s.granted_by, s.granted_at
+      FROM tenancy.shares s
+     WHERE s.relation = $1 AND ($2 IS NULL OR s.row_id = $2)
+     ORDER BY s.row_id, s.granted_at, s.grantee_org
+$$;
+CREATE FUNCTION tenancy.shares_of(relation regclass)
+RETURNS TABLE (row_id text, org_id uuid, permissions text[], granted_by_org uuid, granted_by text, granted_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM tenancy.shares_of($1, NULL::text) $$;
+
+-- The same functions for ids of any type (uuid, bigint, ...): row ids are kept as text.
+CREATE FUNCTION tenancy.share(relation regclass, row_id anyelement, org_id uuid, permissions text[] DEFAULT '{read}')
+RETURNS void LANGUAGE sql AS $$ SELECT tenancy.share($1, $2::text, $3, $4) $$;
+CREATE FUNCTION tenancy.unshare(relation regclass, row_id anyelement, org_id uuid)
+RETURNS boolean LANGUAGE sql AS $$ SELECT tenancy.unshare($1, $2::text, $3) $$;
+CREATE FUNCTION tenancy.shares_of(relation regclass, id anyelement)
+RETURNS TABLE (row_id text, org_id uuid, permissions text[], granted_by_org uuid, granted_by text, granted_at timestamptz)
+LANGUAGE sql STABLE AS $$ SELECT * FROM tenancy.shares_of($1, $2::text) $$;

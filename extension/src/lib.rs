@@ -6,6 +6,7 @@
 //! - [`privilege`]: caller identity and running catalog statements as the catalog owner.
 //! - [`quota`]: plans, limits and the quota trigger; [`counters`]: its exact shared-memory counters.
 //! - [`usage`]: usage metering (`record_usage()`, active users).
+//! - [`sharing`]: the trigger that keeps shared rows in place (the sharing API is SQL).
 //! - [`error`]: every error we raise, with its SQLSTATE; [`catalog`]: SPI helpers.
 
 use pgrx::prelude::*;
@@ -18,6 +19,7 @@ mod gucs;
 mod organizations;
 mod privilege;
 mod quota;
+mod sharing;
 mod usage;
 
 pgrx::pg_module_magic!(name, version);

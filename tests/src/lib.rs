@@ -23,6 +23,11 @@ pub const ROWS: [(&str, &str, &str); 4] = [
     ("files", "a4000000-0000-0000-0000-000000000001", "b4000000-0000-0000-0000-000000000001"),
 ];
 
+/// Documents (a shareable table): ACME's private and public ones, GLOBEX's private one.
+pub const ACME_DOC: &str = "d1000000-0000-0000-0000-000000000001";
+pub const ACME_PUBLIC_DOC: &str = "d1000000-0000-0000-0000-000000000002";
+pub const GLOBEX_DOC: &str = "d2000000-0000-0000-0000-000000000001";
+
 /// Members: (org, user, role). Sam is in both organizations.
 pub const MEMBERS: [(&str, &str, &str); 7] = [
     (ACME, "alice", "owner"),
@@ -74,6 +79,12 @@ fn seed_sql() -> String {
             id(0), id(1), id(0), id(2), id(1), id(3), id(0)
         ));
     }
+    sql.push_str(&format!(
+        "INSERT INTO app.documents (id, org_id, title, visibility, created_by) VALUES
+             ('{ACME_DOC}', '{ACME}', 'Acme plan', 'private', 'seed'),
+             ('{ACME_PUBLIC_DOC}', '{ACME}', 'Acme handbook', 'public', 'seed'),
+             ('{GLOBEX_DOC}', '{GLOBEX}', 'Globex plan', 'private', 'seed');\n"
+    ));
     sql
 }
 

@@ -15,7 +15,7 @@ fn the_compiled_example_lints_clean() {
     let db = TestDb::new();
     let (findings, tables) = lint::lint(&mut db.admin(), &options(&[])).unwrap();
     assert_eq!(findings, vec![], "{findings:#?}");
-    assert_eq!(tables, 4);
+    assert_eq!(tables, 5);
     assert!(tenancy(&["lint", "--database-url", &admin_url(&db.name)]).is_ok());
 }
 

@@ -1,0 +1,104 @@
+//! Sharing rows with other organizations. The catalog and the SQL API (`tenancy.share()`,
+//! `unshare()`, `shares_of()`, `enable_sharing()`) are in `sql/finalize.sql`; the compiled
+//! policies read `tenancy.shares` directly, so reading shared rows costs no function call per
+//! row. This module holds the row trigger that keeps a shared row where its shares point.
+
+use crate::context::current_org;
+use crate::error::TenancyError;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::CStr;
+
+/// One attribute of `tuple`: its number, and whether the old and new values are the same.
+///
+/// # Safety
+/// `desc`, `old` and `new` must be the trigger's valid tuple descriptor and tuples.
+unsafe fn same_value(desc: pg_sys::TupleDesc, old: pg_sys::HeapTuple, new: pg_sys::HeapTuple, column: &str) -> bool {
+    let natts = (*desc).natts as usize;
+    let attrs = (*desc).attrs.as_slice(natts);
+    let Some((index, attr)) = attrs
+        .iter()
+        .enumerate()
+        .find(|(_, a)| !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == column.as_bytes())
+    else {
+        pgrx::error!("pg_tenancy: shared table has no column \"{column}\" (run tenancy.enable_sharing() again)");
+    };
+    let attno = (index + 1) as i32;
+    let (mut old_null, mut new_null) = (false, false);
+    let a = pg_sys::heap_getattr(old, attno, desc, &mut old_null);
+    let b = pg_sys::heap_getattr(new, attno, desc, &mut new_null);
+    match (old_null, new_null) {
+        (true, true) => true,
+        (false, false) => same_image(a, b, attr.attbyval, attr.attlen),
+        _ => false,
+    }
+}
+
+/// Whether two values of one type have the same binary image (what `datum_image_eq()` does in
+/// PostgreSQL; equal images mean equal values for the types used as ids and visibility).
+///
+/// # Safety
+/// `a` and `b` must be valid, non-null values of a type with this `byval` and `len`.
+unsafe fn same_image(a: pg_sys::Datum, b: pg_sys::Datum, byval: bool, len: i16) -> bool {
+    use pgrx::varlena::{vardata_any, varsize_any_exhdr};
+    let bytes = |p: *const u8, n: usize| std::slice::from_raw_parts(p, n);
+    if byval {
+        a == b
+    } else if len > 0 {
+        bytes(a.cast_mut_ptr(), len as usize) == bytes(b.cast_mut_ptr(), len as usize)
+    } else if len == -1 {
+        let x = pg_sys::pg_detoast_datum_packed(a.cast_mut_ptr());
+        let y = pg_sys::pg_detoast_datum_packed(b.cast_mut_ptr());
+        let (nx, ny) = (varsize_any_exhdr(x), varsize_any_exhdr(y));
+        nx == ny && bytes(vardata_any(x).cast(), nx) == bytes(vardata_any(y).cast(), ny)
+    } else {
+        CStr::from_ptr(a.cast_mut_ptr()) == CStr::from_ptr(b.cast_mut_ptr())
+    }
+}
+
+/// BEFORE UPDATE row trigger of shareable tables, with (tenant column, id column, visibility
+/// column or ''). A row never moves to another organization and keeps its id (shares name it by
+/// organization and id); only its own organization changes its visibility, so an organization
+/// it is shared with for writing cannot publish it.
+#[pg_trigger]
+fn protect_shared_row<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    let args = trigger.extra_args()?;
+    let (Some(tenant_column), Some(id_column)) = (args.first(), args.get(1)) else {
+        pgrx::error!("tenancy.protect_shared_row() needs (tenant column, id column, visibility column)");
+    };
+    let visibility_column = args.get(2).filter(|c| !c.is_empty());
+    let data = trigger.trigger_data();
+    if data.tg_newtuple.is_null() || data.tg_trigtuple.is_null() {
+        return Ok(trigger.new());
+    }
+    let table =
+        || format!("{}.{}", trigger.table_schema().unwrap_or_default(), trigger.table_name().unwrap_or_default());
+    // SAFETY: the trigger manager passes a valid relation and both tuples of an UPDATE.
+    let same =
+        |column: &str| unsafe { same_value((*data.tg_relation).rd_att, data.tg_trigtuple, data.tg_newtuple, column) };
+    for (column, what) in [(tenant_column, "organization"), (id_column, "id")] {
+        if !same(column) {
+            TenancyError::PermissionDenied {
+                message: format!("rows of shareable table {} cannot change their {what}", table()),
+                detail: Some(format!("Column \"{column}\" is fixed once a row is written: shares refer to it.")),
+                hint: Some("Insert a new row and delete the old one instead.".into()),
+            }
+            .raise()
+        }
+    }
+    if let Some(column) = visibility_column {
+        let owner = trigger.old().and_then(|t| t.get_by_name::<pgrx::Uuid>(tenant_column).ok().flatten());
+        let cur = current_org();
+        if cur.is_some() && owner != cur && !same(column) {
+            TenancyError::PermissionDenied {
+                message: format!("only the organization that owns a row of {} may change its visibility", table()),
+                detail: Some(format!("Column \"{column}\" of a row shared with your organization.")),
+                hint: None,
+            }
+            .raise()
+        }
+    }
+    Ok(trigger.new())
+}

@@ -1,0 +1,286 @@
+//! Sharing rules on the example's shareable table `app.documents`: own rows, rows shared with the
+//! current organization (read, write, reshare), public rows; who may share; what a grantee may
+//! never do; and that shares follow the exact row they were made for.
+
+use pg_tenancy_e2e::*;
+
+const INITECH: &str = "c1000000-0000-0000-0000-000000000003";
+
+/// A test database with a third organization, INITECH (owner ian).
+fn db() -> TestDb {
+    let db = TestDb::new();
+    db.admin()
+        .batch_execute(&format!("SELECT tenancy.create_organization('Initech', 'initech', 'ian', id => '{INITECH}')"))
+        .unwrap();
+    db
+}
+
+/// Runs `sql` in one committed transaction as `user` of `org`.
+fn as_member(db: &TestDb, org: &str, user: &str, sql: &str) -> Result<(), DbError> {
+    let mut c = db.app();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{org}', '{user}')")).unwrap();
+    tx.batch_execute(sql).map_err(|e| DbError::of(&e))?;
+    tx.commit().unwrap();
+    Ok(())
+}
+
+fn share(db: &TestDb, org: &str, user: &str, doc: &str, to: &str, permissions: &str) -> Result<(), DbError> {
+    as_member(db, org, user, &format!("SELECT tenancy.share('app.documents', '{doc}', '{to}', '{permissions}')"))
+}
+
+/// The titles of the documents `user` of `org` sees, sorted.
+fn titles(db: &TestDb, org: &str, user: &str) -> Vec<String> {
+    let mut c = db.app_in(org, user);
+    c.query("SELECT title FROM app.documents ORDER BY title", &[]).unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+/// Rows affected by `sql` as `user` of `org`, rolled back; Err(SQLSTATE) when it fails.
+fn attempt(db: &TestDb, org: &str, user: &str, sql: &str) -> Result<u64, String> {
+    let mut c = db.app();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{org}', '{user}')")).unwrap();
+    tx.execute(sql, &[]).map_err(|e| e.code().map(|c| c.code().to_string()).unwrap_or_default())
+}
+
+#[test]
+fn an_org_sees_its_own_rows_public_rows_and_rows_shared_with_it() {
+    let db = db();
+    assert_eq!(titles(&db, ACME, "gus"), ["Acme handbook", "Acme plan"]);
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Globex plan"]);
+    assert_eq!(titles(&db, INITECH, "ian"), ["Acme handbook"]);
+    share(&db, ACME, "bob", ACME_DOC, GLOBEX, "{read}").unwrap();
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Acme plan", "Globex plan"]);
+    assert_eq!(titles(&db, INITECH, "ian"), ["Acme handbook"], "a share is for one organization");
+    // Without a context: nothing, public rows included.
+    assert_eq!(count(&mut db.app(), "app.documents"), 0);
+    // The shared row reads like an own row, by id, for every member role of the grantee.
+    let mut c = db.app_in(GLOBEX, "sam");
+    assert_eq!(
+        text(&mut c, &format!("SELECT title FROM app.documents WHERE id = '{ACME_DOC}'")).as_deref(),
+        Some("Acme plan")
+    );
+}
+
+#[test]
+fn a_read_share_never_writes_and_no_grantee_deletes_or_writes_public_rows() {
+    let db = db();
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read}").unwrap();
+    for (doc, what) in [(ACME_DOC, "shared for reading"), (ACME_PUBLIC_DOC, "public")] {
+        for sql in [
+            format!("UPDATE app.documents SET title = 'mine' WHERE id = '{doc}'"),
+            format!("DELETE FROM app.documents WHERE id = '{doc}'"),
+        ] {
+            assert_eq!(attempt(&db, GLOBEX, "gina", &sql), Ok(0), "{what}: {sql}");
+        }
+    }
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read,write}").unwrap();
+    let delete = format!("DELETE FROM app.documents WHERE id = '{ACME_DOC}'");
+    assert_eq!(attempt(&db, GLOBEX, "gina", &delete), Ok(0), "write never includes delete");
+    assert_eq!(count(&mut db.admin(), "app.documents"), 3);
+}
+
+#[test]
+fn a_write_share_edits_content_but_never_moves_renames_or_publishes_the_row() {
+    let db = db();
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read,write}").unwrap();
+    let edit = format!("UPDATE app.documents SET title = 'Acme plan (edited by Globex)' WHERE id = '{ACME_DOC}'");
+    as_member(&db, GLOBEX, "gina", &edit).unwrap();
+    assert_eq!(
+        text(&mut db.admin(), &format!("SELECT title || ' @ ' || org_id FROM app.documents WHERE id = '{ACME_DOC}'")),
+        Some(format!("Acme plan (edited by Globex) @ {ACME}"))
+    );
+    let steal = format!("UPDATE app.documents SET org_id = '{GLOBEX}' WHERE id = '{ACME_DOC}'");
+    let e = as_member(&db, GLOBEX, "gina", &steal).unwrap_err();
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42501", "rows of shareable table app.documents cannot change their organization")
+    );
+    let rename = format!("UPDATE app.documents SET id = gen_random_uuid() WHERE id = '{ACME_DOC}'");
+    let e = as_member(&db, GLOBEX, "gina", &rename).unwrap_err();
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42501", "rows of shareable table app.documents cannot change their id")
+    );
+    let publish = format!("UPDATE app.documents SET visibility = 'public' WHERE id = '{ACME_DOC}'");
+    let e = as_member(&db, GLOBEX, "gina", &publish).unwrap_err();
+    assert_eq!(e.code, "42501");
+    assert_eq!(e.message, "only the organization that owns a row of app.documents may change its visibility");
+    // The owner still may; and a member below the table's update role may not, even when shared.
+    as_member(&db, ACME, "carol", &publish).unwrap();
+    let guest_edit = format!("UPDATE app.documents SET title = 'guest' WHERE id = '{ACME_DOC}'");
+    assert_eq!(attempt(&db, ACME, "gus", &guest_edit), Err("42501".into()));
+    // A guest of the grantee is a guest there too: sam is an admin of GLOBEX, so he may edit.
+    assert_eq!(attempt(&db, GLOBEX, "sam", &edit), Ok(1));
+}
+
+#[test]
+fn only_admins_or_holders_of_the_share_permission_share() {
+    let db = db();
+    let e = share(&db, ACME, "carol", ACME_DOC, GLOBEX, "{read}").unwrap_err();
+    assert_eq!(e.code, "42501");
+    assert_eq!(e.message, "permission denied to share rows of app.documents");
+    assert_eq!(e.detail.as_deref(), Some("Sharing needs the admin role or the documents.share permission."));
+    db.admin()
+        .batch_execute(
+            "UPDATE tenancy.roles SET permissions = permissions || '{documents.share}' WHERE name = 'member'",
+        )
+        .unwrap();
+    share(&db, ACME, "carol", ACME_DOC, GLOBEX, "{read}").unwrap();
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Acme plan", "Globex plan"]);
+}
+
+#[test]
+fn a_grantee_reshares_only_when_allowed_and_never_more_than_it_was_given() {
+    let db = db();
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read}").unwrap();
+    let e = share(&db, GLOBEX, "gina", ACME_DOC, INITECH, "{read}").unwrap_err();
+    assert_eq!(e.code, "42501");
+    assert_eq!(e.detail.as_deref(), Some("It was shared with your organization without the reshare permission."));
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read,reshare}").unwrap();
+    let e = share(&db, GLOBEX, "gina", ACME_DOC, INITECH, "{read,write}").unwrap_err();
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42501", format!("permission denied to grant write on row {ACME_DOC} of app.documents").as_str())
+    );
+    share(&db, GLOBEX, "gina", ACME_DOC, INITECH, "{read}").unwrap();
+    assert_eq!(titles(&db, INITECH, "ian"), ["Acme handbook", "Acme plan"]);
+    // The owner sees every share of its row; the others, the shares that concern them.
+    let shares = |org: &str, user: &str| {
+        let mut c = db.app_in(org, user);
+        c.query(
+            "SELECT org_id::text, array_to_string(permissions, ',') FROM tenancy.shares_of('app.documents') ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect::<Vec<_>>()
+    };
+    let both = vec![(GLOBEX.to_string(), "read,reshare".to_string()), (INITECH.to_string(), "read".to_string())];
+    assert_eq!(shares(ACME, "alice"), both);
+    assert_eq!(shares(GLOBEX, "gina"), both);
+    assert_eq!(shares(INITECH, "ian"), vec![(INITECH.to_string(), "read".to_string())]);
+    // Taking the reshare right away ends what GLOBEX passed on.
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read}").unwrap();
+    assert_eq!(titles(&db, INITECH, "ian"), ["Acme handbook"]);
+}
+
+#[test]
+fn unsharing_ends_access_and_every_share_passed_on() {
+    let db = db();
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read,reshare}").unwrap();
+    share(&db, GLOBEX, "gina", ACME_DOC, INITECH, "{read}").unwrap();
+    let unshare = |org: &str, user: &str, to: &str| -> Option<String> {
+        let mut c = db.app_in(org, user);
+        text(&mut c, &format!("tenancy.unshare('app.documents', '{ACME_DOC}'::uuid, '{to}')"))
+    };
+    assert_eq!(unshare(INITECH, "ian", INITECH), Some("false".into()), "a grantee ends only shares it granted");
+    assert_eq!(unshare(ACME, "alice", GLOBEX), Some("true".into()));
+    assert_eq!(unshare(ACME, "alice", GLOBEX), Some("false".into()));
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Globex plan"]);
+    assert_eq!(titles(&db, INITECH, "ian"), ["Acme handbook"]);
+    assert_eq!(count(&mut db.admin(), "tenancy.shares"), 0);
+}
+
+#[test]
+fn another_orgs_row_and_a_missing_row_are_refused_identically() {
+    let db = db();
+    let other = share(&db, ACME, "alice", GLOBEX_DOC, INITECH, "{read}").unwrap_err();
+    let missing = share(&db, ACME, "alice", "d9000000-0000-0000-0000-000000000009", INITECH, "{read}").unwrap_err();
+    assert_eq!(other.code, "P0002");
+    assert_eq!(other.message, format!("row {GLOBEX_DOC} of app.documents does not exist"));
+    assert_eq!(missing.message, "row d9000000-0000-0000-0000-000000000009 of app.documents does not exist");
+    assert_eq!((other.detail, other.hint), (missing.detail, missing.hint));
+    // A public row is readable, not the public's to share.
+    let e = share(&db, GLOBEX, "gina", ACME_PUBLIC_DOC, INITECH, "{read}").unwrap_err();
+    assert_eq!(e.code, "P0002");
+}
+
+#[test]
+fn bad_share_calls_get_clear_errors() {
+    let db = db();
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            &format!("'app.documents', '{ACME_DOC}', '{GLOBEX}', '{{read,admin}}'"),
+            "22023",
+            "unknown share permission \"admin\"",
+        ),
+        (
+            &format!("'app.documents', '{ACME_DOC}', '{GLOBEX}', '{{}}'"),
+            "22023",
+            "invalid argument: permissions must not be null or empty",
+        ),
+        (
+            &format!("'app.documents', '{ACME_DOC}', '{ACME}'"),
+            "22023",
+            &format!("row {ACME_DOC} of app.documents cannot be shared with the organization that owns it"),
+        ),
+        (
+            &format!("'app.documents', '{ACME_DOC}', '{NOWHERE}'"),
+            "42704",
+            &format!("organization {NOWHERE} does not exist"),
+        ),
+        (&format!("'app.projects', '{ACME_DOC}', '{GLOBEX}'"), "42809", "table app.projects is not shareable"),
+        (
+            &format!("'app.documents', 'not-a-uuid', '{GLOBEX}'"),
+            "22P02",
+            "invalid input syntax for type uuid: \"not-a-uuid\"",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let e = as_member(&db, ACME, "alice", &format!("SELECT tenancy.share({args})")).unwrap_err();
+        assert_eq!((e.code.as_str(), e.message.as_str()), (code, message), "share({args})");
+    }
+    let e = error_of(&mut db.app(), &format!("SELECT tenancy.share('app.documents', '{ACME_DOC}', '{GLOBEX}')"));
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "no tenant context"));
+    assert_eq!(count(&mut db.admin(), "tenancy.shares"), 0);
+    // Nobody writes the shares directly.
+    let e =
+        as_member(&db, ACME, "alice", &format!("DELETE FROM tenancy.shares WHERE owner_org = '{ACME}'")).unwrap_err();
+    assert_eq!(e.code, "42501");
+}
+
+#[test]
+fn a_share_follows_its_exact_row_not_an_id_another_org_reuses() {
+    let db = db();
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read,write}").unwrap();
+    // INITECH writes a row with the same id: GLOBEX must not see or write it.
+    as_member(
+        &db,
+        INITECH,
+        "ian",
+        &format!("INSERT INTO app.documents (id, title) VALUES ('{ACME_DOC}', 'Initech copy')"),
+    )
+    .unwrap();
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Acme plan", "Globex plan"]);
+    assert_eq!(
+        attempt(&db, GLOBEX, "gina", &format!("UPDATE app.documents SET body = 'x' WHERE id = '{ACME_DOC}'")),
+        Ok(1)
+    );
+    // Deleting the row deletes its shares: a new row with its id is not shared.
+    as_member(&db, ACME, "alice", &format!("DELETE FROM app.documents WHERE id = '{ACME_DOC}'")).unwrap();
+    assert_eq!(count(&mut db.admin(), "tenancy.shares"), 0);
+    as_member(&db, ACME, "alice", &format!("INSERT INTO app.documents (id, title) VALUES ('{ACME_DOC}', 'Acme new')"))
+        .unwrap();
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Globex plan"]);
+}
+
+#[test]
+fn the_shared_and_public_arms_are_index_backed() {
+    let db = db();
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read}").unwrap();
+    let mut c = db.app_in(GLOBEX, "gina");
+    c.batch_execute("SET enable_seqscan = off").unwrap();
+    let plan: Vec<String> = c
+        .query("EXPLAIN (COSTS OFF) SELECT * FROM app.documents ORDER BY created_at DESC LIMIT 20", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    for index in ["documents_org_id_created_at_idx", "documents_public_idx", "documents_id_idx"] {
+        assert!(plan.contains(index), "{index} not used:\n{plan}");
+    }
+    assert!(!plan.contains("Seq Scan on documents"), "{plan}");
+}
