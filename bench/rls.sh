@@ -23,6 +23,7 @@ echo "setting up: ${ROWS} rows in each of two tables over 1,000 organizations" >
 psql_admin <<SQL
 DROP SCHEMA IF EXISTS rlsbench CASCADE;
 DROP SCHEMA IF EXISTS bench CASCADE;
+DROP SCHEMA IF EXISTS benchdata CASCADE;
 DROP EXTENSION IF EXISTS pg_tenancy CASCADE;
 CREATE EXTENSION pg_tenancy;
 INSERT INTO tenancy.organizations (id, slug, name, plan)
@@ -65,6 +66,17 @@ SELECT 'rlsbench.docs'::regclass, d.org_id, d.id::text,
  CROSS JOIN generate_series(1, 2) k
  WHERE d.n <= 5;
 VACUUM ANALYZE tenancy.shares, rlsbench.docs;
+-- For the lookup of a shared row: one row shared with each organization, read by both paths
+-- from an ungoverned table so that picking it costs both the same.
+DROP SCHEMA IF EXISTS benchdata CASCADE;
+CREATE SCHEMA benchdata;
+CREATE TABLE benchdata.shared_picks (o int PRIMARY KEY, id uuid NOT NULL);
+INSERT INTO benchdata.shared_picks
+SELECT DISTINCT ON (grantee_org) right(grantee_org::text, 12)::int, row_id::uuid
+  FROM tenancy.shares ORDER BY grantee_org, row_id;
+GRANT USAGE ON SCHEMA benchdata TO app_user;
+GRANT SELECT ON benchdata.shared_picks TO app_user;
+ANALYZE benchdata.shared_picks;
 SQL
 # Point lookups need ids: one per organization.
 psql_admin -At -c "SELECT DISTINCT ON (org_id) id FROM rlsbench.items ORDER BY org_id, id" > "$work/ids.txt"
@@ -103,7 +115,7 @@ visible="status <> 'deleted' AND (d.org_id = $org OR d.visibility = 'public'
     OR (d.id = ANY (ARRAY($shared)) AND EXISTS (SELECT FROM tenancy.shares s WHERE s.grantee_org = $org
         AND s.relation = 'rlsbench.docs'::regclass AND s.owner_org = d.org_id AND s.row_id = d.id::text)))"
 # A row the org can read that is not its own (shared with it), to look up by id.
-pick="(SELECT s.row_id::uuid FROM tenancy.shares s WHERE s.grantee_org = $org LIMIT 1)"
+pick="(SELECT id FROM benchdata.shared_picks WHERE o = :o)"
 script docs_policy "\\set o random(1, 1000)
 BEGIN;
 SELECT tenancy.set_context($org, 'u1');

@@ -53,19 +53,19 @@ DROP POLICY IF EXISTS tenancy_select ON app.documents;
 CREATE POLICY tenancy_select ON app.documents AS PERMISSIVE FOR SELECT TO app_readonly, app_user
     USING ((org_id = (SELECT tenancy.current_org())
         OR (visibility = 'public' AND (SELECT tenancy.current_org()) IS NOT NULL)
-        OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass))
-            AND EXISTS (SELECT FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))));
+        OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass))
+            AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))));
 DROP POLICY IF EXISTS tenancy_insert ON app.documents;
 CREATE POLICY tenancy_insert ON app.documents AS PERMISSIVE FOR INSERT TO app_user
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_update ON app.documents;
 CREATE POLICY tenancy_update ON app.documents AS PERMISSIVE FOR UPDATE TO app_user
     USING ((org_id = (SELECT tenancy.current_org())
-        OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.can_write))
-            AND EXISTS (SELECT FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))) AND (SELECT tenancy.has_role('member')))
+        OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write))
+            AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))) AND (SELECT tenancy.has_role('member')))
     WITH CHECK ((org_id = (SELECT tenancy.current_org())
-        OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.can_write))
-            AND EXISTS (SELECT FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))) AND (SELECT tenancy.has_role('member')));
+        OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write))
+            AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))) AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_delete ON app.documents;
 CREATE POLICY tenancy_delete ON app.documents AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));

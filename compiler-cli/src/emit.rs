@@ -58,7 +58,7 @@ fn predicate(table: &QualifiedName, column: &str, rule: &CompiledRule, sharing: 
 /// makes sure the row's organization is the one that shared it.
 fn shared_arm(table: &QualifiedName, column: &str, sharing: &Sharing, write: bool) -> String {
     let shares = format!(
-        "FROM tenancy.shares s WHERE s.grantee_org = (SELECT tenancy.current_org()) AND s.relation = {}::regclass{}",
+        "FROM tenancy.received_shares s WHERE s.relation = {}::regclass{}",
         literal(&table.to_string()),
         if write { " AND s.can_write" } else { "" }
     );

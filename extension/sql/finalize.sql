@@ -184,6 +184,14 @@ CREATE POLICY shares_own ON tenancy.shares FOR SELECT
     USING (grantee_org = (SELECT tenancy.current_org()) OR owner_org = (SELECT tenancy.current_org())
            OR granted_by_org = (SELECT tenancy.current_org()) OR (SELECT tenancy.is_admin()));
 GRANT SELECT ON tenancy.shareable_tables TO PUBLIC;
+-- What the compiled policies read: the shares the current organization received, and nothing
+-- without a context. Owned by the catalog owner, so reading it costs no row-level security on
+-- tenancy.shares; a security barrier, so no function in a caller's query sees other rows.
+CREATE VIEW tenancy.received_shares WITH (security_barrier) AS
+    SELECT relation, owner_org, row_id, can_write FROM tenancy.shares
+     WHERE grantee_org = (SELECT tenancy.current_org());
+COMMENT ON VIEW tenancy.received_shares IS 'Shares the current organization received (read by compiled policies).';
+GRANT SELECT ON tenancy.received_shares TO PUBLIC;
 
 -- Makes a tenant table shareable: registers it, and adds the triggers that keep shares sound.
 -- The policy compiler emits calls to it for `kind = "shareable"`; DBAs may too.

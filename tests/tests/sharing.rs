@@ -54,6 +54,11 @@ fn an_org_sees_its_own_rows_public_rows_and_rows_shared_with_it() {
     assert_eq!(titles(&db, INITECH, "ian"), ["Acme handbook"], "a share is for one organization");
     // Without a context: nothing, public rows included.
     assert_eq!(count(&mut db.app(), "app.documents"), 0);
+    // What the policies read: only the shares the current organization received.
+    assert_eq!(count(&mut db.app_in(GLOBEX, "gina"), "tenancy.received_shares"), 1);
+    assert_eq!(count(&mut db.app_in(INITECH, "ian"), "tenancy.received_shares"), 0);
+    assert_eq!(count(&mut db.app_in(ACME, "alice"), "tenancy.received_shares"), 0);
+    assert_eq!(count(&mut db.app(), "tenancy.received_shares"), 0);
     // The shared row reads like an own row, by id, for every member role of the grantee.
     let mut c = db.app_in(GLOBEX, "sam");
     assert_eq!(
