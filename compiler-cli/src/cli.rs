@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// The policy files or the schema have errors, or `lint` found errors (all printed).
+    /// The policy files or the schema have errors, `lint` found errors, or `verify` found a leak
+    /// or could not verify something (all printed).
     pub const POLICY_ERRORS: u8 = 1;
     /// The command line is wrong (clap's own code).
     pub const USAGE: u8 = 2;
@@ -26,7 +27,8 @@ pub mod exit {
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
-  1  the policy files or the schema have errors; lint found errors
+  1  the policy files or the schema have errors; lint found errors; verify found a
+     leak or could not verify a table
   2  the command line is wrong
   3  a file could not be read or written
   4  the database could not be reached or refused a statement
@@ -36,7 +38,8 @@ Examples:
   tenancy compile policies/app.toml --schema sql/schema.sql -o policies.sql
   DATABASE_URL=postgresql://postgres@localhost/app tenancy plan policies/
   DATABASE_URL=postgresql://postgres@localhost/app tenancy apply policies/
-  tenancy lint --database-url postgresql://postgres@localhost/app --format json";
+  tenancy lint --database-url postgresql://postgres@localhost/app --format json
+  tenancy verify --database-url postgresql://postgres@localhost/app";
 
 #[derive(Parser, Debug)]
 #[command(name = "tenancy", version, about = "Compile pg_tenancy policy files into row-level security for PostgreSQL", after_help = AFTER_HELP)]
@@ -67,6 +70,9 @@ pub enum Command {
         #[arg(long, env = "DATABASE_URL", value_name = "URL")]
         database_url: String,
     },
+    /// Prove isolation: as each application role and organization, try every command on every
+    /// table, in a transaction that is rolled back (exit 1 on any leak)
+    Verify(VerifyArgs),
     /// Apply exactly the plan, in one transaction (nothing when the database already matches)
     Apply {
         #[command(flatten)]
@@ -119,6 +125,39 @@ pub struct LintArgs {
     pub format: Format,
 }
 
+#[derive(Args, Debug)]
+#[command(after_help = VERIFY_HELP)]
+pub struct VerifyArgs {
+    /// libpq URL of the database to verify, as a superuser
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: String,
+    /// Schemas to verify [default: all but the system schemas and tenancy]
+    #[arg(long = "schema", value_name = "SCHEMA")]
+    pub schemas: Vec<String>,
+    /// Name of the uuid column that marks a tenant table
+    #[arg(long, default_value = "org_id", value_name = "COLUMN")]
+    pub tenant_column: String,
+    /// Application roles to act as [default: roles named in policies or granted privileges on
+    /// the tables, except superusers and owners]
+    #[arg(long = "app-role", value_name = "ROLE")]
+    pub app_roles: Vec<String>,
+    /// How to print the matrix
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+const VERIFY_HELP: &str = "\
+Inside one transaction that is always rolled back, verify creates two organizations with an
+owner each, writes rows into every table (generating values for required columns and foreign
+keys), shares and publishes rows of shareable tables, and then, as each application role acting
+for each organization, runs SELECT, INSERT, UPDATE and DELETE against both organizations' rows,
+and the same without a context. A leak is any row of another organization seen or changed
+beyond what is public or shared with the organization, a row written into or pointing at
+another organization, or anything seen or written without a context.
+
+Cells: own, shared, public (rows reached), denied (refused: allowed by design), closed (nothing
+without a context), LEAK, not verified (a row could not be generated; the reason is printed).";
+
 fn lint_rules_help() -> String {
     let mut s = String::from("Rules:\n");
     for (id, severity, what) in crate::lint::RULES {
@@ -143,6 +182,8 @@ pub enum Failure {
     Usage(String),
     /// `lint` found errors (already printed).
     LintErrors,
+    /// `verify` found a leak or could not verify something (already printed).
+    VerifyFailed,
 }
 
 impl Failure {
@@ -180,7 +221,7 @@ impl Failure {
                 eprintln!("error: {m}");
                 exit::USAGE
             }
-            Failure::LintErrors => exit::POLICY_ERRORS,
+            Failure::LintErrors | Failure::VerifyFailed => exit::POLICY_ERRORS,
         }
     }
 }
@@ -361,6 +402,28 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     Ok(())
                 }
             }
+        }
+        Command::Verify(args) => {
+            let mut client = connect(&args.database_url)?;
+            let options = crate::verify::Options {
+                schemas: args.schemas.clone(),
+                tenant_column: args.tenant_column.clone(),
+                app_roles: args.app_roles.clone(),
+            };
+            let report = crate::verify::verify(&mut client, &options).map_err(|e| match e {
+                crate::verify::VerifyError::Database(e) => {
+                    Failure::Database(format!("cannot verify the database: {}", describe_db_error(&e)))
+                }
+                crate::verify::VerifyError::Unusable(m) => Failure::Usage(m),
+            })?;
+            match args.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+                Format::Human => print!("{}", crate::verify::render_human(&report)),
+            }
+            if report.leaks() > 0 || report.unverified() > 0 {
+                return Err(Failure::VerifyFailed);
+            }
+            Ok(())
         }
         Command::Lint(args) => {
             let mut client = connect(&args.database_url)?;

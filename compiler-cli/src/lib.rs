@@ -3,7 +3,8 @@
 //!
 //! Pipeline: [`policy`] (TOML with spans) → [`check`] against a [`schema::Catalog`] read by
 //! [`ddl`] or [`live`] → [`emit`] SQL. Problems are [`diagnostics::Diagnostic`]s with spans.
-//! [`lint`] audits a live database whatever produced it; [`plan`] finds what `apply` would change.
+//! [`lint`] audits a live database whatever produced it; [`plan`] finds what `apply` would change;
+//! [`verify`] proves isolation on a live database by trying to break it.
 
 pub mod check;
 pub mod cli;
@@ -16,3 +17,4 @@ pub mod plan;
 pub mod policy;
 pub mod predicate;
 pub mod schema;
+pub mod verify;

@@ -1,0 +1,987 @@
+//! `tenancy verify`: proves isolation on a live database by trying to break it. Inside one
+//! transaction that is always rolled back, it creates two organizations with an owner each,
+//! writes rows into every table of the audited schemas (generating values for required columns
+//! and foreign keys), shares and publishes rows of shareable tables, and then, as each
+//! application role acting for each organization, tries every command against both
+//! organizations' rows. Anything beyond the organization's own rows, the rows shared with it
+//! and public rows is a leak. It knows nothing of the policy files: it works on any schema.
+
+use crate::schema::quote_ident;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What to verify.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Schemas to verify; empty: every schema except the system ones and `tenancy`.
+    pub schemas: Vec<String>,
+    pub tenant_column: String,
+    /// Application roles; empty: every role named in a policy, or granted a privilege, on a
+    /// table of those schemas (except superusers, table owners and the caller).
+    pub app_roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Tenant,
+    Shareable,
+    Global,
+}
+
+/// The result of one command on one table for one role.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Cell {
+    /// What the role reached without leaking: `own`, `shared`, `public`, `all`, or `denied`.
+    pub reach: BTreeSet<&'static str>,
+    /// Every leak, described.
+    pub leaks: Vec<String>,
+    /// Why (part of) this check could not run.
+    pub unverified: Vec<String>,
+}
+
+impl Cell {
+    fn text(&self) -> String {
+        if !self.leaks.is_empty() {
+            return "LEAK".into();
+        }
+        if !self.unverified.is_empty() {
+            return "not verified".into();
+        }
+        let order = ["own", "shared", "public", "all", "none", "denied", "closed"];
+        let mut parts: Vec<&str> = order.iter().copied().filter(|r| self.reach.contains(r)).collect();
+        if parts.len() > 1 {
+            parts.retain(|r| *r != "denied" && *r != "none");
+        }
+        if parts.is_empty() {
+            "denied".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+pub const COMMANDS: [&str; 5] = ["select", "insert", "update", "delete", "no context"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableResult {
+    pub table: String,
+    pub kind: Kind,
+    pub role: String,
+    /// One per [`COMMANDS`] entry.
+    pub cells: BTreeMap<&'static str, Cell>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub roles: Vec<String>,
+    pub organizations: usize,
+    pub results: Vec<TableResult>,
+    /// Tables no row could be written to, with the reason: their rows were not checked.
+    pub unverified_tables: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn leaks(&self) -> usize {
+        self.results.iter().flat_map(|r| r.cells.values()).map(|c| c.leaks.len()).sum()
+    }
+
+    pub fn unverified(&self) -> usize {
+        self.unverified_tables.len()
+            + self.results.iter().flat_map(|r| r.cells.values()).filter(|c| !c.unverified.is_empty()).count()
+    }
+}
+
+struct Column {
+    name: String,
+    sql_type: String,
+    not_null: bool,
+    has_default: bool,
+    generated: bool,
+    /// A value the column's CHECK constraints or enum type suggest.
+    suggested: Option<String>,
+}
+
+struct ForeignKey {
+    columns: Vec<String>,
+    references: String,
+    referred: Vec<String>,
+}
+
+struct Table {
+    name: String,
+    kind: Kind,
+    columns: Vec<Column>,
+    foreign_keys: Vec<ForeignKey>,
+    id_column: Option<String>,
+    visibility_column: Option<String>,
+}
+
+/// The organizations the verifier creates, each with its owner.
+struct Org {
+    id: String,
+    user: String,
+}
+
+/// A row the verifier wrote: its ctid and values.
+#[derive(Clone)]
+struct Fixture {
+    ctid: String,
+    values: serde_json::Map<String, Value>,
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Runs `sql` under a savepoint; on error rolls back to it and returns the error text.
+fn attempt<T>(
+    tx: &mut postgres::Transaction<'_>,
+    f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
+) -> Result<Result<T, String>, postgres::Error> {
+    tx.batch_execute("SAVEPOINT tenancy_verify")?;
+    match f(tx) {
+        Ok(v) => {
+            tx.batch_execute("RELEASE SAVEPOINT tenancy_verify")?;
+            Ok(Ok(v))
+        }
+        Err(e) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT tenancy_verify; RELEASE SAVEPOINT tenancy_verify")?;
+            Ok(Err(e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{} ({})", d.message(), d.code().code()))))
+        }
+    }
+}
+
+/// Runs `f` as `role` acting for `org` (or without a context), always rolled back.
+fn as_role<T>(
+    tx: &mut postgres::Transaction<'_>,
+    role: &str,
+    org: Option<&Org>,
+    f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
+) -> Result<Result<T, String>, postgres::Error> {
+    tx.batch_execute("SAVEPOINT tenancy_verify_as")?;
+    let mut setup = format!("SET LOCAL ROLE {};", quote_ident(role));
+    if let Some(org) = org {
+        setup.push_str(&format!("SELECT tenancy.set_context({}, {});", literal(&org.id), literal(&org.user)));
+    }
+    let result = match tx.batch_execute(&setup) {
+        Err(e) => Err(e),
+        Ok(()) => f(tx),
+    };
+    tx.batch_execute("ROLLBACK TO SAVEPOINT tenancy_verify_as; RELEASE SAVEPOINT tenancy_verify_as")?;
+    Ok(result.map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{} ({})", d.message(), d.code().code()))))
+}
+
+fn is_denied(error: &str) -> bool {
+    // Refusals: privileges, row-level security, the extension's guards, foreign keys, checks.
+    ["(42501)", "(23503)", "(23514)", "(P0001)", "(53400)", "(23502)"].iter().any(|c| error.ends_with(c))
+}
+
+/// Verifies every table of the audited schemas. Everything happens in one transaction that is
+/// rolled back, whatever happens.
+pub fn verify(client: &mut postgres::Client, options: &Options) -> Result<Report, VerifyError> {
+    let mut tx = client.transaction()?;
+    let report = run(&mut tx, options);
+    tx.rollback()?;
+    report
+}
+
+#[derive(Debug)]
+pub enum VerifyError {
+    Database(postgres::Error),
+    /// The database is not one the verifier can work on (with the reason).
+    Unusable(String),
+}
+
+impl From<postgres::Error> for VerifyError {
+    fn from(e: postgres::Error) -> Self {
+        VerifyError::Database(e)
+    }
+}
+
+fn run(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<Report, VerifyError> {
+    let me = tx.query_one(
+        "SELECT rolsuper OR rolbypassrls, current_user::text, EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_tenancy')
+           FROM pg_roles WHERE rolname = current_user",
+        &[],
+    )?;
+    if !me.get::<_, bool>(2) {
+        return Err(VerifyError::Unusable("the pg_tenancy extension is not installed in this database".into()));
+    }
+    if !me.get::<_, bool>(0) {
+        return Err(VerifyError::Unusable(format!(
+            "role {} is not a superuser: connect as a superuser, which the verifier needs to write fixtures for every organization and act as each application role",
+            me.get::<_, String>(1)
+        )));
+    }
+    let tables = read_tables(tx, options)?;
+    if tables.is_empty() {
+        return Err(VerifyError::Unusable("no tables to verify in the audited schemas".into()));
+    }
+    let roles = app_roles(tx, options, &tables)?;
+    if roles.is_empty() {
+        return Err(VerifyError::Unusable(
+            "no application role: no role other than superusers and owners is named in a policy or granted a privilege on these tables (pass --app-role)".into(),
+        ));
+    }
+    let orgs = create_orgs(tx)?;
+    let tenant_column = options.tenant_column.as_str();
+    let (fixtures, unverified_tables) = write_fixtures(tx, &tables, &orgs, tenant_column)?;
+    share_fixtures(tx, &tables, &orgs, &fixtures)?;
+
+    let mut results = Vec::new();
+    for role in &roles {
+        for table in &tables {
+            if unverified_tables.iter().any(|(t, _)| *t == table.name) {
+                continue;
+            }
+            let mut cells: BTreeMap<&'static str, Cell> = COMMANDS.iter().map(|c| (*c, Cell::default())).collect();
+            for (x, org) in orgs.iter().enumerate() {
+                check_table(tx, role, table, tenant_column, &orgs, x, org, &fixtures, &mut cells)?;
+            }
+            let cell = cells.get_mut("no context").unwrap();
+            check_without_context(tx, role, table, tenant_column, &orgs, &fixtures, cell)?;
+            results.push(TableResult { table: table.name.clone(), kind: table.kind, role: role.clone(), cells });
+        }
+    }
+    results.sort_by(|a, b| (&a.role, &a.table).cmp(&(&b.role, &b.table)));
+    Ok(Report { roles, organizations: orgs.len(), results, unverified_tables })
+}
+
+fn read_tables(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<Vec<Table>, postgres::Error> {
+    let rows = tx.query(
+        "SELECT c.oid, format('%I.%I', n.nspname, c.relname),
+                EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname::text = $2::text
+                          AND a.atttypid = 'uuid'::regtype AND NOT a.attisdropped),
+                s.id_column, s.visibility_column
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN tenancy.shareable_tables s ON s.relation = c.oid
+          WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+            AND (n.nspname::text = ANY ($1::text[]) OR (cardinality($1::text[]) = 0
+                 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy', 'pg_toast')
+                 AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'))
+          ORDER BY 2",
+        &[&options.schemas, &options.tenant_column],
+    )?;
+    let mut tables = Vec::new();
+    for row in rows {
+        let oid: u32 = row.get(0);
+        let tenant: bool = row.get(2);
+        let id_column: Option<String> = row.get(3);
+        let columns = tx
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                        a.atthasdef OR a.attidentity <> '', a.attgenerated <> '',
+                        (SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = a.atttypid ORDER BY e.enumsortorder LIMIT 1),
+                        (SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k
+                          WHERE k.conrelid = a.attrelid AND k.contype = 'c' AND k.conkey = ARRAY[a.attnum])
+                   FROM pg_attribute a
+                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                &[&oid],
+            )?
+            .iter()
+            .map(|c| {
+                let check: Option<String> = c.get(6);
+                let suggested = c.get::<_, Option<String>>(5).or_else(|| check.as_deref().and_then(check_literal));
+                Column {
+                    name: c.get(0),
+                    sql_type: c.get(1),
+                    not_null: c.get(2),
+                    has_default: c.get(3),
+                    generated: c.get(4),
+                    suggested,
+                }
+            })
+            .collect();
+        let foreign_keys = tx
+            .query(
+                "SELECT (SELECT array_agg(a.attname::text ORDER BY k.i) FROM unnest(f.conkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.n),
+                        format('%I.%I', n.nspname, c.relname),
+                        (SELECT array_agg(a.attname::text ORDER BY k.i) FROM unnest(f.confkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.n)
+                   FROM pg_constraint f JOIN pg_class c ON c.oid = f.confrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE f.conrelid = $1 AND f.contype = 'f' ORDER BY f.conname",
+                &[&oid],
+            )?
+            .iter()
+            .map(|f| ForeignKey { columns: f.get(0), references: f.get(1), referred: f.get(2) })
+            .collect();
+        tables.push(Table {
+            name: row.get(1),
+            kind: match (tenant, &id_column) {
+                (false, _) => Kind::Global,
+                (true, None) => Kind::Tenant,
+                (true, Some(_)) => Kind::Shareable,
+            },
+            columns,
+            foreign_keys,
+            id_column,
+            visibility_column: row.get(4),
+        });
+    }
+    Ok(order_by_dependencies(tables))
+}
+
+/// The first quoted literal of a CHECK constraint that is not a pattern: `status IN ('open',
+/// 'done')` suggests `open`.
+fn check_literal(check: &str) -> Option<String> {
+    let mut rest = check;
+    while let Some(start) = rest.find('\'') {
+        let after = &rest[start + 1..];
+        let end = after.find('\'')?;
+        let value = &after[..end];
+        if !value.is_empty() && !value.contains(['^', '$', '[', '%', '\\']) {
+            return Some(value.to_string());
+        }
+        rest = &after[end + 1..];
+    }
+    None
+}
+
+/// Parents before children, so a child's foreign keys can point at its parents' fixture rows.
+fn order_by_dependencies(mut tables: Vec<Table>) -> Vec<Table> {
+    let mut ordered: Vec<Table> = Vec::new();
+    while !tables.is_empty() {
+        let ready = tables.iter().position(|t| {
+            t.foreign_keys.iter().all(|fk| {
+                fk.references == t.name
+                    || ordered.iter().any(|o| o.name == fk.references)
+                    || !tables.iter().any(|o| o.name == fk.references)
+            })
+        });
+        // A cycle: take the first table; its foreign keys into the cycle stay NULL if they can.
+        ordered.push(tables.remove(ready.unwrap_or(0)));
+    }
+    ordered
+}
+
+fn app_roles(tx: &mut postgres::Transaction<'_>, options: &Options, tables: &[Table]) -> Result<Vec<String>, postgres::Error> {
+    if !options.app_roles.is_empty() {
+        return Ok(options.app_roles.clone());
+    }
+    let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+    let rows = tx.query(
+        "WITH t AS (SELECT n::regclass AS oid FROM unnest($1::text[]) n)
+         SELECT DISTINCT r.rolname::text FROM pg_roles r
+          WHERE NOT r.rolsuper AND r.rolname <> current_user AND r.rolname NOT LIKE 'pg\\_%'
+            AND NOT EXISTS (SELECT FROM pg_class c JOIN t ON t.oid = c.oid WHERE c.relowner = r.oid)
+            AND (EXISTS (SELECT FROM pg_policy p JOIN t ON t.oid = p.polrelid WHERE r.oid = ANY (p.polroles))
+                 OR EXISTS (SELECT FROM t WHERE has_table_privilege(r.oid, t.oid, 'SELECT, INSERT, UPDATE, DELETE')
+                              AND EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) x
+                                           WHERE c.oid = t.oid AND x.grantee = r.oid)))
+          ORDER BY 1",
+        &[&names],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+fn create_orgs(tx: &mut postgres::Transaction<'_>) -> Result<Vec<Org>, postgres::Error> {
+    // An unlimited plan if there is one, so that quotas do not stop the fixtures.
+    let plan: String = tx
+        .query_one(
+            "SELECT coalesce((SELECT p.name FROM tenancy.plans p WHERE NOT EXISTS (
+                 SELECT FROM tenancy.plan_limits l WHERE l.plan = p.name AND l.quota IS NOT NULL) ORDER BY p.name LIMIT 1), 'free')",
+            &[],
+        )?
+        .get(0);
+    let tag: String = tx.query_one("SELECT substr(md5(random()::text), 1, 8)", &[])?.get(0);
+    let mut orgs = Vec::new();
+    for letter in ["a", "b"] {
+        let user = format!("tenancy-verify-{letter}");
+        let id: String = tx
+            .query_one(
+                "SELECT tenancy.create_organization($1, $2, $3, $4)::text",
+                &[&format!("Verify {letter}"), &format!("tenancy-verify-{tag}-{letter}"), &user, &plan],
+            )?
+            .get(0);
+        orgs.push(Org { id, user });
+    }
+    Ok(orgs)
+}
+
+/// The variants of fixture rows per table: a private row, and for shareable tables a row shared
+/// for reading, one shared for writing and (with a visibility column) a public one.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Variant {
+    Private,
+    SharedRead,
+    SharedWrite,
+    Public,
+}
+
+type Fixtures = BTreeMap<(String, usize), Vec<(Variant, Fixture)>>;
+
+/// The INSERT for one generated row of `table` owned by `orgs[org]`, with foreign keys pointing
+/// at `parents_of`'s fixture rows (normally the same organization).
+#[allow(clippy::too_many_arguments)]
+fn insert_sql(
+    table: &Table,
+    orgs: &[Org],
+    tenant_column: &str,
+    org: usize,
+    parents_of: usize,
+    variant: Variant,
+    fixtures: &Fixtures,
+    counter: &mut u64,
+) -> Result<String, String> {
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    for column in &table.columns {
+        if column.generated {
+            continue;
+        }
+        *counter += 1;
+        let typed = |v: &str| format!("{}::{}", literal(v), column.sql_type);
+        let value = if table.kind != Kind::Global && column.name == tenant_column {
+            Some(typed(&orgs[org].id))
+        } else if Some(&column.name) == table.visibility_column.as_ref() {
+            Some(typed(if variant == Variant::Public { "public" } else { "private" }))
+        } else if let Some(fk) = table.foreign_keys.iter().find(|fk| fk.columns.contains(&column.name)) {
+            let i = fk.columns.iter().position(|c| *c == column.name).unwrap();
+            let referred = fk.referred[i].clone();
+            if fk.references == "tenancy.organizations" {
+                Some(typed(&orgs[org].id))
+            } else if let Some(parent) =
+                fixtures.get(&(fk.references.clone(), parents_of)).and_then(|rows| rows.first().map(|r| &r.1))
+            {
+                match parent.values.get(&referred) {
+                    Some(Value::Null) | None => None,
+                    Some(Value::String(s)) => Some(typed(s)),
+                    Some(v) => Some(typed(&v.to_string())),
+                }
+            } else if column.not_null && !column.has_default {
+                Some(format!(
+                    "(SELECT {} FROM {} LIMIT 1)",
+                    quote_ident(&referred),
+                    fk.references
+                ))
+            } else {
+                None
+            }
+        } else if column.not_null && !column.has_default {
+            Some(generate(column, *counter).ok_or_else(|| {
+                format!("cannot generate a value of type {} for column {}", column.sql_type, column.name)
+            })?)
+        } else {
+            None
+        };
+        if let Some(v) = value {
+            names.push(quote_ident(&column.name));
+            values.push(v);
+        }
+    }
+    Ok(if names.is_empty() {
+        format!("INSERT INTO {} AS t DEFAULT VALUES", table.name)
+    } else {
+        format!(
+            "INSERT INTO {} AS t ({}) VALUES ({})",
+            table.name,
+            names.join(", "),
+            values.join(", ")
+        )
+    })
+}
+
+/// A value for a required column without a default.
+fn generate(column: &Column, n: u64) -> Option<String> {
+    let t = column.sql_type.as_str();
+    let cast = |v: String| Some(format!("{}::{t}", literal(&v)));
+    if let Some(s) = &column.suggested {
+        return cast(s.clone());
+    }
+    let base = t.split('(').next().unwrap_or(t).trim();
+    match base {
+        "uuid" => Some("gen_random_uuid()".into()),
+        "text" | "character varying" | "character" | "name" | "citext" => cast(format!("v{n}")),
+        "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => cast((n % 30000).to_string()),
+        "boolean" => Some("false".into()),
+        "timestamp with time zone" | "timestamp without time zone" => Some(format!("now()::{t}")),
+        "date" => Some("current_date".into()),
+        "time without time zone" | "time with time zone" => cast("12:00".into()),
+        "interval" => cast("1 hour".into()),
+        "json" | "jsonb" => cast("{}".into()),
+        "bytea" => cast("\\x00".into()),
+        "inet" | "cidr" => cast("127.0.0.1".into()),
+        _ if t.ends_with("[]") => cast("{}".into()),
+        _ => None,
+    }
+}
+
+fn write_fixtures(
+    tx: &mut postgres::Transaction<'_>,
+    tables: &[Table],
+    orgs: &[Org],
+    tenant_column: &str,
+) -> Result<(Fixtures, Vec<(String, String)>), postgres::Error> {
+    let mut fixtures: Fixtures = BTreeMap::new();
+    let mut unverified = Vec::new();
+    let mut counter = 0u64;
+    for table in tables {
+        let variants: &[Variant] = match table.kind {
+            Kind::Global => &[Variant::Private],
+            Kind::Tenant => &[Variant::Private],
+            Kind::Shareable if table.visibility_column.is_some() => {
+                &[Variant::Private, Variant::SharedRead, Variant::SharedWrite, Variant::Public]
+            }
+            Kind::Shareable => &[Variant::Private, Variant::SharedRead, Variant::SharedWrite],
+        };
+        let per_org = if table.kind == Kind::Global { 1 } else { orgs.len() };
+        if table.kind == Kind::Global {
+            // Reference data: rows that exist are enough to try to change.
+            let has_rows: bool =
+                tx.query_one(&format!("SELECT EXISTS (SELECT FROM {})", table.name), &[])?.get(0);
+            if has_rows {
+                continue;
+            }
+        }
+        'orgs: for org in 0..per_org {
+            for &variant in variants {
+                let sql = match insert_sql(table, orgs, tenant_column, org, org, variant, &fixtures, &mut counter) {
+                    Ok(sql) => sql,
+                    Err(reason) => {
+                        unverified.push((table.name.clone(), reason));
+                        break 'orgs;
+                    }
+                };
+                let context = format!(
+                    "SELECT tenancy.set_context({}, {})",
+                    literal(&orgs[org].id),
+                    literal(&orgs[org].user)
+                );
+                let result = attempt(tx, |tx| {
+                    tx.batch_execute(&context)?;
+                    tx.query_one(&format!("{sql} RETURNING ctid::text, to_jsonb(t)::text"), &[])
+                })?;
+                match result {
+                    Ok(row) => {
+                        let values: serde_json::Map<String, Value> =
+                            serde_json::from_str(row.get::<_, &str>(1)).unwrap_or_default();
+                        fixtures
+                            .entry((table.name.clone(), org))
+                            .or_default()
+                            .push((variant, Fixture { ctid: row.get(0), values }));
+                    }
+                    // An empty reference table is still checked: its writes must be refused.
+                    Err(_) if table.kind == Kind::Global => break 'orgs,
+                    Err(e) => {
+                        unverified.push((table.name.clone(), format!("could not write a row: {e}")));
+                        break 'orgs;
+                    }
+                }
+            }
+        }
+    }
+    tx.batch_execute("SELECT tenancy.clear_context()")?;
+    Ok((fixtures, unverified))
+}
+
+fn share_fixtures(
+    tx: &mut postgres::Transaction<'_>,
+    tables: &[Table],
+    orgs: &[Org],
+    fixtures: &Fixtures,
+) -> Result<(), postgres::Error> {
+    for table in tables.iter().filter(|t| t.kind == Kind::Shareable) {
+        let id_column = table.id_column.as_deref().unwrap_or("id");
+        for (o, org) in orgs.iter().enumerate() {
+            let other = &orgs[(o + 1) % orgs.len()];
+            for (variant, row) in fixtures.get(&(table.name.clone(), o)).into_iter().flatten() {
+                let permissions = match variant {
+                    Variant::SharedRead => "{read}",
+                    Variant::SharedWrite => "{read,write}",
+                    _ => continue,
+                };
+                let id = match row.values.get(id_column) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => continue,
+                };
+                tx.batch_execute(&format!(
+                    "SELECT tenancy.set_context({}, {}); SELECT tenancy.share({}::regclass, {}::text, {}, {});",
+                    literal(&org.id),
+                    literal(&org.user),
+                    literal(&table.name),
+                    literal(&id),
+                    literal(&other.id),
+                    literal(permissions)
+                ))?;
+            }
+        }
+    }
+    tx.batch_execute("SELECT tenancy.clear_context()")?;
+    Ok(())
+}
+
+/// The rows of `table` outside `org` that it may read (public or shared with it), by ctid, and
+/// those it may write (shared with it for writing), by their values as JSON (an UPDATE returns
+/// the new row version, whose ctid differs).
+fn allowed(
+    tx: &mut postgres::Transaction<'_>,
+    table: &Table,
+    tenant_column: &str,
+    org: &Org,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), postgres::Error> {
+    if table.kind != Kind::Shareable {
+        return Ok((BTreeSet::new(), BTreeSet::new()));
+    }
+    let id = quote_ident(table.id_column.as_deref().unwrap_or("id"));
+    let tc = quote_ident(tenant_column);
+    let public = table
+        .visibility_column
+        .as_ref()
+        .map_or("false".to_string(), |v| format!("t.{} = 'public'", quote_ident(v)));
+    let rows = tx.query(
+        &format!(
+            "SELECT t.ctid::text, s.can_write, to_jsonb(t)::text FROM {} t
+               LEFT JOIN tenancy.shares s ON s.relation = $1::text::regclass AND s.grantee_org = $2::text::uuid
+                    AND s.owner_org = t.{tc} AND s.row_id = t.{id}::text
+              WHERE t.{tc} IS DISTINCT FROM $2::text::uuid AND ({public} OR s.relation IS NOT NULL)",
+            table.name
+        ),
+        &[&table.name, &org.id],
+    )?;
+    let read = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let write = rows.iter().filter(|r| r.get::<_, Option<bool>>(1) == Some(true)).map(|r| r.get(2)).collect();
+    Ok((read, write))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_table(
+    tx: &mut postgres::Transaction<'_>,
+    role: &str,
+    table: &Table,
+    tenant_column: &str,
+    orgs: &[Org],
+    x: usize,
+    org: &Org,
+    fixtures: &Fixtures,
+    cells: &mut BTreeMap<&'static str, Cell>,
+) -> Result<(), postgres::Error> {
+    let tc = quote_ident(tenant_column);
+    let name = &table.name;
+    let y = (x + 1) % orgs.len();
+    let me = format!("{} acting for organization {}", role, letter(x));
+    let mut counter = 1_000_000u64 + x as u64 * 1000;
+
+    if table.kind == Kind::Global {
+        let select = as_role(tx, role, Some(org), |tx| tx.query(&format!("SELECT 1 FROM {name} LIMIT 1"), &[]))?;
+        cells.get_mut("select").unwrap().reach.insert(if select.is_ok() { "all" } else { "denied" });
+        let first = table.columns.iter().find(|c| !c.generated).map(|c| quote_ident(&c.name));
+        let empty: bool = tx.query_one(&format!("SELECT NOT EXISTS (SELECT FROM {name})"), &[])?.get(0);
+        let writes = [
+            ("insert", insert_sql(table, orgs, tenant_column, 0, 0, Variant::Private, fixtures, &mut counter).ok()),
+            ("update", first.as_ref().map(|c| format!("UPDATE {name} SET {c} = {c}"))),
+            ("delete", Some(format!("DELETE FROM {name}"))),
+        ];
+        for (command, sql) in writes {
+            let cell = cells.get_mut(command).unwrap();
+            let Some(sql) = sql else {
+                cell.reach.insert("denied");
+                continue;
+            };
+            match as_role(tx, role, Some(org), |tx| tx.execute(&sql, &[]))? {
+                Ok(n) if n > 0 => cell.leaks.push(format!("{me} changed {n} row(s) of global table {name}: {sql}")),
+                Ok(_) if empty => cell.unverified.push(format!(
+                    "{name} is empty and no row could be generated for it, so `{sql}` proves nothing"
+                )),
+                // Privileges and row-level security are checked before constraints: a
+                // constraint error means the write got past both.
+                Err(e) if !e.ends_with("(42501)") => {
+                    cell.leaks.push(format!("{me} got past privileges and policies of global table {name}, stopped only by: {e}"))
+                }
+                _ => {
+                    cell.reach.insert("denied");
+                }
+            }
+        }
+        return Ok(());
+    }
+
+    let (may_read, may_write) = allowed(tx, table, tenant_column, org)?;
+    let own: BTreeSet<String> =
+        fixtures.get(&(name.clone(), x)).into_iter().flatten().map(|(_, f)| f.ctid.clone()).collect();
+    let x_id = org.id.clone();
+
+    // SELECT: every foreign row seen must be public or shared with this organization.
+    let seen = as_role(tx, role, Some(org), |tx| {
+        tx.query(&format!("SELECT ctid::text, {tc}::text FROM {name} LIMIT 100000"), &[])
+    })?;
+    let cell = cells.get_mut("select").unwrap();
+    match seen {
+        Err(e) if is_denied(&e) => {
+            cell.reach.insert("denied");
+        }
+        Err(e) => cell.unverified.push(format!("{me}: {e}")),
+        Ok(rows) => {
+            let mut leaked = 0;
+            for r in &rows {
+                let (ctid, owner): (String, Option<String>) = (r.get(0), r.get(1));
+                if owner.as_deref() == Some(x_id.as_str()) {
+                    if own.contains(&ctid) {
+                        cell.reach.insert("own");
+                    }
+                } else if may_read.contains(&ctid) {
+                    cell.reach.insert(if shared_read(tx, table, tenant_column, &ctid, &x_id)? {
+                        "shared"
+                    } else {
+                        "public"
+                    });
+                } else {
+                    leaked += 1;
+                }
+            }
+            if leaked > 0 {
+                cell.leaks.push(format!("{me} sees {leaked} row(s) of other organizations that are neither shared with it nor public"));
+            }
+            if cell.reach.is_empty() {
+                cell.reach.insert("none");
+            }
+        }
+    }
+
+    // INSERT: into its own organization (allowed or not), never into another one, and never
+    // pointing into another organization's rows.
+    let cell = cells.get_mut("insert").unwrap();
+    let tries = [
+        ("own", insert_sql(table, orgs, tenant_column, x, x, Variant::Private, fixtures, &mut counter)),
+        ("other", insert_sql(table, orgs, tenant_column, y, y, Variant::Private, fixtures, &mut counter)),
+        ("cross", insert_sql(table, orgs, tenant_column, x, y, Variant::Private, fixtures, &mut counter)),
+    ];
+    let has_tenant_parent = table
+        .foreign_keys
+        .iter()
+        .any(|fk| fk.references != "tenancy.organizations" && fixtures.contains_key(&(fk.references.clone(), y)));
+    for (what, sql) in tries {
+        let sql = match sql {
+            Ok(sql) => sql,
+            Err(e) => {
+                cell.unverified.push(e);
+                continue;
+            }
+        };
+        if what == "cross" && !has_tenant_parent {
+            continue;
+        }
+        // No RETURNING: it would apply the SELECT policy to the new row and hide a leaky INSERT.
+        let result = as_role(tx, role, Some(org), |tx| tx.execute(&sql, &[]))?;
+        match (what, result) {
+            ("own", Ok(_)) => {
+                cell.reach.insert("own");
+            }
+            ("own", Err(e)) if is_denied(&e) => {
+                cell.reach.insert("denied");
+            }
+            ("own", Err(e)) => cell.unverified.push(format!("{me}: insert failed: {e}")),
+            ("other", Ok(_)) => cell.leaks.push(format!("{me} inserted a row into organization {}", letter(y))),
+            ("other", Err(e)) if !e.ends_with("(42501)") => {
+                cell.unverified.push(format!("{me}: inserting into organization {} failed otherwise: {e}", letter(y)))
+            }
+            ("cross", Ok(_)) => cell.leaks.push(format!(
+                "{me} inserted a row that points at organization {}'s rows through a foreign key",
+                letter(y)
+            )),
+            _ => {}
+        }
+    }
+
+    // UPDATE: own rows (if allowed), rows shared for writing, nothing else; never moving a row
+    // to another organization.
+    let cell = cells.get_mut("update").unwrap();
+    let updated = as_role(tx, role, Some(org), |tx| {
+        tx.query(&format!("UPDATE {name} t SET {tc} = t.{tc} RETURNING to_jsonb(t)::text, {tc}::text"), &[])
+    })?;
+    match updated {
+        Err(e) if is_denied(&e) => {
+            cell.reach.insert("denied");
+        }
+        Err(e) => cell.unverified.push(format!("{me}: {e}")),
+        Ok(rows) => {
+            let mut leaked = 0;
+            for r in &rows {
+                let (row, owner): (String, Option<String>) = (r.get(0), r.get(1));
+                if owner.as_deref() == Some(x_id.as_str()) {
+                    cell.reach.insert("own");
+                } else if may_write.contains(&row) {
+                    cell.reach.insert("shared");
+                } else {
+                    leaked += 1;
+                }
+            }
+            if leaked > 0 {
+                cell.leaks.push(format!("{me} updated {leaked} row(s) of other organizations not shared with it for writing"));
+            }
+            if rows.is_empty() {
+                cell.reach.insert("denied");
+            }
+        }
+    }
+    if let Some(ctid) = own.iter().next() {
+        let moved = as_role(tx, role, Some(org), |tx| {
+            tx.execute(&format!("UPDATE {name} SET {tc} = {}::uuid WHERE ctid = {}::tid", literal(&orgs[y].id), literal(ctid)), &[])
+        })?;
+        if let Ok(n) = moved {
+            if n > 0 {
+                cell.leaks.push(format!("{me} moved its row into organization {}", letter(y)));
+            }
+        }
+    }
+
+    // DELETE: own rows (if allowed), never another organization's, shared or not.
+    let cell = cells.get_mut("delete").unwrap();
+    let deleted = as_role(tx, role, Some(org), |tx| {
+        tx.query(&format!("DELETE FROM {name} RETURNING {tc}::text"), &[])
+    })?;
+    match deleted {
+        Err(e) if is_denied(&e) => {
+            cell.reach.insert("denied");
+        }
+        Err(e) => cell.unverified.push(format!("{me}: {e}")),
+        Ok(rows) => {
+            let foreign = rows.iter().filter(|r| r.get::<_, Option<String>>(0).as_deref() != Some(x_id.as_str())).count();
+            if foreign > 0 {
+                cell.leaks.push(format!("{me} deleted {foreign} row(s) of other organizations"));
+            }
+            cell.reach.insert(if rows.len() > foreign { "own" } else { "denied" });
+        }
+    }
+    Ok(())
+}
+
+/// Whether the row at `ctid` is shared with `org` (not only public).
+fn shared_read(
+    tx: &mut postgres::Transaction<'_>,
+    table: &Table,
+    tenant_column: &str,
+    ctid: &str,
+    org: &str,
+) -> Result<bool, postgres::Error> {
+    let tc = quote_ident(tenant_column);
+    let id = quote_ident(table.id_column.as_deref().unwrap_or("id"));
+    Ok(tx
+        .query_one(
+            &format!(
+                "SELECT EXISTS (SELECT FROM {} t JOIN tenancy.shares s ON s.relation = $1::text::regclass AND s.grantee_org = $2::text::uuid
+                    AND s.owner_org = t.{tc} AND s.row_id = t.{id}::text WHERE t.ctid = $3::text::tid)",
+                table.name
+            ),
+            &[&table.name, &org, &ctid],
+        )?
+        .get(0))
+}
+
+/// Without a context: no rows of a tenant table are visible and nothing is written.
+fn check_without_context(
+    tx: &mut postgres::Transaction<'_>,
+    role: &str,
+    table: &Table,
+    tenant_column: &str,
+    orgs: &[Org],
+    fixtures: &Fixtures,
+    cell: &mut Cell,
+) -> Result<(), postgres::Error> {
+    if table.kind == Kind::Global {
+        cell.reach.insert("closed");
+        return Ok(());
+    }
+    let name = &table.name;
+    let seen = as_role(tx, role, None, |tx| tx.query_one(&format!("SELECT count(*) FROM {name}"), &[]))?;
+    if let Ok(row) = seen {
+        let n: i64 = row.get(0);
+        if n > 0 {
+            cell.leaks.push(format!("{role} without a context sees {n} row(s)"));
+        }
+    }
+    let mut counter = 2_000_000u64;
+    if let Ok(sql) = insert_sql(table, orgs, tenant_column, 0, 0, Variant::Private, fixtures, &mut counter) {
+        if as_role(tx, role, None, |tx| tx.execute(&sql, &[]))?.is_ok() {
+            cell.leaks.push(format!("{role} without a context inserted a row"));
+        }
+    }
+    for (what, sql) in [
+        ("updated", format!("UPDATE {name} t SET {0} = t.{0}", quote_ident(tenant_column))),
+        ("deleted", format!("DELETE FROM {name}")),
+    ] {
+        if let Ok(n) = as_role(tx, role, None, |tx| tx.execute(&sql, &[]))? {
+            if n > 0 {
+                cell.leaks.push(format!("{role} without a context {what} {n} row(s)"));
+            }
+        }
+    }
+    if cell.leaks.is_empty() {
+        cell.reach.insert("closed");
+    }
+    Ok(())
+}
+
+fn letter(i: usize) -> char {
+    (b'A' + i as u8) as char
+}
+
+/// The matrix, one block per role, then every leak and everything not verified.
+pub fn render_human(report: &Report) -> String {
+    let mut out = String::new();
+    let width = report.results.iter().map(|r| r.table.len()).max().unwrap_or(5).max(5);
+    for role in &report.roles {
+        out.push_str(&format!("\nrole {role}, acting for each of {} organizations:\n\n", report.organizations));
+        out.push_str(&format!("  {:<width$}  {:<9}", "table", "kind"));
+        for c in COMMANDS {
+            out.push_str(&format!("  {c:<20}"));
+        }
+        out.push('\n');
+        for r in report.results.iter().filter(|r| &r.role == role) {
+            let kind = match r.kind {
+                Kind::Tenant => "tenant",
+                Kind::Shareable => "shareable",
+                Kind::Global => "global",
+            };
+            out.push_str(&format!("  {:<width$}  {kind:<9}", r.table));
+            for c in COMMANDS {
+                out.push_str(&format!("  {:<20}", r.cells[c].text()));
+            }
+            out.push('\n');
+        }
+    }
+    let leaks: Vec<String> = report
+        .results
+        .iter()
+        .flat_map(|r| r.cells.iter().flat_map(move |(c, cell)| cell.leaks.iter().map(move |l| format!("{} {c}: {l}", r.table))))
+        .collect();
+    let unverified: Vec<String> = report
+        .unverified_tables
+        .iter()
+        .map(|(t, why)| format!("{t}: {why}"))
+        .chain(report.results.iter().flat_map(|r| {
+            r.cells.iter().flat_map(move |(c, cell)| cell.unverified.iter().map(move |u| format!("{} {c}: {u}", r.table)))
+        }))
+        .collect();
+    out.push('\n');
+    for l in &leaks {
+        out.push_str(&format!("LEAK {l}\n"));
+    }
+    for u in &unverified {
+        out.push_str(&format!("not verified: {u}\n"));
+    }
+    let cells = report.results.len() * COMMANDS.len();
+    if leaks.is_empty() && unverified.is_empty() {
+        out.push_str(&format!(
+            "ok: no leaks ({} table{} x {} commands x {} role{} x {} organizations; everything was rolled back)\n",
+            report.results.len() / report.roles.len().max(1),
+            if report.results.len() / report.roles.len().max(1) == 1 { "" } else { "s" },
+            COMMANDS.len(),
+            report.roles.len(),
+            if report.roles.len() == 1 { "" } else { "s" },
+            report.organizations
+        ));
+    } else {
+        out.push_str(&format!(
+            "error: {} leak{}, {} check{} not verified, in {cells} checks (everything was rolled back)\n",
+            leaks.len(),
+            if leaks.len() == 1 { "" } else { "s" },
+            unverified.len(),
+            if unverified.len() == 1 { "" } else { "s" },
+        ));
+    }
+    out
+}
