@@ -39,6 +39,9 @@ CREATE TABLE bench.items_plain (
 CREATE INDEX ON bench.items_plain (org_id);
 CREATE TABLE bench.items_quota (LIKE bench.items_plain INCLUDING ALL);
 SELECT tenancy.enable_quota('bench_items', 'bench.items_quota');
+-- usage recorded by the inserting statement itself (the policy files' [usage] section)
+CREATE TABLE bench.items_metered (LIKE bench.items_plain INCLUDING ALL);
+SELECT tenancy.enable_usage('api_calls', 'bench.items_metered');
 -- the naive peer for usage: one counter row per organization and metric
 CREATE TABLE bench.usage_counter (org_id uuid, metric text, value bigint NOT NULL DEFAULT 0,
                                   PRIMARY KEY (org_id, metric));
@@ -67,6 +70,11 @@ BEGIN;
 SELECT tenancy.set_context($org, 'u1');
 INSERT INTO bench.items_plain (org_id, name) VALUES ($org, 'x');
 SELECT tenancy.record_usage('api_calls');
+COMMIT;"
+script usage_trigger "\\set o 1
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+INSERT INTO bench.items_metered (org_id, name) VALUES ($org, 'x');
 COMMIT;"
 script usage_naive "\\set o 1
 BEGIN;
@@ -107,6 +115,6 @@ echo "|---|---|---|---|---|---|"
 compare "insert, 1,000 orgs" 1 spread_plain spread_quota
 compare "insert, 1,000 orgs" 4 spread_plain spread_quota
 compare "insert, one hot org" 4 hot_plain hot_quota
-compare "insert + 1 unit of usage, one hot org" 8 usage_none usage_record usage_naive
+compare "insert + 1 unit of usage, one hot org" 8 usage_none usage_trigger usage_record usage_naive
 echo
 echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; PostgreSQL $("$bin/postgres" --version | awk '{print $3}'), default settings (fsync on, synchronous_commit on, shared_buffers 128MB); pgbench -M prepared, ${SECONDS_PER_RUN}s x ${RUNS} runs per path."

@@ -161,4 +161,7 @@ SELECT tenancy.enable_quota('projects', 'app.projects', 'org_id');
 -- quota `storage` counted from app.files (exact under concurrency)
 SELECT tenancy.enable_quota('storage', 'app.files', 'org_id', sum_column => 'size_bytes');
 
+-- usage `bandwidth_bytes` recorded from app.files as rows are inserted (no extra statement)
+SELECT tenancy.enable_usage('bandwidth_bytes', 'app.files', 'org_id', amount_column => 'size_bytes');
+
 COMMIT;

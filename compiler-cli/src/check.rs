@@ -123,6 +123,8 @@ pub struct Compiled {
     pub read_only: Vec<String>,
     pub tables: Vec<CompiledTable>,
     pub quotas: Vec<CompiledQuota>,
+    /// Metrics recorded from tenant tables (`SELECT tenancy.enable_usage(...)`).
+    pub usage: Vec<CompiledQuota>,
     /// Views over governed tables: made `security_invoker` so the tables' policies apply.
     pub views: Vec<QualifiedName>,
 }
@@ -184,6 +186,7 @@ pub fn check(
     let mut defaults: Option<Setting<crate::policy::Commands>> = None;
     let mut tables: Vec<(SourceId, Spanned<String>, Spanned<TablePolicy>)> = Vec::new();
     let mut quotas: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
+    let mut usage: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let first_source = files.first().map(|f| f.source);
 
     for ParsedFile { source, file } in files {
@@ -196,6 +199,9 @@ pub fn check(
         }
         for (key, quota) in file.quotas {
             quotas.push((source, key, quota));
+        }
+        for (key, metric) in file.usage {
+            usage.push((source, key, metric));
         }
     }
 
@@ -456,11 +462,12 @@ pub fn check(
 
     check_tenant_keys(sources, catalog, &compiled_tables, &covered, &mut diags);
     let views = check_views(catalog, &covered, &mut diags);
-    let compiled_quotas = check_quotas(catalog, &governed, &compiled_tables, quotas, live, &mut diags);
+    let compiled_quotas = check_counted(Counted::QUOTA, catalog, &governed, &compiled_tables, quotas, live, &mut diags);
+    let compiled_usage = check_counted(Counted::USAGE, catalog, &governed, &compiled_tables, usage, live, &mut diags);
 
     if diags.is_empty() {
         compiled_tables.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Compiled { schemas: governed, read_write, read_only, tables: compiled_tables, quotas: compiled_quotas, views })
+        Ok(Compiled { schemas: governed, read_write, read_only, tables: compiled_tables, quotas: compiled_quotas, usage: compiled_usage, views })
     } else {
         Err(diags)
     }
@@ -743,7 +750,33 @@ fn check_tenant_keys(
 
 /// Resolves `[quotas]`: each names a tenant table of this policy set and, for sums, an integer
 /// column of it; with a live database, also a resource the extension knows.
-fn check_quotas(
+/// What a `[quotas]` or `[usage]` entry is called in diagnostics.
+struct Counted {
+    section: &'static str,
+    /// "quota `x` counts `t`" / "usage metric `x` is recorded from `t`".
+    counts: &'static str,
+    on_non_tenant_code: &'static str,
+    sum_type_code: &'static str,
+}
+
+impl Counted {
+    const QUOTA: Counted = Counted {
+        section: "quota",
+        counts: "counts",
+        on_non_tenant_code: "tenancy::quota-on-non-tenant-table",
+        sum_type_code: "tenancy::quota-sum-type",
+    };
+    const USAGE: Counted = Counted {
+        section: "usage metric",
+        counts: "is recorded from",
+        on_non_tenant_code: "tenancy::usage-on-non-tenant-table",
+        sum_type_code: "tenancy::usage-sum-type",
+    };
+}
+
+/// Checks `[quotas]` (resources counted from tables) or `[usage]` (metrics recorded from them).
+fn check_counted(
+    what: Counted,
     catalog: &Catalog,
     governed: &[String],
     compiled: &[CompiledTable],
@@ -774,11 +807,11 @@ fn check_quotas(
         else {
             diags.push(
                 Diagnostic::error(
-                    "tenancy::quota-on-non-tenant-table",
-                    format!("quota `{resource}` counts `{}`, which is not a tenant table", table.name),
+                    what.on_non_tenant_code,
+                    format!("{} `{resource}` {} `{}`, which is not a tenant table", what.section, what.counts, table.name),
                 )
-                .label(source, quota.table.span(), "quotas count an organization's rows")
-                .help("point the quota at a table with `kind = \"tenant\"`"),
+                .label(source, quota.table.span(), "counted from an organization's rows")
+                .help("point it at a table with `kind = \"tenant\"` or `\"shareable\"`"),
             );
             continue;
         };
@@ -793,11 +826,11 @@ fn check_quotas(
                 Some(c) => {
                     diags.push(
                         Diagnostic::error(
-                            "tenancy::quota-sum-type",
+                            what.sum_type_code,
                             format!("column `{}.{}` is `{}`, not an integer", table.name, c.name, c.data_type),
                         )
                         .label(source, col.span(), "summed here")
-                        .help("sum quotas add up integer columns such as sizes in bytes"),
+                        .help("sums add up integer columns such as sizes in bytes"),
                     );
                     continue;
                 }

@@ -159,6 +159,22 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
             )]],
         });
     }
+    for u in &compiled.usage {
+        let sum = u.sum_column.as_ref().map_or(String::new(), |c| format!(", amount_column => {}", literal(c)));
+        out.push(Block {
+            header: Some(format!(
+                "-- usage `{}` recorded from {} as rows are inserted (no extra statement)",
+                u.resource, u.table
+            )),
+            object: Object::Relation(u.table.to_string()),
+            units: vec![vec![format!(
+                "SELECT tenancy.enable_usage({}, {}, {}{sum});",
+                literal(&u.resource),
+                literal(&u.table.to_string()),
+                literal(&u.tenant_column)
+            )]],
+        });
+    }
     out
 }
 

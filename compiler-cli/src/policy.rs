@@ -22,10 +22,15 @@ pub struct PolicyFile {
     /// Resources counted from tenant tables, enforced by the extension's quota trigger.
     #[serde(default)]
     pub quotas: BTreeMap<Spanned<String>, Spanned<QuotaSource>>,
+    /// Metrics recorded as rows are inserted into tenant tables (one unit per row, or the sum of
+    /// a column), by the extension's usage trigger.
+    #[serde(default)]
+    pub usage: BTreeMap<Spanned<String>, Spanned<QuotaSource>>,
 }
 
 /// `[quotas] projects = { table = "projects" }` counts rows;
-/// `storage = { table = "files", sum = "size_bytes" }` sums a column.
+/// `storage = { table = "files", sum = "size_bytes" }` sums a column. `[usage]` entries have the
+/// same shape: one unit of the metric per inserted row, or the row's value of `sum`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaSource {

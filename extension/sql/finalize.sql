@@ -93,6 +93,45 @@ $$;
 REVOKE EXECUTE ON FUNCTION tenancy.enable_quota(text, regclass, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.enable_quota(text, regclass, text, text) TO tenancy_admin;
 
+-- Records a metric as rows are inserted into a table: one unit per row, or the sum of a column
+-- (bytes uploaded, say), inside the inserting statement. The policy compiler emits calls to it
+-- for the `[usage]` section; DBAs may too.
+CREATE FUNCTION tenancy.enable_usage(
+    metric text,
+    relation regclass,
+    tenant_column text DEFAULT 'org_id',
+    amount_column text DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r tenancy.resources;
+BEGIN
+    SELECT * INTO r FROM tenancy.resources WHERE name = enable_usage.metric;
+    IF NOT FOUND OR r.kind <> 'metric' OR r.name = 'active_users' THEN
+        RAISE EXCEPTION 'unknown metric "%"', enable_usage.metric USING ERRCODE = '22023',
+            DETAIL = (SELECT 'Metrics recorded from tables are: ' || string_agg(name, ', ' ORDER BY name) || '.'
+                        FROM tenancy.resources WHERE kind = 'metric' AND name <> 'active_users');
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = relation AND attname = tenant_column
+                     AND atttypid = 'uuid'::regtype AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'table % has no uuid column "%"', relation, tenant_column USING ERRCODE = '42703';
+    END IF;
+    IF amount_column IS NOT NULL AND NOT EXISTS (
+        SELECT FROM pg_attribute WHERE attrelid = relation AND attname = amount_column AND NOT attisdropped
+           AND atttypid IN ('bigint'::regtype, 'integer'::regtype, 'smallint'::regtype)) THEN
+        RAISE EXCEPTION 'table % has no integer column "%" to record', relation, amount_column USING ERRCODE = '42703';
+    END IF;
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION tenancy.usage_trigger(%L, %L, %L)',
+        'tenancy_usage_' || r.name, relation, r.name, tenant_column, coalesce(amount_column, ''));
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy.enable_usage(text, regclass, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.enable_usage(text, regclass, text, text) TO tenancy_admin;
+
 -- Usage is read like the rest of the catalog: the own organization under a context, all for DBAs.
 GRANT SELECT ON tenancy.usage_events, tenancy.active_users TO PUBLIC;
 ALTER TABLE tenancy.usage_events ENABLE ROW LEVEL SECURITY;

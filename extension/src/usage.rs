@@ -177,6 +177,30 @@ fn record_usage_for(org_id: Uuid, metric: &str, amount: default!(i64, 1)) {
     record(org_id, metric, amount, true);
 }
 
+/// AFTER INSERT row trigger installed by `tenancy.enable_usage()` (the `[usage]` section of the
+/// policy files), with (metric, tenant column, amount column or ''): records one unit per row,
+/// or the row's amount, for the row's organization, inside the writing statement, so usage
+/// costs no extra round trip. Past the plan's monthly limit the row is refused with 53400.
+#[pg_trigger]
+fn usage_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    let args = trigger.extra_args()?;
+    let (Some(name), Some(tenant_column)) = (args.first(), args.get(1)) else {
+        pgrx::error!("tenancy.usage_trigger() needs (metric, tenant column[, amount column])");
+    };
+    let Some(row) = trigger.new() else { return Ok(None) };
+    let Some(org) = row.get_by_name::<Uuid>(tenant_column).ok().flatten() else { return Ok(None) };
+    let amount = match args.get(2).filter(|c| !c.is_empty()) {
+        Some(column) => row.get_by_name::<i64>(column).ok().flatten().unwrap_or(0),
+        None => 1,
+    };
+    if amount > 0 {
+        record(org, name, amount, true);
+    }
+    Ok(None)
+}
+
 /// Notes that `user` acted for `org` this month (the `active_users` metric). Skipped where
 /// nothing may be written: read-only transactions and standbys.
 pub fn note_active_user(org: Uuid, user: &str) {

@@ -41,8 +41,29 @@ fn usage_is_recorded_per_organization_and_only_when_committed() {
     assert_eq!(usage(&mut c, ACME, "api_calls"), 6);
     assert_eq!(usage(&mut c, GLOBEX, "api_calls"), 0, "another organization's usage reads as nothing");
     assert_eq!(usage(&mut db.admin(), GLOBEX, "api_calls"), 0);
+    let before = usage(&mut db.admin(), ACME, "bandwidth_bytes");
     c.batch_execute("SELECT tenancy.record_usage('bandwidth_bytes', 4096)").unwrap();
-    assert_eq!(usage(&mut db.admin(), ACME, "bandwidth_bytes"), 4096);
+    assert_eq!(usage(&mut db.admin(), ACME, "bandwidth_bytes"), before + 4096);
+}
+
+#[test]
+fn usage_declared_in_the_policy_is_recorded_by_the_inserting_statement() {
+    // policies/app.toml: [usage] bandwidth_bytes = { table = "files", sum = "size_bytes" }
+    let db = TestDb::new();
+    let mut c = db.app_in(GLOBEX, "gina");
+    // The fixture's file (100 bytes) was recorded when it was inserted.
+    assert_eq!(usage(&mut c, GLOBEX, "bandwidth_bytes"), 100);
+    c.batch_execute("INSERT INTO app.files (name, size_bytes) VALUES ('a.bin', 4000), ('b.bin', 0)").unwrap();
+    c.batch_execute("BEGIN; INSERT INTO app.files (name, size_bytes) VALUES ('c.bin', 7); ROLLBACK;").unwrap();
+    assert_eq!(usage(&mut c, GLOBEX, "bandwidth_bytes"), 4100, "rolled back rows record nothing");
+    assert_eq!(usage(&mut db.app_in(ACME, "alice"), ACME, "bandwidth_bytes"), 100, "per organization");
+    // Past the monthly limit the row is refused, with the quota error, and not written.
+    db.admin().batch_execute(&format!("SELECT tenancy.set_quota('{GLOBEX}', 'bandwidth_bytes', 5000)")).unwrap();
+    let e = error_of(&mut c, "INSERT INTO app.files (name, size_bytes) VALUES ('big.bin', 901)");
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("53400", "transferred byte limit reached (5000 bytes)"));
+    assert_eq!(count(&mut c, "app.files WHERE name = 'big.bin'"), 0);
+    c.batch_execute("INSERT INTO app.files (name, size_bytes) VALUES ('fits.bin', 900)").unwrap();
+    assert_eq!(usage(&mut c, GLOBEX, "bandwidth_bytes"), 5000);
 }
 
 #[test]
