@@ -101,12 +101,29 @@ INSERT INTO app.projects (name) VALUES ('Weather machine');
 INSERT INTO app.projects (name) VALUES ('One too many');
 ROLLBACK;"
 
-bold "11. Usage is metered per organization and month, transactionally"
+bold "11. Usage is metered per organization and month, transactionally (an upload records its bytes itself: [usage] in the policy)"
 app "BEGIN; SELECT tenancy.set_context('$ACME_ID', 'alice') \\gset
 SELECT tenancy.record_usage('api_calls', 3) \\gset
-SELECT tenancy.record_usage('bandwidth_bytes', 52428800) \\gset
+INSERT INTO app.files (name, size_bytes) VALUES ('logo.png', 52428800);
 COMMIT;"
 admin -P footer=off -c "SELECT slug, metric, amount, quota FROM tenancy.usage_report() WHERE amount > 0" | sed 's/^/    /'
+
+bold "12. Sharing: acme publishes a handbook and shares one document with globex, for reading"
+app "BEGIN; SELECT tenancy.set_context('$ACME_ID', 'alice') \\gset
+INSERT INTO app.documents (title, visibility) VALUES ('Acme handbook', 'public');
+INSERT INTO app.documents (title) VALUES ('Joint venture plan'), ('Acme secrets');
+SELECT tenancy.share('app.documents', id, '$GLOBEX_ID', '{read}') FROM app.documents WHERE title = 'Joint venture plan' \\gset
+COMMIT;"
+app "BEGIN; SELECT tenancy.set_context('$GLOBEX_ID', 'gina') \\gset
+SELECT title, visibility, org_id = tenancy.current_org() AS own FROM app.documents ORDER BY title;
+WITH changed AS (UPDATE app.documents SET title = 'mine now' WHERE title = 'Joint venture plan' RETURNING 1)
+SELECT count(*) AS rows_globex_could_update FROM changed;
+WITH gone AS (DELETE FROM app.documents WHERE title = 'Acme handbook' RETURNING 1)
+SELECT count(*) AS rows_globex_could_delete FROM gone;
+ROLLBACK;"
+
+bold "13. tenancy verify: as each application role and organization, try every command on every table (rolled back)"
+"$TENANCY" verify --database-url "$ADMIN_URL" | sed 's/^/    /'
 
 bold "The demo cluster is still running."
 cat <<MSG

@@ -96,6 +96,13 @@ fn every_invalid_sample_fails_with_its_expected_diagnostic() {
 }
 
 #[test]
+fn a_setting_made_in_two_files_of_a_policy_set_is_refused() {
+    let out = tenancy(&["check", "policies/invalid/duplicate_setting", "--schema", "sql/schema.sql"]);
+    assert_eq!(out.status.code(), Some(1));
+    golden(&root().join("policies/invalid/duplicate_setting/expected"), &String::from_utf8(out.stderr).unwrap());
+}
+
+#[test]
 fn json_diagnostics_carry_file_line_and_column() {
     let out = tenancy(&["check", "policies/invalid/unknown_table.toml", "--schema", "sql/schema.sql", "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));

@@ -34,18 +34,23 @@ fn a_new_uncovered_table_makes_apply_fail_and_change_nothing() {
 }
 
 #[test]
-fn an_application_role_that_bypasses_rls_is_refused() {
+fn unsafe_or_unknown_application_roles_and_unknown_resources_are_refused() {
     let db = TestDb::new();
     let mut admin = db.admin();
     admin.batch_execute("DO $$ BEGIN CREATE ROLE app_bypass LOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;").unwrap();
     let dir = std::env::temp_dir().join(format!("tenancy-apply-{}-{}", std::process::id(), db.name));
     std::fs::create_dir_all(&dir).unwrap();
     let policy = std::fs::read_to_string(repo_root().join("policies/app.toml")).unwrap();
-    let unsafe_policy = policy.replace("read_only = [\"app_readonly\"]", "read_only = [\"app_bypass\", \"ghost\"]");
+    let unsafe_policy = policy
+        .replace("read_only = [\"app_readonly\"]", "read_only = [\"app_bypass\", \"ghost\"]")
+        .replace("projects = { table = \"projects\" }", "widgets = { table = \"projects\" }");
     let file = dir.join("app.toml");
     std::fs::write(&file, unsafe_policy).unwrap();
     let failure = tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]).unwrap_err();
-    assert_eq!(failure.diagnostic_codes(), vec!["tenancy::unsafe-app-role", "tenancy::unknown-app-role"]);
+    assert_eq!(
+        failure.diagnostic_codes(),
+        vec!["tenancy::unsafe-app-role", "tenancy::unknown-app-role", "tenancy::unknown-resource"]
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
