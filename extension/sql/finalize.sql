@@ -315,16 +315,19 @@ $$;
 REVOKE EXECUTE ON FUNCTION tenancy.forget_shares() FROM PUBLIC;
 
 -- The sharing functions run as the catalog owner: they check the tenant context themselves.
--- A row another organization owns and has not shared reads as a row that does not exist.
+-- Finds the row: the current organization's own row with that id, else one shared with it (ids
+-- are unique per organization only). A row another organization owns and has not shared reads
+-- as a row that does not exist. `id` is the id in its canonical text form (as shares store it).
 CREATE FUNCTION tenancy._shared_row(
     relation regclass, row_id text, action text,
-    OUT t tenancy.shareable_tables, OUT owner uuid, OUT mine tenancy.shares
+    OUT t tenancy.shareable_tables, OUT owner uuid, OUT mine tenancy.shares, OUT id text
 )
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cur uuid := tenancy.current_org();
+    own boolean;
 BEGIN
     IF cur IS NULL THEN
         RAISE EXCEPTION 'no tenant context' USING ERRCODE = '42501',
@@ -340,16 +343,22 @@ BEGIN
         RAISE EXCEPTION 'table % is not shareable', relation USING ERRCODE = '42809',
             HINT = 'Declare it with kind = "shareable" in the policy files and apply them.';
     END IF;
-    EXECUTE format('SELECT %I FROM %s WHERE %I = $1::%s', t.tenant_column, relation, t.id_column, t.id_type)
-        INTO owner USING row_id;
-    IF owner IS DISTINCT FROM cur THEN
-        SELECT * INTO mine FROM tenancy.shares s
-         WHERE s.relation = _shared_row.relation AND s.owner_org = owner AND s.row_id = _shared_row.row_id
-           AND s.grantee_org = cur;
-        IF owner IS NULL OR mine.relation IS NULL THEN
-            RAISE EXCEPTION 'row % of % does not exist', row_id, relation USING ERRCODE = 'P0002';
-        END IF;
+    -- The canonical text of the id (an invalid one fails here, as its type says).
+    EXECUTE format('SELECT ($1::%s)::text', t.id_type) INTO id USING row_id;
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE %I = $1::%s AND %I = $2)',
+                   relation, t.id_column, t.id_type, t.tenant_column)
+        INTO own USING id, cur;
+    IF own THEN
+        owner := cur;
+        RETURN;
     END IF;
+    SELECT * INTO mine FROM tenancy.shares s
+     WHERE s.relation = _shared_row.relation AND s.row_id = id AND s.grantee_org = cur
+     ORDER BY s.granted_at, s.owner_org LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'row % of % does not exist', row_id, relation USING ERRCODE = 'P0002';
+    END IF;
+    owner := mine.owner_org;
 END
 $$;
 REVOKE EXECUTE ON FUNCTION tenancy._shared_row(regclass, text, text) FROM PUBLIC;
@@ -385,6 +394,7 @@ DECLARE
     existing tenancy.shares;
 BEGIN
     r := tenancy._shared_row(relation, id, 'sharing a row');
+    id := r.id;
     PERFORM tenancy._require_share_right(r.t, 'share');
     IF org_id IS NULL THEN
         RAISE EXCEPTION 'invalid argument: org_id must not be null' USING ERRCODE = '22023';
@@ -482,6 +492,7 @@ DECLARE
     existing tenancy.shares;
 BEGIN
     r := tenancy._shared_row(relation, id, 'unsharing a row');
+    id := r.id;
     PERFORM tenancy._require_share_right(r.t, 'unshare');
     IF org_id IS NULL THEN
         RAISE EXCEPTION 'invalid argument: org_id must not be null' USING ERRCODE = '22023';
@@ -499,6 +510,24 @@ BEGIN
 END
 $$;
 
+-- The canonical text of a row id of a shareable table (as shares store it).
+CREATE FUNCTION tenancy._canonical_row_id(relation regclass, id text) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id_type text;
+    canonical text;
+BEGIN
+    SELECT t.id_type INTO id_type FROM tenancy.shareable_tables t WHERE t.relation = _canonical_row_id.relation;
+    IF id IS NULL OR id_type IS NULL THEN
+        RETURN id;
+    END IF;
+    EXECUTE format('SELECT ($1::%s)::text', id_type) INTO canonical USING id;
+    RETURN canonical;
+END
+$$;
+
 -- The shares of one row (or of every row of a table) that concern the current organization:
 -- all shares of its own rows, and those it received or granted.
 CREATE FUNCTION tenancy.shares_of(relation regclass, id text)
@@ -511,7 +540,7 @@ AS $$
                          || CASE WHEN s.can_reshare THEN ARRAY['reshare'] ELSE '{}' END,
            s.granted_by_org, s.granted_by, s.granted_at
       FROM tenancy.shares s
-     WHERE s.relation = $1 AND ($2 IS NULL OR s.row_id = $2)
+     WHERE s.relation = $1 AND ($2 IS NULL OR s.row_id = tenancy._canonical_row_id($1, $2))
      ORDER BY s.row_id, s.granted_at, s.grantee_org
 $$;
 CREATE FUNCTION tenancy.shares_of(relation regclass)

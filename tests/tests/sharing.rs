@@ -289,3 +289,21 @@ fn the_shared_and_public_arms_are_index_backed() {
     }
     assert!(!plan.contains("Seq Scan on documents"), "{plan}");
 }
+
+#[test]
+fn a_row_is_found_by_any_spelling_of_its_id_and_the_own_row_wins_over_a_namesake() {
+    let db = db();
+    // INITECH has a row with the same id as ACME's: ACME shares its own row.
+    as_member(&db, INITECH, "ian", &format!("INSERT INTO app.documents (id, title) VALUES ('{ACME_DOC}', 'Initech copy')"))
+        .unwrap();
+    share(&db, ACME, "alice", &ACME_DOC.to_uppercase(), GLOBEX, "{read}").unwrap();
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Acme plan", "Globex plan"]);
+    let mut c = db.app_in(ACME, "alice");
+    let spelled = format!("{{{}}}", ACME_DOC.to_uppercase());
+    assert_eq!(count(&mut c, &format!("tenancy.shares_of('app.documents', '{spelled}')")), 1);
+    assert_eq!(
+        text(&mut c, &format!("tenancy.unshare('app.documents', '{spelled}', '{GLOBEX}')")).as_deref(),
+        Some("true")
+    );
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Globex plan"]);
+}
