@@ -105,45 +105,49 @@ pub struct SchemaArgs {
     pub database_url: Option<String>,
 }
 
+/// What `lint` and `verify` look at in a live database.
 #[derive(Args, Debug)]
-#[command(after_help = lint_rules_help())]
-pub struct LintArgs {
-    /// libpq URL of the database to audit
+pub struct AuditArgs {
+    /// libpq URL of the database (verify: as a superuser)
     #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     pub database_url: String,
-    /// Schemas to audit [default: all but the system schemas and tenancy]
+    /// Schemas to look at [default: all but the system schemas and tenancy]
     #[arg(long = "schema", value_name = "SCHEMA")]
     pub schemas: Vec<String>,
     /// Name of the uuid column that marks a tenant table
     #[arg(long, default_value = "org_id", value_name = "COLUMN")]
     pub tenant_column: String,
-    /// Application roles [default: the roles named in policies on tenant tables]
+    /// Application roles [default: lint: the roles named in policies on tenant tables; verify:
+    /// also the roles granted privileges on the tables, except superusers and owners]
     #[arg(long = "app-role", value_name = "ROLE")]
     pub app_roles: Vec<String>,
-    /// How to print findings
+    /// How to print the findings or the matrix
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+}
+
+impl AuditArgs {
+    fn options(&self) -> crate::lint::Options {
+        crate::lint::Options {
+            schemas: self.schemas.clone(),
+            tenant_column: self.tenant_column.clone(),
+            app_roles: self.app_roles.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = lint_rules_help())]
+pub struct LintArgs {
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 #[derive(Args, Debug)]
 #[command(after_help = VERIFY_HELP)]
 pub struct VerifyArgs {
-    /// libpq URL of the database to verify, as a superuser
-    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
-    pub database_url: String,
-    /// Schemas to verify [default: all but the system schemas and tenancy]
-    #[arg(long = "schema", value_name = "SCHEMA")]
-    pub schemas: Vec<String>,
-    /// Name of the uuid column that marks a tenant table
-    #[arg(long, default_value = "org_id", value_name = "COLUMN")]
-    pub tenant_column: String,
-    /// Application roles to act as [default: roles named in policies or granted privileges on
-    /// the tables, except superusers and owners]
-    #[arg(long = "app-role", value_name = "ROLE")]
-    pub app_roles: Vec<String>,
-    /// How to print the matrix
-    #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 const VERIFY_HELP: &str = "\
@@ -403,14 +407,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Command::Verify(args) => {
+        Command::Verify(VerifyArgs { audit: args }) => {
             let mut client = connect(&args.database_url)?;
-            let options = crate::verify::Options {
-                schemas: args.schemas.clone(),
-                tenant_column: args.tenant_column.clone(),
-                app_roles: args.app_roles.clone(),
-            };
-            let report = crate::verify::verify(&mut client, &options).map_err(|e| match e {
+            let report = crate::verify::verify(&mut client, &args.options()).map_err(|e| match e {
                 crate::verify::VerifyError::Database(e) => {
                     Failure::Database(format!("cannot verify the database: {}", describe_db_error(&e)))
                 }
@@ -425,14 +424,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Lint(args) => {
+        Command::Lint(LintArgs { audit: args }) => {
             let mut client = connect(&args.database_url)?;
-            let options = crate::lint::Options {
-                schemas: args.schemas.clone(),
-                tenant_column: args.tenant_column.clone(),
-                app_roles: args.app_roles.clone(),
-            };
-            let (findings, tables) = crate::lint::lint(&mut client, &options)
+            let (findings, tables) = crate::lint::lint(&mut client, &args.options())
                 .map_err(|e| Failure::Database(format!("cannot audit the database: {}", describe_db_error(&e))))?;
             match args.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&findings).unwrap_or_else(|_| "[]".into())),

@@ -43,7 +43,7 @@ pub struct Options {
     /// Schemas to audit; empty: every schema except the system ones and `tenancy`.
     pub schemas: Vec<String>,
     pub tenant_column: String,
-    /// Application roles; empty: every role named in a policy on a tenant table.
+    /// Application roles; empty: found in the database (each command says how).
     pub app_roles: Vec<String>,
 }
 

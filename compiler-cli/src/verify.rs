@@ -11,16 +11,10 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// What to verify.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Schemas to verify; empty: every schema except the system ones and `tenancy`.
-    pub schemas: Vec<String>,
-    pub tenant_column: String,
-    /// Application roles; empty: every role named in a policy, or granted a privilege, on a
-    /// table of those schemas (except superusers, table owners and the caller).
-    pub app_roles: Vec<String>,
-}
+/// What to verify: the same as what `lint` audits. Without application roles, verify acts as
+/// every role named in a policy, or granted a privilege, on a table of those schemas (except
+/// superusers, table owners and the caller).
+pub use crate::lint::Options;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -715,23 +709,13 @@ fn check_table(
         }
         Err(e) => cell.unverified.push(format!("{me}: {e}")),
         Ok(rows) => {
-            let mut leaked = 0;
-            for r in &rows {
-                let (ctid, owner): (String, Option<String>) = (r.get(0), r.get(1));
-                if owner.as_deref() == Some(x_id.as_str()) {
-                    if own.contains(&ctid) {
-                        cell.reach.insert("own");
-                    }
-                } else if may_read.contains(&ctid) {
-                    cell.reach.insert(if shared_read(tx, table, tenant_column, &ctid, &x_id)? {
-                        "shared"
-                    } else {
-                        "public"
-                    });
-                } else {
-                    leaked += 1;
-                }
-            }
+            let leaked = classify(&rows, &x_id, cell, |ctid| {
+                Ok(match may_read.contains(ctid) {
+                    false => None,
+                    true if shared_read(tx, table, tenant_column, ctid, &x_id)? => Some("shared"),
+                    true => Some("public"),
+                })
+            })?;
             if leaked > 0 {
                 cell.leaks.push(format!("{me} sees {leaked} row(s) of other organizations that are neither shared with it nor public"));
             }
@@ -798,17 +782,7 @@ fn check_table(
         }
         Err(e) => cell.unverified.push(format!("{me}: {e}")),
         Ok(rows) => {
-            let mut leaked = 0;
-            for r in &rows {
-                let (row, owner): (String, Option<String>) = (r.get(0), r.get(1));
-                if owner.as_deref() == Some(x_id.as_str()) {
-                    cell.reach.insert("own");
-                } else if may_write.contains(&row) {
-                    cell.reach.insert("shared");
-                } else {
-                    leaked += 1;
-                }
-            }
+            let leaked = classify(&rows, &x_id, cell, |row| Ok(may_write.contains(row).then_some("shared")))?;
             if leaked > 0 {
                 cell.leaks.push(format!("{me} updated {leaked} row(s) of other organizations not shared with it for writing"));
             }
@@ -847,6 +821,29 @@ fn check_table(
         }
     }
     Ok(())
+}
+
+/// Sorts the rows a command reached, each (key, organization), into the organization's own, those
+/// `allowed` names (shared, public) and leaks; notes the first two in `cell` and returns the
+/// number of leaks.
+fn classify(
+    rows: &[postgres::Row],
+    org: &str,
+    cell: &mut Cell,
+    mut allowed: impl FnMut(&str) -> Result<Option<&'static str>, postgres::Error>,
+) -> Result<usize, postgres::Error> {
+    let mut leaked = 0;
+    for r in rows {
+        let (key, owner): (String, Option<String>) = (r.get(0), r.get(1));
+        if owner.as_deref() == Some(org) {
+            cell.reach.insert("own");
+        } else if let Some(reach) = allowed(&key)? {
+            cell.reach.insert(reach);
+        } else {
+            leaked += 1;
+        }
+    }
+    Ok(leaked)
 }
 
 /// Whether the row at `ctid` is shared with `org` (not only public).

@@ -37,6 +37,22 @@ CREATE TRIGGER limits_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON te
 CREATE TRIGGER limits_changed AFTER UPDATE OF plan ON tenancy.organizations
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.limits_changed_trigger();
 
+-- Raises 42703 "table ... has no <what> column ..." unless `relation` has column `col` of one of
+-- `types`. Shared by the enable_* functions below.
+CREATE FUNCTION tenancy._require_column(relation regclass, col text, types regtype[], what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = relation AND a.attname = col
+                     AND a.atttypid = ANY (types) AND NOT a.attisdropped AND a.attnum > 0) THEN
+        RAISE EXCEPTION 'table % has no % column "%"', relation, what, col USING ERRCODE = '42703';
+    END IF;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy._require_column(regclass, text, regtype[], text) FROM PUBLIC;
+
 -- Makes a table count toward a `count` resource (one row = 1) or a `sum` resource (sum of a
 -- column), exactly under concurrency. The policy compiler emits calls to it; DBAs may too.
 CREATE FUNCTION tenancy.enable_quota(
@@ -65,14 +81,9 @@ BEGIN
             CASE WHEN r.kind = 'sum' THEN 'name the column to sum' ELSE 'it counts rows, so give no column to sum' END
             USING ERRCODE = '22023';
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = relation AND attname = tenant_column
-                     AND atttypid = 'uuid'::regtype AND NOT attisdropped) THEN
-        RAISE EXCEPTION 'table % has no uuid column "%"', relation, tenant_column USING ERRCODE = '42703';
-    END IF;
-    IF sum_column IS NOT NULL AND NOT EXISTS (
-        SELECT FROM pg_attribute WHERE attrelid = relation AND attname = sum_column AND NOT attisdropped
-           AND atttypid IN ('bigint'::regtype, 'integer'::regtype, 'smallint'::regtype)) THEN
-        RAISE EXCEPTION 'table % has no integer column "%" to sum', relation, sum_column USING ERRCODE = '42703';
+    PERFORM tenancy._require_column(relation, tenant_column, '{uuid}', 'uuid');
+    IF sum_column IS NOT NULL THEN
+        PERFORM tenancy._require_column(relation, sum_column, '{bigint,integer,smallint}', 'integer');
     END IF;
     cols := quote_ident(tenant_column) || coalesce(', ' || quote_ident(sum_column), '');
     EXECUTE format(
@@ -114,14 +125,9 @@ BEGIN
             DETAIL = (SELECT 'Metrics recorded from tables are: ' || string_agg(name, ', ' ORDER BY name) || '.'
                         FROM tenancy.resources WHERE kind = 'metric' AND name <> 'active_users');
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = relation AND attname = tenant_column
-                     AND atttypid = 'uuid'::regtype AND NOT attisdropped) THEN
-        RAISE EXCEPTION 'table % has no uuid column "%"', relation, tenant_column USING ERRCODE = '42703';
-    END IF;
-    IF amount_column IS NOT NULL AND NOT EXISTS (
-        SELECT FROM pg_attribute WHERE attrelid = relation AND attname = amount_column AND NOT attisdropped
-           AND atttypid IN ('bigint'::regtype, 'integer'::regtype, 'smallint'::regtype)) THEN
-        RAISE EXCEPTION 'table % has no integer column "%" to record', relation, amount_column USING ERRCODE = '42703';
+    PERFORM tenancy._require_column(relation, tenant_column, '{uuid}', 'uuid');
+    IF amount_column IS NOT NULL THEN
+        PERFORM tenancy._require_column(relation, amount_column, '{bigint,integer,smallint}', 'integer');
     END IF;
     EXECUTE format(
         'CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s '
@@ -252,19 +258,14 @@ BEGIN
     IF relation IS NULL OR id_column IS NULL OR tenant_column IS NULL THEN
         RAISE EXCEPTION 'invalid argument: relation, id_column and tenant_column must not be null' USING ERRCODE = '22023';
     END IF;
-    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = relation AND attname = tenant_column
-                     AND atttypid = 'uuid'::regtype AND NOT attisdropped) THEN
-        RAISE EXCEPTION 'table % has no uuid column "%"', relation, tenant_column USING ERRCODE = '42703';
-    END IF;
+    PERFORM tenancy._require_column(relation, tenant_column, '{uuid}', 'uuid');
     SELECT format_type(atttypid, atttypmod) INTO id_type FROM pg_attribute
      WHERE attrelid = relation AND attname = id_column AND attnum > 0 AND NOT attisdropped;
     IF id_type IS NULL THEN
         RAISE EXCEPTION 'table % has no column "%"', relation, id_column USING ERRCODE = '42703';
     END IF;
-    IF visibility_column IS NOT NULL AND NOT EXISTS (
-        SELECT FROM pg_attribute WHERE attrelid = relation AND attname = visibility_column AND NOT attisdropped
-           AND atttypid IN ('text'::regtype, 'character varying'::regtype)) THEN
-        RAISE EXCEPTION 'table % has no text column "%" for visibility', relation, visibility_column USING ERRCODE = '42703';
+    IF visibility_column IS NOT NULL THEN
+        PERFORM tenancy._require_column(relation, visibility_column, '{text,character varying}', 'text');
     END IF;
     IF share_permission IS NOT NULL AND share_permission !~ '^[a-z][a-z0-9_.]*$' THEN
         RAISE EXCEPTION 'invalid permission name "%"', share_permission USING ERRCODE = '22023',

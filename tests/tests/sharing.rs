@@ -307,3 +307,27 @@ fn a_row_is_found_by_any_spelling_of_its_id_and_the_own_row_wins_over_a_namesake
     );
     assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Globex plan"]);
 }
+
+#[test]
+fn the_enable_functions_name_what_is_wrong() {
+    let db = db();
+    let mut admin = db.admin();
+    let cases = [
+        ("SELECT tenancy.enable_sharing('app.tasks', visibility_column => 'done')", "42703", "table app.tasks has no text column \"done\""),
+        ("SELECT tenancy.enable_sharing('app.tasks', id_column => 'nope')", "42703", "table app.tasks has no column \"nope\""),
+        ("SELECT tenancy.enable_quota('projects', 'app.countries')", "42703", "table app.countries has no uuid column \"org_id\""),
+        (
+            "SELECT tenancy.enable_usage('bandwidth_bytes', 'app.files', amount_column => 'name')",
+            "42703",
+            "table app.files has no integer column \"name\"",
+        ),
+        ("SELECT tenancy.enable_usage('projects', 'app.files')", "22023", "unknown metric \"projects\""),
+    ];
+    for (sql, code, message) in cases {
+        let e = error_of(&mut admin, sql);
+        assert_eq!((e.code.as_str(), e.message.as_str()), (code, message), "{sql}");
+    }
+    // Only DBAs call them.
+    let e = as_member(&db, ACME, "alice", "SELECT tenancy.enable_sharing('app.tasks')").unwrap_err();
+    assert_eq!(e.code, "42501");
+}
