@@ -331,3 +331,32 @@ fn the_enable_functions_name_what_is_wrong() {
     let e = as_member(&db, ACME, "alice", "SELECT tenancy.enable_sharing('app.tasks')").unwrap_err();
     assert_eq!(e.code, "42501");
 }
+
+#[test]
+fn rows_with_integer_ids_are_shared_too() {
+    let db = db();
+    db.admin()
+        .batch_execute(
+            "CREATE TABLE app.notes (
+                 org_id uuid NOT NULL REFERENCES tenancy.organizations (id),
+                 id bigint GENERATED ALWAYS AS IDENTITY,
+                 body text NOT NULL,
+                 PRIMARY KEY (org_id, id))",
+        )
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("tenancy-sharing-{}-{}", std::process::id(), db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = std::fs::read_to_string(repo_root().join("policies/app.toml")).unwrap()
+        + "\n[tables.notes]\nkind = \"shareable\"\n";
+    let file = dir.join("app.toml");
+    std::fs::write(&file, policy).unwrap();
+    tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]).unwrap();
+    std::fs::remove_dir_all(dir).ok();
+    as_member(&db, ACME, "alice", "INSERT INTO app.notes (body) VALUES ('first'), ('second')").unwrap();
+    let id: i64 = db.app_in(ACME, "alice").query_one("SELECT max(id) FROM app.notes", &[]).unwrap().get(0);
+    as_member(&db, ACME, "alice", &format!("SELECT tenancy.share('app.notes', {id}::bigint, '{GLOBEX}')")).unwrap();
+    let mut c = db.app_in(GLOBEX, "gina");
+    let bodies: Vec<String> = c.query("SELECT body FROM app.notes", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(bodies, ["second"]);
+    assert_eq!(count(&mut c, &format!("tenancy.shares_of('app.notes', {id})")), 1);
+}
