@@ -149,26 +149,15 @@ fn clear_context() {
     write_all("", "", &empty, Scope::Session);
 }
 
-/// The organization of the current context, or NULL.
-#[pg_extern(stable, parallel_safe)]
+/// The organization of the current context, or None. The SQL functions `tenancy.current_org()`,
+/// `current_user_id()` and `current_member_role()` are SQL (`sql/finalize.sql`), so that the
+/// planner inlines them into policies: a C function costs its call setup in every statement.
 pub fn current_org() -> Option<pgrx::Uuid> {
     let text = gucs::read(&gucs::ORG_ID)?;
     match parse_uuid(&text) {
         Some(bytes) => Some(pgrx::Uuid::from_bytes(bytes)),
         None => TenancyError::CorruptContext(format!("tenancy.org_id is not a uuid: \"{text}\"")).raise(),
     }
-}
-
-/// The user of the current context, or NULL.
-#[pg_extern(stable, parallel_safe)]
-fn current_user_id() -> Option<String> {
-    gucs::read(&gucs::USER_ID)
-}
-
-/// The member role of the current context, or NULL.
-#[pg_extern(stable, parallel_safe)]
-fn current_member_role() -> Option<String> {
-    gucs::read(&gucs::MEMBER_ROLE)
 }
 
 fn rank_of<'a>(ranks: &'a str, role: &str) -> Option<i32> {
