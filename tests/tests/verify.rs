@@ -50,6 +50,13 @@ fn the_compiled_example_is_isolated_for_every_role_table_and_command() {
     assert_eq!(count(&mut admin, "tenancy.shares"), 0);
     assert_eq!(count(&mut admin, "app.documents"), 3);
     assert!(tenancy(&["verify", "--database-url", &admin_url(&db.name)]).is_ok());
+    // What --format json prints.
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["organizations"], 2);
+    let documents = json["results"].as_array().unwrap().iter().find(|r| r["table"] == "app.documents" && r["role"] == "app_user").unwrap();
+    assert_eq!(documents["kind"], "shareable");
+    assert_eq!(documents["cells"]["update"]["reach"], serde_json::json!(["own", "shared"]));
+    assert_eq!(documents["cells"]["select"]["leaks"], serde_json::json!([]));
 }
 
 #[test]
