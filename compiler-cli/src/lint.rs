@@ -64,26 +64,34 @@ struct TenantTable {
     indexes: Vec<Vec<i16>>,
 }
 
+/// The schemas `lint` and `verify` look at: those given, or every schema except the system ones
+/// and `tenancy`.
+pub fn audited_schemas(
+    client: &mut impl postgres::GenericClient,
+    given: &[String],
+) -> Result<Vec<String>, postgres::Error> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    Ok(client
+        .query(
+            "SELECT nspname::text FROM pg_namespace
+              WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy', 'pg_toast')
+                AND nspname NOT LIKE 'pg_temp_%' AND nspname NOT LIKE 'pg_toast_temp_%'",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// Runs every rule; returns the findings (errors first, in a stable order) and the number of
 /// tenant tables audited.
 pub fn lint(
     client: &mut impl postgres::GenericClient,
     options: &Options,
 ) -> Result<(Vec<Finding>, usize), postgres::Error> {
-    let schemas: Vec<String> = if options.schemas.is_empty() {
-        client
-            .query(
-                "SELECT nspname::text FROM pg_namespace
-                  WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy', 'pg_toast')
-                    AND nspname NOT LIKE 'pg_temp_%' AND nspname NOT LIKE 'pg_toast_temp_%'",
-                &[],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    } else {
-        options.schemas.clone()
-    };
+    let schemas = audited_schemas(client, &options.schemas)?;
     let mut tables: BTreeMap<u32, TenantTable> = BTreeMap::new();
     for row in client.query(
         "SELECT c.oid::int8, format('%s.%s', quote_ident(n.nspname), quote_ident(c.relname)),

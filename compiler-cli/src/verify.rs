@@ -6,7 +6,7 @@
 //! organizations' rows. Anything beyond the organization's own rows, the rows shared with it
 //! and public rows is a leak. It knows nothing of the policy files: it works on any schema.
 
-use crate::schema::quote_ident;
+use crate::schema::{quote_ident, ForeignKey};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,12 +95,6 @@ struct Column {
     generated: bool,
     /// A value the column's CHECK constraints or enum type suggest.
     suggested: Option<String>,
-}
-
-struct ForeignKey {
-    columns: Vec<String>,
-    references: String,
-    referred: Vec<String>,
 }
 
 struct Table {
@@ -244,75 +238,58 @@ fn run(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<Report, 
 }
 
 fn read_tables(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<Vec<Table>, postgres::Error> {
-    let rows = tx.query(
-        "SELECT c.oid, format('%I.%I', n.nspname, c.relname),
-                EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname::text = $2::text
-                          AND a.atttypid = 'uuid'::regtype AND NOT a.attisdropped),
-                s.id_column, s.visibility_column
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           LEFT JOIN tenancy.shareable_tables s ON s.relation = c.oid
-          WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-            AND (n.nspname::text = ANY ($1::text[]) OR (cardinality($1::text[]) = 0
-                 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy', 'pg_toast')
-                 AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'))
-          ORDER BY 2",
-        &[&options.schemas, &options.tenant_column],
-    )?;
+    // The tables, their columns and foreign keys as the compiler reads them; then what only the
+    // verifier needs: defaults, generated columns, values an enum or a CHECK suggests, sharing.
+    let schemas = crate::lint::audited_schemas(tx, &options.schemas)?;
+    let (catalog, _) = crate::live::read(tx, &schemas)?;
     let mut tables = Vec::new();
-    for row in rows {
-        let oid: u32 = row.get(0);
-        let tenant: bool = row.get(2);
-        let id_column: Option<String> = row.get(3);
-        let columns = tx
+    for table in catalog.tables.into_values() {
+        let name = table.name.to_string();
+        let facts = tx.query_one(
+            "SELECT c.relispartition, s.id_column, s.visibility_column
+               FROM pg_class c LEFT JOIN tenancy.shareable_tables s ON s.relation = c.oid
+              WHERE c.oid = $1::text::regclass",
+            &[&name],
+        )?;
+        if facts.get::<_, bool>(0) {
+            continue; // rows are written and read through the partitioned table
+        }
+        let extra: BTreeMap<String, (bool, bool, Option<String>, Option<String>)> = tx
             .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                        a.atthasdef OR a.attidentity <> '', a.attgenerated <> '',
+                "SELECT a.attname::text, a.atthasdef OR a.attidentity <> '', a.attgenerated <> '',
                         (SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = a.atttypid ORDER BY e.enumsortorder LIMIT 1),
                         (SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k
                           WHERE k.conrelid = a.attrelid AND k.contype = 'c' AND k.conkey = ARRAY[a.attnum])
                    FROM pg_attribute a
-                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                &[&oid],
+                  WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&name],
             )?
             .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
+            .collect();
+        let id_column: Option<String> = facts.get(1);
+        let tenant = table.column(&options.tenant_column).is_some_and(|c| c.data_type == "uuid");
+        let columns = table
+            .columns
+            .into_iter()
             .map(|c| {
-                let check: Option<String> = c.get(6);
-                let suggested = c.get::<_, Option<String>>(5).or_else(|| check.as_deref().and_then(check_literal));
-                Column {
-                    name: c.get(0),
-                    sql_type: c.get(1),
-                    not_null: c.get(2),
-                    has_default: c.get(3),
-                    generated: c.get(4),
-                    suggested,
-                }
+                let (has_default, generated, label, check) = extra.get(&c.name).cloned().unwrap_or_default();
+                // An enum's first label, or a value a CHECK constraint lists.
+                let suggested = label.or_else(|| check.as_deref().and_then(check_literal));
+                Column { name: c.name, sql_type: c.data_type, not_null: c.not_null, has_default, generated, suggested }
             })
             .collect();
-        let foreign_keys = tx
-            .query(
-                "SELECT (SELECT array_agg(a.attname::text ORDER BY k.i) FROM unnest(f.conkey) WITH ORDINALITY k(n, i)
-                          JOIN pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.n),
-                        format('%I.%I', n.nspname, c.relname),
-                        (SELECT array_agg(a.attname::text ORDER BY k.i) FROM unnest(f.confkey) WITH ORDINALITY k(n, i)
-                          JOIN pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.n)
-                   FROM pg_constraint f JOIN pg_class c ON c.oid = f.confrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE f.conrelid = $1 AND f.contype = 'f' ORDER BY f.conname",
-                &[&oid],
-            )?
-            .iter()
-            .map(|f| ForeignKey { columns: f.get(0), references: f.get(1), referred: f.get(2) })
-            .collect();
         tables.push(Table {
-            name: row.get(1),
+            name,
             kind: match (tenant, &id_column) {
                 (false, _) => Kind::Global,
                 (true, None) => Kind::Tenant,
                 (true, Some(_)) => Kind::Shareable,
             },
             columns,
-            foreign_keys,
+            foreign_keys: table.foreign_keys,
             id_column,
-            visibility_column: row.get(4),
+            visibility_column: facts.get(2),
         });
     }
     Ok(order_by_dependencies(tables))
@@ -340,9 +317,10 @@ fn order_by_dependencies(mut tables: Vec<Table>) -> Vec<Table> {
     while !tables.is_empty() {
         let ready = tables.iter().position(|t| {
             t.foreign_keys.iter().all(|fk| {
-                fk.references == t.name
-                    || ordered.iter().any(|o| o.name == fk.references)
-                    || !tables.iter().any(|o| o.name == fk.references)
+                let references = fk.references.to_string();
+                references == t.name
+                    || ordered.iter().any(|o| o.name == references)
+                    || !tables.iter().any(|o| o.name == references)
             })
         });
         // A cycle: take the first table; its foreign keys into the cycle stay NULL if they can.
@@ -435,10 +413,11 @@ fn insert_sql(
         } else if let Some(fk) = table.foreign_keys.iter().find(|fk| fk.columns.contains(&column.name)) {
             let i = fk.columns.iter().position(|c| *c == column.name).unwrap();
             let referred = fk.referred[i].clone();
-            if fk.references == "tenancy.organizations" {
+            let references = fk.references.to_string();
+            if references == "tenancy.organizations" {
                 Some(typed(&orgs[org].id))
             } else if let Some(parent) =
-                fixtures.get(&(fk.references.clone(), parents_of)).and_then(|rows| rows.first().map(|r| &r.1))
+                fixtures.get(&(references.clone(), parents_of)).and_then(|rows| rows.first().map(|r| &r.1))
             {
                 match parent.values.get(&referred) {
                     Some(Value::Null) | None => None,
@@ -449,7 +428,7 @@ fn insert_sql(
                 Some(format!(
                     "(SELECT {} FROM {} LIMIT 1)",
                     quote_ident(&referred),
-                    fk.references
+                    references
                 ))
             } else {
                 None
@@ -608,17 +587,17 @@ fn share_fixtures(
     Ok(())
 }
 
-/// The rows of `table` outside `org` that it may read (public or shared with it), by ctid, and
-/// those it may write (shared with it for writing), by their values as JSON (an UPDATE returns
-/// the new row version, whose ctid differs).
+/// The rows of `table` outside `org` that it may read, by ctid, each `shared` (with it) or
+/// `public`, and those it may write (shared with it for writing), by their values as JSON (an
+/// UPDATE returns the new row version, whose ctid differs).
 fn allowed(
     tx: &mut postgres::Transaction<'_>,
     table: &Table,
     tenant_column: &str,
     org: &Org,
-) -> Result<(BTreeSet<String>, BTreeSet<String>), postgres::Error> {
+) -> Result<(BTreeMap<String, &'static str>, BTreeSet<String>), postgres::Error> {
     if table.kind != Kind::Shareable {
-        return Ok((BTreeSet::new(), BTreeSet::new()));
+        return Ok((BTreeMap::new(), BTreeSet::new()));
     }
     let id = quote_ident(table.id_column.as_deref().unwrap_or("id"));
     let tc = quote_ident(tenant_column);
@@ -628,7 +607,7 @@ fn allowed(
         .map_or("false".to_string(), |v| format!("t.{} = 'public'", quote_ident(v)));
     let rows = tx.query(
         &format!(
-            "SELECT t.ctid::text, s.can_write, to_jsonb(t)::text FROM {} t
+            "SELECT t.ctid::text, s.can_write, to_jsonb(t)::text, s.relation IS NOT NULL FROM {} t
                LEFT JOIN tenancy.shares s ON s.relation = $1::text::regclass AND s.grantee_org = $2::text::uuid
                     AND s.owner_org = t.{tc} AND s.row_id = t.{id}::text
               WHERE t.{tc} IS DISTINCT FROM $2::text::uuid AND ({public} OR s.relation IS NOT NULL)",
@@ -636,7 +615,7 @@ fn allowed(
         ),
         &[&table.name, &org.id],
     )?;
-    let read = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let read = rows.iter().map(|r| (r.get(0), if r.get(3) { "shared" } else { "public" })).collect();
     let write = rows.iter().filter(|r| r.get::<_, Option<bool>>(1) == Some(true)).map(|r| r.get(2)).collect();
     Ok((read, write))
 }
@@ -709,13 +688,7 @@ fn check_table(
         }
         Err(e) => cell.unverified.push(format!("{me}: {e}")),
         Ok(rows) => {
-            let leaked = classify(&rows, &x_id, cell, |ctid| {
-                Ok(match may_read.contains(ctid) {
-                    false => None,
-                    true if shared_read(tx, table, tenant_column, ctid, &x_id)? => Some("shared"),
-                    true => Some("public"),
-                })
-            })?;
+            let leaked = classify(&rows, &x_id, cell, |ctid| may_read.get(ctid).copied());
             if leaked > 0 {
                 cell.leaks.push(format!("{me} sees {leaked} row(s) of other organizations that are neither shared with it nor public"));
             }
@@ -736,7 +709,10 @@ fn check_table(
     let has_tenant_parent = table
         .foreign_keys
         .iter()
-        .any(|fk| fk.references != "tenancy.organizations" && fixtures.contains_key(&(fk.references.clone(), y)));
+        .any(|fk| {
+            let references = fk.references.to_string();
+            references != "tenancy.organizations" && fixtures.contains_key(&(references, y))
+        });
     for (what, sql) in tries {
         let sql = match sql {
             Ok(sql) => sql,
@@ -782,7 +758,7 @@ fn check_table(
         }
         Err(e) => cell.unverified.push(format!("{me}: {e}")),
         Ok(rows) => {
-            let leaked = classify(&rows, &x_id, cell, |row| Ok(may_write.contains(row).then_some("shared")))?;
+            let leaked = classify(&rows, &x_id, cell, |row| may_write.contains(row).then_some("shared"));
             if leaked > 0 {
                 cell.leaks.push(format!("{me} updated {leaked} row(s) of other organizations not shared with it for writing"));
             }
@@ -830,42 +806,20 @@ fn classify(
     rows: &[postgres::Row],
     org: &str,
     cell: &mut Cell,
-    mut allowed: impl FnMut(&str) -> Result<Option<&'static str>, postgres::Error>,
-) -> Result<usize, postgres::Error> {
+    allowed: impl Fn(&str) -> Option<&'static str>,
+) -> usize {
     let mut leaked = 0;
     for r in rows {
         let (key, owner): (String, Option<String>) = (r.get(0), r.get(1));
         if owner.as_deref() == Some(org) {
             cell.reach.insert("own");
-        } else if let Some(reach) = allowed(&key)? {
+        } else if let Some(reach) = allowed(&key) {
             cell.reach.insert(reach);
         } else {
             leaked += 1;
         }
     }
-    Ok(leaked)
-}
-
-/// Whether the row at `ctid` is shared with `org` (not only public).
-fn shared_read(
-    tx: &mut postgres::Transaction<'_>,
-    table: &Table,
-    tenant_column: &str,
-    ctid: &str,
-    org: &str,
-) -> Result<bool, postgres::Error> {
-    let tc = quote_ident(tenant_column);
-    let id = quote_ident(table.id_column.as_deref().unwrap_or("id"));
-    Ok(tx
-        .query_one(
-            &format!(
-                "SELECT EXISTS (SELECT FROM {} t JOIN tenancy.shares s ON s.relation = $1::text::regclass AND s.grantee_org = $2::text::uuid
-                    AND s.owner_org = t.{tc} AND s.row_id = t.{id}::text WHERE t.ctid = $3::text::tid)",
-                table.name
-            ),
-            &[&table.name, &org, &ctid],
-        )?
-        .get(0))
+    leaked
 }
 
 /// Without a context: no rows of a tenant table are visible and nothing is written.
