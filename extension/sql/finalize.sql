@@ -334,11 +334,14 @@ $$;
 REVOKE EXECUTE ON FUNCTION tenancy.forget_shares() FROM PUBLIC;
 
 -- The sharing functions run as the catalog owner: they check the tenant context themselves.
--- Finds the row: the current organization's own row with that id, else one shared with it (ids
--- are unique per organization only). A row another organization owns and has not shared reads
--- as a row that does not exist. `id` is the id in its canonical text form (as shares store it).
+-- What share() and unshare() (`verb`) check first, in this order:
+-- - the row: the current organization's own row with that id, else one shared with it (ids are
+--   unique per organization only). A row another organization owns and has not shared reads as
+--   a row that does not exist. `id` is the id in its canonical text form (as shares store it);
+-- - the right to share: the admin role, or the table's share permission;
+-- - the organization to share with (or stop sharing with) is given.
 CREATE FUNCTION tenancy._shared_row(
-    relation regclass, row_id text, action text,
+    relation regclass, row_id text, org_id uuid, verb text,
     OUT t tenancy.shareable_tables, OUT owner uuid, OUT mine tenancy.shares, OUT id text
 )
 LANGUAGE plpgsql STABLE
@@ -350,7 +353,8 @@ DECLARE
 BEGIN
     IF cur IS NULL THEN
         RAISE EXCEPTION 'no tenant context' USING ERRCODE = '42501',
-            DETAIL = format('%s requires a tenant context, and none is set.', action),
+            DETAIL = format('%s requires a tenant context, and none is set.',
+                            CASE verb WHEN 'share' THEN 'sharing a row' ELSE 'unsharing a row' END),
             HINT = 'Call tenancy.set_context(org_id, user_id) at the start of the transaction.';
     END IF;
     IF relation IS NULL OR row_id IS NULL THEN
@@ -369,32 +373,25 @@ BEGIN
         INTO own USING id, cur;
     IF own THEN
         owner := cur;
-        RETURN;
+    ELSE
+        SELECT * INTO mine FROM tenancy.shares s
+         WHERE s.relation = _shared_row.relation AND s.row_id = id AND s.grantee_org = cur
+         ORDER BY s.granted_at, s.owner_org LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'row % of % does not exist', row_id, relation USING ERRCODE = 'P0002';
+        END IF;
+        owner := mine.owner_org;
     END IF;
-    SELECT * INTO mine FROM tenancy.shares s
-     WHERE s.relation = _shared_row.relation AND s.row_id = id AND s.grantee_org = cur
-     ORDER BY s.granted_at, s.owner_org LIMIT 1;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'row % of % does not exist', row_id, relation USING ERRCODE = 'P0002';
-    END IF;
-    owner := mine.owner_org;
-END
-$$;
-REVOKE EXECUTE ON FUNCTION tenancy._shared_row(regclass, text, text) FROM PUBLIC;
-
-CREATE FUNCTION tenancy._require_share_right(t tenancy.shareable_tables, action text)
-RETURNS void
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
     IF NOT (tenancy.has_role('admin') OR (t.share_permission IS NOT NULL AND tenancy.has_permission(t.share_permission))) THEN
-        RAISE EXCEPTION 'permission denied to % rows of %', action, t.relation USING ERRCODE = '42501',
+        RAISE EXCEPTION 'permission denied to % rows of %', verb, t.relation USING ERRCODE = '42501',
             DETAIL = 'Sharing needs the admin role' || coalesce(' or the ' || t.share_permission || ' permission', '') || '.';
     END IF;
+    IF org_id IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: org_id must not be null' USING ERRCODE = '22023';
+    END IF;
 END
 $$;
-REVOKE EXECUTE ON FUNCTION tenancy._require_share_right(tenancy.shareable_tables, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION tenancy._shared_row(regclass, text, uuid, text) FROM PUBLIC;
 
 -- Shares one row with another organization. permissions: read (always implied), write (update,
 -- never delete) and reshare (share it on, never with more than it was given). The owning
@@ -407,17 +404,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
-    id text := row_id;
+    id text;
     cur uuid := tenancy.current_org();
     bad text;
     existing tenancy.shares;
 BEGIN
-    r := tenancy._shared_row(relation, id, 'sharing a row');
+    r := tenancy._shared_row(relation, row_id, org_id, 'share');
     id := r.id;
-    PERFORM tenancy._require_share_right(r.t, 'share');
-    IF org_id IS NULL THEN
-        RAISE EXCEPTION 'invalid argument: org_id must not be null' USING ERRCODE = '22023';
-    END IF;
     IF permissions IS NULL OR cardinality(permissions) = 0 THEN
         RAISE EXCEPTION 'invalid argument: permissions must not be null or empty' USING ERRCODE = '22023',
             HINT = 'Valid permissions are: read, write, reshare.';
@@ -506,16 +499,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r record;
-    id text := row_id;
+    id text;
     cur uuid := tenancy.current_org();
     existing tenancy.shares;
 BEGIN
-    r := tenancy._shared_row(relation, id, 'unsharing a row');
+    r := tenancy._shared_row(relation, row_id, org_id, 'unshare');
     id := r.id;
-    PERFORM tenancy._require_share_right(r.t, 'unshare');
-    IF org_id IS NULL THEN
-        RAISE EXCEPTION 'invalid argument: org_id must not be null' USING ERRCODE = '22023';
-    END IF;
     SELECT * INTO existing FROM tenancy.shares s
      WHERE s.relation = unshare.relation AND s.owner_org = r.owner AND s.row_id = id AND s.grantee_org = org_id
        AND (r.owner = cur OR s.granted_by_org = cur);

@@ -205,7 +205,9 @@ fn another_orgs_row_and_a_missing_row_are_refused_identically() {
 #[test]
 fn bad_share_calls_get_clear_errors() {
     let db = db();
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 8] = [
+        (&format!("'app.documents', '{ACME_DOC}', NULL"), "22023", "invalid argument: org_id must not be null"),
+        (&format!("'app.documents', NULL, '{GLOBEX}'"), "22023", "invalid argument: row_id must not be null"),
         (
             &format!("'app.documents', '{ACME_DOC}', '{GLOBEX}', '{{read,admin}}'"),
             "22023",
@@ -239,6 +241,13 @@ fn bad_share_calls_get_clear_errors() {
     }
     let e = error_of(&mut db.app(), &format!("SELECT tenancy.share('app.documents', '{ACME_DOC}', '{GLOBEX}')"));
     assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "no tenant context"));
+    assert_eq!(e.detail.as_deref(), Some("sharing a row requires a tenant context, and none is set."));
+    let e = error_of(&mut db.app(), &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')"));
+    assert_eq!(e.detail.as_deref(), Some("unsharing a row requires a tenant context, and none is set."));
+    let e = as_member(&db, ACME, "alice", &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', NULL)")).unwrap_err();
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("22023", "invalid argument: org_id must not be null"));
+    let e = as_member(&db, ACME, "carol", &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')")).unwrap_err();
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "permission denied to unshare rows of app.documents"));
     assert_eq!(count(&mut db.admin(), "tenancy.shares"), 0);
     // Nobody writes the shares directly.
     let e =
