@@ -172,28 +172,24 @@ for c in 1 4; do
 done
 compare "cost of set_context: the hand-written listing with vs without it" 1 list_hand "$ADMIN_URL" list_hand_noctx "$ADMIN_URL"
 
-echo
-echo "EXPLAIN of the listing query under the policy (app_user, one organization's context):"
-echo
-echo '```'
-"$bin/psql" -X -q "$APP_URL" <<SQL | sed '/^$/d'
+# explain TITLE QUERY: EXPLAIN ANALYZE of QUERY as the application role, for one organization.
+explain() {
+    echo
+    echo "EXPLAIN of $1:"
+    echo
+    echo '```'
+    "$bin/psql" -X -q "$APP_URL" <<SQL | sed '/^$/d'
 BEGIN;
 SELECT tenancy.set_context('00000000-0000-0000-0000-000000000042', 'u1') \gset
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) $listing ORDER BY created_at DESC LIMIT 20;
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) $2;
 COMMIT;
 SQL
-echo '```'
-echo
-echo "EXPLAIN of the shareable table's listing under its policy (own ∪ shared ∪ public, role check):"
-echo
-echo '```'
-"$bin/psql" -X -q "$APP_URL" <<SQL | sed '/^$/d'
-BEGIN;
-SELECT tenancy.set_context('00000000-0000-0000-0000-000000000042', 'u1') \gset
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT id, title, status, created_at FROM rlsbench.docs ORDER BY created_at DESC LIMIT 20;
-COMMIT;
-SQL
-echo '```'
+    echo '```'
+}
+explain "the listing query under the policy (app_user, one organization's context)" \
+    "$listing ORDER BY created_at DESC LIMIT 20"
+explain "the shareable table's listing under its policy (own ∪ shared ∪ public, role check)" \
+    "SELECT id, title, status, created_at FROM rlsbench.docs ORDER BY created_at DESC LIMIT 20"
 
 echo
 echo "Compiling a generated 1,000-table schema:"
