@@ -54,7 +54,7 @@ CREATE POLICY tenancy_select ON app.documents AS PERMISSIVE FOR SELECT TO app_re
     USING ((org_id = (SELECT tenancy.current_org())
         OR (visibility = 'public' AND (SELECT tenancy.current_org()) IS NOT NULL)
         OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass))
-            AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))));
+            AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.owner_org = documents.org_id AND s.row_id = documents.id::text OFFSET 0))));
 DROP POLICY IF EXISTS tenancy_insert ON app.documents;
 CREATE POLICY tenancy_insert ON app.documents AS PERMISSIVE FOR INSERT TO app_user
     WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
@@ -62,10 +62,10 @@ DROP POLICY IF EXISTS tenancy_update ON app.documents;
 CREATE POLICY tenancy_update ON app.documents AS PERMISSIVE FOR UPDATE TO app_user
     USING ((org_id = (SELECT tenancy.current_org())
         OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write))
-            AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))) AND (SELECT tenancy.has_role('member')))
+            AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text OFFSET 0))) AND (SELECT tenancy.has_role('member')))
     WITH CHECK ((org_id = (SELECT tenancy.current_org())
         OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write))
-            AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text))) AND (SELECT tenancy.has_role('member')));
+            AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text OFFSET 0))) AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_delete ON app.documents;
 CREATE POLICY tenancy_delete ON app.documents AS PERMISSIVE FOR DELETE TO app_user
     USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));

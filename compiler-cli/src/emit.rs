@@ -55,7 +55,10 @@ fn predicate(table: &QualifiedName, column: &str, rule: &CompiledRule, sharing: 
 
 /// Rows shared with the current organization (for writing, with `write`). The array is computed
 /// once per statement and drives an index scan on the id column; the correlated check then
-/// makes sure the row's organization is the one that shared it.
+/// makes sure the row's organization is the one that shared it. It runs only for rows whose id
+/// is in the array, so it is one index probe per such row: `OFFSET 0` keeps the planner from
+/// hashing every share of the organization instead, which costs more than the probes it saves
+/// (measured: about 3.5 µs per statement on a lookup, see bench/rls.sh).
 fn shared_arm(table: &QualifiedName, column: &str, sharing: &Sharing, write: bool) -> String {
     let shares = format!(
         "FROM tenancy.received_shares s WHERE s.relation = {}::regclass{}",
@@ -65,7 +68,7 @@ fn shared_arm(table: &QualifiedName, column: &str, sharing: &Sharing, write: boo
     let this = quote_ident(&table.name);
     let id = quote_ident(&sharing.id_column);
     format!(
-        "({id} = ANY (ARRAY(SELECT s.row_id::{} {shares}))\n            AND EXISTS (SELECT {shares} AND s.owner_org = {this}.{} AND s.row_id = {this}.{id}::text))",
+        "({id} = ANY (ARRAY(SELECT s.row_id::{} {shares}))\n            AND EXISTS (SELECT {shares} AND s.owner_org = {this}.{} AND s.row_id = {this}.{id}::text OFFSET 0))",
         sharing.id_type,
         quote_ident(column)
     )
