@@ -4,7 +4,7 @@
 
 use crate::error::{self, TenancyError};
 use crate::gucs;
-use crate::privilege::{as_catalog_owner, as_owner_for_kept_plan};
+use crate::privilege::{run_kept, KeptStatement};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::{CStr, CString};
@@ -63,50 +63,33 @@ fn write_all(org_id: &str, user_id: &str, m: &Membership, scope: Scope) {
 }
 
 thread_local! {
-    /// The membership lookup, planned once per backend (set_context runs in every transaction).
-    static LOOKUP: std::cell::RefCell<Option<pgrx::spi::OwnedPreparedStatement>> =
-        const { std::cell::RefCell::new(None) };
+    /// The membership lookup (set_context runs in every transaction).
+    static LOOKUP: KeptStatement = const { std::cell::RefCell::new(None) };
 }
 
 fn lookup_membership(org_id: pgrx::Uuid, user_id: &str) -> Option<Membership> {
-    if LOOKUP.with(|l| l.borrow().is_none()) {
-        // Prepared under the pinned search_path; executions reuse the plan (see privilege.rs).
-        let stmt = as_catalog_owner(|| {
-            Spi::connect(|client| {
-                client
-                    .prepare(
-                        "SELECT m.role,
-                                (SELECT string_agg(r.name || ':' || r.rank, ',' ORDER BY r.rank DESC)
-                                   FROM tenancy.roles r),
-                                array_to_string(mr.permissions, ',')
-                           FROM tenancy.members m
-                           JOIN tenancy.organizations o ON o.id = m.org_id
-                           JOIN tenancy.roles mr ON mr.name = m.role
-                          WHERE m.org_id = $1 AND m.user_id = $2 AND o.status = 'active'",
-                        &[pgrx::PgOid::from(pg_sys::UUIDOID), pgrx::PgOid::from(pg_sys::TEXTOID)],
-                    )
-                    .map(|p| p.keep())
-            })
-            .unwrap_or_else(|e| pgrx::error!("pg_tenancy: preparing the membership lookup failed: {e}"))
-        });
-        LOOKUP.with(|l| *l.borrow_mut() = Some(stmt));
-    }
-    as_owner_for_kept_plan(|| {
-        Spi::connect(|client| {
-            LOOKUP.with(|l| {
-                let stmt = l.borrow();
-                let stmt = stmt.as_ref().expect("prepared above");
-                let rows = client.select(stmt, Some(1), &[org_id.into(), user_id.into()])?;
-                let Some(row) = rows.into_iter().next() else { return Ok(None) };
-                Ok::<_, pgrx::spi::Error>(Some(Membership {
-                    role: row.get::<String>(1)?.unwrap_or_default(),
-                    role_ranks: row.get::<String>(2)?.unwrap_or_default(),
-                    permissions: row.get::<String>(3)?.unwrap_or_default(),
-                }))
-            })
-        })
-        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: membership lookup failed: {e}"))
-    })
+    run_kept(
+        &LOOKUP,
+        "SELECT m.role,
+                (SELECT string_agg(r.name || ':' || r.rank, ',' ORDER BY r.rank DESC)
+                   FROM tenancy.roles r),
+                array_to_string(mr.permissions, ',')
+           FROM tenancy.members m
+           JOIN tenancy.organizations o ON o.id = m.org_id
+           JOIN tenancy.roles mr ON mr.name = m.role
+          WHERE m.org_id = $1 AND m.user_id = $2 AND o.status = 'active'",
+        &[pg_sys::UUIDOID, pg_sys::TEXTOID],
+        "the membership lookup",
+        |client, stmt| {
+            let rows = client.select(stmt, Some(1), &[org_id.into(), user_id.into()])?;
+            let Some(row) = rows.into_iter().next() else { return Ok(None) };
+            Ok(Some(Membership {
+                role: row.get::<String>(1)?.unwrap_or_default(),
+                role_ranks: row.get::<String>(2)?.unwrap_or_default(),
+                permissions: row.get::<String>(3)?.unwrap_or_default(),
+            }))
+        },
+    )
 }
 
 fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {

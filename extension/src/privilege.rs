@@ -8,6 +8,7 @@
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::PgOid;
 
 /// Name of the NOLOGIN role whose members may manage every organization without a context.
 pub const ADMIN_ROLE: &std::ffi::CStr = c"tenancy_admin";
@@ -137,6 +138,39 @@ pub fn as_owner_for_kept_plan<R>(f: impl FnOnce() -> R) -> R {
     let result = f();
     drop(guard);
     result
+}
+
+/// Where a backend keeps one statement that [`run_kept`] prepares on first use.
+pub type KeptStatement = std::cell::RefCell<Option<pgrx::spi::OwnedPreparedStatement>>;
+
+/// Runs `run` with `slot`'s statement, as the catalog owner. The statement (`sql` with
+/// parameters of `types`) is prepared on first use under [`as_catalog_owner`] and kept for the
+/// life of the backend, so the hot paths that call this parse and plan it once. `what` names the
+/// statement in errors.
+pub fn run_kept<R>(
+    slot: &'static std::thread::LocalKey<KeptStatement>,
+    sql: &str,
+    types: &[pg_sys::Oid],
+    what: &str,
+    run: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &pgrx::spi::OwnedPreparedStatement) -> pgrx::spi::Result<R>,
+) -> R {
+    if slot.with(|s| s.borrow().is_none()) {
+        let types: Vec<PgOid> = types.iter().map(|&t| PgOid::from(t)).collect();
+        let stmt = as_catalog_owner(|| {
+            Spi::connect(|client| client.prepare(sql, &types).map(|p| p.keep()))
+                .unwrap_or_else(|e| pgrx::error!("pg_tenancy: preparing {what} failed: {e}"))
+        });
+        slot.with(|s| *s.borrow_mut() = Some(stmt));
+    }
+    as_owner_for_kept_plan(|| {
+        Spi::connect_mut(|client| {
+            slot.with(|s| {
+                let stmt = s.borrow();
+                run(client, stmt.as_ref().expect("prepared above"))
+            })
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {what} failed: {e}"))
+    })
 }
 
 #[pg_extern(stable, parallel_safe)]

@@ -6,11 +6,10 @@
 use crate::context::current_org;
 use crate::counters::{self, Key, Reserved};
 use crate::error::TenancyError;
-use crate::privilege::{as_catalog_owner, as_owner_for_kept_plan};
+use crate::privilege::{run_kept, KeptStatement};
 use crate::quota::{self, Resource};
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
-use pgrx::{PgOid, Uuid};
+use pgrx::Uuid;
 use std::cell::RefCell;
 use std::collections::HashSet;
 
@@ -59,7 +58,8 @@ impl Month {
 }
 
 thread_local! {
-    static INSERT: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+    static INSERT: KeptStatement = const { RefCell::new(None) };
+    static ACTIVE_INSERT: KeptStatement = const { RefCell::new(None) };
     /// (org, user, month) already recorded as active by this backend.
     static ACTIVE_SEEN: RefCell<HashSet<(Uuid, String, Month)>> = RefCell::new(HashSet::new());
 }
@@ -86,31 +86,13 @@ fn metric(name: &str) -> Resource {
 }
 
 fn insert_event(org: Uuid, metric: &str, amount: i64) {
-    if INSERT.with(|s| s.borrow().is_none()) {
-        // Prepared once per backend, under the pinned search_path.
-        let stmt = as_catalog_owner(|| {
-            Spi::connect(|client| {
-                client
-                    .prepare(
-                        "INSERT INTO tenancy.usage_events (org_id, metric, amount) VALUES ($1, $2, $3)",
-                        &[PgOid::from(pg_sys::UUIDOID), PgOid::from(pg_sys::TEXTOID), PgOid::from(pg_sys::INT8OID)],
-                    )
-                    .map(|p| p.keep())
-            })
-            .unwrap_or_else(|e| pgrx::error!("pg_tenancy: preparing the usage insert failed: {e}"))
-        });
-        INSERT.with(|s| *s.borrow_mut() = Some(stmt));
-    }
-    as_owner_for_kept_plan(|| {
-        Spi::connect_mut(|client| {
-            INSERT.with(|s| {
-                let stmt = s.borrow();
-                let stmt = stmt.as_ref().expect("prepared above");
-                client.update(stmt, None, &[org.into(), metric.into(), amount.into()]).map(|_| ())
-            })
-        })
-        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: recording usage failed: {e}"))
-    })
+    run_kept(
+        &INSERT,
+        "INSERT INTO tenancy.usage_events (org_id, metric, amount) VALUES ($1, $2, $3)",
+        &[pg_sys::UUIDOID, pg_sys::TEXTOID, pg_sys::INT8OID],
+        "recording usage",
+        |client, stmt| client.update(stmt, None, &[org.into(), metric.into(), amount.into()]).map(|_| ()),
+    )
 }
 
 /// Records `amount` of `metric` for `org`: refused past the month's limit (an error, or false
@@ -213,14 +195,17 @@ pub fn note_active_user(org: Uuid, user: &str) {
     if ACTIVE_SEEN.with(|s| s.borrow().contains(&entry)) {
         return;
     }
-    as_catalog_owner(|| {
-        Spi::run_with_args(
-            "INSERT INTO tenancy.active_users (org_id, period, user_id) VALUES ($1, $2::date, $3)
-             ON CONFLICT DO NOTHING",
-            &[org.into(), month.first_day().as_str().into(), user.into()],
-        )
-        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: recording an active user failed: {e}"))
-    });
+    // A kept statement: a pooled connection meets each of its organizations once a month.
+    run_kept(
+        &ACTIVE_INSERT,
+        "INSERT INTO tenancy.active_users (org_id, period, user_id) VALUES ($1, $2::date, $3)
+         ON CONFLICT DO NOTHING",
+        &[pg_sys::UUIDOID, pg_sys::TEXTOID, pg_sys::TEXTOID],
+        "recording an active user",
+        |client, stmt| {
+            client.update(stmt, None, &[org.into(), month.first_day().as_str().into(), user.into()]).map(|_| ())
+        },
+    );
     ACTIVE_SEEN.with(|s| s.borrow_mut().insert(entry));
     // If this transaction rolls back, so does the row: forget it then.
     pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, || {
