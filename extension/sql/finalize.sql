@@ -2,24 +2,6 @@
 -- only its own organization and its members; without one, nothing. DBAs see everything.
 -- Nobody but the owner writes the catalog directly: the management functions do.
 
--- The context readers. SQL, not C: the planner inlines them, so a policy's
--- `(SELECT tenancy.current_org())` costs a settings lookup, not a function call's setup in every
--- statement (measured: about 4 µs per reference for a C function, under 1 µs inlined). Every
--- name is schema-qualified, so no search_path can change what they read. Only the validating
--- functions write these settings (see gucs.rs).
-CREATE FUNCTION tenancy.current_org() RETURNS uuid
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT NULLIF(pg_catalog.current_setting('tenancy.org_id', true), '')::pg_catalog.uuid $$;
-COMMENT ON FUNCTION tenancy.current_org() IS 'The organization of the current tenant context, or NULL.';
-CREATE FUNCTION tenancy.current_user_id() RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT NULLIF(pg_catalog.current_setting('tenancy.user_id', true), '') $$;
-COMMENT ON FUNCTION tenancy.current_user_id() IS 'The user of the current tenant context, or NULL.';
-CREATE FUNCTION tenancy.current_member_role() RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT NULLIF(pg_catalog.current_setting('tenancy.member_role', true), '') $$;
-COMMENT ON FUNCTION tenancy.current_member_role() IS 'The member role of the current tenant context, or NULL.';
-
 GRANT USAGE ON SCHEMA tenancy TO PUBLIC;
 GRANT SELECT ON tenancy.plans, tenancy.roles TO PUBLIC;
 GRANT SELECT ON tenancy.organizations, tenancy.members TO PUBLIC;

@@ -76,6 +76,27 @@ fn look_alike_placeholder_settings_are_refused() {
     }
 }
 
+/// Were `pg_tenancy` dropped from `shared_preload_libraries` after installation, nothing would
+/// reserve the `tenancy.` prefix in a session that has not loaded the library, and any role
+/// could `SET tenancy.org_id` as a placeholder. The readers that policies call are C functions:
+/// calling one loads the library, whose `_PG_init` refuses to run unless preloaded, so such a
+/// placeholder is never read. An inlined SQL reader would read it.
+#[test]
+fn context_readers_load_the_library() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    for f in ["current_org", "current_user_id", "current_member_role", "has_role", "has_permission"] {
+        let lang = text(
+            &mut c,
+            &format!(
+                "SELECT l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+                  WHERE p.oid = 'tenancy.{f}'::regproc"
+            ),
+        );
+        assert_eq!(lang.as_deref(), Some("c"), "tenancy.{f}() must be a C function");
+    }
+}
+
 #[test]
 fn startup_packet_options_cannot_carry_a_context() {
     let db = TestDb::new();
