@@ -33,6 +33,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
 REVOKE ALL ON TABLE app.comments FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.comments TO app_readonly;
 GRANT SELECT, INSERT, DELETE ON TABLE app.comments TO app_user;
+SELECT tenancy.disable_sharing('app.comments');
 
 -- app.countries: global reference table, readable by every organization, written by DBAs
 ALTER TABLE app.countries ENABLE ROW LEVEL SECURITY;
@@ -44,6 +45,7 @@ DROP POLICY IF EXISTS tenancy_update ON app.countries;
 DROP POLICY IF EXISTS tenancy_delete ON app.countries;
 REVOKE ALL ON TABLE app.countries FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.countries TO app_readonly, app_user;
+SELECT tenancy.disable_sharing('app.countries');
 
 -- app.documents: shareable tenant table, tenant column org_id
 ALTER TABLE app.documents ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
@@ -102,6 +104,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
 REVOKE ALL ON TABLE app.files FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.files TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.files TO app_user;
+SELECT tenancy.disable_sharing('app.files');
 
 -- app.projects: tenant table, tenant column org_id
 ALTER TABLE app.projects ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
@@ -126,6 +129,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
 REVOKE ALL ON TABLE app.projects FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.projects TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.projects TO app_user;
+SELECT tenancy.disable_sharing('app.projects');
 
 -- app.tasks: tenant table, tenant column org_id
 ALTER TABLE app.tasks ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
@@ -150,6 +154,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
 REVOKE ALL ON TABLE app.tasks FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.tasks TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.tasks TO app_user;
+SELECT tenancy.disable_sharing('app.tasks');
 
 -- app.open_tasks: a view over governed tables runs with the caller's rights, so their policies apply
 ALTER VIEW app.open_tasks SET (security_invoker = true);

@@ -312,5 +312,11 @@ fn table_block(table: &CompiledTable, all_roles: &[String]) -> Block {
             units.push(unit);
         }
     }
+    if !matches!(&table.kind, CompiledKind::Tenant { sharing: Some(_), .. }) {
+        // Not (or no longer) shareable: sharing left from earlier policies goes, its shares
+        // included, so that no old grant comes back if the table is shared again. `plan`
+        // drops the call where there is nothing to undo.
+        units.push(vec![format!("SELECT tenancy.disable_sharing({});", literal(&name))]);
+    }
     Block { header: Some(header), object: Object::Relation(name), units }
 }

@@ -297,6 +297,32 @@ $$;
 REVOKE EXECUTE ON FUNCTION tenancy.enable_sharing(regclass, text, text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.enable_sharing(regclass, text, text, text, text) TO tenancy_admin;
 
+-- Undoes enable_sharing: the table's shares are deleted, so that making it shareable again
+-- later brings no old grant back; its sharing triggers and its registration go too. True when
+-- the table was shareable; on any other table it changes nothing. The policy compiler emits a
+-- call for every table that its policies do not make shareable.
+CREATE FUNCTION tenancy.disable_sharing(relation regclass) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF relation IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: relation must not be null' USING ERRCODE = '22023';
+    END IF;
+    DELETE FROM tenancy.shareable_tables t WHERE t.relation = disable_sharing.relation;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM tenancy.shares s WHERE s.relation = disable_sharing.relation;
+    EXECUTE format('DROP TRIGGER IF EXISTS tenancy_protect_shared ON %s', relation);
+    EXECUTE format('DROP TRIGGER IF EXISTS tenancy_forget_shares ON %s', relation);
+    EXECUTE format('DROP TRIGGER IF EXISTS tenancy_forget_shares_truncate ON %s', relation);
+    RETURN true;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy.disable_sharing(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.disable_sharing(regclass) TO tenancy_admin;
+
 CREATE FUNCTION tenancy.forget_shares() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp

@@ -341,6 +341,49 @@ fn the_enable_functions_name_what_is_wrong() {
     assert_eq!(e.code, "42501");
 }
 
+/// The example's policy file.
+fn example_policy() -> String {
+    std::fs::read_to_string(repo_root().join("policies/app.toml")).unwrap()
+}
+
+/// Applies `policy` (the text of a policy file) to the test database with `tenancy apply`.
+fn apply_policy(db: &TestDb, policy: &str) {
+    let dir = std::env::temp_dir().join(format!("tenancy-sharing-{}-{}", std::process::id(), db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("app.toml");
+    std::fs::write(&file, policy).unwrap();
+    tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]).unwrap();
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_table_made_unshareable_loses_its_shares_and_sharing_again_brings_none_back() {
+    let db = db();
+    share(&db, ACME, "bob", ACME_DOC, GLOBEX, "{read}").unwrap();
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Acme plan", "Globex plan"]);
+    let shareable = "kind = \"shareable\"\nvisibility_column = \"visibility\"   # 'public' rows are readable by every organization\nshare_permission = \"documents.share\"\n";
+    let policy = example_policy();
+    assert!(policy.contains(shareable), "policies/app.toml changed: update this test");
+    apply_policy(&db, &policy.replace(shareable, "kind = \"tenant\"\n"));
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Globex plan"], "a tenant table: own rows only");
+    let mut admin = db.admin();
+    assert_eq!(count(&mut admin, "tenancy.shares"), 0, "the shares went with the sharing");
+    assert_eq!(count(&mut admin, "tenancy.shareable_tables"), 0);
+    assert_eq!(
+        count(&mut admin, "pg_trigger WHERE tgrelid = 'app.documents'::regclass AND tgname LIKE 'tenancy_%shar%'"),
+        0,
+        "the sharing triggers went too"
+    );
+    // Shared again: public rows are back, the old grant is not.
+    apply_policy(&db, &policy);
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Globex plan"]);
+    assert_eq!(
+        text(&mut admin, "SELECT tenancy.disable_sharing('app.tasks')::text").as_deref(),
+        Some("false"),
+        "nothing to undo on a table that was never shareable"
+    );
+}
+
 #[test]
 fn rows_with_integer_ids_are_shared_too() {
     let db = db();
@@ -353,14 +396,7 @@ fn rows_with_integer_ids_are_shared_too() {
                  PRIMARY KEY (org_id, id))",
         )
         .unwrap();
-    let dir = std::env::temp_dir().join(format!("tenancy-sharing-{}-{}", std::process::id(), db.name));
-    std::fs::create_dir_all(&dir).unwrap();
-    let policy = std::fs::read_to_string(repo_root().join("policies/app.toml")).unwrap()
-        + "\n[tables.notes]\nkind = \"shareable\"\n";
-    let file = dir.join("app.toml");
-    std::fs::write(&file, policy).unwrap();
-    tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]).unwrap();
-    std::fs::remove_dir_all(dir).ok();
+    apply_policy(&db, &(example_policy() + "\n[tables.notes]\nkind = \"shareable\"\n"));
     as_member(&db, ACME, "alice", "INSERT INTO app.notes (body) VALUES ('first'), ('second')").unwrap();
     let id: i64 = db.app_in(ACME, "alice").query_one("SELECT max(id) FROM app.notes", &[]).unwrap().get(0);
     as_member(&db, ACME, "alice", &format!("SELECT tenancy.share('app.notes', {id}::bigint, '{GLOBEX}')")).unwrap();
