@@ -179,6 +179,8 @@ for c in 1 4; do
     compare "shareable table (role check, row predicate, own ∪ shared ∪ public): listing" "$c" docs_policy "$APP_URL" docs_hand "$ADMIN_URL"
     compare "shareable table: lookup of a row shared with the org, by id" "$c" docs_point_policy "$APP_URL" docs_point_hand "$ADMIN_URL"
 done
+# The noise floor: the same path against itself, where the true ratio is 1.
+compare "control: the hand-written point lookup against itself" 4 point_hand "$ADMIN_URL" point_hand "$ADMIN_URL"
 compare "cost of set_context: the hand-written listing with vs without it" 1 list_hand "$ADMIN_URL" list_hand_noctx "$ADMIN_URL"
 
 # The same lookups timed inside the server: 20,000 executions of each in one session (plans
