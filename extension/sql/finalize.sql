@@ -53,6 +53,9 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION tenancy._require_column(regclass, text, regtype[], text) FROM PUBLIC;
 
+-- The enable_* functions and disable_sharing() are for superusers (who run `tenancy apply`):
+-- they create triggers on application tables and write the catalog as the caller. Members of
+-- tenancy_admin manage organizations, not schemas, and get a plain "permission denied".
 -- Makes a table count toward a `count` resource (one row = 1) or a `sum` resource (sum of a
 -- column), exactly under concurrency. The policy compiler emits calls to it; DBAs may too.
 CREATE FUNCTION tenancy.enable_quota(
@@ -102,7 +105,6 @@ BEGIN
 END
 $$;
 REVOKE EXECUTE ON FUNCTION tenancy.enable_quota(text, regclass, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenancy.enable_quota(text, regclass, text, text) TO tenancy_admin;
 
 -- Records a metric as rows are inserted into a table: one unit per row, or the sum of a column
 -- (bytes uploaded, say), inside the inserting statement. The policy compiler emits calls to it
@@ -136,7 +138,6 @@ BEGIN
 END
 $$;
 REVOKE EXECUTE ON FUNCTION tenancy.enable_usage(text, regclass, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenancy.enable_usage(text, regclass, text, text) TO tenancy_admin;
 
 -- Usage is read like the rest of the catalog: the own organization under a context, all for DBAs.
 GRANT SELECT ON tenancy.usage_events, tenancy.active_users TO PUBLIC;
@@ -295,7 +296,6 @@ BEGIN
 END
 $$;
 REVOKE EXECUTE ON FUNCTION tenancy.enable_sharing(regclass, text, text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenancy.enable_sharing(regclass, text, text, text, text) TO tenancy_admin;
 
 -- Undoes enable_sharing: the table's shares are deleted, so that making it shareable again
 -- later brings no old grant back; its sharing triggers and its registration go too. True when
@@ -321,7 +321,6 @@ BEGIN
 END
 $$;
 REVOKE EXECUTE ON FUNCTION tenancy.disable_sharing(regclass) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION tenancy.disable_sharing(regclass) TO tenancy_admin;
 
 CREATE FUNCTION tenancy.forget_shares() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER

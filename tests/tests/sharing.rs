@@ -336,9 +336,28 @@ fn the_enable_functions_name_what_is_wrong() {
         let e = error_of(&mut admin, sql);
         assert_eq!((e.code.as_str(), e.message.as_str()), (code, message), "{sql}");
     }
-    // Only DBAs call them.
+    // Only superusers call them: the application role, and members of tenancy_admin (who manage
+    // organizations, not schemas), get a plain permission error naming the function.
     let e = as_member(&db, ACME, "alice", "SELECT tenancy.enable_sharing('app.tasks')").unwrap_err();
     assert_eq!(e.code, "42501");
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE schema_helper LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             GRANT tenancy_admin TO schema_helper;
+             GRANT USAGE ON SCHEMA app TO schema_helper;",
+        )
+        .unwrap();
+    let mut helper = db.connect_as("schema_helper");
+    for (function, sql) in [
+        ("enable_sharing", "SELECT tenancy.enable_sharing('app.tasks')"),
+        ("disable_sharing", "SELECT tenancy.disable_sharing('app.documents')"),
+        ("enable_quota", "SELECT tenancy.enable_quota('projects', 'app.projects')"),
+        ("enable_usage", "SELECT tenancy.enable_usage('bandwidth_bytes', 'app.files', amount_column => 'size_bytes')"),
+    ] {
+        let e = error_of(&mut helper, sql);
+        assert_eq!(e.code, "42501", "{sql}");
+        assert_eq!(e.message, format!("permission denied for function {function}"), "{sql}");
+    }
 }
 
 /// The example's policy file.
