@@ -34,6 +34,7 @@ REVOKE ALL ON TABLE app.comments FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.comments TO app_readonly;
 GRANT SELECT, INSERT, DELETE ON TABLE app.comments TO app_user;
 SELECT tenancy.disable_sharing('app.comments');
+SELECT tenancy.keep_quotas('app.comments', ARRAY[]::text[]);
 
 -- app.countries: global reference table, readable by every organization, written by DBAs
 ALTER TABLE app.countries ENABLE ROW LEVEL SECURITY;
@@ -46,6 +47,7 @@ DROP POLICY IF EXISTS tenancy_delete ON app.countries;
 REVOKE ALL ON TABLE app.countries FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.countries TO app_readonly, app_user;
 SELECT tenancy.disable_sharing('app.countries');
+SELECT tenancy.keep_quotas('app.countries', ARRAY[]::text[]);
 
 -- app.documents: shareable tenant table, tenant column org_id
 ALTER TABLE app.documents ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
@@ -80,6 +82,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
 REVOKE ALL ON TABLE app.documents FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.documents TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.documents TO app_user;
+SELECT tenancy.keep_quotas('app.documents', ARRAY[]::text[]);
 
 -- app.files: tenant table, tenant column org_id
 ALTER TABLE app.files ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
@@ -105,6 +108,7 @@ REVOKE ALL ON TABLE app.files FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.files TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.files TO app_user;
 SELECT tenancy.disable_sharing('app.files');
+SELECT tenancy.keep_quotas('app.files', ARRAY['storage', 'bandwidth_bytes']::text[]);
 
 -- app.projects: tenant table, tenant column org_id
 ALTER TABLE app.projects ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
@@ -130,6 +134,7 @@ REVOKE ALL ON TABLE app.projects FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.projects TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.projects TO app_user;
 SELECT tenancy.disable_sharing('app.projects');
+SELECT tenancy.keep_quotas('app.projects', ARRAY['projects']::text[]);
 
 -- app.tasks: tenant table, tenant column org_id
 ALTER TABLE app.tasks ALTER COLUMN org_id SET DEFAULT tenancy.current_org();
@@ -155,6 +160,7 @@ REVOKE ALL ON TABLE app.tasks FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.tasks TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.tasks TO app_user;
 SELECT tenancy.disable_sharing('app.tasks');
+SELECT tenancy.keep_quotas('app.tasks', ARRAY[]::text[]);
 
 -- app.open_tasks: a view over governed tables runs with the caller's rights, so their policies apply
 ALTER VIEW app.open_tasks SET (security_invoker = true);

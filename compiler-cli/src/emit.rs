@@ -136,7 +136,15 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
         }
     }
     for table in &compiled.tables {
-        out.push(table_block(table, &all_roles));
+        // The quotas and metrics the policies count from this table; any other goes.
+        let counted: Vec<&str> = compiled
+            .quotas
+            .iter()
+            .chain(&compiled.usage)
+            .filter(|q| q.table == table.name)
+            .map(|q| q.resource.as_str())
+            .collect();
+        out.push(table_block(table, &all_roles, &counted));
     }
     for view in &compiled.views {
         let mut units = vec![vec![format!("ALTER VIEW {view} SET (security_invoker = true);")]];
@@ -186,7 +194,7 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn table_block(table: &CompiledTable, all_roles: &[String]) -> Block {
+fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str]) -> Block {
     let name = table.name.to_string();
     let mut units: Vec<Vec<String>> = Vec::new();
     let header;
@@ -318,5 +326,9 @@ fn table_block(table: &CompiledTable, all_roles: &[String]) -> Block {
         // drops the call where there is nothing to undo.
         units.push(vec![format!("SELECT tenancy.disable_sharing({});", literal(&name))]);
     }
+    // Quotas and metrics removed from the policy files (or moved to another table) stop being
+    // counted here; `plan` drops the call where there is nothing to undo.
+    let keep: Vec<String> = counted.iter().map(|r| literal(r)).collect();
+    units.push(vec![format!("SELECT tenancy.keep_quotas({}, ARRAY[{}]::text[]);", literal(&name), keep.join(", "))]);
     Block { header: Some(header), object: Object::Relation(name), units }
 }

@@ -53,7 +53,50 @@ END
 $$;
 REVOKE EXECUTE ON FUNCTION tenancy._require_column(regclass, text, regtype[], text) FROM PUBLIC;
 
--- The enable_* functions and disable_sharing() are for superusers (who run `tenancy apply`):
+-- Drops a trigger if it exists, without a notice when it does not. True when it dropped one.
+CREATE FUNCTION tenancy._drop_trigger(relation regclass, name text) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = relation AND t.tgname = name) THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP TRIGGER %I ON %s', name, relation);
+    RETURN true;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy._drop_trigger(regclass, text) FROM PUBLIC;
+
+-- Undoes enable_quota and enable_usage on a table for every resource not in `keep`: their
+-- triggers go, and the quotas' registrations. Returns how many resources it undid. The policy
+-- compiler emits a call for every table, keeping the quotas and metrics its policies declare
+-- on it, so that one removed from the policy files stops being counted.
+CREATE FUNCTION tenancy.keep_quotas(relation regclass, keep text[] DEFAULT '{}') RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r text;
+    undone integer := 0;
+BEGIN
+    IF relation IS NULL OR keep IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: relation and keep must not be null' USING ERRCODE = '22023';
+    END IF;
+    FOR r IN SELECT x.name FROM tenancy.resources x WHERE x.name <> ALL (keep) ORDER BY x.name LOOP
+        DELETE FROM tenancy.quota_sources s WHERE s.resource = r AND s.relation = keep_quotas.relation;
+        IF tenancy._drop_trigger(relation, 'tenancy_quota_' || r)::int
+           + tenancy._drop_trigger(relation, 'tenancy_quota_' || r || '_truncate')::int
+           + tenancy._drop_trigger(relation, 'tenancy_usage_' || r)::int > 0 THEN
+            undone := undone + 1;
+        END IF;
+    END LOOP;
+    RETURN undone;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION tenancy.keep_quotas(regclass, text[]) FROM PUBLIC;
+
+-- The enable_* functions, keep_quotas() and disable_sharing() are for superusers (who run `tenancy apply`):
 -- they create triggers on application tables and write the catalog as the caller. Members of
 -- tenancy_admin manage organizations, not schemas, and get a plain "permission denied".
 -- Makes a table count toward a `count` resource (one row = 1) or a `sum` resource (sum of a
@@ -70,6 +113,7 @@ AS $$
 DECLARE
     r tenancy.resources;
     cols text;
+    previous regclass;
 BEGIN
     SELECT * INTO r FROM tenancy.resources WHERE name = enable_quota.resource;
     IF NOT FOUND THEN
@@ -98,6 +142,13 @@ BEGIN
         'CREATE OR REPLACE TRIGGER %I AFTER TRUNCATE ON %s '
         'FOR EACH STATEMENT EXECUTE FUNCTION tenancy.quota_trigger(%L, %L, %L)',
         'tenancy_quota_' || r.name || '_truncate', relation, r.name, tenant_column, coalesce(sum_column, ''));
+    -- A quota counted from another table until now: that table's triggers go, or they would
+    -- keep enforcing the limit on its rows.
+    SELECT s.relation INTO previous FROM tenancy.quota_sources s WHERE s.resource = r.name;
+    IF previous IS NOT NULL AND previous <> relation THEN
+        PERFORM tenancy._drop_trigger(previous, 'tenancy_quota_' || r.name);
+        PERFORM tenancy._drop_trigger(previous, 'tenancy_quota_' || r.name || '_truncate');
+    END IF;
     INSERT INTO tenancy.quota_sources (resource, relation, tenant_column, sum_column)
     VALUES (r.name, relation, tenant_column, sum_column)
     ON CONFLICT ON CONSTRAINT quota_sources_pkey DO UPDATE

@@ -116,6 +116,21 @@ pub fn tenancy(args: &[&str]) -> Result<(), pg_tenancy_compiler::cli::Failure> {
     pg_tenancy_compiler::cli::run(cli)
 }
 
+/// The example's policy file, `policies/app.toml`.
+pub fn example_policy() -> String {
+    std::fs::read_to_string(repo_root().join("policies/app.toml")).unwrap()
+}
+
+/// Applies `policy` (the text of a policy file) to the test database with `tenancy apply`.
+pub fn apply_policy(db: &TestDb, policy: &str) {
+    let dir = std::env::temp_dir().join(format!("tenancy-policy-{}-{}", std::process::id(), db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("app.toml");
+    std::fs::write(&file, policy).unwrap();
+    tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]).unwrap();
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// Absolute path of a file in the repository.
 pub fn path(relative: &str) -> String {
     repo_root().join(relative).display().to_string()

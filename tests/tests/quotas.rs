@@ -230,3 +230,48 @@ fn tenancy_admins_add_plans_and_resources_and_metered_use_is_reported() {
     let e = error_of(&mut c, "INSERT INTO tenancy.plans (name) VALUES ('free-forever')");
     assert_eq!(e.code, "42501", "only tenancy admins change plans");
 }
+
+/// The quota triggers on `table`, by name.
+fn quota_triggers(db: &TestDb, table: &str) -> Vec<String> {
+    db.admin()
+        .query(
+            &format!(
+                "SELECT tgname::text FROM pg_trigger WHERE tgrelid = '{table}'::regclass
+                   AND tgname ~ '^tenancy_(quota|usage)_' ORDER BY 1"
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn a_quota_removed_from_the_policy_files_or_moved_stops_being_counted_there() {
+    let db = TestDb::new();
+    let counted = ["tenancy_quota_projects", "tenancy_quota_projects_truncate"];
+    assert_eq!(quota_triggers(&db, "app.projects"), counted);
+    let policy = example_policy();
+    let line = "projects = { table = \"projects\" }\n";
+    assert!(policy.contains(line), "policies/app.toml changed: update this test");
+    apply_policy(&db, &policy.replace(line, ""));
+    assert!(quota_triggers(&db, "app.projects").is_empty(), "the removed quota's triggers went");
+    assert_eq!(count(&mut db.admin(), "tenancy.quota_sources WHERE resource = 'projects'"), 0);
+    // Globex's plan allows 10 projects; without the quota nothing counts them.
+    let mut c = db.app_in(GLOBEX, "gina");
+    for _ in 0..12 {
+        insert_project(&mut c).unwrap();
+    }
+    apply_policy(&db, &policy);
+    assert_eq!(quota_triggers(&db, "app.projects"), counted, "applied again, it counts again");
+    // Moved to another table: the old table stops counting toward it.
+    db.admin().batch_execute("SELECT tenancy.enable_quota('projects', 'app.tasks')").unwrap();
+    assert!(quota_triggers(&db, "app.projects").is_empty());
+    assert_eq!(quota_triggers(&db, "app.tasks"), counted);
+    // The other quotas and the metric on app.files were kept throughout.
+    assert_eq!(
+        quota_triggers(&db, "app.files"),
+        ["tenancy_quota_storage", "tenancy_quota_storage_truncate", "tenancy_usage_bandwidth_bytes"]
+    );
+}

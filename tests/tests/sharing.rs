@@ -360,21 +360,6 @@ fn the_enable_functions_name_what_is_wrong() {
     }
 }
 
-/// The example's policy file.
-fn example_policy() -> String {
-    std::fs::read_to_string(repo_root().join("policies/app.toml")).unwrap()
-}
-
-/// Applies `policy` (the text of a policy file) to the test database with `tenancy apply`.
-fn apply_policy(db: &TestDb, policy: &str) {
-    let dir = std::env::temp_dir().join(format!("tenancy-sharing-{}-{}", std::process::id(), db.name));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("app.toml");
-    std::fs::write(&file, policy).unwrap();
-    tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]).unwrap();
-    std::fs::remove_dir_all(dir).ok();
-}
-
 #[test]
 fn a_table_made_unshareable_loses_its_shares_and_sharing_again_brings_none_back() {
     let db = db();
