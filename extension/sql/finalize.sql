@@ -365,9 +365,9 @@ BEGIN
         RETURN false;
     END IF;
     DELETE FROM tenancy.shares s WHERE s.relation = disable_sharing.relation;
-    EXECUTE format('DROP TRIGGER IF EXISTS tenancy_protect_shared ON %s', relation);
-    EXECUTE format('DROP TRIGGER IF EXISTS tenancy_forget_shares ON %s', relation);
-    EXECUTE format('DROP TRIGGER IF EXISTS tenancy_forget_shares_truncate ON %s', relation);
+    PERFORM tenancy._drop_trigger(relation, 'tenancy_protect_shared');
+    PERFORM tenancy._drop_trigger(relation, 'tenancy_forget_shares');
+    PERFORM tenancy._drop_trigger(relation, 'tenancy_forget_shares_truncate');
     RETURN true;
 END
 $$;
@@ -425,7 +425,7 @@ BEGIN
             HINT = 'Declare it with kind = "shareable" in the policy files and apply them.';
     END IF;
     -- The canonical text of the id (an invalid one fails here, as its type says).
-    EXECUTE format('SELECT ($1::%s)::text', t.id_type) INTO id USING row_id;
+    id := tenancy._canonical_row_id(relation, row_id);
     EXECUTE format('SELECT EXISTS (SELECT FROM %s WHERE %I = $1::%s AND %I = $2)',
                    relation, t.id_column, t.id_type, t.tenant_column)
         INTO own USING id, cur;
