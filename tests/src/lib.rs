@@ -121,14 +121,20 @@ pub fn example_policy() -> String {
     std::fs::read_to_string(repo_root().join("policies/app.toml")).unwrap()
 }
 
-/// Applies `policy` (the text of a policy file) to the test database with `tenancy apply`.
-pub fn apply_policy(db: &TestDb, policy: &str) {
+/// Runs `tenancy apply` with `policy` (the text of a policy file) on the test database.
+pub fn try_apply_policy(db: &TestDb, policy: &str) -> Result<(), pg_tenancy_compiler::cli::Failure> {
     let dir = std::env::temp_dir().join(format!("tenancy-policy-{}-{}", std::process::id(), db.name));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("app.toml");
     std::fs::write(&file, policy).unwrap();
-    tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]).unwrap();
+    let result = tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]);
     std::fs::remove_dir_all(dir).ok();
+    result
+}
+
+/// Applies `policy` (the text of a policy file) to the test database; panics if apply fails.
+pub fn apply_policy(db: &TestDb, policy: &str) {
+    try_apply_policy(db, policy).expect("tenancy apply");
 }
 
 /// Absolute path of a file in the repository.

@@ -38,20 +38,14 @@ fn unsafe_or_unknown_application_roles_and_unknown_resources_are_refused() {
     let db = TestDb::new();
     let mut admin = db.admin();
     admin.batch_execute("DO $$ BEGIN CREATE ROLE app_bypass LOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;").unwrap();
-    let dir = std::env::temp_dir().join(format!("tenancy-apply-{}-{}", std::process::id(), db.name));
-    std::fs::create_dir_all(&dir).unwrap();
-    let policy = std::fs::read_to_string(repo_root().join("policies/app.toml")).unwrap();
-    let unsafe_policy = policy
+    let unsafe_policy = example_policy()
         .replace("read_only = [\"app_readonly\"]", "read_only = [\"app_bypass\", \"ghost\"]")
         .replace("projects = { table = \"projects\" }", "widgets = { table = \"projects\" }");
-    let file = dir.join("app.toml");
-    std::fs::write(&file, unsafe_policy).unwrap();
-    let failure = tenancy(&["apply", file.to_str().unwrap(), "--database-url", &admin_url(&db.name)]).unwrap_err();
+    let failure = try_apply_policy(&db, &unsafe_policy).unwrap_err();
     assert_eq!(
         failure.diagnostic_codes(),
         vec!["tenancy::unsafe-app-role", "tenancy::unknown-app-role", "tenancy::unknown-resource"]
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
