@@ -331,6 +331,13 @@ fn the_enable_functions_name_what_is_wrong() {
             "table app.files has no integer column \"name\"",
         ),
         ("SELECT tenancy.enable_usage('projects', 'app.files')", "22023", "unknown metric \"projects\""),
+        ("SELECT tenancy.disable_sharing(NULL)", "22023", "invalid argument: relation must not be null"),
+        ("SELECT tenancy.keep_quotas(NULL)", "22023", "invalid argument: relation and keep must not be null"),
+        (
+            "SELECT tenancy.keep_quotas('app.projects', NULL)",
+            "22023",
+            "invalid argument: relation and keep must not be null",
+        ),
     ];
     for (sql, code, message) in cases {
         let e = error_of(&mut admin, sql);
