@@ -44,6 +44,7 @@ CREATE POLICY tenancy_select ON app.countries AS PERMISSIVE FOR SELECT TO app_re
 DROP POLICY IF EXISTS tenancy_insert ON app.countries;
 DROP POLICY IF EXISTS tenancy_update ON app.countries;
 DROP POLICY IF EXISTS tenancy_delete ON app.countries;
+DROP TRIGGER IF EXISTS tenancy_require_context ON app.countries;
 REVOKE ALL ON TABLE app.countries FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.countries TO app_readonly, app_user;
 SELECT tenancy.disable_sharing('app.countries');

@@ -215,6 +215,9 @@ fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str]) ->
                 }
                 units.push(unit);
             }
+            // A table that was a tenant table loses the write guard, which would refuse a DBA
+            // without BYPASSRLS for want of a tenant context; `plan` drops it where it is absent.
+            units.push(vec![format!("DROP TRIGGER IF EXISTS tenancy_require_context ON {name};")]);
             let mut grants = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
             if !readers.is_empty() {
                 grants.push(format!("GRANT SELECT ON TABLE {name} TO {};", role_list(&readers)));

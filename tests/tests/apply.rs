@@ -95,3 +95,22 @@ fn the_plan_holds_exactly_what_drifted_and_apply_fixes_it() {
     assert_eq!(count(&mut admin, "pg_policies WHERE tablename = 'projects' AND policyname = 'tenancy_delete'"), 1);
     assert_eq!(pg_tenancy_compiler::plan::changes(&plan(&db)), 0, "applying again changes nothing");
 }
+
+#[test]
+fn a_tenant_table_made_global_loses_its_write_guard() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute("CREATE TABLE app.labels (org_id uuid NOT NULL, id uuid NOT NULL, name text NOT NULL, PRIMARY KEY (org_id, id))")
+        .unwrap();
+    let guards = |c: &mut postgres::Client| {
+        count(c, "pg_trigger WHERE tgrelid = 'app.labels'::regclass AND tgname = 'tenancy_require_context'")
+    };
+    let tenant = example_policy() + "\n[tables.labels]\nkind = \"tenant\"\n";
+    apply_policy(&db, &tenant);
+    assert_eq!(guards(&mut admin), 1);
+    apply_policy(&db, &tenant.replace("[tables.labels]\nkind = \"tenant\"", "[tables.labels]\nkind = \"global\""));
+    assert_eq!(guards(&mut admin), 0, "a global table has no tenant write guard");
+    let policies = text(&mut admin, "SELECT string_agg(policyname || ':' || cmd, ',' ORDER BY policyname) FROM pg_policies WHERE tablename = 'labels'");
+    assert_eq!(policies.as_deref(), Some("tenancy_select:SELECT"));
+}
