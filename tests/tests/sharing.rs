@@ -416,3 +416,16 @@ fn rows_with_integer_ids_are_shared_too() {
     assert_eq!(bodies, ["second"]);
     assert_eq!(count(&mut c, &format!("tenancy.shares_of('app.notes', {id})")), 1);
 }
+
+#[test]
+fn public_rows_under_a_role_check_need_the_role_and_a_context() {
+    let db = db();
+    let policy = example_policy();
+    let shareable = "share_permission = \"documents.share\"\n";
+    assert!(policy.contains(shareable), "policies/app.toml changed: update this test");
+    apply_policy(&db, &policy.replacen(shareable, &format!("{shareable}select = \"member\"\n"), 1));
+    assert_eq!(titles(&db, INITECH, "ian"), ["Acme handbook"], "a member of another org reads the public row");
+    assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Globex plan"]);
+    assert!(titles(&db, ACME, "gus").is_empty(), "a guest, below the rule's role, reads nothing, public rows included");
+    assert_eq!(count(&mut db.app(), "app.documents"), 0, "without a context: nothing, public rows included");
+}
