@@ -11,10 +11,12 @@ CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,--profile $(PR
 TARGET_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 TENANCY    := target/$(TARGET_DIR)/tenancy
 ROOT       := $(shell [ "$$(id -u)" = 0 ] && echo yes)
-PGRX_SUDO  := $(if $(ROOT),,--sudo)
 # What the postgres OS user must reach lives here (target/, or /tmp when it cannot reach us).
 STATE_DIR  := $(shell scripts/state-dir.sh)
 PGRX_RUNAS := $(if $(ROOT),--runas postgres --pgdata $(STATE_DIR)/pgrx-test/data,)
+# cargo-pgrx's settings for this checkout: `cargo pgrx test` installs its test build into a
+# private copy of PostgreSQL (scripts/pg-tree.sh), never into the system's.
+export PGRX_HOME := $(STATE_DIR)/pgrx-home
 
 .PHONY: help setup install cli demo test test-compiler test-extension test-e2e pyenv bench \
         psql db-url db-admin-url stop clean
@@ -25,8 +27,8 @@ help: ## list the targets
 setup: ## install what is missing (apt packages, cargo-pgrx, pgrx init); idempotent
 	@scripts/setup.sh
 
-install: setup ## build the extension and install it into PostgreSQL $(PG_MAJOR)
-	cd extension && cargo pgrx install $(CARGO_PROFILE_FLAG) --pg-config $(PG_CONFIG) $(PGRX_SUDO)
+install: setup ## build the extension and install it into PostgreSQL $(PG_MAJOR) (a running server survives)
+	scripts/install.sh --profile $(PROFILE) --pg-config $(PG_CONFIG)
 
 cli: ## build the `tenancy` compiler CLI
 	cargo build $(CARGO_PROFILE_FLAG) -p pg_tenancy_compiler --bin tenancy
@@ -52,8 +54,8 @@ pyenv: ## a Python venv with psycopg under target/, for examples/python_app.py
 	@[ -x target/pyenv/bin/python ] || python3 -m venv target/pyenv
 	@target/pyenv/bin/python -c 'import psycopg' 2>/dev/null || target/pyenv/bin/pip install --quiet 'psycopg[binary]>=3.1,<4'
 
-test-e2e: ## end-to-end tests against a throwaway cluster (port 28816)
-	$(MAKE) install PROFILE=$(PROFILE)
+test-e2e: setup ## end-to-end tests against a throwaway cluster (port 28816), from a private copy of PostgreSQL
+	scripts/install.sh --profile $(PROFILE) --pg-config "$$(scripts/pg-tree.sh test)"
 	$(MAKE) pyenv
 	scripts/cluster.sh destroy test >/dev/null
 	scripts/cluster.sh start test

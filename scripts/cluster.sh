@@ -2,7 +2,7 @@
 # A throwaway local PostgreSQL cluster for pg_tenancy, with its data under target/ (or where
 # scripts/state-dir.sh says, when the postgres OS user cannot reach the checkout).
 #
-#   scripts/cluster.sh start|restart|stop|destroy|crash|status|url|admin-url|psql [NAME]
+#   scripts/cluster.sh start|restart|stop|destroy|crash|status|url|admin-url|pg-config|psql [NAME]
 #
 # NAME is `demo` (port 28815, the default), `test` (port 28816), `bench` (port 28817) or
 # `plain` (port 28818, without pg_tenancy preloaded, for one test). The cluster listens only on a
@@ -23,7 +23,14 @@ esac
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 PG_MAJOR="${PG_MAJOR:-15}"
-bindir="$(/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config --bindir 2>/dev/null || true)"
+# The demo and the benchmarks run the system's PostgreSQL, with what `make install` put there;
+# the test clusters run a private copy of it that the tests install their builds into
+# (scripts/pg-tree.sh), so that `make test` never touches the system's installation.
+case "$name" in
+    test|plain) pg_config="$("$root/scripts/pg-tree.sh" test)" ;;
+    *) pg_config="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" ;;
+esac
+bindir="$("$pg_config" --bindir 2>/dev/null || true)"
 [ -n "$bindir" ] || { echo "PostgreSQL ${PG_MAJOR} is not installed: run scripts/setup.sh" >&2; exit 1; }
 base="$("$root/scripts/state-dir.sh")/cluster-$name"
 data="$base/data"
@@ -97,9 +104,10 @@ case "$cmd" in
     crash)  # for tests: an immediate stop (no checkpoint, like a power cut), then start again
         as_pg "$bindir/pg_ctl" -D "$data" -m immediate -w stop >/dev/null
         start >/dev/null; echo "cluster '$name' crashed and restarted" ;;
+    pg-config) echo "$pg_config" ;;
     status) if running; then echo "cluster '$name' running on port $port ($data)"; else echo "cluster '$name' not running"; exit 3; fi ;;
     url) url app_user ;;
     admin-url) url postgres ;;
     psql) shift 2 || true; exec "$bindir/psql" -X "$(url "${PSQL_ROLE:-app_user}")" "$@" ;;
-    *) echo "usage: $0 start|restart|stop|destroy|crash|status|url|admin-url|psql [demo|test|bench|plain]" >&2; exit 2 ;;
+    *) echo "usage: $0 start|restart|stop|destroy|crash|status|url|admin-url|pg-config|psql [demo|test|bench|plain]" >&2; exit 2 ;;
 esac

@@ -54,18 +54,20 @@ else
 fi
 
 # --- 3. cargo pgrx init --------------------------------------------------------
-PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
-if [ -f "$PGRX_HOME/config.toml" ] && grep -q "pg${PG_MAJOR} *= *\"${PG_CONFIG}\"" "$PGRX_HOME/config.toml"; then
-    say "cargo pgrx already initialised for pg${PG_MAJOR}"
+# pgrx builds against the system's headers, and `cargo pgrx test` installs its test build into
+# the PostgreSQL named here: a private copy of the system's (scripts/pg-tree.sh), never the
+# system's own directories. PGRX_HOME is per checkout (the Makefile sets it).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+PGRX_HOME="${PGRX_HOME:-$("$root/scripts/state-dir.sh")/pgrx-home}"
+export PGRX_HOME
+tree_pg_config="$("$root/scripts/pg-tree.sh" pgrx)"
+if [ -f "$PGRX_HOME/config.toml" ] && grep -q "pg${PG_MAJOR} *= *\"${tree_pg_config}\"" "$PGRX_HOME/config.toml"; then
+    say "cargo pgrx already initialised for pg${PG_MAJOR} (PGRX_HOME=$PGRX_HOME)"
 else
-    say "cargo pgrx init --pg${PG_MAJOR} ${PG_CONFIG}"
-    cargo pgrx init "--pg${PG_MAJOR}" "$PG_CONFIG" || fail "cargo pgrx init failed"
+    say "cargo pgrx init --pg${PG_MAJOR} ${tree_pg_config}"
+    mkdir -p "$PGRX_HOME"
+    cargo pgrx init "--pg${PG_MAJOR}" "$tree_pg_config" || fail "cargo pgrx init failed"
 fi
-
-# The extension is installed into the system PostgreSQL's directories; let
-# later non-root builds write there too.
-for d in "$($PG_CONFIG --pkglibdir)" "$($PG_CONFIG --sharedir)/extension"; do
-    [ -w "$d" ] || $SUDO chmod a+w "$d" 2>/dev/null || true
-done
+"$root/scripts/pg-tree.sh" test >/dev/null
 
 say "done"
