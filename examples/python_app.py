@@ -14,8 +14,11 @@ from psycopg import errors
 
 
 def projects(conn: psycopg.Connection, slug: str, user_id: str) -> list[str]:
-    # org_id() answers only for organizations the user belongs to (NULL otherwise).
-    org_id = conn.execute("SELECT tenancy.org_id(%s, %s)", (slug, user_id)).fetchone()[0]
+    with conn.transaction():
+        # A context for the user alone (before an organization is chosen): org_id() answers
+        # only for the context's user, and only for organizations it belongs to (NULL otherwise).
+        conn.execute("SELECT tenancy.set_user_context(%s)", (user_id,))
+        org_id = conn.execute("SELECT tenancy.org_id(%s)", (slug,)).fetchone()[0]
     if org_id is None:
         raise LookupError(f"no organization {slug!r} for {user_id!r}")  # a 404, whether or not it exists
     with conn.transaction():

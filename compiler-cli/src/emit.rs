@@ -7,6 +7,7 @@
 //! comparison stays indexable.
 
 use crate::check::{Compiled, CompiledKind, CompiledRule, CompiledTable, Sharing};
+use crate::hardening;
 use crate::policy::Command;
 use crate::schema::{quote_ident, QualifiedName};
 use std::fmt::Write;
@@ -77,6 +78,8 @@ fn shared_arm(table: &QualifiedName, column: &str, sharing: &Sharing, write: boo
 /// What a block of statements changes, so `tenancy plan` can tell whether it changes anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Object {
+    /// The database as a whole: role memberships and what PUBLIC may use.
+    Database,
     Schema(String),
     /// A table or a view, as SQL (`app.projects`).
     Relation(String),
@@ -126,6 +129,9 @@ pub fn render(blocks: &[Block]) -> String {
 pub fn blocks(compiled: &Compiled) -> Vec<Block> {
     let mut out = Vec::new();
     let all_roles = compiled.app_roles();
+    if !all_roles.is_empty() {
+        out.push(database_block(compiled, &all_roles));
+    }
     if !all_roles.is_empty() {
         for schema in &compiled.schemas {
             out.push(Block {
@@ -187,6 +193,32 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
         });
     }
     out
+}
+
+/// What the application roles may do besides using the governed tables (see
+/// [`crate::hardening`]): the writing functions for read-write roles only; no temporary tables,
+/// other sessions' activity, table statistics or large objects for any of them.
+fn database_block(compiled: &Compiled, all_roles: &[String]) -> Block {
+    let mut units = Vec::new();
+    if !compiled.read_write.is_empty() {
+        units.push(vec![hardening::grant_writer(&compiled.read_write)]);
+    }
+    for role in compiled.read_only.iter().filter(|r| !compiled.read_write.contains(r)) {
+        units.push(vec![hardening::revoke_writer(role)]);
+    }
+    units.push(vec![hardening::revoke_temporary(all_roles)]);
+    units.push(vec![hardening::RESTRICT_STATISTICS.to_string()]);
+    units.push(vec![hardening::REVOKE_LARGE_OBJECTS.to_string()]);
+    Block {
+        header: Some(
+            "-- application roles: the writing functions (tenancy_writer) for read-write roles only; no temporary\n\
+             -- tables, other sessions' activity, table statistics or large objects (PUBLIC's rights to them go;\n\
+             -- monitoring keeps the statistics through pg_read_all_stats)"
+                .to_string(),
+        ),
+        object: Object::Database,
+        units,
+    }
 }
 
 /// A SQL string literal.

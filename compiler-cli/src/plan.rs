@@ -31,11 +31,12 @@ SELECT concat_ws(E'\\n',
 const SCHEMA_STATE: &str = "SELECT coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = $1";
 
 fn state(tx: &mut postgres::Transaction<'_>, object: &Object) -> Result<String, postgres::Error> {
-    let (sql, name) = match object {
-        Object::Schema(s) => (SCHEMA_STATE, s),
-        Object::Relation(r) => (RELATION_STATE, r),
+    let row = match object {
+        Object::Database => tx.query_one(crate::hardening::DATABASE_STATE, &[])?,
+        Object::Schema(s) => tx.query_one(SCHEMA_STATE, &[s])?,
+        Object::Relation(r) => tx.query_one(RELATION_STATE, &[r])?,
     };
-    Ok(tx.query_one(sql, &[name])?.get::<_, Option<String>>(0).unwrap_or_default())
+    Ok(row.get::<_, Option<String>>(0).unwrap_or_default())
 }
 
 /// Runs every unit of `blocks` in `tx`, keeping only those that change something; returns the

@@ -7,6 +7,11 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_admin') THEN
         CREATE ROLE tenancy_admin NOLOGIN;
     END IF;
+    -- Members of tenancy_writer may call the functions that write (members, sharing, usage,
+    -- sign-up); `tenancy apply` makes the read-write application roles members, and only them.
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_writer') THEN
+        CREATE ROLE tenancy_writer NOLOGIN;
+    END IF;
 END
 $$;
 
@@ -42,7 +47,7 @@ CREATE TABLE tenancy.organizations (
     id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     slug        text NOT NULL UNIQUE
                 CHECK (slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'),
-    name        text NOT NULL CHECK (btrim(name) <> ''),
+    name        text NOT NULL CHECK (btrim(name) <> '' AND char_length(name) <= 200),
     plan        text NOT NULL DEFAULT 'free' REFERENCES tenancy.plans (name),
     settings    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(settings) = 'object'),
     parent_id   uuid REFERENCES tenancy.organizations (id),
@@ -56,7 +61,7 @@ COMMENT ON TABLE tenancy.organizations IS 'Tenants. Manage with tenancy.create_o
 
 CREATE TABLE tenancy.members (
     org_id      uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
-    user_id     text NOT NULL CHECK (btrim(user_id) <> ''),
+    user_id     text NOT NULL CHECK (btrim(user_id) <> '' AND octet_length(user_id) <= 256),
     role        text NOT NULL REFERENCES tenancy.roles (name) ON UPDATE CASCADE,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
@@ -120,6 +125,15 @@ CREATE TABLE tenancy.quota_sources (
 );
 COMMENT ON TABLE tenancy.quota_sources IS 'Which table (and column) counts each count/sum resource (tenancy.enable_quota()).';
 
+CREATE TABLE tenancy.usage_sources (
+    metric        text NOT NULL REFERENCES tenancy.resources (name) ON UPDATE CASCADE ON DELETE CASCADE,
+    relation      regclass NOT NULL,
+    tenant_column text NOT NULL,
+    amount_column text,
+    PRIMARY KEY (metric, relation)
+);
+COMMENT ON TABLE tenancy.usage_sources IS 'Which tables record which metric as rows are written (tenancy.enable_usage()).';
+
 -- Usage metering: one row per record_usage() call, WAL-logged like any row, so a rolled-back
 -- transaction records nothing and every committed increment survives a crash. Periods are
 -- calendar months in UTC. No foreign keys on purpose: record_usage() validates the organization
@@ -158,12 +172,15 @@ COMMENT ON TABLE tenancy.shareable_tables IS 'Tables whose rows can be shared (t
 
 -- One row per row shared with one organization. Read access is implied; write and reshare are
 -- granted explicitly. A grantee never deletes. Rows of the shared table that are deleted take
--- their shares with them (tenancy.forget_shares()).
+-- their shares with them (tenancy.forget_shares()). The grantee is not a foreign key on purpose:
+-- a share to an organization that does not exist is kept like any other (and reaches nobody),
+-- so that share() answers alike for every organization the caller cannot see. Creating an
+-- organization drops shares addressed to its id; deleting one drops those it received.
 CREATE TABLE tenancy.shares (
     relation       regclass NOT NULL,
     owner_org      uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
     row_id         text NOT NULL,
-    grantee_org    uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
+    grantee_org    uuid NOT NULL,
     can_write      boolean NOT NULL DEFAULT false,
     can_reshare    boolean NOT NULL DEFAULT false,
     granted_by_org uuid NOT NULL,
@@ -182,6 +199,7 @@ SELECT pg_catalog.pg_extension_config_dump('tenancy.organizations', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.members', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.quota_overrides', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.quota_sources', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.usage_sources', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.usage_events', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.active_users', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.shareable_tables', '');

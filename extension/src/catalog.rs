@@ -15,3 +15,23 @@ pub fn one<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid]) -> Option
     })
     .unwrap_or_else(|e| pgrx::error!("pg_tenancy: catalog statement failed: {e}"))
 }
+
+/// Raises the error `unknown` builds (from the valid names, in `order`) unless `name` is listed
+/// in the catalog table `table` (`roles` or `plans`; never user input). Run as the catalog owner.
+pub(crate) fn require_listed(
+    table: &str,
+    order: &str,
+    name: &str,
+    unknown: impl FnOnce(String) -> crate::error::TenancyError,
+) {
+    let known: Option<bool> = one(
+        &format!("SELECT EXISTS (SELECT FROM tenancy.{table} WHERE name OPERATOR(pg_catalog.=) $1)"),
+        &[name.into()],
+    );
+    if known != Some(true) {
+        let valid: String =
+            one(&format!("SELECT pg_catalog.string_agg(name, ', ' ORDER BY {order}) FROM tenancy.{table}"), &[])
+                .unwrap_or_default();
+        unknown(valid).raise()
+    }
+}

@@ -1,37 +1,35 @@
 //! The tenant context: which organization, user and member role the current transaction acts
-//! for. Written only by [`set_context`] and friends after validating membership; read by the
-//! STABLE functions that compiled row-level security policies call once per statement.
+//! for. Written only by the functions of [`crate::session`] after checking the membership; read
+//! by the STABLE functions that compiled row-level security policies call once per statement.
+//!
+//! Every reader first makes sure the context is still true: the membership generation it was
+//! checked at must still be the organization's ([`crate::membership`]). When it moved (a member
+//! removed or demoted, the organization suspended), the reader checks the membership again and
+//! answers with what the catalog says now, or with no context at all: a change of membership
+//! reaches every session by its next statement, session contexts included.
 
-use crate::error::{self, TenancyError};
+use crate::error::TenancyError;
 use crate::gucs;
-use crate::privilege::{run_kept, KeptStatement};
+use crate::membership::{self, Membership};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
 /// How long a context lasts.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Scope {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Scope {
     /// Until COMMIT or ROLLBACK (and undone by ROLLBACK TO SAVEPOINT).
     Transaction,
     /// Until the session ends or the context is cleared.
     Session,
 }
 
-struct Membership {
-    role: String,
-    role_ranks: String,
-    permissions: String,
-}
-
 fn write(name: &CStr, value: &str, scope: Scope) {
     let value = CString::new(value).unwrap_or_else(|_| {
-        TenancyError::InvalidArgument {
-            param: "user_id",
-            reason: "must not contain NUL bytes".into(),
-            hint: None,
-        }
-        .raise()
+        TenancyError::InvalidArgument { param: "user_id", reason: "must not contain NUL bytes".into(), hint: None }
+            .raise()
     });
     let action = match scope {
         Scope::Transaction => pg_sys::GucAction::GUC_ACTION_LOCAL,
@@ -39,7 +37,7 @@ fn write(name: &CStr, value: &str, scope: Scope) {
     };
     // SAFETY: valid NUL-terminated strings; elevel ERROR makes failures raise. PGC_SUSET is the
     // privilege this code (not the caller) holds over these settings: callers reach it only
-    // through the validating functions below.
+    // through the validating functions of crate::session.
     unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),
@@ -54,82 +52,98 @@ fn write(name: &CStr, value: &str, scope: Scope) {
     }
 }
 
-fn write_all(org_id: &str, user_id: &str, m: &Membership, scope: Scope) {
-    write(gucs::ORG_ID_NAME, org_id, scope);
-    write(gucs::USER_ID_NAME, user_id, scope);
-    write(gucs::MEMBER_ROLE_NAME, &m.role, scope);
-    write(gucs::ROLE_RANKS_NAME, &m.role_ranks, scope);
-    write(gucs::PERMISSIONS_NAME, &m.permissions, scope);
+/// Writes a whole context: `org` (canonical uuid text, or "" for none), `user`, the membership
+/// and the generation it was checked at.
+pub(crate) fn write_all(org: &str, user: &str, m: Option<&Membership>, checked: u64, scope: Scope) {
+    let (role, ranks, permissions) = m.map_or(("", "", ""), |m| (&*m.role, &*m.role_ranks, &*m.permissions));
+    write(gucs::ORG_ID_NAME, org, scope);
+    write(gucs::USER_ID_NAME, user, scope);
+    write(gucs::MEMBER_ROLE_NAME, role, scope);
+    write(gucs::ROLE_RANKS_NAME, ranks, scope);
+    write(gucs::PERMISSIONS_NAME, permissions, scope);
+    write(gucs::CHECKED_NAME, &checked.to_string(), scope);
+}
+
+/// The context every reader answers from.
+pub struct Context {
+    pub org: Option<pgrx::Uuid>,
+    pub user: Option<String>,
+    pub member: Option<Membership>,
 }
 
 thread_local! {
-    /// The membership lookup (set_context runs in every transaction).
-    static LOOKUP: KeptStatement = const { std::cell::RefCell::new(None) };
+    /// Memberships checked again after their generation moved, by (organization, user): what a
+    /// session context whose settings cannot be rewritten (inside a parallel query) answers with.
+    static RECHECKED: RefCell<HashMap<([u8; 16], String), (u64, Option<Membership>)>> = RefCell::new(HashMap::new());
 }
 
-fn lookup_membership(org_id: pgrx::Uuid, user_id: &str) -> Option<Membership> {
-    run_kept(
-        &LOOKUP,
-        "SELECT m.role,
-                (SELECT string_agg(r.name || ':' || r.rank, ',' ORDER BY r.rank DESC)
-                   FROM tenancy.roles r),
-                array_to_string(mr.permissions, ',')
-           FROM tenancy.members m
-           JOIN tenancy.organizations o ON o.id = m.org_id
-           JOIN tenancy.roles mr ON mr.name = m.role
-          WHERE m.org_id = $1 AND m.user_id = $2 AND o.status = 'active'",
-        &[pg_sys::UUIDOID, pg_sys::TEXTOID],
-        "the membership lookup",
-        |client, stmt| {
-            let rows = client.select(stmt, Some(1), &[org_id.into(), user_id.into()])?;
-            let Some(row) = rows.into_iter().next() else { return Ok(None) };
-            Ok(Some(Membership {
-                role: row.get::<String>(1)?.unwrap_or_default(),
-                role_ranks: row.get::<String>(2)?.unwrap_or_default(),
-                permissions: row.get::<String>(3)?.unwrap_or_default(),
-            }))
-        },
-    )
-}
-
-fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {
-    let org_id = error::required("org_id", org_id);
-    let user_id = error::non_empty("user_id", user_id);
-    let org_text = org_id.to_string();
-    let Some(membership) = lookup_membership(org_id, user_id) else {
-        TenancyError::ContextRefused { org_id: org_text, user_id: user_id.to_string() }.raise()
-    };
-    // SAFETY: reads backend-local transaction state.
-    if scope == Scope::Transaction && !unsafe { pg_sys::IsTransactionBlock() } {
-        error::warn(
-            "tenant context set outside a transaction block lasts only for this statement",
-            "Call tenancy.set_context() after BEGIN, or use tenancy.set_session_context().",
-        );
+fn parse_org(text: &str) -> pgrx::Uuid {
+    match parse_uuid(text) {
+        Some(bytes) => pgrx::Uuid::from_bytes(bytes),
+        None => TenancyError::CorruptContext(format!("tenancy.org_id is not a uuid: \"{text}\"")).raise(),
     }
-    write_all(&org_text, user_id, &membership, scope);
-    crate::usage::note_active_user(org_id, user_id);
 }
 
-/// Sets the tenant context for the current transaction, after checking that the organization
-/// exists and is active and that the user is a member. Raises 42501 otherwise, with the same
-/// message whether or not the organization exists.
-#[pg_extern(volatile, parallel_unsafe)]
-fn set_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
-    set(org_id, user_id, Scope::Transaction)
+/// The organization of the context, if it is still true; see [`current`].
+fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
+    let org = parse_org(&gucs::read(&gucs::ORG_ID)?);
+    let generation = membership::generation(org.as_bytes());
+    let checked = gucs::read(&gucs::CHECKED).and_then(|c| c.parse::<u64>().ok());
+    if checked == Some(generation) {
+        return Some((org, None));
+    }
+    // SAFETY: reads backend-local state.
+    if unsafe { pg_sys::ParallelWorkerNumber >= 0 } {
+        // A worker cannot check and remember for its leader: fail closed for this statement.
+        return None;
+    }
+    let user = gucs::read(&gucs::USER_ID).unwrap_or_default();
+    let key = (*org.as_bytes(), user.clone());
+    let memo = RECHECKED.with(|r| r.borrow().get(&key).filter(|(g, _)| *g == generation).map(|(_, m)| m.clone()));
+    let member = memo.unwrap_or_else(|| {
+        // The generation was read before this lookup takes its snapshot: a change committed
+        // after it moves the generation again.
+        let found = membership::lookup(org, &user);
+        RECHECKED.with(|r| {
+            let mut r = r.borrow_mut();
+            if r.len() > 1024 {
+                r.clear();
+            }
+            r.insert(key, (generation, found.clone()));
+        });
+        found
+    });
+    // Outside a parallel query the settings themselves are brought up to date for the rest of
+    // the transaction, so that the next reader (and parallel workers) need not check again.
+    // SAFETY: reads backend-local state.
+    if !unsafe { pg_sys::IsInParallelMode() } {
+        match &member {
+            Some(m) => write_all(&org.to_string(), &user, Some(m), generation, Scope::Transaction),
+            None => write_all("", "", None, generation, Scope::Transaction),
+        }
+    }
+    let member = member?;
+    Some((org, Some(member)))
 }
 
-/// Like `set_context`, but lasts for the rest of the session (for session-pooled connections and
-/// interactive use). A later `set_context` overrides it for one transaction.
-#[pg_extern(volatile, parallel_unsafe)]
-fn set_session_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
-    set(org_id, user_id, Scope::Session)
-}
-
-/// Clears the tenant context, both the session's and the current transaction's.
-#[pg_extern(volatile, parallel_unsafe)]
-fn clear_context() {
-    let empty = Membership { role: String::new(), role_ranks: String::new(), permissions: String::new() };
-    write_all("", "", &empty, Scope::Session);
+/// The context, checked: None for each part that is not set, or no longer holds.
+pub fn current() -> Context {
+    match checked_org() {
+        Some((org, Some(member))) => Context { org: Some(org), user: gucs::read(&gucs::USER_ID), member: Some(member) },
+        Some((org, None)) => Context {
+            org: Some(org),
+            user: gucs::read(&gucs::USER_ID),
+            member: gucs::read(&gucs::MEMBER_ROLE).map(|role| Membership {
+                role,
+                role_ranks: gucs::read(&gucs::ROLE_RANKS).unwrap_or_default(),
+                permissions: gucs::read(&gucs::PERMISSIONS).unwrap_or_default(),
+            }),
+        },
+        // No organization: a user-only context (tenancy.set_user_context()) or none; a context
+        // whose membership no longer holds has neither.
+        None if gucs::read(&gucs::ORG_ID).is_none() => Context { org: None, user: gucs::read(&gucs::USER_ID), member: None },
+        None => Context { org: None, user: None, member: None },
+    }
 }
 
 /// The organization of the current context, or NULL.
@@ -142,26 +156,22 @@ fn clear_context() {
 /// wrap it in (the InitPlan itself costs about 0.7 µs, whatever it returns).
 #[pg_extern(stable, parallel_safe)]
 pub fn current_org() -> Option<pgrx::Uuid> {
-    let text = gucs::read(&gucs::ORG_ID)?;
-    match parse_uuid(&text) {
-        Some(bytes) => Some(pgrx::Uuid::from_bytes(bytes)),
-        None => TenancyError::CorruptContext(format!("tenancy.org_id is not a uuid: \"{text}\"")).raise(),
-    }
+    checked_org().map(|(org, _)| org)
 }
 
 /// The user of the current context, or NULL.
 #[pg_extern(stable, parallel_safe)]
 fn current_user_id() -> Option<String> {
-    gucs::read(&gucs::USER_ID)
+    current().user
 }
 
 /// The member role of the current context, or NULL.
 #[pg_extern(stable, parallel_safe)]
 fn current_member_role() -> Option<String> {
-    gucs::read(&gucs::MEMBER_ROLE)
+    current().member.map(|m| m.role)
 }
 
-fn rank_of<'a>(ranks: &'a str, role: &str) -> Option<i32> {
+fn rank_of(ranks: &str, role: &str) -> Option<i32> {
     ranks.split(',').find_map(|entry| {
         let (name, rank) = entry.split_once(':')?;
         (name == role).then(|| rank.parse().ok()).flatten()
@@ -171,29 +181,27 @@ fn rank_of<'a>(ranks: &'a str, role: &str) -> Option<i32> {
 /// True when the context's member role ranks at or above `role` (owner > admin > member > guest).
 /// False without a context; an unknown role name is an error.
 #[pg_extern(stable, parallel_safe)]
-fn has_role(role: &str) -> bool {
-    let (Some(mine), Some(ranks)) = (gucs::read(&gucs::MEMBER_ROLE), gucs::read(&gucs::ROLE_RANKS))
-    else {
-        return false;
-    };
-    let Some(wanted) = rank_of(&ranks, role) else {
-        let valid: Vec<&str> = ranks.split(',').filter_map(|e| e.split_once(':').map(|p| p.0)).collect();
+pub fn has_role(role: &str) -> bool {
+    let Some(m) = current().member else { return false };
+    let Some(wanted) = rank_of(&m.role_ranks, role) else {
+        let valid: Vec<&str> = m.role_ranks.split(',').filter_map(|e| e.split_once(':').map(|p| p.0)).collect();
         TenancyError::UnknownRole { role: role.to_string(), valid: valid.join(", ") }.raise()
     };
-    rank_of(&ranks, &mine).is_some_and(|have| have >= wanted)
+    rank_of(&m.role_ranks, &m.role).is_some_and(|have| have >= wanted)
 }
 
 /// True when the context's member role grants `permission` (such as `members.manage`).
 #[pg_extern(stable, parallel_safe)]
-fn has_permission(permission: &str) -> bool {
-    gucs::read(&gucs::PERMISSIONS).is_some_and(|p| p.split(',').any(|x| x == permission))
+pub fn has_permission(permission: &str) -> bool {
+    current().member.is_some_and(|m| m.permissions.split(',').any(|x| x == permission))
 }
 
 /// Statement-level guard the policy compiler installs on every tenant table, with the minimum
 /// member role for INSERT, UPDATE and DELETE as its three arguments. It refuses, with a clear
 /// 42501, a write without a context, or by a member whose role is too low (row-level security
 /// alone would silently affect zero rows). Roles that bypass row-level security (superusers,
-/// BYPASSRLS: the DBAs) pass. Runs once per statement, not per row.
+/// BYPASSRLS: the DBAs) pass. Runs once per statement, not per row. It only ever refuses, so it
+/// needs no registration; only superusers may attach it (it is not executable by PUBLIC).
 #[pg_trigger]
 fn require_context<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
@@ -203,7 +211,8 @@ fn require_context<'a>(
     }
     let op = trigger.op()?;
     let table = format!("{}.{}", trigger.table_schema()?, trigger.table_name()?);
-    if gucs::read(&gucs::ORG_ID).is_none() {
+    let context = current();
+    if context.org.is_none() {
         TenancyError::NoContext { action: format!("{op} on {table}") }.raise()
     }
     let position = match op {
@@ -221,7 +230,7 @@ fn require_context<'a>(
         Some((role, permission)) => (role, Some(permission)),
         None => (arg.as_str(), None),
     };
-    let mine = || gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
+    let mine = context.member.as_ref().map(|m| m.role.clone()).unwrap_or_default();
     let deny = |detail: String, hint: &str| -> ! {
         TenancyError::PermissionDenied {
             message: format!("permission denied to {op} on {table}"),
@@ -232,20 +241,20 @@ fn require_context<'a>(
     };
     if let Some(permission) = permission.filter(|p| !has_permission(p)) {
         deny(
-            format!("{op} on {table} requires permission \"{permission}\", which member role \"{}\" does not have.", mine()),
+            format!("{op} on {table} requires permission \"{permission}\", which member role \"{mine}\" does not have."),
             "Ask an owner or admin of the organization for a role with that permission.",
         )
     }
     if !has_role(required) {
         deny(
-            format!("{op} on {table} requires member role \"{required}\" or higher; the current role is \"{}\".", mine()),
+            format!("{op} on {table} requires member role \"{required}\" or higher; the current role is \"{mine}\"."),
             "Ask an owner or admin of the organization for a higher role.",
         )
     }
     Ok(None)
 }
 
-fn caller_bypasses_rls() -> bool {
+pub(crate) fn caller_bypasses_rls() -> bool {
     // SAFETY: syscache lookups for the current user inside a transaction.
     unsafe {
         let me = pg_sys::GetUserId();

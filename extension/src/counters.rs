@@ -129,6 +129,15 @@ unsafe extern "C-unwind" fn shmem_request() {
         }
         pg_sys::RequestAddinShmemSpace(shmem_size());
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), PARTITIONS as i32);
+        // MaxBackends is known from here on.
+        let needed = MAX_HELD_PER_TRANSACTION as i64 * i64::from(pg_sys::MaxBackends);
+        if i64::from(MAX_COUNTERS.get()) < needed {
+            pgrx::warning!(
+                "pg_tenancy: tenancy.max_counters ({}) is below {needed} ({MAX_HELD_PER_TRANSACTION} per connection): \
+                 concurrent transactions could fill the quota counters",
+                MAX_COUNTERS.get()
+            );
+        }
     }
 }
 
@@ -285,6 +294,8 @@ struct Reservation {
 thread_local! {
     static RESERVATIONS: RefCell<Vec<Reservation>> = const { RefCell::new(Vec::new()) };
     static LIMITS_CHANGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The counters this transaction holds reservations on (see [`MAX_HELD_PER_TRANSACTION`]).
+    static HELD: RefCell<std::collections::HashSet<Key>> = RefCell::new(std::collections::HashSet::new());
 }
 
 /// The outcome of [`reserve`].
@@ -292,7 +303,16 @@ pub enum Reserved {
     Ok,
     /// Refused: `used` is committed plus in-flight reservations.
     OverLimit { used: i64 },
+    /// Refused: the counter would leave the range of a bigint.
+    Overflow,
 }
+
+/// How many counters one transaction of a role that row-level security applies to may hold
+/// reservations on. An application role reaches only the counters of organizations it has a
+/// context for; with this cap even many such contexts in one transaction cannot fill the
+/// shared counters (`tenancy.max_counters` should be at least this times `max_connections`,
+/// which the server warns about at start).
+pub const MAX_HELD_PER_TRANSACTION: usize = 64;
 
 /// Reserves `amount` (or, when negative, releases it) on `key` for the current transaction,
 /// refusing when the limit would be passed. The fast path is one short lock: the counter and
@@ -304,6 +324,9 @@ pub fn reserve(
     limit_of: impl FnOnce() -> Option<i64>,
     rebuild: impl FnOnce() -> i64,
 ) -> Reserved {
+    if amount > 0 {
+        check_held(&key);
+    }
     let generation = limits_generation();
     // A transaction that changed limits itself sees them before anyone else: no sharing then.
     let shareable = !LIMITS_CHANGED.with(|c| c.get());
@@ -351,6 +374,7 @@ pub fn reserve(
                 // SAFETY: reads backend-local transaction state.
                 let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
                 RESERVATIONS.with(|r| r.borrow_mut().push(Reservation { key, amount, subxact }));
+                HELD.with(|h| h.borrow_mut().insert(key));
             }
             Reserved::Ok
         }
@@ -358,49 +382,70 @@ pub fn reserve(
     }
 }
 
-/// The check and the update, under the partition lock.
-fn apply(slot: &mut Slot, amount: i64, limit: Option<i64>) -> Reserved {
-    let used = slot.committed + slot.pending;
-    if amount > 0 && limit.is_some_and(|l| used + amount > l) {
-        return Reserved::OverLimit { used };
+/// Raises 53400 when this transaction, of a role that row-level security applies to, would hold
+/// reservations on more than [`MAX_HELD_PER_TRANSACTION`] counters with `key`.
+fn check_held(key: &Key) {
+    let full = HELD.with(|h| {
+        let h = h.borrow();
+        !h.contains(key) && h.len() >= MAX_HELD_PER_TRANSACTION
+    });
+    if full && !crate::context::caller_bypasses_rls() {
+        TenancyError::TooManyCounters { max: MAX_HELD_PER_TRANSACTION }.raise()
     }
-    if amount >= 0 {
-        slot.pending += amount;
+}
+
+/// The check and the update, under the partition lock. Every sum is checked: a counter that
+/// would leave the range of a bigint refuses the change instead of wrapping.
+fn apply(slot: &mut Slot, amount: i64, limit: Option<i64>) -> Reserved {
+    let Some(used) = slot.committed.checked_add(slot.pending) else { return Reserved::Overflow };
+    if amount > 0 {
+        let Some(after) = used.checked_add(amount) else { return Reserved::Overflow };
+        if limit.is_some_and(|l| after > l) {
+            return Reserved::OverLimit { used };
+        }
+        let Some(pending) = slot.pending.checked_add(amount) else { return Reserved::Overflow };
+        slot.pending = pending;
     } else {
-        slot.releasing -= amount;
+        let Some(releasing) = amount.checked_neg().and_then(|a| slot.releasing.checked_add(a)) else {
+            return Reserved::Overflow;
+        };
+        slot.releasing = releasing;
     }
     Reserved::Ok
 }
 
-/// Committed plus in-flight use of `key`, rebuilding the counter if needed.
+/// Committed plus in-flight use of `key`, rebuilding the counter if needed (saturating: a
+/// report never fails for want of range).
 pub fn used(key: Key, rebuild: impl FnOnce() -> i64) -> i64 {
     {
         let part = Partition::lock(&key);
         if let Some(i) = part.find_fresh(&key) {
-            return part.slots[i].committed + part.slots[i].pending;
+            return part.slots[i].committed.saturating_add(part.slots[i].pending);
         }
     }
     let value = rebuild();
     let mut part = Partition::lock(&key);
     match part.find_fresh(&key).or_else(|| part.install_fresh(&key, value)) {
-        Some(i) => part.slots[i].committed + part.slots[i].pending,
+        Some(i) => part.slots[i].committed.saturating_add(part.slots[i].pending),
         None => value,
     }
 }
 
 /// Applies (commit) or drops (abort) reservations; must not raise: it runs in commit callbacks.
+/// [`apply`] checked every reservation's range, so the sums stay in range; they saturate rather
+/// than panic regardless.
 fn settle(reservations: &[Reservation], commit: bool) {
     for r in reservations {
         let part = Partition::lock(&r.key);
         if let Some(i) = part.find(&r.key) {
             let slot = &mut part.slots[i];
             if r.amount >= 0 {
-                slot.pending -= r.amount;
+                slot.pending = slot.pending.saturating_sub(r.amount);
             } else {
-                slot.releasing += r.amount;
+                slot.releasing = slot.releasing.saturating_add(r.amount);
             }
             if commit {
-                slot.committed += r.amount;
+                slot.committed = slot.committed.saturating_add(r.amount);
             }
         }
     }
@@ -455,6 +500,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         | XACT_EVENT_PREPARE => {
             let commit = matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT);
             let taken = RESERVATIONS.with(|r| std::mem::take(&mut *r.borrow_mut()));
+            HELD.with(|h| h.borrow_mut().clear());
             if !taken.is_empty() {
                 settle(&taken, commit);
             }

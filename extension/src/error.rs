@@ -66,6 +66,29 @@ pub enum TenancyError {
 
     #[error("cannot PREPARE a transaction that changed quota-limited rows")]
     PrepareWithQuota,
+
+    #[error("cannot PREPARE a transaction that changed memberships, organizations or roles")]
+    PrepareWithMembershipChange,
+
+    /// A trigger function of pg_tenancy on a table it was not installed on by the DBA path.
+    #[error("tenancy.{function}() is not registered for table {table}")]
+    UnregisteredTrigger { function: &'static str, table: String, registrar: &'static str },
+
+    #[error("EXPLAIN is not allowed on queries that row-level security applies to")]
+    ExplainRefused,
+
+    #[error("cannot start a tenant context while cursor \"{cursor}\" from another context is open")]
+    CursorFromAnotherContext { cursor: String },
+
+    #[error("too many quota counters in one transaction")]
+    TooManyCounters { max: usize },
+
+    /// An amount to count (a row's value, a usage call) outside 0..=max.
+    #[error("value {amount} is out of range for {what}")]
+    AmountOutOfRange { amount: i64, what: String, max: i64 },
+
+    #[error("quota counter of resource \"{resource}\" is out of range")]
+    CounterOutOfRange { resource: String },
 }
 
 impl TenancyError {
@@ -90,7 +113,13 @@ impl TenancyError {
             TenancyError::UnknownResource { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             TenancyError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             TenancyError::CountersFull => ERRCODE_OUT_OF_MEMORY,
-            TenancyError::PrepareWithQuota => ERRCODE_FEATURE_NOT_SUPPORTED,
+            TenancyError::PrepareWithQuota | TenancyError::PrepareWithMembershipChange => ERRCODE_FEATURE_NOT_SUPPORTED,
+            TenancyError::UnregisteredTrigger { .. } | TenancyError::ExplainRefused => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            TenancyError::CursorFromAnotherContext { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            TenancyError::TooManyCounters { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            TenancyError::AmountOutOfRange { .. } | TenancyError::CounterOutOfRange { .. } => {
+                ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
+            }
         }
     }
 
@@ -110,6 +139,25 @@ impl TenancyError {
             TenancyError::AlreadyAMember { role, .. } => {
                 Some(format!("The user's current role is \"{role}\"."))
             }
+            TenancyError::UnregisteredTrigger { registrar, .. } => Some(format!(
+                "Its triggers work only on tables registered by {registrar}."
+            )),
+            TenancyError::ExplainRefused => Some(
+                "A plan's row counts, timings and estimates tell about rows that the policies hide from this role.".into(),
+            ),
+            TenancyError::CursorFromAnotherContext { .. } => Some(
+                "The cursor was declared WITH HOLD, and filled, under another organization or user: its rows would be readable in the new context.".into(),
+            ),
+            TenancyError::TooManyCounters { max } => Some(format!(
+                "A transaction of an application role may write quota-limited rows of at most {max} organizations and resources."
+            )),
+            TenancyError::AmountOutOfRange { max, .. } => Some(format!("Each row or call counts 0 to {max}.")),
+            TenancyError::CounterOutOfRange { .. } => {
+                Some("The organization's use would leave the range of a bigint; the change is refused.".into())
+            }
+            TenancyError::PrepareWithMembershipChange => Some(
+                "Sessions are told of membership changes when the transaction commits, which a prepared transaction does elsewhere.".into(),
+            ),
             _ => None,
         }
     }
@@ -138,6 +186,17 @@ impl TenancyError {
             TenancyError::CountersFull => Some(
                 "Raise tenancy.max_counters in postgresql.conf and restart the server.".into(),
             ),
+            TenancyError::UnregisteredTrigger { .. } => Some(
+                "pg_tenancy's trigger functions are installed by tenancy apply (as a superuser), not by CREATE TRIGGER.".into(),
+            ),
+            TenancyError::ExplainRefused => Some(
+                "EXPLAIN as a DBA, or as a superuser SET tenancy.allow_explain = on and then SET ROLE to the application role.".into(),
+            ),
+            TenancyError::CursorFromAnotherContext { cursor } => {
+                Some(format!("CLOSE {cursor} (or CLOSE ALL) first."))
+            }
+            TenancyError::TooManyCounters { .. } => Some("Commit more often.".into()),
+            TenancyError::PrepareWithMembershipChange => Some("Commit it instead of preparing it.".into()),
             _ => None,
         }
     }

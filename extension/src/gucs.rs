@@ -20,6 +20,20 @@ pub static MEMBER_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 pub static ROLE_RANKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// `tenancy.permissions`: the member role's permissions, comma separated.
 pub static PERMISSIONS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// `tenancy.checked_generation`: the membership generation of the context's organization when its
+/// membership was last checked ([`crate::membership`]): a reader that finds the organization's
+/// generation moved checks the membership again before answering.
+pub static CHECKED: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// `tenancy.allow_explain`: whether EXPLAIN may show queries that row-level security applies to.
+/// Off by default: the row counts, timings, buffer counts and estimates of such a plan tell about
+/// rows the policies hide (see [`crate::hooks`]). Superuser-only, so a DBA may turn it on in
+/// their own session and then `SET ROLE` to an application role.
+pub static ALLOW_EXPLAIN: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `tenancy.allow_signup`: whether roles that are not DBAs may create organizations with
+/// `tenancy.create_organization()` (sign-up). Superuser-only; per database or role with `ALTER
+/// DATABASE|ROLE ... SET tenancy.allow_signup = off`.
+pub static ALLOW_SIGNUP: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// Names as `set_config_option()` wants them, in the order [`crate::context`] writes them.
 pub const ORG_ID_NAME: &std::ffi::CStr = c"tenancy.org_id";
@@ -27,6 +41,7 @@ pub const USER_ID_NAME: &std::ffi::CStr = c"tenancy.user_id";
 pub const MEMBER_ROLE_NAME: &std::ffi::CStr = c"tenancy.member_role";
 pub const ROLE_RANKS_NAME: &std::ffi::CStr = c"tenancy.role_ranks";
 pub const PERMISSIONS_NAME: &std::ffi::CStr = c"tenancy.permissions";
+pub const CHECKED_NAME: &std::ffi::CStr = c"tenancy.checked_generation";
 
 pub fn init() {
     let flags = GucFlags::from_bits_retain(pgrx::pg_sys::GUC_NOT_IN_SAMPLE as i32)
@@ -47,6 +62,24 @@ pub fn init() {
     define(MEMBER_ROLE_NAME, c"Member role of the current tenant context.", &MEMBER_ROLE);
     define(ROLE_RANKS_NAME, c"Role ranks captured with the tenant context.", &ROLE_RANKS);
     define(PERMISSIONS_NAME, c"Permissions of the current tenant context.", &PERMISSIONS);
+    define(CHECKED_NAME, c"Membership generation at which the tenant context was checked.", &CHECKED);
+
+    GucRegistry::define_bool_guc(
+        c"tenancy.allow_explain",
+        c"Allows EXPLAIN of queries that row-level security applies to.",
+        c"Off: refused, because such a plan's row counts, timings and estimates reveal rows the policies hide.",
+        &ALLOW_EXPLAIN,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tenancy.allow_signup",
+        c"Allows roles that are not DBAs to create organizations (tenancy.create_organization).",
+        c"Off: only superusers and members of tenancy_admin create organizations.",
+        &ALLOW_SIGNUP,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
 
     // SAFETY: called from _PG_init in the postmaster with a static NUL-terminated string.
     // Reserving the prefix removes placeholders and refuses any other `tenancy.*` setting, so

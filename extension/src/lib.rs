@@ -1,13 +1,24 @@
 //! pg_tenancy: multi-tenancy inside PostgreSQL.
 //!
-//! - [`gucs`]: the superuser-only settings that hold the tenant context.
-//! - [`context`]: setting and reading the context (`tenancy.set_context()`, `current_org()`, ...).
+//! - [`gucs`]: the settings: the superuser-only ones that hold the tenant context, and the DBA's.
+//! - [`membership`]: who belongs to which organization, read straight from the catalog, and the
+//!   generations that make a change of membership reach every session by its next statement.
+//! - [`context`]: reading the context (`tenancy.current_org()`, ...), checked against them.
+//! - [`session`]: starting and ending a context (`tenancy.set_context()`, ...).
 //! - [`organizations`]: organizations and members.
-//! - [`privilege`]: caller identity and running catalog statements as the catalog owner.
+//! - [`privilege`]: caller identity, and running statements as the catalog's owner or, for an
+//!   application table, as the table's owner in a security-restricted operation.
+//! - [`registry`]: which tables pg_tenancy's triggers may work on.
 //! - [`quota`]: plans, limits and the quota trigger; [`counters`]: its exact shared-memory counters.
 //! - [`usage`]: usage metering (`record_usage()`, active users).
-//! - [`sharing`]: the trigger that keeps shared rows in place (the sharing API is SQL).
+//! - [`sharing`]: the trigger that keeps shared rows in place, and who owns a row (the sharing
+//!   API is SQL).
+//! - [`hooks`]: EXPLAIN under row-level security, and holdable cursors.
 //! - [`error`]: every error we raise, with its SQLSTATE; [`catalog`]: SPI helpers.
+//!
+//! The SQL half is in `sql/`, one file per concern, in this order: `bootstrap.sql` (roles and
+//! tables), `catalog.sql` (who reads the catalog), `quotas.sql`, `usage.sql`, `sharing.sql`, and
+//! `privileges.sql` (who may execute each function; last).
 
 use pgrx::prelude::*;
 
@@ -16,16 +27,45 @@ mod context;
 mod counters;
 mod error;
 mod gucs;
+mod hooks;
+mod membership;
 mod organizations;
 mod privilege;
 mod quota;
+mod registry;
+mod session;
 mod sharing;
 mod usage;
 
 pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+extension_sql_file!(
+    "../sql/catalog.sql",
+    name = "catalog",
+    requires = [
+        "bootstrap",
+        context::current_org,
+        privilege::is_admin,
+        quota::limits_changed_trigger,
+        membership::membership_changed_trigger
+    ]
+);
+extension_sql_file!("../sql/quotas.sql", name = "quotas", requires = ["catalog", quota::quota_trigger]);
+extension_sql_file!("../sql/usage.sql", name = "usage", requires = ["quotas", usage::usage_trigger]);
+extension_sql_file!(
+    "../sql/sharing.sql",
+    name = "sharing",
+    requires = [
+        "usage",
+        sharing::protect_shared_row,
+        sharing::_own_row,
+        context::has_role,
+        context::has_permission,
+        context::current_user_id
+    ]
+);
+extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
@@ -35,8 +75,16 @@ pub extern "C-unwind" fn _PG_init() {
     if !unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
         error::TenancyError::NotPreloaded.raise();
     }
+    // An error that crosses pgrx's boundary (a PostgreSQL error raised inside SPI, say) would
+    // carry a Rust backtrace in its DETAIL when RUST_BACKTRACE is set in the server's
+    // environment: file paths and internals, shown to the application. Turn capturing off for
+    // the library's backtraces (std reads this once, at the first capture).
+    // SAFETY: the postmaster is single-threaded while it loads shared_preload_libraries.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     gucs::init();
     counters::init();
+    membership::init();
+    hooks::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -2,13 +2,17 @@
 //! organization switcher needs. Every function decides who may act from the real caller (a DBA,
 //! or the context's member role) before touching the catalog as its owner.
 
-use crate::context::current_org;
+use crate::catalog::{one, require_listed};
+use crate::context;
 use crate::error::{non_empty, required, TenancyError};
 use crate::gucs;
 use crate::privilege::{as_catalog_owner, caller_is_admin};
-use crate::catalog::one;
+use crate::session::user_id as valid_user_id;
 use pgrx::prelude::*;
 use pgrx::Uuid;
+
+/// Longest organization name accepted, in characters.
+pub const MAX_NAME: usize = 200;
 
 /// What the caller may do to an organization's membership.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -26,19 +30,6 @@ enum Authority {
 impl Authority {
     fn may_touch_owners(self) -> bool {
         matches!(self, Authority::Dba | Authority::Owner)
-    }
-}
-
-/// Raises the error `unknown` builds (from the valid names, in `order`) unless `name` is listed
-/// in the catalog table `table` (`roles` or `plans`; never user input).
-pub(crate) fn require_listed(table: &str, order: &str, name: &str, unknown: impl FnOnce(String) -> TenancyError) {
-    let known: Option<bool> =
-        one(&format!("SELECT EXISTS (SELECT FROM tenancy.{table} WHERE name = $1)"), &[name.into()]);
-    if known != Some(true) {
-        let valid: String =
-            one(&format!("SELECT string_agg(name, ', ' ORDER BY {order}) FROM tenancy.{table}"), &[])
-                .unwrap_or_default();
-        unknown(valid).raise()
     }
 }
 
@@ -64,17 +55,19 @@ fn authority_over(org_id: Uuid, allow_self_service: bool) -> Authority {
     if caller_is_admin() {
         return Authority::Dba;
     }
-    if current_org() == Some(org_id) {
-        let role = gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default();
-        let perms = gucs::read(&gucs::PERMISSIONS).unwrap_or_default();
-        if role == "owner" {
-            return Authority::Owner;
-        }
-        if perms.split(',').any(|p| p == "members.manage") {
-            return Authority::Manager;
-        }
-        if allow_self_service {
-            return Authority::Member;
+    // The context as it stands now: a member removed or demoted since it was set has lost it.
+    let now = context::current();
+    if let (Some(org), Some(m)) = (now.org, now.member) {
+        if org == org_id {
+            if m.role == "owner" {
+                return Authority::Owner;
+            }
+            if m.permissions.split(',').any(|p| p == "members.manage") {
+                return Authority::Manager;
+            }
+            if allow_self_service {
+                return Authority::Member;
+            }
         }
     }
     denied(format!("permission denied to manage members of organization {org_id}"))
@@ -110,9 +103,10 @@ fn valid_slug(slug: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-/// Creates an organization and makes `owner_user_id` its owner; returns its id. Any role with
-/// EXECUTE may create one (sign-up); choosing the `id` (importing existing organizations) is for
-/// DBAs; a child organization needs an admin of the parent, or a DBA.
+/// Creates an organization and makes `owner_user_id` its owner; returns its id. Roles with
+/// EXECUTE (`tenancy_writer`) may create one (sign-up) unless `tenancy.allow_signup` is off;
+/// choosing the `id` (importing existing organizations) is for DBAs; a child organization needs
+/// an admin of the parent, or a DBA. Slugs are public identifiers: a taken one is reported.
 #[pg_extern(volatile, parallel_unsafe)]
 fn create_organization(
     name: Option<&str>,
@@ -124,8 +118,25 @@ fn create_organization(
 ) -> Uuid {
     let name = non_empty("name", name);
     let slug = non_empty("slug", slug);
-    let owner = non_empty("owner_user_id", owner_user_id);
+    let owner = valid_user_id("owner_user_id", owner_user_id);
     let plan = non_empty("plan", plan);
+    let admin = caller_is_admin();
+    if !admin && !gucs::ALLOW_SIGNUP.get() {
+        TenancyError::PermissionDenied {
+            message: "permission denied to create an organization".into(),
+            detail: Some("Sign-up is turned off here: tenancy.allow_signup is off.".into()),
+            hint: Some("Ask a DBA (a superuser or a member of tenancy_admin) to create it.".into()),
+        }
+        .raise()
+    }
+    if name.chars().count() > MAX_NAME {
+        TenancyError::InvalidArgument {
+            param: "name",
+            reason: format!("is {} characters long", name.chars().count()),
+            hint: Some(format!("Organization names are at most {MAX_NAME} characters.")),
+        }
+        .raise()
+    }
     if !valid_slug(slug) {
         TenancyError::InvalidArgument {
             param: "slug",
@@ -137,13 +148,13 @@ fn create_organization(
         }
         .raise()
     }
-    let admin = caller_is_admin();
     if id.is_some() && !admin {
         denied("permission denied to choose an organization id".into())
     }
     if let Some(parent) = parent_id {
-        let parent_admin = current_org() == Some(parent)
-            && gucs::read(&gucs::PERMISSIONS).is_some_and(|p| p.split(',').any(|x| x == "members.manage"));
+        let now = context::current();
+        let parent_admin = now.org == Some(parent)
+            && now.member.is_some_and(|m| m.permissions.split(',').any(|x| x == "members.manage"));
         if !admin && !parent_admin {
             denied(format!("permission denied to create a child of organization {parent}"))
         }
@@ -181,7 +192,7 @@ fn create_organization(
 #[pg_extern(volatile, parallel_unsafe)]
 fn add_member(org_id: Option<Uuid>, user_id: Option<&str>, role: default!(Option<&str>, "'member'")) {
     let org_id = required("org_id", org_id);
-    let user_id = non_empty("user_id", user_id);
+    let user_id = valid_user_id("user_id", user_id);
     let role = non_empty("role", role);
     let authority = authority_over(org_id, false);
     as_catalog_owner(|| {
@@ -244,7 +255,7 @@ fn remove_member(org_id: Option<Uuid>, user_id: Option<&str>) {
     let org_id = required("org_id", org_id);
     let user_id = non_empty("user_id", user_id);
     let authority = authority_over(org_id, true);
-    let leaving = gucs::read(&gucs::USER_ID).as_deref() == Some(user_id);
+    let leaving = context::current().user.as_deref() == Some(user_id);
     if authority == Authority::Member && !leaving {
         denied(format!("permission denied to manage members of organization {org_id}"))
     }
@@ -292,11 +303,31 @@ fn set_organization_status(org_id: Option<Uuid>, status: Option<&str>) {
     })
 }
 
-/// The organizations `user_id` belongs to, with its role in each: what an organization switcher
-/// shows before any context is set. Suspended organizations are included, with their status.
+/// Whose organizations the caller may ask about: `user_id`, or by default the context's user.
+/// A role that is not a DBA may only ask about the context's own user (a user-only context,
+/// `tenancy.set_user_context()`, is enough); for anyone else it gets 42501, the same whether or
+/// not that user exists.
+fn asked_user(user_id: Option<&str>, function: &str) -> Option<String> {
+    let own = context::current().user;
+    match user_id.map(str::trim).filter(|u| !u.is_empty()) {
+        None => own,
+        Some(user) if caller_is_admin() || own.as_deref() == Some(user) => Some(user.to_string()),
+        Some(_) => TenancyError::PermissionDenied {
+            message: format!("permission denied to call {function} for another user"),
+            detail: Some("Without a DBA's rights it answers only for the user of the current context.".into()),
+            hint: Some("Call tenancy.set_user_context(user_id) (or set_context) first and pass no user id.".into()),
+        }
+        .raise(),
+    }
+}
+
+/// The organizations a user belongs to, with the role in each: what an organization switcher
+/// shows before an organization is chosen. By default the context's user (set one with
+/// `tenancy.set_user_context()`); DBAs may name any user. Suspended organizations are included,
+/// with their status. Without a context (and not a DBA): no rows.
 #[pg_extern(stable, parallel_unsafe)]
 fn user_organizations(
-    user_id: Option<&str>,
+    user_id: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -307,21 +338,24 @@ fn user_organizations(
         name!(status, String),
     ),
 > {
-    let user_id = non_empty("user_id", user_id);
+    let Some(user) = asked_user(user_id, "tenancy.user_organizations()") else {
+        return TableIterator::new(Vec::new());
+    };
     let rows = as_catalog_owner(|| {
         Spi::connect(|client| {
             let table = client.select(
                 "SELECT o.id, o.slug, o.name, m.role, o.status
-                   FROM tenancy.members m JOIN tenancy.organizations o ON o.id = m.org_id
-                  WHERE m.user_id = $1
+                   FROM tenancy.members m JOIN tenancy.organizations o ON o.id OPERATOR(pg_catalog.=) m.org_id
+                  WHERE m.user_id OPERATOR(pg_catalog.=) $1
                   ORDER BY o.name, o.slug",
                 None,
-                &[user_id.into()],
+                &[user.as_str().into()],
             )?;
             let mut out = Vec::new();
             for row in table {
+                let Some(id) = row.get::<Uuid>(1)? else { continue };
                 out.push((
-                    row.get::<Uuid>(1)?.expect("organizations.id is NOT NULL"),
+                    id,
                     row.get::<String>(2)?.unwrap_or_default(),
                     row.get::<String>(3)?.unwrap_or_default(),
                     row.get::<String>(4)?.unwrap_or_default(),
@@ -335,23 +369,25 @@ fn user_organizations(
     TableIterator::new(rows)
 }
 
-/// The id of the organization with `slug`, for routing (`/acme/...`). Returns NULL, exactly as
-/// for a slug that does not exist, unless `user_id` (default: the context's user) is a member,
-/// or the caller is a DBA.
+/// The id of the organization with `slug`, for routing (`/acme/...`), if the user (by default the
+/// context's) is a member; DBAs get any organization's. NULL otherwise, exactly as for a slug
+/// that does not exist; without a context (and not a DBA): NULL.
 #[pg_extern(stable, parallel_unsafe)]
 fn org_id(slug: Option<&str>, user_id: default!(Option<&str>, "NULL")) -> Option<Uuid> {
     let slug = slug?;
     let admin = caller_is_admin();
-    let user = user_id.map(str::to_string).or_else(|| gucs::read(&gucs::USER_ID));
+    let user = asked_user(user_id, "tenancy.org_id()");
     if !admin && user.is_none() {
         return None;
     }
+    let any_member = admin;
     as_catalog_owner(|| {
         one(
             "SELECT o.id FROM tenancy.organizations o
-              WHERE o.slug = $1
-                AND ($2 OR EXISTS (SELECT FROM tenancy.members m WHERE m.org_id = o.id AND m.user_id = $3))",
-            &[slug.into(), admin.into(), user.into()],
+              WHERE o.slug OPERATOR(pg_catalog.=) $1
+                AND ($2 OR EXISTS (SELECT FROM tenancy.members m
+                                    WHERE m.org_id OPERATOR(pg_catalog.=) o.id AND m.user_id OPERATOR(pg_catalog.=) $3))",
+            &[slug.into(), any_member.into(), user.into()],
         )
     })
 }

@@ -4,7 +4,8 @@
 //! caller's identity is gone, and "is the caller a DBA?" cannot be answered. Instead each function
 //! decides with the real caller's identity, then runs its fixed, parameterised catalog statements
 //! as the owner of schema `tenancy` with `search_path` pinned to `pg_catalog, pg_temp`, the same
-//! technique PostgreSQL uses for its own foreign-key checks.
+//! technique PostgreSQL uses for its own foreign-key checks. An application table is only ever
+//! read as its own owner, in a security-restricted operation ([`as_table_owner`]).
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -38,7 +39,7 @@ struct Elevated {
 
 impl Drop for Elevated {
     fn drop(&mut self) {
-        // SAFETY: restores exactly the values read in `as_catalog_owner`.
+        // SAFETY: restores exactly the values read in `elevate`.
         unsafe {
             pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context);
             pg_sys::AtEOXact_GUC(!std::thread::panicking(), self.nest_level);
@@ -46,12 +47,14 @@ impl Drop for Elevated {
     }
 }
 
-/// Runs `f` as the owner of schema `tenancy`, with a safe search_path.
-pub fn as_catalog_owner<R>(f: impl FnOnce() -> R) -> R {
+/// Switches to `user` with the security context bits `flags` added, and `search_path` pinned to
+/// `pg_catalog, pg_temp` in a new GUC nest level: no name in a statement run from here resolves
+/// to anything the caller (or an application role) created. Undone when the guard drops.
+fn elevate(user: impl FnOnce() -> pg_sys::Oid, flags: u32) -> Elevated {
     let mut saved_user = pg_sys::InvalidOid;
     let mut saved_context = 0;
     // SAFETY: FFI calls into the GUC machinery and miscinit with valid pointers and
-    // NUL-terminated strings; the Drop guard undoes both changes.
+    // NUL-terminated strings; the guard undoes both changes.
     let guard = unsafe {
         pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
         let nest_level = pg_sys::NewGUCNestLevel();
@@ -67,14 +70,48 @@ pub fn as_catalog_owner<R>(f: impl FnOnce() -> R) -> R {
         );
         Elevated { saved_user, saved_context, nest_level }
     };
-    let owner = catalog_owner();
-    // SAFETY: switching to an existing role for the duration of `f`; the guard switches back.
-    unsafe {
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
-        )
+    let user = user();
+    // SAFETY: switching to an existing role for the duration of the guard.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, saved_context | flags as i32) };
+    guard
+}
+
+/// Runs `f` as the owner of schema `tenancy`, with a safe search_path. Only for pg_tenancy's own
+/// fixed statements over its own tables: never over a relation, name or expression that a caller
+/// or an application's schema controls (see [`as_table_owner`]).
+pub fn as_catalog_owner<R>(f: impl FnOnce() -> R) -> R {
+    let guard = elevate(catalog_owner, pg_sys::SECURITY_LOCAL_USERID_CHANGE);
+    let result = f();
+    drop(guard);
+    result
+}
+
+/// Runs `f`, which reads an application table, as that table's owner inside a security-restricted
+/// operation, the way PostgreSQL runs its own maintenance (ANALYZE, REFRESH MATERIALIZED VIEW):
+/// whatever the table's definition makes PostgreSQL run while planning or reading it (index
+/// expressions, constraints of inheritance children, column types) runs with its owner's rights
+/// and may not change roles or settings for good. `SECURITY_NOFORCE_RLS` lets the owner read past
+/// `FORCE ROW LEVEL SECURITY`, as foreign-key checks do; search_path is pinned as above.
+pub fn as_table_owner<R>(relation: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    let owner = || {
+        // SAFETY: a syscache lookup of an existing relation's owner.
+        let tuple = unsafe {
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, pg_sys::Datum::from(relation))
+        };
+        if tuple.is_null() {
+            pgrx::error!("pg_tenancy: relation {} does not exist", relation.to_u32());
+        }
+        // SAFETY: a valid pg_class tuple, released right after reading its owner.
+        unsafe {
+            let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_class)).relowner;
+            pg_sys::ReleaseSysCache(tuple);
+            owner
+        }
     };
+    let guard = elevate(
+        owner,
+        pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION | pg_sys::SECURITY_NOFORCE_RLS,
+    );
     let result = f();
     drop(guard);
     result
@@ -98,55 +135,30 @@ fn catalog_owner() -> pg_sys::Oid {
     if cached_schema == schema {
         return cached_owner;
     }
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT nspowner FROM pg_catalog.pg_namespace WHERE nspname OPERATOR(pg_catalog.=) 'tenancy'",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| pgrx::error!("schema \"tenancy\" is missing: is pg_tenancy installed?"));
+    // SAFETY: a syscache lookup of the schema found above.
+    let owner = unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::NAMESPACEOID as i32, pg_sys::Datum::from(schema));
+        if tuple.is_null() {
+            pgrx::error!("schema \"tenancy\" is missing: is pg_tenancy installed?");
+        }
+        let owner = (*(pg_sys::GETSTRUCT(tuple) as *const pg_sys::FormData_pg_namespace)).nspowner;
+        pg_sys::ReleaseSysCache(tuple);
+        owner
+    };
     OWNER.with(|o| o.set((schema, owner)));
     owner
-}
-
-/// Restores the caller's user id when dropped (also while an error unwinds).
-struct SwitchedUser {
-    saved_user: pg_sys::Oid,
-    saved_context: i32,
-}
-
-impl Drop for SwitchedUser {
-    fn drop(&mut self) {
-        // SAFETY: restores exactly the values read in `as_owner_for_kept_plan`.
-        unsafe { pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context) };
-    }
-}
-
-/// Runs `f`, which only executes plans kept with SPI_keepplan that were prepared under
-/// [`as_catalog_owner`], as the catalog owner. Unlike `as_catalog_owner` it leaves
-/// `search_path` alone: a kept plan is revalidated with the search_path it was created under,
-/// so no name is resolved under the caller's. This is the hot path of `record_usage()`.
-pub fn as_owner_for_kept_plan<R>(f: impl FnOnce() -> R) -> R {
-    let owner = catalog_owner();
-    let mut saved_user = pg_sys::InvalidOid;
-    let mut saved_context = 0;
-    // SAFETY: reads and sets the current user id; the guard restores it.
-    let guard = unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-        pg_sys::SetUserIdAndSecContext(owner, saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
-        SwitchedUser { saved_user, saved_context }
-    };
-    let result = f();
-    drop(guard);
-    result
 }
 
 /// Where a backend keeps one statement that [`run_kept`] prepares on first use.
 pub type KeptStatement = std::cell::RefCell<Option<pgrx::spi::OwnedPreparedStatement>>;
 
 /// Runs `run` with `slot`'s statement, as the catalog owner. The statement (`sql` with
-/// parameters of `types`) is prepared on first use under [`as_catalog_owner`] and kept for the
-/// life of the backend, so the hot paths that call this parse and plan it once. `what` names the
-/// statement in errors.
+/// parameters of `types`) is prepared on first use and kept for the life of the backend, so the
+/// hot paths that call this parse and plan it once. It is prepared and executed with the same
+/// pinned search_path ([`as_catalog_owner`]): PostgreSQL re-analyses a kept statement whenever
+/// the search_path differs from the one it was planned with, so executing it under the caller's
+/// would resolve its names anew, there. `sql` also qualifies every function and operator. `what`
+/// names the statement in errors.
 pub fn run_kept<R>(
     slot: &'static std::thread::LocalKey<KeptStatement>,
     sql: &str,
@@ -154,19 +166,20 @@ pub fn run_kept<R>(
     what: &str,
     run: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &pgrx::spi::OwnedPreparedStatement) -> pgrx::spi::Result<R>,
 ) -> R {
-    if slot.with(|s| s.borrow().is_none()) {
-        let types: Vec<PgOid> = types.iter().map(|&t| PgOid::from(t)).collect();
-        let stmt = as_catalog_owner(|| {
-            Spi::connect(|client| client.prepare(sql, &types).map(|p| p.keep()))
-                .unwrap_or_else(|e| pgrx::error!("pg_tenancy: preparing {what} failed: {e}"))
-        });
-        slot.with(|s| *s.borrow_mut() = Some(stmt));
-    }
-    as_owner_for_kept_plan(|| {
+    as_catalog_owner(|| {
+        if slot.with(|s| s.borrow().is_none()) {
+            let types: Vec<PgOid> = types.iter().map(|&t| PgOid::from(t)).collect();
+            let stmt = Spi::connect(|client| client.prepare(sql, &types).map(|p| p.keep()))
+                .unwrap_or_else(|e| pgrx::error!("pg_tenancy: preparing {what} failed: {e}"));
+            slot.with(|s| *s.borrow_mut() = Some(stmt));
+        }
         Spi::connect_mut(|client| {
             slot.with(|s| {
                 let stmt = s.borrow();
-                run(client, stmt.as_ref().expect("prepared above"))
+                match stmt.as_ref() {
+                    Some(stmt) => run(client, stmt),
+                    None => pgrx::error!("pg_tenancy: {what} was not prepared"),
+                }
             })
         })
         .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {what} failed: {e}"))

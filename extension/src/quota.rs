@@ -2,12 +2,13 @@
 //! row trigger that keeps `count` and `sum` resources within their limits exactly, using
 //! [`crate::counters`].
 
+use crate::catalog::{one, require_listed};
 use crate::context::current_org;
 use crate::counters::{self, Key, Reserved};
 use crate::error::{required, TenancyError};
-use crate::privilege::{as_catalog_owner, caller_is_admin};
+use crate::privilege::{as_catalog_owner, as_table_owner, caller_is_admin};
+use crate::registry;
 use pgrx::datum::DatumWithOid;
-use crate::catalog::one;
 use pgrx::prelude::*;
 use pgrx::Uuid;
 use std::cell::RefCell;
@@ -47,10 +48,33 @@ fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
     })
 }
 
-/// Drops this backend's cached limits now and, at commit, everyone's.
+/// Drops this backend's cached limits and registrations now and, at commit, everyone's.
 pub fn invalidate_limits() {
     CACHE.with(|c| *c.borrow_mut() = Cache::default());
+    registry::invalidate();
     counters::limits_changed();
+}
+
+/// The most a single row (of a `sum` quota or `[usage]` table) or call (`record_usage()`) may
+/// count: 10^15, a petabyte in bytes. Counters and reports then stay far from a bigint's range.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
+
+/// Raises 22003 unless `amount` is between 0 and [`MAX_AMOUNT`] (`what` names it).
+pub fn require_amount(amount: i64, what: impl FnOnce() -> String) {
+    if !(0..=MAX_AMOUNT).contains(&amount) {
+        TenancyError::AmountOutOfRange { amount, what: what(), max: MAX_AMOUNT }.raise()
+    }
+}
+
+/// An integer column of a row as a bigint (bigint, integer and smallint columns), or None when
+/// NULL or missing.
+pub fn integer_column(tuple: &pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>, column: &str) -> Option<i64> {
+    tuple
+        .get_by_name::<i64>(column)
+        .or_else(|_| tuple.get_by_name::<i32>(column).map(|v| v.map(i64::from)))
+        .or_else(|_| tuple.get_by_name::<i16>(column).map(|v| v.map(i64::from)))
+        .ok()
+        .flatten()
 }
 
 /// Looks up a resource by name; raises 22023 listing the valid ones when unknown.
@@ -125,73 +149,104 @@ fn key(org: Uuid, resource: &Resource, relation: pg_sys::Oid) -> Key {
     Key::new(org, relation.to_u32(), resource.id, 0)
 }
 
-/// Runs `sql` (one bigint result, `$1` the organization) as the catalog owner against every
-/// change other transactions committed, but none of this transaction's own: counters rebuilt
-/// from it plus this transaction's reservations are exact.
+/// Runs `sql` (one bigint result, `$1` the organization) against every change other
+/// transactions committed, but none of this transaction's own: counters rebuilt from it plus
+/// this transaction's reservations are exact. `sql` reads pg_tenancy's own tables.
 pub(crate) fn count_committed(sql: &str, org: Uuid) -> i64 {
-    latest_i64(sql, org, true).unwrap_or(0)
+    as_catalog_owner(|| latest_i64(sql, org, true)).unwrap_or(0)
 }
 
-/// Runs `sql` (at most one bigint, `$1` the organization) as the catalog owner with the latest
-/// snapshot, optionally hiding this transaction's own changes. None: no row, or NULL.
+/// [`count_committed`] over an application table, read as its owner in a security-restricted
+/// operation ([`as_table_owner`]): planning and reading it may run code its owner wrote.
+fn count_committed_in(relation: pg_sys::Oid, sql: &str, org: Uuid) -> i64 {
+    as_table_owner(relation, || latest_i64(sql, org, true)).unwrap_or(0)
+}
+
+/// Runs `sql` (at most one bigint or numeric, `$1` the organization) with the latest snapshot, optionally
+/// hiding this transaction's own changes. None: no row, or NULL. A value beyond a bigint's range
+/// raises 22003. The caller chooses the rights it runs with.
 fn latest_i64(sql: &str, org: Uuid, hide_own: bool) -> Option<i64> {
     let sql = CString::new(sql).unwrap_or_else(|_| pgrx::error!("pg_tenancy: NUL in a generated query"));
-    as_catalog_owner(|| {
-        // SAFETY: standard SPI and snapshot calls. PushActiveSnapshot copies the latest snapshot,
-        // so setting the copy's curcid to FirstCommandId hides this transaction's own inserts
-        // (and shows rows it deleted) without affecting anything else; read-only SPI uses the
-        // active snapshot as is. The snapshot is popped before returning.
-        unsafe {
-            pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
-            if hide_own {
-                (*pg_sys::GetActiveSnapshot()).curcid = pg_sys::FirstCommandId;
-            }
-            let value = Spi::connect(|_| {
-                let mut types = [pg_sys::UUIDOID];
-                let mut values = [org.into_datum().expect("uuid datum")];
-                let nulls = [b' ' as std::ffi::c_char];
-                let rc = pg_sys::SPI_execute_with_args(
-                    sql.as_ptr(),
-                    1,
-                    types.as_mut_ptr(),
-                    values.as_mut_ptr(),
-                    nulls.as_ptr(),
-                    true,
-                    1,
-                );
-                if rc != pg_sys::SPI_OK_SELECT as i32 {
-                    pgrx::error!("pg_tenancy: a quota query failed (SPI code {rc})");
-                }
-                if pg_sys::SPI_processed == 0 {
-                    return None;
-                }
-                let table = pg_sys::SPI_tuptable;
-                let mut is_null = false;
-                let datum = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-                if is_null { None } else { i64::from_datum(datum, false) }
-            });
-            pg_sys::PopActiveSnapshot();
-            value
+    // SAFETY: standard SPI and snapshot calls. PushActiveSnapshot copies the latest snapshot,
+    // so setting the copy's curcid to FirstCommandId hides this transaction's own inserts
+    // (and shows rows it deleted) without affecting anything else; read-only SPI uses the
+    // active snapshot as is. The snapshot is popped before returning.
+    unsafe {
+        pg_sys::PushActiveSnapshot(pg_sys::GetLatestSnapshot());
+        if hide_own {
+            (*pg_sys::GetActiveSnapshot()).curcid = pg_sys::FirstCommandId;
         }
-    })
+        let value = Spi::connect(|_| {
+            let mut types = [pg_sys::UUIDOID];
+            let mut values = [org.into_datum().expect("uuid datum")];
+            let nulls = [b' ' as std::ffi::c_char];
+            let rc = pg_sys::SPI_execute_with_args(
+                sql.as_ptr(),
+                1,
+                types.as_mut_ptr(),
+                values.as_mut_ptr(),
+                nulls.as_ptr(),
+                true,
+                1,
+            );
+            if rc != pg_sys::SPI_OK_SELECT as i32 {
+                pgrx::error!("pg_tenancy: a quota query failed (SPI code {rc})");
+            }
+            if pg_sys::SPI_processed == 0 {
+                return None;
+            }
+            let table = pg_sys::SPI_tuptable;
+            let mut is_null = false;
+            let datum = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
+            if pg_sys::SPI_gettypeid((*table).tupdesc, 1) == pg_sys::INT8OID {
+                return i64::from_datum(datum, is_null);
+            }
+            let value = AnyNumeric::from_datum(datum, is_null)?;
+            Some(i64::try_from(value.clone()).unwrap_or_else(|_| {
+                TenancyError::AmountOutOfRange { amount: i64::MAX, what: format!("a counter rebuilt to {value}"), max: i64::MAX }
+                    .raise()
+            }))
+        });
+        pg_sys::PopActiveSnapshot();
+        value
+    }
 }
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// The query that rebuilds a counter for `resource` on `schema.table`.
+/// The query that rebuilds a counter for `resource` on `schema.table`: every name is quoted or
+/// schema-qualified, so that it means the same under any search_path.
 fn rebuild_sql(schema: &str, table: &str, tenant_column: &str, sum_column: Option<&str>) -> String {
     let what = match sum_column {
-        Some(col) => format!("coalesce(sum({}), 0)::bigint", quote_ident(col)),
-        None => "count(*)".to_string(),
+        Some(col) => format!("pg_catalog.sum({})::pg_catalog.numeric", quote_ident(col)),
+        None => "pg_catalog.count(*)::pg_catalog.numeric".to_string(),
     };
     format!(
-        "SELECT {what} FROM {}.{} WHERE {} = $1",
+        "SELECT {what} FROM {}.{} WHERE {} OPERATOR(pg_catalog.=) $1",
         quote_ident(schema),
         quote_ident(table),
         quote_ident(tenant_column)
     )
+}
+
+/// `schema.table` of a relation, for the rebuild query.
+fn relation_name(relation: pg_sys::Oid) -> (String, String) {
+    as_catalog_owner(|| {
+        Spi::connect(|client| {
+            let t = client.select(
+                "SELECT n.nspname::pg_catalog.text, c.relname::pg_catalog.text FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                  WHERE c.oid OPERATOR(pg_catalog.=) $1",
+                Some(1),
+                &[relation.into()],
+            )?;
+            let row = t.first();
+            Ok::<_, pgrx::spi::Error>((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()))
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
+    })
 }
 
 fn human_amount(amount: i64, unit: &str) -> String {
@@ -233,64 +288,72 @@ pub fn exceeded(org: Uuid, resource: &Resource, limit: i64, used: i64) -> ! {
 }
 
 /// Reserves `amount` of a table-backed resource for `org`, raising the quota error if refused.
-fn charge(org: Uuid, resource: &Resource, relation: pg_sys::Oid, amount: i64, rebuild: &dyn Fn() -> String) {
+fn charge(org: Uuid, resource: &Resource, relation: pg_sys::Oid, amount: i64, rebuild: &dyn Fn() -> i64) {
     let limit = || limit_now(org, resource);
-    match counters::reserve(key(org, resource, relation), amount, limit, || count_committed(&rebuild(), org)) {
+    match counters::reserve(key(org, resource, relation), amount, limit, rebuild) {
         Reserved::Ok => {}
         Reserved::OverLimit { used } => exceeded(org, resource, limit_now(org, resource).unwrap_or(0), used),
+        Reserved::Overflow => TenancyError::CounterOutOfRange { resource: resource.name.clone() }.raise(),
     }
 }
 
-/// Row trigger (AFTER INSERT OR UPDATE OR DELETE) that `tenancy.enable_quota()` installs.
-/// Arguments: resource, tenant column, and the summed column ('' for row counts).
+/// Row trigger (AFTER INSERT OR UPDATE OR DELETE, and TRUNCATE) that `tenancy.enable_quota()`
+/// installs. Arguments: resource, tenant column, and the summed column ('' for row counts).
+/// Refuses tables it was not registered on; on a partition, counts for the registered
+/// partitioned table. New values of a summed column must be between 0 and [`MAX_AMOUNT`].
 #[pg_trigger]
 fn quota_trigger<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    let relation = registry::require(registry::Kind::Quota, trigger);
     let args = trigger.extra_args()?;
     let (Some(name), Some(tenant_column)) = (args.first(), args.get(1)) else {
         pgrx::error!("tenancy.quota_trigger() needs (resource, tenant column[, summed column])");
     };
     let sum_column = args.get(2).filter(|c| !c.is_empty()).map(String::as_str);
     let resource = lookup_resource(name);
-    let relation = trigger.relid()?;
     if matches!(trigger.op()?, pgrx::PgTriggerOperation::Truncate) {
         counters::invalidate_relation(relation.to_u32());
         return Ok(None);
     }
-    let charge = |org: Uuid, amount: i64, rebuild: &dyn Fn() -> String| charge(org, &resource, relation, amount, rebuild);
     // Only a missing counter needs the rebuild query (and the table's name).
-    let rebuild = || {
-        let schema = trigger.table_schema().unwrap_or_default();
-        let table = trigger.table_name().unwrap_or_default();
-        rebuild_sql(&schema, &table, tenant_column, sum_column)
+    let rebuild = |org: Uuid| {
+        let (schema, table) = relation_name(relation);
+        count_committed_in(relation, &rebuild_sql(&schema, &table, tenant_column, sum_column), org)
     };
+    let charge = |org: Uuid, amount: i64| charge(org, &resource, relation, amount, &|| rebuild(org));
     let amount_of = |tuple: &pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>| -> (Option<Uuid>, i64) {
         let org = tuple.get_by_name::<Uuid>(tenant_column).ok().flatten();
         let amount = match sum_column {
-            Some(col) => tuple.get_by_name::<i64>(col).ok().flatten().unwrap_or(0),
+            Some(col) => integer_column(tuple, col).unwrap_or(0),
             None => 1,
         };
         (org, amount)
     };
     let old = trigger.old().map(|t| amount_of(&t));
     let new = trigger.new().map(|t| amount_of(&t));
+    if let (Some((Some(_), amount)), Some(col)) = (&new, sum_column) {
+        require_amount(*amount, || format!("column \"{col}\" counted by quota \"{}\"", resource.name));
+    }
     match (old, new) {
-        (None, Some((Some(org), amount))) => charge(org, amount, &rebuild),
-        (Some((Some(org), amount)), None) => charge(org, -amount, &rebuild),
+        (None, Some((Some(org), amount))) => charge(org, amount),
+        (Some((Some(org), amount)), None) => charge(org, -amount),
         (Some((old_org, old_amount)), Some((new_org, new_amount))) => {
             if old_org == new_org {
                 if let Some(org) = new_org {
                     if new_amount != old_amount {
-                        charge(org, new_amount - old_amount, &rebuild);
+                        let delta = new_amount.checked_sub(old_amount).unwrap_or_else(|| {
+                            TenancyError::CounterOutOfRange { resource: resource.name.clone() }.raise()
+                        });
+                        charge(org, delta);
                     }
                 }
             } else {
                 if let Some(org) = old_org {
-                    charge(org, -old_amount, &rebuild);
+                    charge(org, -old_amount);
                 }
                 if let Some(org) = new_org {
-                    charge(org, new_amount, &rebuild);
+                    charge(org, new_amount);
                 }
             }
         }
@@ -299,11 +362,20 @@ fn quota_trigger<'a>(
     Ok(None)
 }
 
-/// Statement trigger on the limit tables: drops cached limits (everyone's, at commit).
+/// Statement trigger on the limit and registration tables: drops cached limits and
+/// registrations (everyone's, at commit). Only on pg_tenancy's own tables.
 #[pg_trigger]
 fn limits_changed_trigger<'a>(
-    _trigger: &'a pgrx::PgTrigger<'a>,
+    trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    if trigger.table_schema()? != "tenancy" {
+        TenancyError::UnregisteredTrigger {
+            function: "limits_changed_trigger",
+            table: format!("{}.{}", trigger.table_schema()?, trigger.table_name()?),
+            registrar: "pg_tenancy itself, on its own tables",
+        }
+        .raise()
+    }
     invalidate_limits();
     Ok(None)
 }
@@ -341,7 +413,7 @@ fn set_plan(org_id: Option<Uuid>, plan: Option<&str>) {
     let plan = required("plan", plan);
     as_catalog_owner(|| {
         require_org_exists(org);
-        crate::organizations::require_listed("plans", "name", plan, |valid| TenancyError::UnknownPlan {
+        require_listed("plans", "name", plan, |valid| TenancyError::UnknownPlan {
             plan: plan.to_string(),
             valid,
         });
@@ -417,13 +489,18 @@ fn used_of(org: Uuid, r: &Resource) -> i64 {
             match source {
                 Some((schema, table, tenant, sum, relation)) => {
                     let sql = rebuild_sql(&schema, &table, &tenant, sum.as_deref());
-                    counters::used(key(org, r, relation), || count_committed(&sql, org))
+                    counters::used(key(org, r, relation), || count_committed_in(relation, &sql, org))
                 }
                 None => 0,
             }
         }
+        // Usage is summed as numeric; quota() shows at most a bigint's range.
         "metric" => as_catalog_owner(|| {
-            one::<i64>("SELECT tenancy.usage($1, $2)", &[org.into(), r.name.as_str().into()]).unwrap_or(0)
+            one::<i64>(
+                "SELECT least(tenancy.usage($1, $2), 9223372036854775807)::pg_catalog.int8",
+                &[org.into(), r.name.as_str().into()],
+            )
+            .unwrap_or(0)
         }),
         _ => 0,
     }

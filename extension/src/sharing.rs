@@ -1,13 +1,84 @@
 //! Sharing rows with other organizations. The catalog and the SQL API (`tenancy.share()`,
-//! `unshare()`, `shares_of()`, `enable_sharing()`) are in `sql/finalize.sql`; the compiled
+//! `unshare()`, `shares_of()`, `enable_sharing()`) are in `sql/sharing.sql`; the compiled
 //! policies read `tenancy.shares` directly, so reading shared rows costs no function call per
-//! row. This module holds the row trigger that keeps a shared row where its shares point.
+//! row. This module holds the row trigger that keeps a shared row where its shares point, and
+//! the check of who owns a row, which reads the application table as the table's owner.
 
+use crate::catalog::one;
 use crate::context::current_org;
 use crate::error::TenancyError;
+use crate::privilege::{as_catalog_owner, as_table_owner};
+use crate::registry;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::CStr;
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// For `tenancy.share()` and `unshare()` (never called by applications; not executable by
+/// PUBLIC): the canonical text of `id` as an id of the shareable table `relation`, and whether
+/// organization `org` owns a row with that id. Both are computed by the table's owner in a
+/// security-restricted operation: casting to the id's type and reading the table may run code
+/// the table's owner wrote (a domain's CHECK, an index expression), never as the catalog owner.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _own_row(
+    relation: pg_sys::Oid,
+    id: &str,
+    org: pgrx::Uuid,
+) -> TableIterator<'static, (name!(id, Option<String>), name!(owned, bool))> {
+    let registered: Option<(String, String, String)> = as_catalog_owner(|| {
+        Spi::connect(|client| {
+            let t = client.select(
+                "SELECT id_column, id_type, tenant_column FROM tenancy.shareable_tables
+                  WHERE relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+                Some(1),
+                &[relation.into()],
+            )?;
+            let Some(row) = t.into_iter().next() else { return Ok(None) };
+            Ok::<_, pgrx::spi::Error>(Some((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?.unwrap_or_default(),
+            )))
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
+    });
+    let Some((id_column, id_type, tenant_column)) = registered else {
+        pgrx::error!("pg_tenancy: relation {} is not shareable", relation.to_u32())
+    };
+    let (schema, table): (String, String) = as_catalog_owner(|| {
+        let schema: Option<String> = one(
+            "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
+                 ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE c.oid OPERATOR(pg_catalog.=) $1",
+            &[relation.into()],
+        );
+        let table: Option<String> = one(
+            "SELECT c.relname::pg_catalog.text FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
+            &[relation.into()],
+        );
+        (schema.unwrap_or_default(), table.unwrap_or_default())
+    });
+    // id_type was written by enable_sharing() with format_type() (schema-qualified where needed).
+    let sql = format!(
+        "SELECT ($1::{id_type})::pg_catalog.text,
+                EXISTS (SELECT FROM {}.{} t WHERE t.{} OPERATOR(pg_catalog.=) $1::{id_type} AND t.{} OPERATOR(pg_catalog.=) $2)",
+        quote_ident(&schema),
+        quote_ident(&table),
+        quote_ident(&id_column),
+        quote_ident(&tenant_column)
+    );
+    let row = as_table_owner(relation, || {
+        Spi::connect(|client| {
+            let t = client.select(&sql, Some(1), &[id.into(), org.into()])?;
+            let row = t.first();
+            Ok::<_, pgrx::spi::Error>((row.get::<String>(1)?, row.get::<bool>(2)?.unwrap_or(false)))
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
+    });
+    TableIterator::once(row)
+}
 
 /// One attribute of `tuple`: its number, and whether the old and new values are the same.
 ///
@@ -64,6 +135,7 @@ unsafe fn same_image(a: pg_sys::Datum, b: pg_sys::Datum, byval: bool, len: i16) 
 fn protect_shared_row<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    registry::require(registry::Kind::Sharing, trigger);
     let args = trigger.extra_args()?;
     let (Some(tenant_column), Some(id_column)) = (args.first(), args.get(1)) else {
         pgrx::error!("tenancy.protect_shared_row() needs (tenant column, id column, visibility column)");

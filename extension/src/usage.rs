@@ -8,6 +8,7 @@ use crate::counters::{self, Key, Reserved};
 use crate::error::TenancyError;
 use crate::privilege::{run_kept, KeptStatement};
 use crate::quota::{self, Resource};
+use crate::registry;
 use pgrx::prelude::*;
 use pgrx::Uuid;
 use std::cell::RefCell;
@@ -101,6 +102,7 @@ fn record(org: Uuid, name: &str, amount: i64, raise: bool) -> bool {
     if amount <= 0 {
         TenancyError::InvalidArgument { param: "amount", reason: "must be positive".into(), hint: None }.raise()
     }
+    quota::require_amount(amount, || format!("usage of metric \"{name}\""));
     let r = metric(name);
     if quota::limit(org, &r).is_some() {
         let month = Month::current();
@@ -109,9 +111,10 @@ fn record(org: Uuid, name: &str, amount: i64, raise: bool) -> bool {
         // ([a-z][a-z0-9_]*), safe to inline.
         let rebuild = || {
             let sql = format!(
-                "SELECT coalesce(sum(amount), 0)::bigint FROM tenancy.usage_events
-                  WHERE org_id = $1 AND metric = '{}'
-                    AND recorded_at >= '{} 00:00:00+00' AND recorded_at < '{} 00:00:00+00'",
+                "SELECT pg_catalog.sum(amount)::pg_catalog.numeric FROM tenancy.usage_events
+                  WHERE org_id OPERATOR(pg_catalog.=) $1 AND metric OPERATOR(pg_catalog.=) '{}'
+                    AND recorded_at OPERATOR(pg_catalog.>=) '{} 00:00:00+00'::pg_catalog.timestamptz
+                    AND recorded_at OPERATOR(pg_catalog.<) '{} 00:00:00+00'::pg_catalog.timestamptz",
                 r.name,
                 month.first_day(),
                 month.next().first_day()
@@ -125,6 +128,7 @@ fn record(org: Uuid, name: &str, amount: i64, raise: bool) -> bool {
                 quota::exceeded(org, &r, quota::limit_now(org, &r).unwrap_or(0), used)
             }
             Reserved::OverLimit { .. } => return false,
+            Reserved::Overflow => TenancyError::CounterOutOfRange { resource: r.name.clone() }.raise(),
         }
     }
     insert_event(org, &r.name, amount);
@@ -159,26 +163,43 @@ fn record_usage_for(org_id: Uuid, metric: &str, amount: default!(i64, 1)) {
     record(org_id, metric, amount, true);
 }
 
-/// AFTER INSERT row trigger installed by `tenancy.enable_usage()` (the `[usage]` section of the
-/// policy files), with (metric, tenant column, amount column or ''): records one unit per row,
-/// or the row's amount, for the row's organization, inside the writing statement, so usage
-/// costs no extra round trip. Past the plan's monthly limit the row is refused with 53400.
+/// Row trigger installed by `tenancy.enable_usage()` (the `[usage]` section of the policy
+/// files), with (metric, tenant column, amount column or ''): for the row's organization, inside
+/// the writing statement (no extra round trip), it records one unit per inserted row, or the
+/// row's amount; with an amount column it also fires on UPDATE of it (`INSERT ... ON CONFLICT
+/// DO UPDATE` included) and records what an update adds (an amount lowered is not given back:
+/// usage is consumption). Past the plan's monthly limit the row is refused with 53400. Refuses
+/// tables it was not registered on; amounts must be between 0 and 10^15.
 #[pg_trigger]
 fn usage_trigger<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    registry::require(registry::Kind::Usage, trigger);
     let args = trigger.extra_args()?;
     let (Some(name), Some(tenant_column)) = (args.first(), args.get(1)) else {
         pgrx::error!("tenancy.usage_trigger() needs (metric, tenant column[, amount column])");
     };
+    let column = args.get(2).filter(|c| !c.is_empty());
     let Some(row) = trigger.new() else { return Ok(None) };
     let Some(org) = row.get_by_name::<Uuid>(tenant_column).ok().flatten() else { return Ok(None) };
-    let amount = match args.get(2).filter(|c| !c.is_empty()) {
-        Some(column) => row.get_by_name::<i64>(column).ok().flatten().unwrap_or(0),
+    let amount_of = |t: &pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>| match column {
+        Some(c) => quota::integer_column(t, c).unwrap_or(0),
         None => 1,
     };
-    if amount > 0 {
-        record(org, name, amount, true);
+    let amount = amount_of(&row);
+    if let Some(c) = column {
+        quota::require_amount(amount, || format!("column \"{c}\" metered as \"{name}\""));
+    }
+    let metered = match trigger.old() {
+        // An update meters what it adds, for the row's organization (a row moved to another
+        // organization counts there in full).
+        Some(old) if old.get_by_name::<Uuid>(tenant_column).ok().flatten() == Some(org) => {
+            amount.saturating_sub(amount_of(&old)).max(0)
+        }
+        _ => amount,
+    };
+    if metered > 0 {
+        record(org, name, metered, true);
     }
     Ok(None)
 }
@@ -198,7 +219,7 @@ pub fn note_active_user(org: Uuid, user: &str) {
     // A kept statement: a pooled connection meets each of its organizations once a month.
     run_kept(
         &ACTIVE_INSERT,
-        "INSERT INTO tenancy.active_users (org_id, period, user_id) VALUES ($1, $2::date, $3)
+        "INSERT INTO tenancy.active_users (org_id, period, user_id) VALUES ($1, $2::pg_catalog.date, $3)
          ON CONFLICT DO NOTHING",
         &[pg_sys::UUIDOID, pg_sys::TEXTOID, pg_sys::TEXTOID],
         "recording an active user",

@@ -170,7 +170,14 @@ impl TestDb {
         let template = template();
         let name = format!("e2e_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let mut admin = connect(env_config("TENANCY_TEST_ADMIN_URL"), "postgres");
-        admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).unwrap();
+        // A database's own privileges (`tenancy apply` took TEMPORARY from PUBLIC) are not
+        // copied from its template.
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {name} TEMPLATE {template};
+                 REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC, app_user, app_readonly;"
+            ))
+            .unwrap();
         TestDb { name }
     }
 
@@ -189,6 +196,20 @@ impl TestDb {
         let mut config = env_config("TENANCY_TEST_APP_URL");
         config.user(role);
         connect(config, &self.name)
+    }
+
+    /// A connection that is the application role with a session context, as a DBA would get one
+    /// to look at plans: a superuser that allowed EXPLAIN for itself (`tenancy.allow_explain`),
+    /// then became the application role (`SET ROLE`). The application role itself may not
+    /// EXPLAIN queries under row-level security.
+    pub fn explaining_in(&self, org: &str, user: &str) -> Client {
+        let mut c = self.admin();
+        c.batch_execute(&format!(
+            "SET tenancy.allow_explain = on; SET ROLE app_user;
+             SELECT tenancy.set_session_context('{org}', '{user}');"
+        ))
+        .unwrap();
+        c
     }
 
     /// A connection as the application role that has set a session context.

@@ -154,13 +154,27 @@ fn apps_create_orgs_at_sign_up_but_only_dbas_choose_ids() {
 fn org_switcher_lists_a_users_orgs_and_slug_lookup_hides_others() {
     let db = TestDb::new();
     let mut c = db.app();
+    // A user-only context (before an organization is chosen) is enough, and only for that user.
+    c.batch_execute("BEGIN; SELECT tenancy.set_user_context('sam')").unwrap();
     assert_eq!(
-        text(&mut c, "SELECT string_agg(slug || ':' || role, ',' ORDER BY slug) FROM tenancy.user_organizations('sam')").as_deref(),
+        text(&mut c, "SELECT string_agg(slug || ':' || role, ',' ORDER BY slug) FROM tenancy.user_organizations()").as_deref(),
         Some("acme:member,globex:admin")
     );
+    assert_eq!(text(&mut c, "SELECT tenancy.org_id('globex')").as_deref(), Some(GLOBEX));
     assert_eq!(text(&mut c, "SELECT tenancy.org_id('globex', 'sam')").as_deref(), Some(GLOBEX));
-    assert_eq!(text(&mut c, "SELECT tenancy.org_id('globex', 'alice')"), None);
-    assert_eq!(text(&mut c, "SELECT tenancy.org_id('no-such-org', 'alice')"), None);
+    assert_eq!(text(&mut c, "SELECT tenancy.org_id('no-such-org')"), None);
+    // Nothing else: no tenant rows, no writes.
+    assert_eq!(count(&mut c, "app.projects"), 0);
+    assert_eq!(text(&mut c, "SELECT tenancy.current_org()"), None);
+    c.batch_execute("COMMIT; BEGIN; SELECT tenancy.set_user_context('alice')").unwrap();
+    assert_eq!(text(&mut c, "SELECT tenancy.org_id('globex')"), None, "alice is not in globex");
+    assert_eq!(text(&mut c, "SELECT tenancy.org_id('no-such-org')"), None);
+    c.batch_execute("COMMIT").unwrap();
+    // DBAs may ask about anyone.
+    assert_eq!(
+        text(&mut db.admin(), "SELECT string_agg(slug, ',' ORDER BY slug) FROM tenancy.user_organizations('gina')").as_deref(),
+        Some("globex")
+    );
 }
 
 #[test]

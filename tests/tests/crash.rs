@@ -23,7 +23,7 @@ fn quotas_and_usage_are_exact_after_a_crash_and_restart() {
     drop(open);
     let mut c = db.app_in(GLOBEX, "gina");
     assert_eq!(count(&mut c, "app.projects"), 4, "the fixture's project plus the 3 committed ones");
-    let calls: i64 = c.query_one(&format!("SELECT tenancy.usage('{GLOBEX}', 'api_calls')"), &[]).unwrap().get(0);
+    let calls: i64 = c.query_one(&format!("SELECT tenancy.usage('{GLOBEX}', 'api_calls')::bigint"), &[]).unwrap().get(0);
     assert_eq!(calls, 10, "every committed increment survives; the uncommitted one does not");
     c.batch_execute("INSERT INTO app.projects (name) VALUES ('fifth')").unwrap();
     let e = error_of(&mut c, "INSERT INTO app.projects (name) VALUES ('sixth')");

@@ -222,7 +222,7 @@ fn policies_are_index_backed_and_evaluate_context_once_per_statement() {
         .unwrap();
     // With many tenants, one tenant's rows are a sliver of the table: the planner must use the
     // tenant-leading index even though the org id is only known when the statement runs.
-    let mut c = db.app_in(ACME, "alice");
+    let mut c = db.explaining_in(ACME, "alice");
     let plan: Vec<String> = c
         .query("EXPLAIN (COSTS OFF) SELECT * FROM app.projects ORDER BY created_at DESC LIMIT 20", &[])
         .unwrap()
@@ -248,7 +248,7 @@ fn context_functions_are_correct_inside_parallel_workers() {
              ANALYZE app.projects;"
         ))
         .unwrap();
-    let mut c = db.app_in(GLOBEX, "gina");
+    let mut c = db.explaining_in(GLOBEX, "gina");
     c.batch_execute(
         "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
          SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;",

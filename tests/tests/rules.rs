@@ -55,7 +55,8 @@ fn predicates_filter_rows_and_run_context_calls_once_per_statement() {
         Some("Acme task,for carol"),
         "unassigned and own tasks only"
     );
-    let plan: Vec<String> = carol
+    let plan: Vec<String> = db
+        .explaining_in(ACME, "carol")
         .query("EXPLAIN (COSTS OFF) SELECT * FROM app.tasks", &[])
         .unwrap()
         .iter()

@@ -5,7 +5,8 @@ use pg_tenancy_e2e::*;
 use std::sync::Arc;
 
 fn usage(c: &mut impl postgres::GenericClient, org: &str, metric: &str) -> i64 {
-    c.query_one(&format!("SELECT tenancy.usage('{org}', '{metric}')"), &[]).unwrap().get(0)
+    // usage() is numeric (a sum never fails for want of range); these fit a bigint.
+    c.query_one(&format!("SELECT tenancy.usage('{org}', '{metric}')::bigint"), &[]).unwrap().get(0)
 }
 
 /// Runs `per_client` calls of `sql` from `clients` connections at once as GLOBEX's gina, each in
@@ -107,7 +108,7 @@ fn the_usage_report_has_a_row_per_organization_and_metric() {
     let db = TestDb::new();
     db.app_in(ACME, "alice").batch_execute("SELECT tenancy.record_usage('api_calls', 7)").unwrap();
     let mut dba = db.admin();
-    let rows = dba.query("SELECT slug, metric, amount, quota FROM tenancy.usage_report()", &[]).unwrap();
+    let rows = dba.query("SELECT slug, metric, amount::bigint, quota FROM tenancy.usage_report()", &[]).unwrap();
     assert_eq!(rows.len(), 2 * 5, "two organizations x five metrics");
     let acme_calls = rows.iter().find(|r| r.get::<_, String>(0) == "acme" && r.get::<_, String>(1) == "api_calls").unwrap();
     assert_eq!((acme_calls.get::<_, i64>(2), acme_calls.get::<_, Option<i64>>(3)), (7, Some(100_000)));

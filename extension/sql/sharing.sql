@@ -1,0 +1,382 @@
+-- Sharing rows of a shareable table with other organizations (share(), unshare(),
+-- shares_of()) and publishing them. The compiled policies of a shareable table read the shares
+-- through tenancy.received_shares; the trigger that keeps a shared row in place is in Rust
+-- (src/sharing.rs), as is the check of a row's owner, which reads the application table as its
+-- own owner.
+
+-- Every role may read the shares that concern its organization: those of its own rows, those it
+-- received and those it granted. Only the functions below write them.
+GRANT SELECT ON tenancy.shares TO PUBLIC;
+ALTER TABLE tenancy.shares ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.shares FORCE ROW LEVEL SECURITY;
+CREATE POLICY shares_own ON tenancy.shares FOR SELECT
+    USING (grantee_org = (SELECT tenancy.current_org()) OR owner_org = (SELECT tenancy.current_org())
+           OR granted_by_org = (SELECT tenancy.current_org()));
+CREATE POLICY shares_admin ON tenancy.shares FOR SELECT TO tenancy_admin USING (true);
+GRANT SELECT ON tenancy.shareable_tables TO PUBLIC;
+-- What the compiled policies read: the shares the current organization received, and nothing
+-- without a context. Owned by the catalog owner, so reading it costs no row-level security on
+-- tenancy.shares; a security barrier, so no function in a caller's query sees other rows.
+-- current_org() is STABLE: as the index condition it runs once per scan (an InitPlan here
+-- would cost more than it saves).
+CREATE VIEW tenancy.received_shares WITH (security_barrier) AS
+    SELECT relation, owner_org, row_id, can_write FROM tenancy.shares
+     WHERE grantee_org = tenancy.current_org();
+COMMENT ON VIEW tenancy.received_shares IS 'Shares the current organization received (read by compiled policies).';
+GRANT SELECT ON tenancy.received_shares TO PUBLIC;
+
+-- Shares addressed to an organization id that does not exist are kept (see tenancy.shares);
+-- they must never reach an organization created later with that id, and those an organization
+-- received go with it.
+CREATE FUNCTION tenancy._forget_grantee() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM tenancy.shares s
+     WHERE s.grantee_org = CASE WHEN TG_OP = 'INSERT' THEN NEW.id ELSE OLD.id END;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER forget_grantee AFTER INSERT OR DELETE ON tenancy.organizations
+    FOR EACH ROW EXECUTE FUNCTION tenancy._forget_grantee();
+
+-- Makes a tenant table shareable: registers it, and adds the triggers that keep shares sound.
+-- The policy compiler emits calls to it for `kind = "shareable"`; DBAs may too.
+CREATE FUNCTION tenancy.enable_sharing(
+    relation regclass,
+    id_column text DEFAULT 'id',
+    tenant_column text DEFAULT 'org_id',
+    visibility_column text DEFAULT NULL,
+    share_permission text DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id_type text;
+BEGIN
+    IF relation IS NULL OR id_column IS NULL OR tenant_column IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: relation, id_column and tenant_column must not be null' USING ERRCODE = '22023';
+    END IF;
+    PERFORM tenancy._require_column(relation, tenant_column, '{uuid}', 'uuid');
+    SELECT format_type(atttypid, atttypmod) INTO id_type FROM pg_attribute
+     WHERE attrelid = relation AND attname = id_column AND attnum > 0 AND NOT attisdropped;
+    IF id_type IS NULL THEN
+        RAISE EXCEPTION 'table % has no column "%"', relation, id_column USING ERRCODE = '42703';
+    END IF;
+    IF visibility_column IS NOT NULL THEN
+        PERFORM tenancy._require_column(relation, visibility_column, '{text,character varying}', 'text');
+    END IF;
+    IF share_permission IS NOT NULL AND share_permission !~ '^[a-z][a-z0-9_.]*$' THEN
+        RAISE EXCEPTION 'invalid permission name "%"', share_permission USING ERRCODE = '22023',
+            HINT = 'Permissions are lowercase dotted names such as documents.share.';
+    END IF;
+    INSERT INTO tenancy.shareable_tables AS t VALUES (relation, tenant_column, id_column, id_type, visibility_column, share_permission)
+    ON CONFLICT ON CONSTRAINT shareable_tables_pkey DO UPDATE
+        SET tenant_column = excluded.tenant_column, id_column = excluded.id_column, id_type = excluded.id_type,
+            visibility_column = excluded.visibility_column, share_permission = excluded.share_permission
+        WHERE (t.tenant_column, t.id_column, t.id_type, t.visibility_column, t.share_permission)
+              IS DISTINCT FROM (excluded.tenant_column, excluded.id_column, excluded.id_type,
+                                excluded.visibility_column, excluded.share_permission);
+    -- A shared row keeps its organization and id; only its organization changes its visibility.
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER tenancy_protect_shared BEFORE UPDATE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION tenancy.protect_shared_row(%L, %L, %L)',
+        relation, tenant_column, id_column, coalesce(visibility_column, ''));
+    -- Deleted rows take their shares with them, so an id used again is not shared by accident.
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER tenancy_forget_shares AFTER DELETE ON %s REFERENCING OLD TABLE AS tenancy_gone '
+        'FOR EACH STATEMENT EXECUTE FUNCTION tenancy.forget_shares(%L, %L)',
+        relation, tenant_column, id_column);
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER tenancy_forget_shares_truncate AFTER TRUNCATE ON %s '
+        'FOR EACH STATEMENT EXECUTE FUNCTION tenancy.forget_shares(%L, %L)',
+        relation, tenant_column, id_column);
+END
+$$;
+
+-- Undoes enable_sharing: the table's shares are deleted, so that making it shareable again
+-- later brings no old grant back; its sharing triggers and its registration go too. True when
+-- the table was shareable; on any other table it changes nothing. The policy compiler emits a
+-- call for every table that its policies do not make shareable.
+CREATE FUNCTION tenancy.disable_sharing(relation regclass) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF relation IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: relation must not be null' USING ERRCODE = '22023';
+    END IF;
+    DELETE FROM tenancy.shareable_tables t WHERE t.relation = disable_sharing.relation;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM tenancy.shares s WHERE s.relation = disable_sharing.relation;
+    PERFORM tenancy._drop_trigger(relation, 'tenancy_protect_shared');
+    PERFORM tenancy._drop_trigger(relation, 'tenancy_forget_shares');
+    PERFORM tenancy._drop_trigger(relation, 'tenancy_forget_shares_truncate');
+    RETURN true;
+END
+$$;
+
+-- Deleted rows take their shares with them. Runs as the catalog owner (the application role
+-- cannot write tenancy.shares), so it first checks that its table was registered by
+-- enable_sharing() with these columns.
+CREATE FUNCTION tenancy.forget_shares() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM tenancy.shareable_tables t
+                    WHERE t.relation = TG_RELID AND t.tenant_column = TG_ARGV[0] AND t.id_column = TG_ARGV[1]) THEN
+        RAISE EXCEPTION 'tenancy.forget_shares() is not registered for table %.%', TG_TABLE_SCHEMA, TG_TABLE_NAME
+            USING ERRCODE = '42501', DETAIL = 'Its triggers work only on tables registered by tenancy.enable_sharing().',
+                  HINT = 'pg_tenancy''s trigger functions are installed by tenancy apply (as a superuser), not by CREATE TRIGGER.';
+    END IF;
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM tenancy.shares WHERE relation = TG_RELID;
+    ELSE
+        EXECUTE format('DELETE FROM tenancy.shares s USING tenancy_gone g '
+                       'WHERE s.relation = $1 AND s.owner_org = g.%I AND s.row_id = g.%I::text',
+                       TG_ARGV[0], TG_ARGV[1])
+            USING TG_RELID;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- The sharing functions run as the catalog owner: they check the tenant context themselves.
+-- What share() and unshare() (`verb`) check first, in this order:
+-- - the row: the current organization's own row with that id, else one shared with it (ids are
+--   unique per organization only). A row another organization owns and has not shared reads as
+--   a row that does not exist. `id` is the id in its canonical text form (as shares store it),
+--   and whether the row is the organization's own is read from the table as the table's owner
+--   (tenancy._own_row(), in a security-restricted operation);
+-- - the right to share: the admin role, or the table's share permission;
+-- - the organization to share with (or stop sharing with) is given.
+-- The share the organization received is locked (FOR SHARE): an unshare() or a narrower
+-- share() of it by the organization that granted it waits until this transaction ends, then
+-- sees what it passed on. No revocation is lost.
+CREATE FUNCTION tenancy._shared_row(
+    relation regclass, row_id text, org_id uuid, verb text,
+    OUT t tenancy.shareable_tables, OUT owner uuid, OUT mine tenancy.shares, OUT id text
+)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur uuid := tenancy.current_org();
+    own boolean;
+BEGIN
+    IF cur IS NULL THEN
+        RAISE EXCEPTION 'no tenant context' USING ERRCODE = '42501',
+            DETAIL = format('%s requires a tenant context, and none is set.',
+                            CASE verb WHEN 'share' THEN 'sharing a row' ELSE 'unsharing a row' END),
+            HINT = 'Call tenancy.set_context(org_id, user_id) at the start of the transaction.';
+    END IF;
+    IF relation IS NULL OR row_id IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: % must not be null', CASE WHEN relation IS NULL THEN 'relation' ELSE 'row_id' END
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO t FROM tenancy.shareable_tables s WHERE s.relation = _shared_row.relation;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not shareable', relation USING ERRCODE = '42809',
+            HINT = 'Declare it with kind = "shareable" in the policy files and apply them.';
+    END IF;
+    -- The canonical text of the id (an invalid one fails here, as its type says).
+    SELECT o.id, o.owned INTO id, own FROM tenancy._own_row(relation, row_id, cur) o;
+    IF own THEN
+        owner := cur;
+    ELSE
+        SELECT * INTO mine FROM tenancy.shares s
+         WHERE s.relation = _shared_row.relation AND s.row_id = id AND s.grantee_org = cur
+         ORDER BY s.granted_at, s.owner_org LIMIT 1
+           FOR SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'row % of % does not exist', row_id, relation USING ERRCODE = 'P0002';
+        END IF;
+        owner := mine.owner_org;
+    END IF;
+    IF NOT (tenancy.has_role('admin') OR (t.share_permission IS NOT NULL AND tenancy.has_permission(t.share_permission))) THEN
+        RAISE EXCEPTION 'permission denied to % rows of %', verb, t.relation USING ERRCODE = '42501',
+            DETAIL = 'Sharing needs the admin role' || coalesce(' or the ' || t.share_permission || ' permission', '') || '.';
+    END IF;
+    IF org_id IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: org_id must not be null' USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+-- Shares one row with another organization. permissions: read (always implied), write (update,
+-- never delete) and reshare (share it on, never with more than it was given). The owning
+-- organization's admins (or holders of the table's share permission) may share; a grantee may
+-- share on only with reshare. Sharing again replaces the permissions. An organization id that
+-- does not exist is accepted like any other (the share reaches nobody): the answer is the same
+-- for every organization the caller cannot see.
+CREATE FUNCTION tenancy.share(relation regclass, row_id text, org_id uuid, permissions text[] DEFAULT '{read}')
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    id text;
+    cur uuid := tenancy.current_org();
+    bad text;
+    existing tenancy.shares;
+BEGIN
+    r := tenancy._shared_row(relation, row_id, org_id, 'share');
+    id := r.id;
+    IF permissions IS NULL OR cardinality(permissions) = 0 THEN
+        RAISE EXCEPTION 'invalid argument: permissions must not be null or empty' USING ERRCODE = '22023',
+            HINT = 'Valid permissions are: read, write, reshare.';
+    END IF;
+    SELECT string_agg(DISTINCT coalesce(p, 'NULL'), ', ') INTO bad FROM unnest(permissions) p
+     WHERE p IS NULL OR p NOT IN ('read', 'write', 'reshare');
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'unknown share permission "%"', bad USING ERRCODE = '22023',
+            DETAIL = 'Valid permissions are: read, write, reshare.';
+    END IF;
+    IF (r.mine).relation IS NOT NULL AND NOT (r.mine).can_reshare THEN
+        RAISE EXCEPTION 'permission denied to share row % of % on', id, relation USING ERRCODE = '42501',
+            DETAIL = 'It was shared with your organization without the reshare permission.';
+    END IF;
+    IF (r.mine).relation IS NOT NULL AND (('write' = ANY (permissions) AND NOT (r.mine).can_write)) THEN
+        RAISE EXCEPTION 'permission denied to grant write on row % of %', id, relation USING ERRCODE = '42501',
+            DETAIL = 'Your organization may only read it, and cannot grant more than it was given.';
+    END IF;
+    IF org_id = r.owner OR org_id = cur THEN
+        RAISE EXCEPTION 'row % of % cannot be shared with %', id, relation,
+            CASE WHEN org_id = r.owner THEN 'the organization that owns it' ELSE 'your own organization' END
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO existing FROM tenancy.shares s
+     WHERE s.relation = share.relation AND s.owner_org = r.owner AND s.row_id = id AND s.grantee_org = org_id
+       FOR UPDATE;
+    IF FOUND AND existing.granted_by_org <> cur AND r.owner <> cur THEN
+        RAISE EXCEPTION 'row % of % is already shared with organization % by another organization', id, relation, org_id
+            USING ERRCODE = '42501', HINT = 'Only the organization that granted a share, or the row''s owner, may change it.';
+    END IF;
+    INSERT INTO tenancy.shares AS s (relation, owner_org, row_id, grantee_org, can_write, can_reshare, granted_by_org, granted_by)
+    VALUES (relation, r.owner, id, org_id, 'write' = ANY (permissions), 'reshare' = ANY (permissions),
+            cur, tenancy.current_user_id())
+    ON CONFLICT ON CONSTRAINT shares_pkey DO UPDATE
+        SET can_write = excluded.can_write, can_reshare = excluded.can_reshare,
+            granted_by_org = excluded.granted_by_org, granted_by = excluded.granted_by, granted_at = now();
+    -- Taking rights away from a grantee takes them from the shares it passed on.
+    IF existing.relation IS NOT NULL THEN
+        PERFORM tenancy._trim_reshares(relation, r.owner, id, org_id,
+                                       'write' = ANY (permissions), 'reshare' = ANY (permissions));
+    END IF;
+END
+$$;
+
+-- After a grantee's share shrinks or ends: what it passed on shrinks or ends with it, and what
+-- was passed on from there. Level by level, each its own statement, so that a level that had to
+-- wait for a reshare in progress (which holds a lock on the share it passes on) sees the shares
+-- that reshare committed; iterative, so no chain is too deep to revoke. The shares of one row
+-- form a tree (one share per grantee), so each level is new.
+CREATE FUNCTION tenancy._trim_reshares(
+    relation regclass, owner uuid, id text, grantee uuid, may_write boolean, may_reshare boolean
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    frontier uuid[] := ARRAY[grantee];
+BEGIN
+    IF may_reshare AND may_write THEN
+        RETURN;
+    END IF;
+    LOOP
+        IF NOT may_reshare THEN
+            WITH gone AS (
+                DELETE FROM tenancy.shares x
+                 WHERE x.relation = _trim_reshares.relation AND x.owner_org = owner AND x.row_id = id
+                   AND x.granted_by_org = ANY (frontier)
+                RETURNING x.grantee_org)
+            SELECT array_agg(g.grantee_org) INTO frontier FROM gone g;
+        ELSE
+            WITH narrowed AS (
+                UPDATE tenancy.shares x SET can_write = false
+                 WHERE x.relation = _trim_reshares.relation AND x.owner_org = owner AND x.row_id = id
+                   AND x.granted_by_org = ANY (frontier) AND x.can_write
+                RETURNING x.grantee_org)
+            SELECT array_agg(n.grantee_org) INTO frontier FROM narrowed n;
+        END IF;
+        EXIT WHEN frontier IS NULL;
+    END LOOP;
+END
+$$;
+
+-- Stops sharing a row with an organization, and everything that organization shared on.
+-- The owning organization may end any share of its rows; a grantee those it granted.
+-- Returns whether there was such a share.
+CREATE FUNCTION tenancy.unshare(relation regclass, row_id text, org_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    id text;
+    cur uuid := tenancy.current_org();
+    existing tenancy.shares;
+BEGIN
+    r := tenancy._shared_row(relation, row_id, org_id, 'unshare');
+    id := r.id;
+    SELECT * INTO existing FROM tenancy.shares s
+     WHERE s.relation = unshare.relation AND s.owner_org = r.owner AND s.row_id = id AND s.grantee_org = org_id
+       AND (r.owner = cur OR s.granted_by_org = cur)
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM tenancy.shares s
+     WHERE s.relation = unshare.relation AND s.owner_org = r.owner AND s.row_id = id AND s.grantee_org = org_id;
+    PERFORM tenancy._trim_reshares(relation, r.owner, id, org_id, false, false);
+    RETURN true;
+END
+$$;
+
+-- The shares of one row (or of every row of a table) that concern the current organization:
+-- all shares of its own rows, and those it received or granted. `id` may be in any spelling its
+-- type accepts.
+CREATE FUNCTION tenancy.shares_of(relation regclass, id text)
+RETURNS TABLE (row_id text, org_id uuid, permissions text[], granted_by_org uuid, granted_by text, granted_at timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    id_type text;
+    canonical text := id;
+BEGIN
+    SELECT t.id_type INTO id_type FROM tenancy.shareable_tables t WHERE t.relation = shares_of.relation;
+    IF id IS NOT NULL AND id_type IS NOT NULL THEN
+        EXECUTE format('SELECT ($1::%s)::text', id_type) INTO canonical USING id;
+    END IF;
+    RETURN QUERY
+    SELECT s.row_id, s.grantee_org,
+           ARRAY['read'] || CASE WHEN s.can_write THEN ARRAY['write'] ELSE '{}' END
+                         || CASE WHEN s.can_reshare THEN ARRAY['reshare'] ELSE '{}' END,
+           s.granted_by_org, s.granted_by, s.granted_at
+      FROM tenancy.shares s
+     WHERE s.relation = shares_of.relation AND (canonical IS NULL OR s.row_id = canonical)
+     ORDER BY s.row_id, s.granted_at, s.grantee_org;
+END
+$$;
+CREATE FUNCTION tenancy.shares_of(relation regclass)
+RETURNS TABLE (row_id text, org_id uuid, permissions text[], granted_by_org uuid, granted_by text, granted_at timestamptz)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM tenancy.shares_of($1, NULL::text) $$;
+
+-- The same functions for ids of any type (uuid, bigint, ...): row ids are kept as text.
+CREATE FUNCTION tenancy.share(relation regclass, row_id anyelement, org_id uuid, permissions text[] DEFAULT '{read}')
+RETURNS void LANGUAGE sql AS $$ SELECT tenancy.share($1, $2::text, $3, $4) $$;
+CREATE FUNCTION tenancy.unshare(relation regclass, row_id anyelement, org_id uuid)
+RETURNS boolean LANGUAGE sql AS $$ SELECT tenancy.unshare($1, $2::text, $3) $$;
+CREATE FUNCTION tenancy.shares_of(relation regclass, id anyelement)
+RETURNS TABLE (row_id text, org_id uuid, permissions text[], granted_by_org uuid, granted_by text, granted_at timestamptz)
+LANGUAGE sql STABLE AS $$ SELECT * FROM tenancy.shares_of($1, $2::text) $$;

@@ -1,0 +1,265 @@
+//! What pg_tenancy watches in the statements a session runs (a `ProcessUtility` hook):
+//!
+//! - **EXPLAIN under row-level security is refused.** A plan's row counts (`Rows Removed by
+//!   Filter`), timings, buffer counts and even its estimates and shape tell about rows the
+//!   policies hide: an index probe on another organization's slug or user id runs before the
+//!   policy filters it out. Roles that row-level security applies to may not EXPLAIN (with or
+//!   without ANALYZE, and `EXPLAIN EXECUTE`) a query that reads a table through its policies or a
+//!   security-barrier view, unless a superuser set `tenancy.allow_explain` in their session.
+//! - **Holdable cursors are remembered with the context they were filled under**, so that
+//!   [`refuse_if_cursor_from_another_context`] keeps a `WITH HOLD` cursor's rows from crossing
+//!   into another organization's context on the same connection (a connection pool's).
+
+use crate::error::TenancyError;
+use crate::gucs;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+
+static mut PREV_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+
+/// Installs the hook and the transaction callback; called from `_PG_init`.
+pub fn init() {
+    // SAFETY: _PG_init runs once per process before any statement; chaining the previous hook
+    // keeps other extensions' hooks working.
+    unsafe {
+        PREV_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+    }
+}
+
+/// # Safety
+/// `node` must be null or a valid node.
+unsafe fn tag(node: *const pg_sys::Node) -> pg_sys::NodeTag {
+    if node.is_null() {
+        pg_sys::NodeTag::T_Invalid
+    } else {
+        unsafe { (*node).type_ }
+    }
+}
+
+/// The pointers of a PostgreSQL list of pointers.
+///
+/// # Safety
+/// `list` must be NIL or a valid pointer list that outlives the iterator.
+unsafe fn pointers<T>(list: *mut pg_sys::List) -> impl Iterator<Item = *mut T> {
+    let n = if list.is_null() { 0 } else { unsafe { (*list).length } };
+    (0..n).map(move |i| unsafe { (*(*list).elements.add(i as usize)).ptr_value as *mut T })
+}
+
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: the executor passes a valid utility statement; every node is read, never written.
+    unsafe {
+        let stmt = (*pstmt).utilityStmt;
+        let mut holdable = None;
+        match tag(stmt) {
+            pg_sys::NodeTag::T_ExplainStmt => refuse_explain_under_rls((*(stmt as *mut pg_sys::ExplainStmt)).query),
+            pg_sys::NodeTag::T_DeclareCursorStmt => {
+                let declare = stmt as *mut pg_sys::DeclareCursorStmt;
+                if (*declare).options & pg_sys::CURSOR_OPT_HOLD as i32 != 0 && !(*declare).portalname.is_null() {
+                    holdable = Some(CStr::from_ptr((*declare).portalname).to_string_lossy().into_owned());
+                }
+            }
+            _ => {}
+        }
+        match PREV_UTILITY {
+            Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            None => pg_sys::standard_ProcessUtility(
+                pstmt,
+                query_string,
+                read_only_tree,
+                context,
+                params,
+                query_env,
+                dest,
+                qc,
+            ),
+        }
+        if let Some(name) = holdable {
+            HELD.with(|h| {
+                let mut h = h.borrow_mut();
+                h.retain(|c| c.name != name);
+                let mut cursor = Cursor { name, contexts: Vec::new(), committed: false };
+                cursor.note_current_context();
+                h.push(cursor);
+            });
+        }
+    }
+}
+
+/// Raises 42501 if `query` (an analysed EXPLAIN target) reads anything through row-level
+/// security or a security-barrier view, for a role that row-level security applies to.
+///
+/// # Safety
+/// `query` must be the valid Query node of an ExplainStmt.
+unsafe fn refuse_explain_under_rls(query: *mut pg_sys::Node) {
+    if gucs::ALLOW_EXPLAIN.get() || crate::context::caller_bypasses_rls() {
+        return;
+    }
+    // SAFETY: as the function's contract says; rewriting works on a copy, as ExplainQuery does.
+    let hidden = unsafe {
+        let mut query = query as *mut pg_sys::Query;
+        loop {
+            if tag(query as *mut pg_sys::Node) != pg_sys::NodeTag::T_Query {
+                break false;
+            }
+            if (*query).commandType != pg_sys::CmdType::CMD_UTILITY {
+                let copy = pg_sys::copyObjectImpl(query as *const std::ffi::c_void) as *mut pg_sys::Query;
+                let rewritten = pg_sys::QueryRewrite(copy);
+                break pointers::<pg_sys::Node>(rewritten).any(|q| reads_hidden_rows(q));
+            }
+            let inner = (*query).utilityStmt;
+            if tag(inner) == pg_sys::NodeTag::T_ExecuteStmt {
+                break prepared_reads_hidden_rows((*(inner as *mut pg_sys::ExecuteStmt)).name);
+            }
+            query = pg_sys::UtilityContainsQuery(inner);
+            if query.is_null() {
+                break false;
+            }
+        }
+    };
+    if hidden {
+        TenancyError::ExplainRefused.raise()
+    }
+}
+
+/// True when a prepared statement's rewritten queries read through row-level security.
+///
+/// # Safety
+/// `name` must be a valid C string.
+unsafe fn prepared_reads_hidden_rows(name: *const std::ffi::c_char) -> bool {
+    unsafe {
+        let prepared = pg_sys::FetchPreparedStatement(name, false);
+        if prepared.is_null() {
+            return false; // EXPLAIN EXECUTE reports the missing statement itself
+        }
+        // Brings the statement's rewritten queries up to date for the current role.
+        pg_sys::FetchPreparedStatementTargetList(prepared);
+        let source = (*prepared).plansource;
+        ((*source).dependsOnRLS && (*source).rewriteRoleId != pg_sys::GetUserId())
+            || pointers::<pg_sys::Node>((*source).query_list).any(|q| reads_hidden_rows(q))
+    }
+}
+
+/// True when `node` (a rewritten Query) reads a relation through policies, or a security-barrier
+/// view, anywhere: in subqueries, CTEs and sublinks too.
+///
+/// # Safety
+/// `node` must be null or a valid node tree.
+unsafe fn reads_hidden_rows(node: *mut pg_sys::Node) -> bool {
+    unsafe { walk(node, std::ptr::null_mut()) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn walk(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+    // SAFETY: PostgreSQL's tree walkers pass valid nodes of the tree they walk.
+    unsafe {
+        match tag(node) {
+            pg_sys::NodeTag::T_Invalid => false,
+            pg_sys::NodeTag::T_RangeTblEntry => {
+                let rte = node as *mut pg_sys::RangeTblEntry;
+                // securityQuals hold the policies row-level security applied (for this role):
+                // a table whose policies let this role read every row (`USING (true)`: a global
+                // table) hides nothing. false: go on into the entry (its subquery, functions).
+                ((*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
+                    && pointers::<pg_sys::Node>((*rte).securityQuals).any(|q| !is_true(q)))
+                    || ((*rte).rtekind == pg_sys::RTEKind::RTE_SUBQUERY && (*rte).security_barrier)
+            }
+            pg_sys::NodeTag::T_Query => pg_sys::query_tree_walker(
+                node as *mut pg_sys::Query,
+                Some(walk),
+                context,
+                pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
+            ),
+            _ => pg_sys::expression_tree_walker(node, Some(walk), context),
+        }
+    }
+}
+
+/// True for the constant `true`.
+///
+/// # Safety
+/// `node` must be a valid expression node.
+unsafe fn is_true(node: *mut pg_sys::Node) -> bool {
+    unsafe {
+        tag(node) == pg_sys::NodeTag::T_Const && {
+            let c = node as *mut pg_sys::Const;
+            !(*c).constisnull && (*c).consttype == pg_sys::BOOLOID && bool::from_datum((*c).constvalue, false) == Some(true)
+        }
+    }
+}
+
+/// A `WITH HOLD` cursor and every context it was filled under (declared, and committed: a
+/// holdable cursor's rows are computed when its transaction commits).
+struct Cursor {
+    name: String,
+    /// (organization, user) of each context with an organization.
+    contexts: Vec<(String, String)>,
+    committed: bool,
+}
+
+impl Cursor {
+    fn note_current_context(&mut self) {
+        if let Some(org) = gucs::read(&gucs::ORG_ID) {
+            let entry = (org, gucs::read(&gucs::USER_ID).unwrap_or_default());
+            if !self.contexts.contains(&entry) {
+                self.contexts.push(entry);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static HELD: RefCell<Vec<Cursor>> = const { RefCell::new(Vec::new()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        // Holdable cursors have just been filled, under the transaction's context.
+        XACT_EVENT_PRE_COMMIT => HELD.with(|h| {
+            for c in h.borrow_mut().iter_mut().filter(|c| !c.committed) {
+                c.note_current_context();
+                c.committed = true;
+            }
+        }),
+        // A holdable cursor declared in a transaction that rolls back is gone.
+        XACT_EVENT_ABORT => HELD.with(|h| h.borrow_mut().retain(|c| c.committed)),
+        _ => {}
+    }
+}
+
+/// Raises 55000 if a holdable cursor filled under another context is still open: starting a
+/// context for (`org`, `user`) would let it read that context's rows. Cursors that are gone
+/// (closed, `DISCARD ALL`) are forgotten here.
+pub fn refuse_if_cursor_from_another_context(org: Option<&str>, user: &str) {
+    let blocking = HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.retain(|c| {
+            let name = CString::new(c.name.as_str()).unwrap_or_default();
+            // SAFETY: looks a portal up by a NUL-terminated name.
+            let portal = unsafe { pg_sys::GetPortalByName(name.as_ptr()) };
+            !portal.is_null()
+        });
+        h.iter()
+            .find(|c| c.contexts.iter().any(|(o, u)| Some(o.as_str()) != org || u != user))
+            .map(|c| c.name.clone())
+    });
+    if let Some(cursor) = blocking {
+        TenancyError::CursorFromAnotherContext { cursor }.raise()
+    }
+}

@@ -1,0 +1,374 @@
+//! Who belongs to which organization, as of now, and how a change of membership reaches every
+//! session by its next statement.
+//!
+//! [`lookup`] reads `tenancy.members`, `tenancy.organizations` and `tenancy.roles` directly
+//! through their indexes with the latest snapshot: no SQL is parsed or planned, so nothing the
+//! caller defines (functions, operators, a search_path) can take part, no privilege needs to be
+//! borrowed, and it works inside parallel queries, where the context readers call it.
+//!
+//! Each organization hashes to one of [`SLOTS`] generation counters in shared memory. A
+//! committed change that can take rights away (a member removed or given another role, an
+//! organization suspended or deleted, any change to the roles) moves the generation of the
+//! organizations it touched; a context remembers the generation it was checked at
+//! (`tenancy.checked_generation`), and a reader that finds it moved checks the membership again
+//! ([`crate::context`]). Unrelated organizations that share a slot only cost a recheck.
+
+use crate::error::TenancyError;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Generation counters in shared memory (32 KiB).
+pub const SLOTS: usize = 4096;
+const SHMEM_NAME: &CStr = c"pg_tenancy membership generations";
+
+#[repr(C)]
+struct Generations {
+    slots: [AtomicU64; SLOTS],
+}
+
+// Set once per process by the shmem startup hook (postmaster, then inherited by backends).
+static mut GENERATIONS: *const Generations = std::ptr::null();
+static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
+static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
+
+/// Registers the shared memory and the transaction callback; called from `_PG_init`.
+pub fn init() {
+    // SAFETY: _PG_init runs in the postmaster while it loads shared_preload_libraries; chaining
+    // the previous hooks keeps other extensions (and our own counters) working.
+    unsafe {
+        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: called by the postmaster in its shmem request phase.
+    unsafe {
+        if let Some(prev) = PREV_REQUEST_HOOK {
+            prev();
+        }
+        pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Generations>());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: the ShmemInitStruct protocol under AddinShmemInitLock (MainLWLockArray slot 21 in
+    // PostgreSQL 15); the region is sized above and set to generation 1 once.
+    unsafe {
+        if let Some(prev) = PREV_STARTUP_HOOK {
+            prev();
+        }
+        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        let base = pg_sys::ShmemInitStruct(SHMEM_NAME.as_ptr(), std::mem::size_of::<Generations>(), &mut found)
+            as *mut Generations;
+        if !found {
+            for slot in (*base).slots.iter() {
+                slot.store(1, Ordering::Relaxed);
+            }
+        }
+        GENERATIONS = base;
+        pg_sys::LWLockRelease(init_lock);
+    }
+}
+
+fn generations() -> &'static Generations {
+    // SAFETY: written once by the startup hook before any backend runs SQL.
+    unsafe { GENERATIONS.as_ref().unwrap_or_else(|| TenancyError::NotPreloaded.raise()) }
+}
+
+fn slot_of(org: &[u8; 16]) -> usize {
+    // FNV-1a: cheap, and uuids spread well.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in org {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % SLOTS as u64) as usize
+}
+
+/// The current membership generation of `org`.
+pub fn generation(org: &[u8; 16]) -> u64 {
+    generations().slots[slot_of(org)].load(Ordering::Acquire)
+}
+
+#[derive(Default)]
+struct Pending {
+    orgs: Vec<[u8; 16]>,
+    all: bool,
+}
+
+thread_local! {
+    /// Organizations whose generation moves when this transaction commits.
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    match event {
+        XACT_EVENT_PRE_PREPARE => {
+            // A prepared transaction's changes become visible at COMMIT PREPARED, in a session
+            // whose callbacks know nothing of them: the generations would move too early.
+            if PENDING.with(|p| !p.borrow().orgs.is_empty() || p.borrow().all) {
+                TenancyError::PrepareWithMembershipChange.raise()
+            }
+        }
+        // After the commit is visible to every snapshot: a reader that sees the new generation
+        // and checks again sees the change.
+        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            let g = generations();
+            if pending.all {
+                for slot in g.slots.iter() {
+                    slot.fetch_add(1, Ordering::AcqRel);
+                }
+            } else {
+                for org in &pending.orgs {
+                    g.slots[slot_of(org)].fetch_add(1, Ordering::AcqRel);
+                }
+            }
+        }
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
+            PENDING.with(|p| *p.borrow_mut() = Pending::default());
+        }
+        _ => {}
+    }
+}
+
+/// Trigger on `tenancy.members`, `tenancy.organizations` (row, AFTER UPDATE OR DELETE) and
+/// `tenancy.roles` (statement), and on TRUNCATE of the first two: the generations of the
+/// organizations concerned (all of them, for roles and TRUNCATE) move at commit.
+#[pg_trigger]
+fn membership_changed_trigger<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    let table = trigger.table_name()?;
+    if trigger.table_schema()? != "tenancy" || !["members", "organizations", "roles"].contains(&table.as_str()) {
+        TenancyError::UnregisteredTrigger {
+            function: "membership_changed_trigger",
+            table: format!("{}.{table}", trigger.table_schema()?),
+            registrar: "pg_tenancy itself, on its own tables",
+        }
+        .raise()
+    }
+    let old_org = || {
+        let column = if table == "members" { "org_id" } else { "id" };
+        trigger.old().and_then(|t| t.get_by_name::<pgrx::Uuid>(column).ok().flatten())
+    };
+    let org = match (table.as_str(), trigger.level()) {
+        ("roles", _) | (_, pgrx::PgTriggerLevel::Statement) => None,
+        _ => old_org(),
+    };
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        match org {
+            Some(org) => {
+                let bytes = *org.as_bytes();
+                if !p.orgs.contains(&bytes) {
+                    p.orgs.push(bytes);
+                }
+            }
+            None => p.all = true,
+        }
+    });
+    Ok(None)
+}
+
+/// A member's role, checked against the catalog: what a context holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub role: String,
+    /// Every role with its rank, `owner:40,admin:30,...`, highest first.
+    pub role_ranks: String,
+    /// The role's permissions, comma separated.
+    pub permissions: String,
+}
+
+/// Where the catalog tables are (per backend; the schema's oid changes if the extension is
+/// created again).
+#[derive(Clone, Copy)]
+struct Catalog {
+    schema: pg_sys::Oid,
+    members: pg_sys::Oid,
+    members_pkey: pg_sys::Oid,
+    organizations: pg_sys::Oid,
+    organizations_pkey: pg_sys::Oid,
+    roles: pg_sys::Oid,
+}
+
+thread_local! {
+    static CATALOG: std::cell::Cell<Option<Catalog>> = const { std::cell::Cell::new(None) };
+}
+
+fn catalog() -> Catalog {
+    // SAFETY: syscache lookups by name inside a transaction; missing_ok returns InvalidOid.
+    let schema = unsafe { pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true) };
+    if let Some(c) = CATALOG.with(|c| c.get()).filter(|c| c.schema == schema && schema != pg_sys::InvalidOid) {
+        return c;
+    }
+    let rel = |name: &CStr| {
+        // SAFETY: as above.
+        let oid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), schema) };
+        if oid == pg_sys::InvalidOid {
+            pgrx::error!("pg_tenancy: relation tenancy.{} is missing: is pg_tenancy installed?", name.to_string_lossy());
+        }
+        oid
+    };
+    let c = Catalog {
+        schema,
+        members: rel(c"members"),
+        members_pkey: rel(c"members_pkey"),
+        organizations: rel(c"organizations"),
+        organizations_pkey: rel(c"organizations_pkey"),
+        roles: rel(c"roles"),
+    };
+    CATALOG.with(|cell| cell.set(Some(c)));
+    c
+}
+
+/// An open relation and the attribute numbers of its columns, closed when dropped.
+struct Table {
+    rel: pg_sys::Relation,
+}
+
+impl Table {
+    fn open(oid: pg_sys::Oid) -> Table {
+        // SAFETY: the oid names one of our catalog tables; the lock is released at close.
+        Table { rel: unsafe { pg_sys::table_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) } }
+    }
+
+    fn attnum(&self, column: &CStr) -> i16 {
+        // SAFETY: a syscache lookup on an open relation.
+        let n = unsafe { pg_sys::get_attnum((*self.rel).rd_id, column.as_ptr()) };
+        if n <= 0 {
+            pgrx::error!("pg_tenancy: catalog column \"{}\" is missing", column.to_string_lossy());
+        }
+        n
+    }
+
+    /// Calls `each` with every tuple matching `keys` (heap attribute numbers), through `index`
+    /// (InvalidOid: a sequential scan), under `snapshot`.
+    ///
+    /// # Safety
+    /// `snapshot` must be registered; `keys` must hold valid datums for their columns.
+    unsafe fn scan(
+        &self,
+        index: pg_sys::Oid,
+        snapshot: pg_sys::Snapshot,
+        keys: &mut [pg_sys::ScanKeyData],
+        mut each: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc) -> bool,
+    ) {
+        unsafe {
+            let scan = pg_sys::systable_beginscan(
+                self.rel,
+                index,
+                index != pg_sys::InvalidOid,
+                snapshot,
+                keys.len() as i32,
+                keys.as_mut_ptr(),
+            );
+            loop {
+                let tuple = pg_sys::systable_getnext(scan);
+                if tuple.is_null() || !each(tuple, (*self.rel).rd_att) {
+                    break;
+                }
+            }
+            pg_sys::systable_endscan(scan);
+        }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // SAFETY: closes what `open` opened (on an error, transaction abort closes it instead,
+        // and this drop runs only on the normal path: PostgreSQL errors unwind past it).
+        if !std::thread::panicking() {
+            unsafe { pg_sys::table_close(self.rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        }
+    }
+}
+
+/// A column of `tuple`, or None when NULL.
+///
+/// # Safety
+/// `tuple` and `desc` must belong together.
+unsafe fn column<T: FromDatum>(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, attnum: i16) -> Option<T> {
+    unsafe {
+        let mut is_null = false;
+        let datum = pgrx::pg_sys::heap_getattr(tuple, i32::from(attnum), desc, &mut is_null);
+        T::from_datum(datum, is_null)
+    }
+}
+
+fn equal_key(attnum: i16, procedure: pg_sys::RegProcedure, value: pg_sys::Datum) -> pg_sys::ScanKeyData {
+    // SAFETY: ScanKeyInit fills every field of the zeroed key.
+    unsafe {
+        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+        pg_sys::ScanKeyInit(&mut key, attnum, pg_sys::BTEqualStrategyNumber as u16, procedure, value);
+        key
+    }
+}
+
+/// `user`'s membership in `org`, if the organization exists and is active, as of the latest
+/// committed state (not the transaction's snapshot: a context must never be checked against the
+/// past). Reads the tables directly, so callers need no privilege on them.
+pub fn lookup(org: pgrx::Uuid, user: &str) -> Option<Membership> {
+    let c = catalog();
+    let org_datum = org.into_datum().expect("uuid datum");
+    let user_datum = user.into_datum().expect("text datum");
+    // SAFETY: the latest snapshot is registered for the scans and unregistered after them; each
+    // key holds a datum of its column's type (uuid, text).
+    unsafe {
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        let found = (|| {
+            let orgs = Table::open(c.organizations);
+            let (org_id, status) = (orgs.attnum(c"id"), orgs.attnum(c"status"));
+            let mut active = false;
+            orgs.scan(c.organizations_pkey, snapshot, &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org_datum)], |t, d| {
+                active = column::<String>(t, d, status).as_deref() == Some("active");
+                false
+            });
+            if !active {
+                return None;
+            }
+            let members = Table::open(c.members);
+            let (m_org, m_user, m_role) = (members.attnum(c"org_id"), members.attnum(c"user_id"), members.attnum(c"role"));
+            let mut role = None;
+            let mut keys =
+                [equal_key(m_org, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org_datum), equal_key(m_user, pg_sys::Oid::from(pg_sys::F_TEXTEQ), user_datum)];
+            members.scan(c.members_pkey, snapshot, &mut keys, |t, d| {
+                role = column::<String>(t, d, m_role);
+                false
+            });
+            let role = role?;
+            let roles = Table::open(c.roles);
+            let (r_name, r_rank, r_perms) = (roles.attnum(c"name"), roles.attnum(c"rank"), roles.attnum(c"permissions"));
+            let mut ranks: Vec<(i32, String)> = Vec::new();
+            let mut permissions = String::new();
+            roles.scan(pg_sys::InvalidOid, snapshot, &mut [], |t, d| {
+                let name = column::<String>(t, d, r_name).unwrap_or_default();
+                if name == role {
+                    let perms: Vec<Option<String>> = column(t, d, r_perms).unwrap_or_default();
+                    permissions = perms.into_iter().flatten().collect::<Vec<_>>().join(",");
+                }
+                ranks.push((column::<i32>(t, d, r_rank).unwrap_or(0), name));
+                true
+            });
+            ranks.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let role_ranks = ranks.iter().map(|(rank, name)| format!("{name}:{rank}")).collect::<Vec<_>>().join(",");
+            Some(Membership { role, role_ranks, permissions })
+        })();
+        pg_sys::UnregisterSnapshot(snapshot);
+        found
+    }
+}
