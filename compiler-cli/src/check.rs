@@ -164,7 +164,10 @@ fn once<T>(
         diags.push(
             Diagnostic::error("tenancy::duplicate-setting", format!("`{name}` is set in more than one policy file"))
                 .label(source, span, "set again here")
-                .help(format!("keep `{name}` in one file (it is first set in `{}`)", sources.get(previous.source).path)),
+                .help(format!(
+                    "keep `{name}` in one file (it is first set in `{}`)",
+                    sources.get(previous.source).path
+                )),
         );
         return;
     }
@@ -271,9 +274,11 @@ pub fn check(
             continue;
         };
         if let Some((prev_source, prev_span)) = covered.get(&table.name) {
-            let mut d =
-                Diagnostic::error("tenancy::duplicate-table", format!("table `{}` has more than one policy", table.name))
-                    .label(*source, key.span(), "covered again here");
+            let mut d = Diagnostic::error(
+                "tenancy::duplicate-table",
+                format!("table `{}` has more than one policy", table.name),
+            )
+            .label(*source, key.span(), "covered again here");
             d = if prev_source == source {
                 d.label(*source, prev_span.clone(), "first covered here").help("merge the two policies")
             } else {
@@ -296,7 +301,11 @@ pub fn check(
                             "tenancy::not-shareable",
                             format!("`{name}` is set, but table `{}` is not shareable", table.name),
                         )
-                        .label(*source, v.span(), format!("only for `kind = \"shareable\"`, not `{}`", policy.kind.get_ref().key()))
+                        .label(
+                            *source,
+                            v.span(),
+                            format!("only for `kind = \"shareable\"`, not `{}`", policy.kind.get_ref().key()),
+                        )
                         .help("make the table `kind = \"shareable\"`, or remove this line"),
                     );
                 }
@@ -368,22 +377,22 @@ pub fn check(
                     commands.insert(command, rule);
                 }
                 let extra_indexes = {
-                        // Foreign-key columns, and (tenant column, c) for each column a rule
-                        // filters on, where no index leads with them yet.
-                        let mut wanted: Vec<Vec<String>> = table.foreign_keys.iter().map(|fk| fk.columns.clone()).collect();
-                        for rule in commands.values().flatten() {
-                            for c in rule.columns.iter().filter(|c| **c != column) {
-                                wanted.push(vec![column.clone(), c.clone()]);
-                            }
+                    // Foreign-key columns, and (tenant column, c) for each column a rule
+                    // filters on, where no index leads with them yet.
+                    let mut wanted: Vec<Vec<String>> = table.foreign_keys.iter().map(|fk| fk.columns.clone()).collect();
+                    for rule in commands.values().flatten() {
+                        for c in rule.columns.iter().filter(|c| **c != column) {
+                            wanted.push(vec![column.clone(), c.clone()]);
                         }
-                        let mut out: Vec<Vec<String>> = Vec::new();
-                        for cols in wanted {
-                            if !table.has_index_leading_with_all(&cols) && !out.contains(&cols) {
-                                out.push(cols);
-                            }
+                    }
+                    let mut out: Vec<Vec<String>> = Vec::new();
+                    for cols in wanted {
+                        if !table.has_index_leading_with_all(&cols) && !out.contains(&cols) {
+                            out.push(cols);
                         }
-                        out
-                    };
+                    }
+                    out
+                };
                 let sharing = (*policy.kind.get_ref() == TableKind::Shareable)
                     .then(|| check_sharing(*source, key, policy, table, &column, &mut diags))
                     .flatten();
@@ -426,13 +435,21 @@ pub fn check(
         if matches!(kind, CompiledKind::Global) {
             if let Some(rw) = policy.read_write.as_ref().filter(|l| !l.get_ref().is_empty()) {
                 diags.push(
-                    Diagnostic::error("tenancy::global-table-write", format!("global table `{}` cannot have writers", table.name))
-                        .label(*source, rw.span(), "global tables are written only by DBAs")
-                        .help("list the roles under `read_only` instead"),
+                    Diagnostic::error(
+                        "tenancy::global-table-write",
+                        format!("global table `{}` cannot have writers", table.name),
+                    )
+                    .label(*source, rw.span(), "global tables are written only by DBAs")
+                    .help("list the roles under `read_only` instead"),
                 );
             }
         }
-        compiled_tables.push(CompiledTable { name: table.name.clone(), kind, read_write: table_rw, read_only: table_ro });
+        compiled_tables.push(CompiledTable {
+            name: table.name.clone(),
+            kind,
+            read_write: table_rw,
+            read_only: table_ro,
+        });
     }
 
     for schema in &schemas.value {
@@ -467,7 +484,15 @@ pub fn check(
 
     if diags.is_empty() {
         compiled_tables.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Compiled { schemas: governed, read_write, read_only, tables: compiled_tables, quotas: compiled_quotas, usage: compiled_usage, views })
+        Ok(Compiled {
+            schemas: governed,
+            read_write,
+            read_only,
+            tables: compiled_tables,
+            quotas: compiled_quotas,
+            usage: compiled_usage,
+            views,
+        })
     } else {
         Err(diags)
     }
@@ -512,18 +537,22 @@ fn compile_rule(
     if let Some(o) = &rule.owner {
         match table.column(o.get_ref()) {
             None => diags.push(
-                Diagnostic::error("tenancy::unknown-column", format!("table `{}` has no column `{}`", table.name, o.get_ref()))
-                    .label(source, o.span(), "owner column")
-                    .help("`owner` names the column that holds the user who created the row"),
-            ),
-            Some(c) if !["text", "character varying", "varchar"].iter().any(|t| c.data_type.starts_with(t)) => diags.push(
                 Diagnostic::error(
-                    "tenancy::owner-column-type",
-                    format!("owner column `{}.{}` is `{}`, not text", table.name, c.name, c.data_type),
+                    "tenancy::unknown-column",
+                    format!("table `{}` has no column `{}`", table.name, o.get_ref()),
                 )
                 .label(source, o.span(), "owner column")
-                .help("it is compared with tenancy.current_user_id(), which is text"),
+                .help("`owner` names the column that holds the user who created the row"),
             ),
+            Some(c) if !["text", "character varying", "varchar"].iter().any(|t| c.data_type.starts_with(t)) => diags
+                .push(
+                    Diagnostic::error(
+                        "tenancy::owner-column-type",
+                        format!("owner column `{}.{}` is `{}`, not text", table.name, c.name, c.data_type),
+                    )
+                    .label(source, o.span(), "owner column")
+                    .help("it is compared with tenancy.current_user_id(), which is text"),
+                ),
             Some(_) => {}
         }
     }
@@ -538,8 +567,11 @@ fn compile_rule(
             }
             Err(problems) => {
                 for p in problems {
-                    let mut d = Diagnostic::error(p.code, p.message)
-                        .label(source, base + p.range.start..base + p.range.end, "in this predicate");
+                    let mut d = Diagnostic::error(p.code, p.message).label(
+                        source,
+                        base + p.range.start..base + p.range.end,
+                        "in this predicate",
+                    );
                     if let Some(h) = p.help {
                         d = d.help(h);
                     }
@@ -613,18 +645,22 @@ fn check_sharing(
     if let Some(v) = &policy.visibility_column {
         match table.column(v.get_ref()) {
             None => diags.push(
-                Diagnostic::error("tenancy::unknown-column", format!("table `{}` has no column `{}`", table.name, v.get_ref()))
-                    .label(source, v.span(), "visibility column")
-                    .help(format!("add `{} text NOT NULL DEFAULT 'private'`, or remove this line", v.get_ref())),
-            ),
-            Some(c) if !["text", "character varying", "varchar"].iter().any(|t| c.data_type.starts_with(t)) => diags.push(
                 Diagnostic::error(
-                    "tenancy::visibility-column-type",
-                    format!("visibility column `{}.{}` is `{}`, not text", table.name, c.name, c.data_type),
+                    "tenancy::unknown-column",
+                    format!("table `{}` has no column `{}`", table.name, v.get_ref()),
                 )
                 .label(source, v.span(), "visibility column")
-                .help("rows whose visibility is the text 'public' are readable by every organization"),
+                .help(format!("add `{} text NOT NULL DEFAULT 'private'`, or remove this line", v.get_ref())),
             ),
+            Some(c) if !["text", "character varying", "varchar"].iter().any(|t| c.data_type.starts_with(t)) => diags
+                .push(
+                    Diagnostic::error(
+                        "tenancy::visibility-column-type",
+                        format!("visibility column `{}.{}` is `{}`, not text", table.name, c.name, c.data_type),
+                    )
+                    .label(source, v.span(), "visibility column")
+                    .help("rows whose visibility is the text 'public' are readable by every organization"),
+                ),
             Some(_) => {}
         }
     }
@@ -724,7 +760,8 @@ fn check_tenant_keys(
                 None => false,
             };
             if !scoped {
-                let referred = if fk.referred.is_empty() { "its primary key".to_string() } else { fk.referred.join(", ") };
+                let referred =
+                    if fk.referred.is_empty() { "its primary key".to_string() } else { fk.referred.join(", ") };
                 diags.push(
                     Diagnostic::error(
                         "tenancy::fk-not-tenant-scoped",
@@ -802,13 +839,15 @@ fn check_counted(
             }
         }
         let Some(table) = resolve(catalog, governed, source, &quota.table, diags, &mut Vec::new()) else { continue };
-        let Some(CompiledKind::Tenant { column, .. }) =
-            compiled.iter().find(|t| t.name == table.name).map(|t| &t.kind)
+        let Some(CompiledKind::Tenant { column, .. }) = compiled.iter().find(|t| t.name == table.name).map(|t| &t.kind)
         else {
             diags.push(
                 Diagnostic::error(
                     what.on_non_tenant_code,
-                    format!("{} `{resource}` {} `{}`, which is not a tenant table", what.section, what.counts, table.name),
+                    format!(
+                        "{} `{resource}` {} `{}`, which is not a tenant table",
+                        what.section, what.counts, table.name
+                    ),
                 )
                 .label(source, quota.table.span(), "counted from an organization's rows")
                 .help("point it at a table with `kind = \"tenant\"` or `\"shareable\"`"),
@@ -818,8 +857,9 @@ fn check_counted(
         let sum_column = match &quota.sum {
             None => None,
             Some(col) => match table.column(col.get_ref()) {
-                Some(c) if ["bigint", "integer", "smallint", "int8", "int4", "int2", "int", "bigserial", "serial"]
-                    .contains(&c.data_type.as_str()) =>
+                Some(c)
+                    if ["bigint", "integer", "smallint", "int8", "int4", "int2", "int", "bigserial", "serial"]
+                        .contains(&c.data_type.as_str()) =>
                 {
                     Some(c.name.clone())
                 }
@@ -869,7 +909,10 @@ fn check_live_roles(
             Some(info) if info.superuser || info.bypass_rls => diags.push(
                 Diagnostic::error(
                     "tenancy::unsafe-app-role",
-                    format!("application role `{name}` bypasses row-level security ({})", if info.superuser { "SUPERUSER" } else { "BYPASSRLS" }),
+                    format!(
+                        "application role `{name}` bypasses row-level security ({})",
+                        if info.superuser { "SUPERUSER" } else { "BYPASSRLS" }
+                    ),
                 )
                 .label(roles.source, role.span(), "application role named here")
                 .help(format!("policies cannot protect tenants from it: ALTER ROLE {name} NOSUPERUSER NOBYPASSRLS;")),
@@ -910,9 +953,12 @@ fn resolve<'c>(
         Some((schema, name)) => {
             if !governed.iter().any(|g| g == schema) {
                 diags.push(
-                    Diagnostic::error("tenancy::ungoverned-table", format!("table `{text}` is not in a governed schema"))
-                        .label(source, key.span(), "policy for it here")
-                        .help(format!("add `{schema}` to `schemas`, or remove this policy")),
+                    Diagnostic::error(
+                        "tenancy::ungoverned-table",
+                        format!("table `{text}` is not in a governed schema"),
+                    )
+                    .label(source, key.span(), "policy for it here")
+                    .help(format!("add `{schema}` to `schemas`, or remove this policy")),
                 );
                 return None;
             }
@@ -924,8 +970,11 @@ fn resolve<'c>(
     match found.as_slice() {
         [one] => Some(one),
         [] => {
-            let mut d = Diagnostic::error("tenancy::unknown-table", format!("table `{text}` does not exist"))
-                .label(source, key.span(), "no such table in the governed schemas");
+            let mut d = Diagnostic::error("tenancy::unknown-table", format!("table `{text}` does not exist")).label(
+                source,
+                key.span(),
+                "no such table in the governed schemas",
+            );
             if let Some(similar) = closest(catalog, governed, text) {
                 d = d.help(format!("did you mean `{similar}`?"));
             }

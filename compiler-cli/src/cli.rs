@@ -309,10 +309,7 @@ pub fn describe_db_error(e: &postgres::Error) -> String {
 
 /// Loads the policies and checks them against the live schema read through `client` (a
 /// transaction, for `apply`, so that what is checked is what is changed).
-fn compile_live(
-    policies: &PolicyArgs,
-    client: &mut impl postgres::GenericClient,
-) -> Result<Compiled, Failure> {
+fn compile_live(policies: &PolicyArgs, client: &mut impl postgres::GenericClient) -> Result<Compiled, Failure> {
     let mut sources = Sources::default();
     let files = load_policies(policies, &mut sources)?;
     let (catalog, facts) = live::read(client, &governed_schemas(&files))
@@ -325,12 +322,17 @@ fn compile_live(
 fn compile(args: &SchemaArgs) -> Result<(Compiled, Vec<PathBuf>), Failure> {
     let paths = policy_paths(&args.policies)?;
     let url = args.database_url.clone().or_else(|| {
-        if args.schema.is_empty() { std::env::var("DATABASE_URL").ok() } else { None }
+        if args.schema.is_empty() {
+            std::env::var("DATABASE_URL").ok()
+        } else {
+            None
+        }
     });
     if args.schema.is_empty() {
         let Some(url) = url else {
             return Err(Failure::Usage(
-                "no schema to check against: give --schema FILE (DDL) or --database-url URL (or set DATABASE_URL)".into(),
+                "no schema to check against: give --schema FILE (DDL) or --database-url URL (or set DATABASE_URL)"
+                    .into(),
             ));
         };
         return compile_live(&args.policies, &mut connect(&url)?).map(|c| (c, paths));
@@ -352,23 +354,18 @@ fn compile(args: &SchemaArgs) -> Result<(Compiled, Vec<PathBuf>), Failure> {
         }
         check::check(&sources, files, &catalog, None)
     };
-    compiled
-        .map(|c| (c, paths))
-        .map_err(|diags| Failure::Diagnostics(sources, diags, args.policies.format))
+    compiled.map(|c| (c, paths)).map_err(|diags| Failure::Diagnostics(sources, diags, args.policies.format))
 }
 
 /// Reads, checks and plans in one transaction (what was checked is what is changed); commits
 /// the plan when `commit`, else rolls it back.
-pub fn plan_in(
-    policies: &PolicyArgs,
-    url: &str,
-    commit: bool,
-) -> Result<(Compiled, Vec<emit::Block>), Failure> {
+pub fn plan_in(policies: &PolicyArgs, url: &str, commit: bool) -> Result<(Compiled, Vec<emit::Block>), Failure> {
     let mut client = connect(url)?;
     let mut tx = client.transaction().map_err(|e| Failure::Database(describe_db_error(&e)))?;
     let compiled = compile_live(policies, &mut tx)?;
-    let planned = crate::plan::plan(&mut tx, &emit::blocks(&compiled))
-        .map_err(|e| Failure::Database(format!("applying the policies failed, nothing was changed: {}", describe_db_error(&e))))?;
+    let planned = crate::plan::plan(&mut tx, &emit::blocks(&compiled)).map_err(|e| {
+        Failure::Database(format!("applying the policies failed, nothing was changed: {}", describe_db_error(&e)))
+    })?;
     let end = if commit { tx.commit() } else { tx.rollback() };
     end.map_err(|e| Failure::Database(describe_db_error(&e)))?;
     Ok((compiled, planned))
@@ -461,7 +458,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             if n == 0 {
                 eprintln!("nothing to change: the database matches the policies ({})", summary(&compiled));
             } else {
-                eprintln!("applied: {n} change{} ({}; one transaction)", if n == 1 { "" } else { "s" }, summary(&compiled));
+                eprintln!(
+                    "applied: {n} change{} ({}; one transaction)",
+                    if n == 1 { "" } else { "s" },
+                    summary(&compiled)
+                );
             }
             Ok(())
         }

@@ -4,12 +4,12 @@
 use crate::diagnostics::{Diagnostic, SourceId, Sources};
 use crate::schema::{Catalog, Column, ForeignKey, Index, Origin, QualifiedName, Table, View};
 use sqlparser::ast::{
-    AlterTableOperation, ColumnOption, CreateIndex, CreateTable, Expr, Ident, ObjectName,
-    ObjectNamePart, Spanned, Statement, TableConstraint, Visit, Visitor,
+    AlterTableOperation, ColumnOption, CreateIndex, CreateTable, Expr, Ident, ObjectName, ObjectNamePart, Spanned,
+    Statement, TableConstraint, Visit, Visitor,
 };
-use std::ops::ControlFlow;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
 
 /// Folds an identifier as PostgreSQL does: unquoted names are lowercased.
 fn fold(ident: &Ident) -> String {
@@ -21,8 +21,13 @@ fn fold(ident: &Ident) -> String {
 }
 
 fn qualified(name: &ObjectName) -> QualifiedName {
-    let parts: Vec<String> =
-        name.0.iter().map(|p| match p { ObjectNamePart::Identifier(i) => fold(i) }).collect();
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => fold(i),
+        })
+        .collect();
     match parts.as_slice() {
         [table] => QualifiedName::new("public", table.clone()),
         [.., schema, table] => QualifiedName::new(schema.clone(), table.clone()),
@@ -36,12 +41,8 @@ pub fn read(sources: &Sources, source: SourceId, catalog: &mut Catalog) -> Resul
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, text).map_err(|e| {
         let message = e.to_string();
         let offset = location_in(&message).map_or(0, |(l, c)| sources.offset_of(source, l, c));
-        let clean = message
-            .trim_start_matches("sql parser error: ")
-            .split(" at Line:")
-            .next()
-            .unwrap_or(&message)
-            .to_string();
+        let clean =
+            message.trim_start_matches("sql parser error: ").split(" at Line:").next().unwrap_or(&message).to_string();
         Diagnostic::error("tenancy::ddl-syntax", format!("cannot parse schema: {}", clean.to_lowercase()))
             .label(source, offset..offset + 1, "here")
             .help("the schema files must be valid PostgreSQL DDL")

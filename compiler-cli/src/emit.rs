@@ -24,7 +24,13 @@ fn role_list(roles: &[String]) -> String {
 /// The row predicate for a tenant table command: every part of its rule, each context call
 /// wrapped to run once per statement. On a shareable table, SELECT also reaches rows shared with
 /// the current organization and public rows, and UPDATE rows shared with it for writing.
-fn predicate(table: &QualifiedName, column: &str, rule: &CompiledRule, sharing: Option<&Sharing>, command: Command) -> String {
+fn predicate(
+    table: &QualifiedName,
+    column: &str,
+    rule: &CompiledRule,
+    sharing: Option<&Sharing>,
+    command: Command,
+) -> String {
     let own = format!("{} = (SELECT tenancy.current_org())", quote_ident(column));
     let reach = match (sharing, command) {
         (Some(sharing), Command::Select) => {
@@ -137,7 +143,11 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
             out.push(Block {
                 header: None,
                 object: Object::Schema(schema.clone()),
-                units: vec![vec![format!("GRANT USAGE ON SCHEMA {} TO {};", quote_ident(schema), role_list(&all_roles))]],
+                units: vec![vec![format!(
+                    "GRANT USAGE ON SCHEMA {} TO {};",
+                    quote_ident(schema),
+                    role_list(&all_roles)
+                )]],
             });
         }
     }
@@ -158,7 +168,9 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
             units.push(vec![format!("GRANT SELECT ON {view} TO {};", role_list(&all_roles))]);
         }
         out.push(Block {
-            header: Some(format!("-- {view}: a view over governed tables runs with the caller's rights, so their policies apply")),
+            header: Some(format!(
+                "-- {view}: a view over governed tables runs with the caller's rights, so their policies apply"
+            )),
             object: Object::Relation(view.to_string()),
             units,
         });

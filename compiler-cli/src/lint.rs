@@ -191,7 +191,8 @@ fn lint_roles(
         options.app_roles.clone()
     };
     for role in roles {
-        let Some(row) = client.query_opt("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", &[&role])? else {
+        let Some(row) = client.query_opt("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", &[&role])?
+        else {
             continue;
         };
         let (superuser, bypass): (bool, bool) = (row.get(0), row.get(1));
@@ -211,7 +212,11 @@ fn lint_roles(
             out.push(finding(
                 "app-role-owns-table",
                 t.name.clone(),
-                format!("application role {} owns {} and can disable its row-level security", quote_ident(&role), t.name),
+                format!(
+                    "application role {} owns {} and can disable its row-level security",
+                    quote_ident(&role),
+                    t.name
+                ),
                 format!("ALTER TABLE {} OWNER TO <a migration role>;", t.name),
             ));
         }
@@ -274,10 +279,9 @@ fn lint_constraints(
 ) -> Result<(), postgres::Error> {
     // Full index key prefixes, for the foreign-key index rule.
     let mut index_keys: BTreeMap<u32, Vec<Vec<i16>>> = BTreeMap::new();
-    for row in client.query(
-        "SELECT indrelid::int8, indkey::int2[] FROM pg_index WHERE indrelid::int8 = ANY($1)",
-        &[&oids(tables)],
-    )? {
+    for row in client
+        .query("SELECT indrelid::int8, indkey::int2[] FROM pg_index WHERE indrelid::int8 = ANY($1)", &[&oids(tables)])?
+    {
         index_keys.entry(row.get::<_, i64>(0) as u32).or_default().push(row.get(1));
     }
     for row in client.query(
@@ -319,7 +323,10 @@ fn lint_constraints(
                 if let Some(parent) = tables.get(&target) {
                     let scoped = keys.first() == Some(&table.tenant_attnum)
                         && target_keys.first() == Some(&parent.tenant_attnum)
-                        || keys.iter().zip(&target_keys).any(|(k, f)| *k == table.tenant_attnum && *f == parent.tenant_attnum);
+                        || keys
+                            .iter()
+                            .zip(&target_keys)
+                            .any(|(k, f)| *k == table.tenant_attnum && *f == parent.tenant_attnum);
                     if !scoped {
                         out.push(finding(
                             "fk-not-tenant-scoped",
@@ -344,13 +351,19 @@ fn lint_constraints(
                 }
                 let wanted: BTreeSet<i16> = keys.iter().copied().collect();
                 let indexed = index_keys.get(&table.oid).is_some_and(|all| {
-                    all.iter().any(|idx| idx.len() >= keys.len() && idx[..keys.len()].iter().copied().collect::<BTreeSet<_>>() == wanted)
+                    all.iter().any(|idx| {
+                        idx.len() >= keys.len() && idx[..keys.len()].iter().copied().collect::<BTreeSet<_>>() == wanted
+                    })
                 });
                 if !indexed {
                     out.push(finding(
                         "fk-missing-index",
                         object,
-                        format!("no index of {} leads with the foreign key's columns ({})", table.name, key_names.join(", ")),
+                        format!(
+                            "no index of {} leads with the foreign key's columns ({})",
+                            table.name,
+                            key_names.join(", ")
+                        ),
                         format!("CREATE INDEX ON {} ({});", table.name, key_names.join(", ")),
                     ));
                 }
@@ -416,10 +429,8 @@ fn lint_security_definers(
         &[],
     )? {
         let (function, body): (String, String) = (row.get(0), row.get(1));
-        let words: BTreeSet<String> = body
-            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .map(str::to_lowercase)
-            .collect();
+        let words: BTreeSet<String> =
+            body.split(|c: char| !(c.is_alphanumeric() || c == '_')).map(str::to_lowercase).collect();
         for (word, table) in &names {
             if words.contains(word) {
                 out.push(finding(

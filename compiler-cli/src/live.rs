@@ -115,15 +115,15 @@ pub fn read(
         &[&schemas],
     )? {
         let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
-        let view = catalog.views.entry(name.clone()).or_insert_with(|| View { name, reads: vec![], materialized: row.get(2) });
+        let view =
+            catalog.views.entry(name.clone()).or_insert_with(|| View { name, reads: vec![], materialized: row.get(2) });
         view.reads.push(QualifiedName::new(row.get::<_, String>(3), row.get::<_, String>(4)));
     }
     for row in client.query("SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles", &[])? {
         facts.roles.insert(row.get(0), RoleInfo { superuser: row.get(1), bypass_rls: row.get(2) });
     }
-    facts.extension_installed = client
-        .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'pg_tenancy'", &[])?
-        .is_some();
+    facts.extension_installed =
+        client.query_opt("SELECT 1 FROM pg_extension WHERE extname = 'pg_tenancy'", &[])?.is_some();
     if facts.extension_installed {
         for row in client.query("SELECT name FROM tenancy.resources ORDER BY name", &[])? {
             facts.resources.push(row.get(0));

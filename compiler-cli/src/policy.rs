@@ -79,7 +79,11 @@ impl<'de> Deserialize<'de> for CommandRule {
                 f.write_str("a member role such as \"member\", or a table with role, permission, owner and check")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CommandRule, E> {
-                Ok(CommandRule { role: Some(Spanned::new(0..0, v.to_string())), shorthand: true, ..CommandRule::default() })
+                Ok(CommandRule {
+                    role: Some(Spanned::new(0..0, v.to_string())),
+                    shorthand: true,
+                    ..CommandRule::default()
+                })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CommandRule, A::Error> {
                 let mut rule = CommandRule::default();
@@ -90,7 +94,10 @@ impl<'de> Deserialize<'de> for CommandRule {
                         "owner" => &mut rule.owner,
                         "check" => &mut rule.check,
                         other => {
-                            return Err(serde::de::Error::unknown_field(other, &["role", "permission", "owner", "check"]))
+                            return Err(serde::de::Error::unknown_field(
+                                other,
+                                &["role", "permission", "owner", "check"],
+                            ))
                         }
                     };
                     if slot.is_some() {

@@ -182,7 +182,13 @@ pub fn content_start(file: &str, value_start: usize) -> usize {
     let rest = &file[value_start.min(file.len())..];
     if rest.starts_with("\"\"\"") || rest.starts_with("'''") {
         // A newline right after the opening delimiter is not part of the string.
-        if rest[3..].starts_with('\n') { 4 } else if rest[3..].starts_with("\r\n") { 5 } else { 3 }
+        if rest[3..].starts_with('\n') {
+            4
+        } else if rest[3..].starts_with("\r\n") {
+            5
+        } else {
+            3
+        }
     } else {
         1
     }

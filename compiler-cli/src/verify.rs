@@ -158,7 +158,9 @@ fn as_role<T>(
         Ok(()) => f(tx),
     };
     tx.batch_execute("ROLLBACK TO SAVEPOINT tenancy_verify_as; RELEASE SAVEPOINT tenancy_verify_as")?;
-    Ok(result.map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{} ({})", d.message(), d.code().code()))))
+    Ok(result.map_err(|e| {
+        e.as_db_error().map_or_else(|| e.to_string(), |d| format!("{} ({})", d.message(), d.code().code()))
+    }))
 }
 
 fn is_denied(error: &str) -> bool {
@@ -329,7 +331,11 @@ fn order_by_dependencies(mut tables: Vec<Table>) -> Vec<Table> {
     ordered
 }
 
-fn app_roles(tx: &mut postgres::Transaction<'_>, options: &Options, tables: &[Table]) -> Result<Vec<String>, postgres::Error> {
+fn app_roles(
+    tx: &mut postgres::Transaction<'_>,
+    options: &Options,
+    tables: &[Table],
+) -> Result<Vec<String>, postgres::Error> {
     if !options.app_roles.is_empty() {
         return Ok(options.app_roles.clone());
     }
@@ -425,11 +431,7 @@ fn insert_sql(
                     Some(v) => Some(typed(&v.to_string())),
                 }
             } else if column.not_null && !column.has_default {
-                Some(format!(
-                    "(SELECT {} FROM {} LIMIT 1)",
-                    quote_ident(&referred),
-                    references
-                ))
+                Some(format!("(SELECT {} FROM {} LIMIT 1)", quote_ident(&referred), references))
             } else {
                 None
             }
@@ -448,12 +450,7 @@ fn insert_sql(
     Ok(if names.is_empty() {
         format!("INSERT INTO {} AS t DEFAULT VALUES", table.name)
     } else {
-        format!(
-            "INSERT INTO {} AS t ({}) VALUES ({})",
-            table.name,
-            names.join(", "),
-            values.join(", ")
-        )
+        format!("INSERT INTO {} AS t ({}) VALUES ({})", table.name, names.join(", "), values.join(", "))
     })
 }
 
@@ -503,8 +500,7 @@ fn write_fixtures(
         let per_org = if table.kind == Kind::Global { 1 } else { orgs.len() };
         if table.kind == Kind::Global {
             // Reference data: rows that exist are enough to try to change.
-            let has_rows: bool =
-                tx.query_one(&format!("SELECT EXISTS (SELECT FROM {})", table.name), &[])?.get(0);
+            let has_rows: bool = tx.query_one(&format!("SELECT EXISTS (SELECT FROM {})", table.name), &[])?.get(0);
             if has_rows {
                 continue;
             }
@@ -518,11 +514,8 @@ fn write_fixtures(
                         break 'orgs;
                     }
                 };
-                let context = format!(
-                    "SELECT tenancy.set_context({}, {})",
-                    literal(&orgs[org].id),
-                    literal(&orgs[org].user)
-                );
+                let context =
+                    format!("SELECT tenancy.set_context({}, {})", literal(&orgs[org].id), literal(&orgs[org].user));
                 let result = attempt(tx, |tx| {
                     tx.batch_execute(&context)?;
                     tx.query_one(&format!("{sql} RETURNING ctid::text, to_jsonb(t)::text"), &[])
@@ -601,10 +594,8 @@ fn allowed(
     }
     let id = quote_ident(table.id_column.as_deref().unwrap_or("id"));
     let tc = quote_ident(tenant_column);
-    let public = table
-        .visibility_column
-        .as_ref()
-        .map_or("false".to_string(), |v| format!("t.{} = 'public'", quote_ident(v)));
+    let public =
+        table.visibility_column.as_ref().map_or("false".to_string(), |v| format!("t.{} = 'public'", quote_ident(v)));
     let rows = tx.query(
         &format!(
             "SELECT t.ctid::text, s.can_write, to_jsonb(t)::text, s.relation IS NOT NULL FROM {} t
@@ -656,14 +647,14 @@ fn check_table(
             };
             match as_role(tx, role, Some(org), |tx| tx.execute(&sql, &[]))? {
                 Ok(n) if n > 0 => cell.leaks.push(format!("{me} changed {n} row(s) of global table {name}: {sql}")),
-                Ok(_) if empty => cell.unverified.push(format!(
-                    "{name} is empty and no row could be generated for it, so `{sql}` proves nothing"
-                )),
+                Ok(_) if empty => cell
+                    .unverified
+                    .push(format!("{name} is empty and no row could be generated for it, so `{sql}` proves nothing")),
                 // Privileges and row-level security are checked before constraints: a
                 // constraint error means the write got past both.
-                Err(e) if !e.ends_with("(42501)") => {
-                    cell.leaks.push(format!("{me} got past privileges and policies of global table {name}, stopped only by: {e}"))
-                }
+                Err(e) if !e.ends_with("(42501)") => cell.leaks.push(format!(
+                    "{me} got past privileges and policies of global table {name}, stopped only by: {e}"
+                )),
                 _ => {
                     cell.reach.insert("denied");
                 }
@@ -690,7 +681,9 @@ fn check_table(
         Ok(rows) => {
             let leaked = classify(&rows, &x_id, cell, |ctid| may_read.get(ctid).copied());
             if leaked > 0 {
-                cell.leaks.push(format!("{me} sees {leaked} row(s) of other organizations that are neither shared with it nor public"));
+                cell.leaks.push(format!(
+                    "{me} sees {leaked} row(s) of other organizations that are neither shared with it nor public"
+                ));
             }
             if cell.reach.is_empty() {
                 cell.reach.insert("none");
@@ -706,13 +699,10 @@ fn check_table(
         ("other", insert_sql(table, orgs, tenant_column, y, y, Variant::Private, fixtures, &mut counter)),
         ("cross", insert_sql(table, orgs, tenant_column, x, y, Variant::Private, fixtures, &mut counter)),
     ];
-    let has_tenant_parent = table
-        .foreign_keys
-        .iter()
-        .any(|fk| {
-            let references = fk.references.to_string();
-            references != "tenancy.organizations" && fixtures.contains_key(&(references, y))
-        });
+    let has_tenant_parent = table.foreign_keys.iter().any(|fk| {
+        let references = fk.references.to_string();
+        references != "tenancy.organizations" && fixtures.contains_key(&(references, y))
+    });
     for (what, sql) in tries {
         let sql = match sql {
             Ok(sql) => sql,
@@ -760,7 +750,9 @@ fn check_table(
         Ok(rows) => {
             let leaked = classify(&rows, &x_id, cell, |row| may_write.contains(row).then_some("shared"));
             if leaked > 0 {
-                cell.leaks.push(format!("{me} updated {leaked} row(s) of other organizations not shared with it for writing"));
+                cell.leaks.push(format!(
+                    "{me} updated {leaked} row(s) of other organizations not shared with it for writing"
+                ));
             }
             if rows.is_empty() {
                 cell.reach.insert("denied");
@@ -769,7 +761,10 @@ fn check_table(
     }
     if let Some(ctid) = own.iter().next() {
         let moved = as_role(tx, role, Some(org), |tx| {
-            tx.execute(&format!("UPDATE {name} SET {tc} = {}::uuid WHERE ctid = {}::tid", literal(&orgs[y].id), literal(ctid)), &[])
+            tx.execute(
+                &format!("UPDATE {name} SET {tc} = {}::uuid WHERE ctid = {}::tid", literal(&orgs[y].id), literal(ctid)),
+                &[],
+            )
         })?;
         if let Ok(n) = moved {
             if n > 0 {
@@ -780,16 +775,16 @@ fn check_table(
 
     // DELETE: own rows (if allowed), never another organization's, shared or not.
     let cell = cells.get_mut("delete").unwrap();
-    let deleted = as_role(tx, role, Some(org), |tx| {
-        tx.query(&format!("DELETE FROM {name} RETURNING {tc}::text"), &[])
-    })?;
+    let deleted =
+        as_role(tx, role, Some(org), |tx| tx.query(&format!("DELETE FROM {name} RETURNING {tc}::text"), &[]))?;
     match deleted {
         Err(e) if is_denied(&e) => {
             cell.reach.insert("denied");
         }
         Err(e) => cell.unverified.push(format!("{me}: {e}")),
         Ok(rows) => {
-            let foreign = rows.iter().filter(|r| r.get::<_, Option<String>>(0).as_deref() != Some(x_id.as_str())).count();
+            let foreign =
+                rows.iter().filter(|r| r.get::<_, Option<String>>(0).as_deref() != Some(x_id.as_str())).count();
             if foreign > 0 {
                 cell.leaks.push(format!("{me} deleted {foreign} row(s) of other organizations"));
             }
@@ -897,14 +892,18 @@ pub fn render_human(report: &Report) -> String {
     let leaks: Vec<String> = report
         .results
         .iter()
-        .flat_map(|r| r.cells.iter().flat_map(move |(c, cell)| cell.leaks.iter().map(move |l| format!("{} {c}: {l}", r.table))))
+        .flat_map(|r| {
+            r.cells.iter().flat_map(move |(c, cell)| cell.leaks.iter().map(move |l| format!("{} {c}: {l}", r.table)))
+        })
         .collect();
     let unverified: Vec<String> = report
         .unverified_tables
         .iter()
         .map(|(t, why)| format!("{t}: {why}"))
         .chain(report.results.iter().flat_map(|r| {
-            r.cells.iter().flat_map(move |(c, cell)| cell.unverified.iter().map(move |u| format!("{} {c}: {u}", r.table)))
+            r.cells
+                .iter()
+                .flat_map(move |(c, cell)| cell.unverified.iter().map(move |u| format!("{} {c}: {u}", r.table)))
         }))
         .collect();
     out.push('\n');

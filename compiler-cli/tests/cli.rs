@@ -104,7 +104,8 @@ fn a_setting_made_in_two_files_of_a_policy_set_is_refused() {
 
 #[test]
 fn json_diagnostics_carry_file_line_and_column() {
-    let out = tenancy(&["check", "policies/invalid/unknown_table.toml", "--schema", "sql/schema.sql", "--format", "json"]);
+    let out =
+        tenancy(&["check", "policies/invalid/unknown_table.toml", "--schema", "sql/schema.sql", "--format", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let d = &v[0];
@@ -131,7 +132,12 @@ fn no_schema_source_is_a_usage_error() {
 
 #[test]
 fn unreachable_database_exits_with_database_code() {
-    let out = tenancy(&["apply", "policies/app.toml", "--database-url", "postgresql://nobody@/nodb?host=/nonexistent&port=1"]);
+    let out = tenancy(&[
+        "apply",
+        "policies/app.toml",
+        "--database-url",
+        "postgresql://nobody@/nodb?host=/nonexistent&port=1",
+    ]);
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to the database"));
 }
@@ -162,10 +168,18 @@ fn foreign_keys_without_an_index_get_one() {
         "schemas = [\"shop\"]\n[roles]\nread_write = [\"app_user\"]\n[tables.customers]\nkind = \"tenant\"\n[tables.orders]\nkind = \"tenant\"\n",
     )
     .unwrap();
-    let out = tenancy(&["compile", dir.join("shop.toml").to_str().unwrap(), "--schema", dir.join("shop.sql").to_str().unwrap()]);
+    let out = tenancy(&[
+        "compile",
+        dir.join("shop.toml").to_str().unwrap(),
+        "--schema",
+        dir.join("shop.sql").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let sql = String::from_utf8(out.stdout).unwrap();
-    assert!(sql.contains("CREATE INDEX IF NOT EXISTS orders_org_id_customer_id_idx ON shop.orders (org_id, customer_id);"), "{sql}");
+    assert!(
+        sql.contains("CREATE INDEX IF NOT EXISTS orders_org_id_customer_id_idx ON shop.orders (org_id, customer_id);"),
+        "{sql}"
+    );
     assert!(!sql.contains("customers_org_id_idx"), "the primary key already leads with org_id");
     std::fs::remove_dir_all(dir).ok();
 }

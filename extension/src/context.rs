@@ -141,7 +141,9 @@ pub fn current() -> Context {
         },
         // No organization: a user-only context (tenancy.set_user_context()) or none; a context
         // whose membership no longer holds has neither.
-        None if gucs::read(&gucs::ORG_ID).is_none() => Context { org: None, user: gucs::read(&gucs::USER_ID), member: None },
+        None if gucs::read(&gucs::ORG_ID).is_none() => {
+            Context { org: None, user: gucs::read(&gucs::USER_ID), member: None }
+        }
         None => Context { org: None, user: None, member: None },
     }
 }
@@ -241,7 +243,9 @@ fn require_context<'a>(
     };
     if let Some(permission) = permission.filter(|p| !has_permission(p)) {
         deny(
-            format!("{op} on {table} requires permission \"{permission}\", which member role \"{mine}\" does not have."),
+            format!(
+                "{op} on {table} requires permission \"{permission}\", which member role \"{mine}\" does not have."
+            ),
             "Ask an owner or admin of the organization for a role with that permission.",
         )
     }

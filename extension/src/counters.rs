@@ -172,11 +172,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
 
 fn shared() -> &'static Shared {
     // SAFETY: SHARED is written once by the startup hook before any backend runs SQL.
-    unsafe {
-        (*std::ptr::addr_of!(SHARED))
-            .as_ref()
-            .unwrap_or_else(|| TenancyError::NotPreloaded.raise())
-    }
+    unsafe { (*std::ptr::addr_of!(SHARED)).as_ref().unwrap_or_else(|| TenancyError::NotPreloaded.raise()) }
 }
 
 fn hash(key: &Key) -> u64 {
@@ -270,8 +266,16 @@ impl Partition {
             }
         }
         let idx = victim?;
-        self.slots[idx] =
-            Slot { used: true, stale: false, key: *key, committed, pending: 0, releasing: 0, limit: -1, limit_generation: 0 };
+        self.slots[idx] = Slot {
+            used: true,
+            stale: false,
+            key: *key,
+            committed,
+            pending: 0,
+            releasing: 0,
+            limit: -1,
+            limit_generation: 0,
+        };
         Some(idx)
     }
 }
@@ -302,7 +306,9 @@ thread_local! {
 pub enum Reserved {
     Ok,
     /// Refused: `used` is committed plus in-flight reservations.
-    OverLimit { used: i64 },
+    OverLimit {
+        used: i64,
+    },
     /// Refused: the counter would leave the range of a bigint.
     Overflow,
 }
@@ -463,7 +469,8 @@ pub fn invalidate_relation(relation: u32) {
             let lock = &raw mut (*s.locks.add(p)).lock;
             pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
             let slots = std::slice::from_raw_parts_mut(s.slots.add(p * s.per_partition), s.per_partition);
-            for slot in slots.iter_mut().filter(|x| x.used && x.key.database == database && x.key.relation == relation) {
+            for slot in slots.iter_mut().filter(|x| x.used && x.key.database == database && x.key.relation == relation)
+            {
                 slot.stale = true;
             }
             pg_sys::LWLockRelease(lock);
@@ -496,7 +503,10 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
                 TenancyError::PrepareWithQuota.raise()
             }
         }
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT
+        XACT_EVENT_COMMIT
+        | XACT_EVENT_PARALLEL_COMMIT
+        | XACT_EVENT_ABORT
+        | XACT_EVENT_PARALLEL_ABORT
         | XACT_EVENT_PREPARE => {
             let commit = matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT);
             let taken = RESERVATIONS.with(|r| std::mem::take(&mut *r.borrow_mut()));

@@ -102,12 +102,10 @@ impl TenancyError {
             TenancyError::InvalidArgument { .. }
             | TenancyError::UnknownRole { .. }
             | TenancyError::UnknownPlan { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
-            TenancyError::UnknownOrganization { .. } | TenancyError::NotAMember { .. } => {
-                ERRCODE_UNDEFINED_OBJECT
+            TenancyError::UnknownOrganization { .. } | TenancyError::NotAMember { .. } => ERRCODE_UNDEFINED_OBJECT,
+            TenancyError::AlreadyAMember { .. } | TenancyError::SlugTaken { .. } | TenancyError::OrgIdTaken { .. } => {
+                ERRCODE_UNIQUE_VIOLATION
             }
-            TenancyError::AlreadyAMember { .. }
-            | TenancyError::SlugTaken { .. }
-            | TenancyError::OrgIdTaken { .. } => ERRCODE_UNIQUE_VIOLATION,
             TenancyError::LastOwner { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TenancyError::CorruptContext(_) => ERRCODE_DATA_CORRUPTED,
             TenancyError::UnknownResource { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
@@ -226,15 +224,18 @@ pub fn required<T>(param: &'static str, value: Option<T>) -> T {
 pub fn non_empty<'a>(param: &'static str, value: Option<&'a str>) -> &'a str {
     match value.map(str::trim) {
         Some(v) if !v.is_empty() => v,
-        _ => TenancyError::InvalidArgument { param, reason: "must not be null or empty".into(), hint: None }
-            .raise(),
+        _ => TenancyError::InvalidArgument { param, reason: "must not be null or empty".into(), hint: None }.raise(),
     }
 }
 
 /// "Project" -> "projects", "Storage" -> "storage".
 fn plural(label: &str) -> String {
     let l = label.to_lowercase();
-    if l.ends_with('s') || l == "storage" { l } else { format!("{l}s") }
+    if l.ends_with('s') || l == "storage" {
+        l
+    } else {
+        format!("{l}s")
+    }
 }
 
 /// Raises a NOTICE-level report only for the WARNING case of context set outside a transaction.

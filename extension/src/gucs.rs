@@ -89,8 +89,5 @@ pub fn init() {
 
 /// The setting's value, with the empty string read as "not set".
 pub fn read(setting: &GucSetting<Option<CString>>) -> Option<String> {
-    setting
-        .get()
-        .and_then(|v| v.into_string().ok())
-        .filter(|v| !v.is_empty())
+    setting.get().and_then(|v| v.into_string().ok()).filter(|v| !v.is_empty())
 }

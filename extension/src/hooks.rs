@@ -197,7 +197,9 @@ unsafe fn is_true(node: *mut pg_sys::Node) -> bool {
     unsafe {
         tag(node) == pg_sys::NodeTag::T_Const && {
             let c = node as *mut pg_sys::Const;
-            !(*c).constisnull && (*c).consttype == pg_sys::BOOLOID && bool::from_datum((*c).constvalue, false) == Some(true)
+            !(*c).constisnull
+                && (*c).consttype == pg_sys::BOOLOID
+                && bool::from_datum((*c).constvalue, false) == Some(true)
         }
     }
 }
@@ -255,9 +257,7 @@ pub fn refuse_if_cursor_from_another_context(org: Option<&str>, user: &str) {
             let portal = unsafe { pg_sys::GetPortalByName(name.as_ptr()) };
             !portal.is_null()
         });
-        h.iter()
-            .find(|c| c.contexts.iter().any(|(o, u)| Some(o.as_str()) != org || u != user))
-            .map(|c| c.name.clone())
+        h.iter().find(|c| c.contexts.iter().any(|(o, u)| Some(o.as_str()) != org || u != user)).map(|c| c.name.clone())
     });
     if let Some(cursor) = blocking {
         TenancyError::CursorFromAnotherContext { cursor }.raise()

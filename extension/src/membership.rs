@@ -220,7 +220,10 @@ fn catalog() -> Catalog {
         // SAFETY: as above.
         let oid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), schema) };
         if oid == pg_sys::InvalidOid {
-            pgrx::error!("pg_tenancy: relation tenancy.{} is missing: is pg_tenancy installed?", name.to_string_lossy());
+            pgrx::error!(
+                "pg_tenancy: relation tenancy.{} is missing: is pg_tenancy installed?",
+                name.to_string_lossy()
+            );
         }
         oid
     };
@@ -334,25 +337,34 @@ pub fn lookup(org: pgrx::Uuid, user: &str) -> Option<Membership> {
             let orgs = Table::open(c.organizations);
             let (org_id, status) = (orgs.attnum(c"id"), orgs.attnum(c"status"));
             let mut active = false;
-            orgs.scan(c.organizations_pkey, snapshot, &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org_datum)], |t, d| {
-                active = column::<String>(t, d, status).as_deref() == Some("active");
-                false
-            });
+            orgs.scan(
+                c.organizations_pkey,
+                snapshot,
+                &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org_datum)],
+                |t, d| {
+                    active = column::<String>(t, d, status).as_deref() == Some("active");
+                    false
+                },
+            );
             if !active {
                 return None;
             }
             let members = Table::open(c.members);
-            let (m_org, m_user, m_role) = (members.attnum(c"org_id"), members.attnum(c"user_id"), members.attnum(c"role"));
+            let (m_org, m_user, m_role) =
+                (members.attnum(c"org_id"), members.attnum(c"user_id"), members.attnum(c"role"));
             let mut role = None;
-            let mut keys =
-                [equal_key(m_org, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org_datum), equal_key(m_user, pg_sys::Oid::from(pg_sys::F_TEXTEQ), user_datum)];
+            let mut keys = [
+                equal_key(m_org, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org_datum),
+                equal_key(m_user, pg_sys::Oid::from(pg_sys::F_TEXTEQ), user_datum),
+            ];
             members.scan(c.members_pkey, snapshot, &mut keys, |t, d| {
                 role = column::<String>(t, d, m_role);
                 false
             });
             let role = role?;
             let roles = Table::open(c.roles);
-            let (r_name, r_rank, r_perms) = (roles.attnum(c"name"), roles.attnum(c"rank"), roles.attnum(c"permissions"));
+            let (r_name, r_rank, r_perms) =
+                (roles.attnum(c"name"), roles.attnum(c"rank"), roles.attnum(c"permissions"));
             let mut ranks: Vec<(i32, String)> = Vec::new();
             let mut permissions = String::new();
             roles.scan(pg_sys::InvalidOid, snapshot, &mut [], |t, d| {

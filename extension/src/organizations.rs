@@ -41,10 +41,7 @@ fn denied(message: String) -> ! {
     TenancyError::PermissionDenied {
         message,
         detail: None,
-        hint: Some(
-            "Set a context as an owner or admin of the organization, or connect as a tenancy_admin."
-                .into(),
-        ),
+        hint: Some("Set a context as an owner or admin of the organization, or connect as a tenancy_admin.".into()),
     }
     .raise()
 }
@@ -76,23 +73,18 @@ fn authority_over(org_id: Uuid, allow_self_service: bool) -> Authority {
 /// Locks the organization row (serialising membership changes per organization, so that "the
 /// last owner" is exact under concurrency) and raises if it does not exist.
 fn lock_org(org_id: Uuid) {
-    let found: Option<bool> =
-        one("SELECT true FROM tenancy.organizations WHERE id = $1 FOR UPDATE", &[org_id.into()]);
+    let found: Option<bool> = one("SELECT true FROM tenancy.organizations WHERE id = $1 FOR UPDATE", &[org_id.into()]);
     if found.is_none() {
         TenancyError::UnknownOrganization { org_id: org_id.to_string() }.raise()
     }
 }
 
 fn member_role(org_id: Uuid, user_id: &str) -> Option<String> {
-    one(
-        "SELECT role FROM tenancy.members WHERE org_id = $1 AND user_id = $2",
-        &[org_id.into(), user_id.into()],
-    )
+    one("SELECT role FROM tenancy.members WHERE org_id = $1 AND user_id = $2", &[org_id.into(), user_id.into()])
 }
 
 fn owner_count(org_id: Uuid) -> i64 {
-    one("SELECT count(*) FROM tenancy.members WHERE org_id = $1 AND role = 'owner'", &[org_id.into()])
-        .unwrap_or(0)
+    one("SELECT count(*) FROM tenancy.members WHERE org_id = $1 AND role = 'owner'", &[org_id.into()]).unwrap_or(0)
 }
 
 fn valid_slug(slug: &str) -> bool {
@@ -142,8 +134,7 @@ fn create_organization(
             param: "slug",
             reason: format!("\"{slug}\" is not a valid slug"),
             hint: Some(
-                "Use 1 to 63 lowercase letters, digits and hyphens, not starting or ending with a hyphen."
-                    .into(),
+                "Use 1 to 63 lowercase letters, digits and hyphens, not starting or ending with a hyphen.".into(),
             ),
         }
         .raise()
@@ -330,13 +321,7 @@ fn user_organizations(
     user_id: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
-    (
-        name!(org_id, Uuid),
-        name!(slug, String),
-        name!(name, String),
-        name!(role, String),
-        name!(status, String),
-    ),
+    (name!(org_id, Uuid), name!(slug, String), name!(name, String), name!(role, String), name!(status, String)),
 > {
     let Some(user) = asked_user(user_id, "tenancy.user_organizations()") else {
         return TableIterator::new(Vec::new());

@@ -195,7 +195,9 @@ mod tests {
         exec(&format!("SELECT tenancy.update_member('{org}', 'bob', 'owner')"));
         exec(&format!("SELECT tenancy.remove_member('{org}', 'alice')"));
         assert_eq!(
-            text(&format!("SELECT string_agg(user_id, ',') FROM tenancy.members WHERE org_id = '{org}' AND role = 'owner'")),
+            text(&format!(
+                "SELECT string_agg(user_id, ',') FROM tenancy.members WHERE org_id = '{org}' AND role = 'owner'"
+            )),
             Some("bob".into())
         );
     }

@@ -137,7 +137,8 @@ fn catalog_owner() -> pg_sys::Oid {
     }
     // SAFETY: a syscache lookup of the schema found above.
     let owner = unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::NAMESPACEOID as i32, pg_sys::Datum::from(schema));
+        let tuple =
+            pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::NAMESPACEOID as i32, pg_sys::Datum::from(schema));
         if tuple.is_null() {
             pgrx::error!("schema \"tenancy\" is missing: is pg_tenancy installed?");
         }

@@ -68,7 +68,10 @@ pub fn require_amount(amount: i64, what: impl FnOnce() -> String) {
 
 /// An integer column of a row as a bigint (bigint, integer and smallint columns), or None when
 /// NULL or missing.
-pub fn integer_column(tuple: &pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>, column: &str) -> Option<i64> {
+pub fn integer_column(
+    tuple: &pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>,
+    column: &str,
+) -> Option<i64> {
     tuple
         .get_by_name::<i64>(column)
         .or_else(|_| tuple.get_by_name::<i32>(column).map(|v| v.map(i64::from)))
@@ -101,10 +104,9 @@ pub fn lookup_resource(name: &str) -> Resource {
         .unwrap_or_else(|e| pgrx::error!("pg_tenancy: catalog query failed: {e}"))
     });
     let Some(found) = found else {
-        let valid: String = as_catalog_owner(|| {
-            one("SELECT string_agg(name, ', ' ORDER BY name) FROM tenancy.resources", &[])
-        })
-        .unwrap_or_default();
+        let valid: String =
+            as_catalog_owner(|| one("SELECT string_agg(name, ', ' ORDER BY name) FROM tenancy.resources", &[]))
+                .unwrap_or_default();
         TenancyError::UnknownResource { resource: name.to_string(), valid }.raise()
     };
     with_cache(|c| c.resources.insert(name.to_string(), found.clone()));
@@ -203,8 +205,12 @@ fn latest_i64(sql: &str, org: Uuid, hide_own: bool) -> Option<i64> {
             }
             let value = AnyNumeric::from_datum(datum, is_null)?;
             Some(i64::try_from(value.clone()).unwrap_or_else(|_| {
-                TenancyError::AmountOutOfRange { amount: i64::MAX, what: format!("a counter rebuilt to {value}"), max: i64::MAX }
-                    .raise()
+                TenancyError::AmountOutOfRange {
+                    amount: i64::MAX,
+                    what: format!("a counter rebuilt to {value}"),
+                    max: i64::MAX,
+                }
+                .raise()
             }))
         });
         pg_sys::PopActiveSnapshot();
@@ -243,7 +249,10 @@ fn relation_name(relation: pg_sys::Oid) -> (String, String) {
                 &[relation.into()],
             )?;
             let row = t.first();
-            Ok::<_, pgrx::spi::Error>((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()))
+            Ok::<_, pgrx::spi::Error>((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+            ))
         })
         .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
     })
@@ -396,9 +405,8 @@ const ADMIN_HINT: &str = "Connect as a superuser or a member of tenancy_admin.";
 
 /// Raises 42704 unless the organization exists (for DBAs, who may know).
 pub(crate) fn require_org_exists(org: Uuid) {
-    let exists: Option<bool> = as_catalog_owner(|| {
-        one("SELECT EXISTS (SELECT FROM tenancy.organizations WHERE id = $1)", &[org.into()])
-    });
+    let exists: Option<bool> =
+        as_catalog_owner(|| one("SELECT EXISTS (SELECT FROM tenancy.organizations WHERE id = $1)", &[org.into()]));
     if exists != Some(true) {
         TenancyError::UnknownOrganization { org_id: org.to_string() }.raise()
     }
@@ -413,10 +421,7 @@ fn set_plan(org_id: Option<Uuid>, plan: Option<&str>) {
     let plan = required("plan", plan);
     as_catalog_owner(|| {
         require_org_exists(org);
-        require_listed("plans", "name", plan, |valid| TenancyError::UnknownPlan {
-            plan: plan.to_string(),
-            valid,
-        });
+        require_listed("plans", "name", plan, |valid| TenancyError::UnknownPlan { plan: plan.to_string(), valid });
         Spi::run_with_args(
             "UPDATE tenancy.organizations SET plan = $2, updated_at = now() WHERE id = $1",
             &[org.into(), plan.into()],
@@ -444,8 +449,10 @@ fn set_quota(org_id: Option<Uuid>, resource: Option<&str>, quota: Option<i64>) {
     as_catalog_owner(|| {
         require_org_exists(org);
         let sql = match quota {
-            Some(_) => "INSERT INTO tenancy.quota_overrides (org_id, resource, quota) VALUES ($1, $2, $3)
-                        ON CONFLICT (org_id, resource) DO UPDATE SET quota = excluded.quota",
+            Some(_) => {
+                "INSERT INTO tenancy.quota_overrides (org_id, resource, quota) VALUES ($1, $2, $3)
+                        ON CONFLICT (org_id, resource) DO UPDATE SET quota = excluded.quota"
+            }
             None => "DELETE FROM tenancy.quota_overrides WHERE org_id = $1 AND resource = $2",
         };
         let args: Vec<DatumWithOid> = match quota {
@@ -537,12 +544,7 @@ fn quota(
     resource: Option<&str>,
 ) -> TableIterator<
     'static,
-    (
-        name!(resource, String),
-        name!(quota, Option<i64>),
-        name!(used, i64),
-        name!(remaining, Option<i64>),
-    ),
+    (name!(resource, String), name!(quota, Option<i64>), name!(used, i64), name!(remaining, Option<i64>)),
 > {
     let org = readable_org(org_id);
     let name = required("resource", resource);
@@ -556,12 +558,7 @@ fn quotas(
     org_id: Option<Uuid>,
 ) -> TableIterator<
     'static,
-    (
-        name!(resource, String),
-        name!(quota, Option<i64>),
-        name!(used, i64),
-        name!(remaining, Option<i64>),
-    ),
+    (name!(resource, String), name!(quota, Option<i64>), name!(used, i64), name!(remaining, Option<i64>)),
 > {
     let org = readable_org(org_id);
     let names: Vec<String> = as_catalog_owner(|| {

@@ -49,7 +49,11 @@ impl Month {
     }
 
     fn next(self) -> Month {
-        if self.month == 12 { Month { year: self.year + 1, month: 1 } } else { Month { month: self.month + 1, ..self } }
+        if self.month == 12 {
+            Month { year: self.year + 1, month: 1 }
+        } else {
+            Month { month: self.month + 1, ..self }
+        }
     }
 
     /// `YYYY-MM-01`.
@@ -229,9 +233,7 @@ pub fn note_active_user(org: Uuid, user: &str) {
     );
     ACTIVE_SEEN.with(|s| s.borrow_mut().insert(entry));
     // If this transaction rolls back, so does the row: forget it then.
-    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, || {
-        ACTIVE_SEEN.with(|s| s.borrow_mut().clear())
-    });
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, || ACTIVE_SEEN.with(|s| s.borrow_mut().clear()));
 }
 
 #[cfg(test)]

@@ -44,9 +44,8 @@ pub fn repo_root() -> PathBuf {
 }
 
 fn env_config(var: &str) -> Config {
-    let url = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run these tests with `make test-e2e`, which starts a cluster")
-    });
+    let url = std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run these tests with `make test-e2e`, which starts a cluster"));
     Config::from_str(&url).unwrap_or_else(|e| panic!("{var} is not a valid URL: {e}"))
 }
 
@@ -56,9 +55,7 @@ fn connect(mut config: Config, db: &str) -> Client {
 }
 
 fn seed_sql() -> String {
-    let mut sql = String::from(
-        "INSERT INTO app.countries VALUES ('DE', 'Germany'), ('US', 'United States');\n",
-    );
+    let mut sql = String::from("INSERT INTO app.countries VALUES ('DE', 'Germany'), ('US', 'United States');\n");
     // ACME is on the pro plan, GLOBEX on free (5 members, 10 projects, 1 GB).
     for (org, slug, owner, plan) in [(ACME, "acme", "alice", "pro"), (GLOBEX, "globex", "gina", "free")] {
         sql.push_str(&format!(
@@ -290,10 +287,7 @@ pub fn error_of(client: &mut impl postgres::GenericClient, sql: &str) -> DbError
 
 /// The first column of the first row, as text.
 pub fn text(client: &mut impl postgres::GenericClient, sql: &str) -> Option<String> {
-    client
-        .query_one(&format!("SELECT ({sql})::text"), &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
+    client.query_one(&format!("SELECT ({sql})::text"), &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
 }
 
 /// Number of rows a statement affected.
@@ -303,8 +297,5 @@ pub fn affected(client: &mut impl postgres::GenericClient, sql: &str) -> u64 {
 
 /// Count of rows the query returns.
 pub fn count(client: &mut impl postgres::GenericClient, from: &str) -> i64 {
-    client
-        .query_one(&format!("SELECT count(*) FROM {from}"), &[])
-        .unwrap_or_else(|e| panic!("{from}: {e}"))
-        .get(0)
+    client.query_one(&format!("SELECT count(*) FROM {from}"), &[]).unwrap_or_else(|e| panic!("{from}: {e}")).get(0)
 }

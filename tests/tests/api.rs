@@ -101,9 +101,11 @@ fn the_last_owner_can_never_be_removed_or_demoted() {
 fn tenancy_admin_members_manage_without_context() {
     let db = TestDb::new();
     let mut dba = db.admin();
-    dba.batch_execute("DO $$ BEGIN CREATE ROLE support_desk LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-                       GRANT tenancy_admin TO support_desk;")
-        .unwrap();
+    dba.batch_execute(
+        "DO $$ BEGIN CREATE ROLE support_desk LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+                       GRANT tenancy_admin TO support_desk;",
+    )
+    .unwrap();
     let mut support = db.connect_as("support_desk");
     support.batch_execute(&format!("SELECT tenancy.add_member('{GLOBEX}', 'helper', 'guest')")).unwrap();
     assert_eq!(count(&mut support, "tenancy.organizations"), 2, "a tenancy_admin sees every organization");
@@ -114,15 +116,43 @@ fn bad_inputs_get_clear_errors_and_change_nothing() {
     let db = TestDb::new();
     let mut dba = db.admin();
     let cases: [(String, &str, &str); 9] = [
-        ("SELECT tenancy.create_organization('X', 'Bad Slug', 'u')".into(), "22023", "invalid value for parameter \"slug\": \"Bad Slug\" is not a valid slug"),
-        ("SELECT tenancy.create_organization('X', 'acme', 'u')".into(), "23505", "organization slug \"acme\" is already taken"),
-        ("SELECT tenancy.create_organization('', 'new', 'u')".into(), "22023", "invalid value for parameter \"name\": must not be null or empty"),
+        (
+            "SELECT tenancy.create_organization('X', 'Bad Slug', 'u')".into(),
+            "22023",
+            "invalid value for parameter \"slug\": \"Bad Slug\" is not a valid slug",
+        ),
+        (
+            "SELECT tenancy.create_organization('X', 'acme', 'u')".into(),
+            "23505",
+            "organization slug \"acme\" is already taken",
+        ),
+        (
+            "SELECT tenancy.create_organization('', 'new', 'u')".into(),
+            "22023",
+            "invalid value for parameter \"name\": must not be null or empty",
+        ),
         ("SELECT tenancy.create_organization('X', 'new', 'u', 'gold')".into(), "22023", "unknown plan \"gold\""),
-        (format!("SELECT tenancy.create_organization('X', 'new', 'u', id => '{ACME}')"), "23505", &*Box::leak(format!("organization id {ACME} is already in use").into_boxed_str())),
+        (
+            format!("SELECT tenancy.create_organization('X', 'new', 'u', id => '{ACME}')"),
+            "23505",
+            &*Box::leak(format!("organization id {ACME} is already in use").into_boxed_str()),
+        ),
         (format!("SELECT tenancy.add_member('{ACME}', 'zed', 'wizard')"), "22023", "unknown role \"wizard\""),
-        (format!("SELECT tenancy.add_member('{ACME}', 'carol')"), "23505", "user \"carol\" is already a member of organization a0000000-0000-0000-0000-000000000001"),
-        (format!("SELECT tenancy.update_member('{ACME}', 'nobody', 'guest')"), "42704", "user \"nobody\" is not a member of organization a0000000-0000-0000-0000-000000000001"),
-        (format!("SELECT tenancy.add_member('{NOWHERE}', 'zed')"), "42704", "organization c0000000-0000-0000-0000-000000000003 does not exist"),
+        (
+            format!("SELECT tenancy.add_member('{ACME}', 'carol')"),
+            "23505",
+            "user \"carol\" is already a member of organization a0000000-0000-0000-0000-000000000001",
+        ),
+        (
+            format!("SELECT tenancy.update_member('{ACME}', 'nobody', 'guest')"),
+            "42704",
+            "user \"nobody\" is not a member of organization a0000000-0000-0000-0000-000000000001",
+        ),
+        (
+            format!("SELECT tenancy.add_member('{NOWHERE}', 'zed')"),
+            "42704",
+            "organization c0000000-0000-0000-0000-000000000003 does not exist",
+        ),
     ];
     let before = count(&mut dba, "tenancy.members");
     for (sql, code, message) in cases {
@@ -146,7 +176,10 @@ fn apps_create_orgs_at_sign_up_but_only_dbas_choose_ids() {
     let e = error_of(&mut c, &format!("SELECT tenancy.create_organization('Y', 'y', 'u', id => '{NOWHERE}')"));
     assert_eq!(e.code, "42501");
     let mut dba = db.admin();
-    let imported = text(&mut dba, &format!("SELECT tenancy.create_organization('Imported', 'imported', 'u', 'pro', id => '{NOWHERE}')"));
+    let imported = text(
+        &mut dba,
+        &format!("SELECT tenancy.create_organization('Imported', 'imported', 'u', 'pro', id => '{NOWHERE}')"),
+    );
     assert_eq!(imported.as_deref(), Some(NOWHERE));
 }
 
@@ -157,7 +190,8 @@ fn org_switcher_lists_a_users_orgs_and_slug_lookup_hides_others() {
     // A user-only context (before an organization is chosen) is enough, and only for that user.
     c.batch_execute("BEGIN; SELECT tenancy.set_user_context('sam')").unwrap();
     assert_eq!(
-        text(&mut c, "SELECT string_agg(slug || ':' || role, ',' ORDER BY slug) FROM tenancy.user_organizations()").as_deref(),
+        text(&mut c, "SELECT string_agg(slug || ':' || role, ',' ORDER BY slug) FROM tenancy.user_organizations()")
+            .as_deref(),
         Some("acme:member,globex:admin")
     );
     assert_eq!(text(&mut c, "SELECT tenancy.org_id('globex')").as_deref(), Some(GLOBEX));
@@ -172,7 +206,8 @@ fn org_switcher_lists_a_users_orgs_and_slug_lookup_hides_others() {
     c.batch_execute("COMMIT").unwrap();
     // DBAs may ask about anyone.
     assert_eq!(
-        text(&mut db.admin(), "SELECT string_agg(slug, ',' ORDER BY slug) FROM tenancy.user_organizations('gina')").as_deref(),
+        text(&mut db.admin(), "SELECT string_agg(slug, ',' ORDER BY slug) FROM tenancy.user_organizations('gina')")
+            .as_deref(),
         Some("globex")
     );
 }
@@ -180,12 +215,23 @@ fn org_switcher_lists_a_users_orgs_and_slug_lookup_hides_others() {
 #[test]
 fn hierarchical_roles_and_permissions_follow_the_member_role() {
     let db = TestDb::new();
-    for (user, role, admin, perm) in [("alice", "owner", true, true), ("bob", "admin", true, true), ("carol", "member", false, false), ("gus", "guest", false, false)] {
+    for (user, role, admin, perm) in [
+        ("alice", "owner", true, true),
+        ("bob", "admin", true, true),
+        ("carol", "member", false, false),
+        ("gus", "guest", false, false),
+    ] {
         let mut c = db.app_in(ACME, user);
         assert_eq!(text(&mut c, "SELECT tenancy.current_member_role()").as_deref(), Some(role));
-        assert_eq!(text(&mut c, "SELECT tenancy.has_role('admin')").as_deref(), Some(if admin { "true" } else { "false" }));
+        assert_eq!(
+            text(&mut c, "SELECT tenancy.has_role('admin')").as_deref(),
+            Some(if admin { "true" } else { "false" })
+        );
         assert_eq!(text(&mut c, "SELECT tenancy.has_role('guest')").as_deref(), Some("true"));
-        assert_eq!(text(&mut c, "SELECT tenancy.has_permission('members.manage')").as_deref(), Some(if perm { "true" } else { "false" }));
+        assert_eq!(
+            text(&mut c, "SELECT tenancy.has_permission('members.manage')").as_deref(),
+            Some(if perm { "true" } else { "false" })
+        );
     }
 }
 

@@ -37,7 +37,11 @@ fn a_new_uncovered_table_makes_apply_fail_and_change_nothing() {
 fn unsafe_or_unknown_application_roles_and_unknown_resources_are_refused() {
     let db = TestDb::new();
     let mut admin = db.admin();
-    admin.batch_execute("DO $$ BEGIN CREATE ROLE app_bypass LOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;").unwrap();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE app_bypass LOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;",
+        )
+        .unwrap();
     let unsafe_policy = example_policy()
         .replace("read_only = [\"app_readonly\"]", "read_only = [\"app_bypass\", \"ghost\"]")
         .replace("projects = { table = \"projects\" }", "widgets = { table = \"projects\" }");

@@ -11,9 +11,13 @@ fn quotas_and_usage_are_exact_after_a_crash_and_restart() {
     let mut c = db.app_in(GLOBEX, "gina");
     c.batch_execute("INSERT INTO app.projects (name) SELECT 'p' || g FROM generate_series(1, 3) g").unwrap();
     // An open transaction's reservation dies with the crash.
-    c.batch_execute("SELECT tenancy.record_usage('api_calls', 7); SELECT tenancy.record_usage('api_calls', 3);").unwrap();
+    c.batch_execute("SELECT tenancy.record_usage('api_calls', 7); SELECT tenancy.record_usage('api_calls', 3);")
+        .unwrap();
     let mut open = db.app_in(GLOBEX, "sam");
-    open.batch_execute("BEGIN; INSERT INTO app.projects (name) VALUES ('lost'); SELECT tenancy.record_usage('api_calls', 100);").unwrap();
+    open.batch_execute(
+        "BEGIN; INSERT INTO app.projects (name) VALUES ('lost'); SELECT tenancy.record_usage('api_calls', 100);",
+    )
+    .unwrap();
     drop(c);
     let out = std::process::Command::new(repo_root().join("scripts/cluster.sh"))
         .args(["crash", "test"])
@@ -23,7 +27,8 @@ fn quotas_and_usage_are_exact_after_a_crash_and_restart() {
     drop(open);
     let mut c = db.app_in(GLOBEX, "gina");
     assert_eq!(count(&mut c, "app.projects"), 4, "the fixture's project plus the 3 committed ones");
-    let calls: i64 = c.query_one(&format!("SELECT tenancy.usage('{GLOBEX}', 'api_calls')::bigint"), &[]).unwrap().get(0);
+    let calls: i64 =
+        c.query_one(&format!("SELECT tenancy.usage('{GLOBEX}', 'api_calls')::bigint"), &[]).unwrap().get(0);
     assert_eq!(calls, 10, "every committed increment survives; the uncommitted one does not");
     c.batch_execute("INSERT INTO app.projects (name) VALUES ('fifth')").unwrap();
     let e = error_of(&mut c, "INSERT INTO app.projects (name) VALUES ('sixth')");
@@ -33,7 +38,8 @@ fn quotas_and_usage_are_exact_after_a_crash_and_restart() {
 #[test]
 fn create_extension_without_shared_preload_libraries_says_what_to_do() {
     let cluster = |cmd: &str| {
-        let out = std::process::Command::new(repo_root().join("scripts/cluster.sh")).args([cmd, "plain"]).output().unwrap();
+        let out =
+            std::process::Command::new(repo_root().join("scripts/cluster.sh")).args([cmd, "plain"]).output().unwrap();
         assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
@@ -42,7 +48,10 @@ fn create_extension_without_shared_preload_libraries_says_what_to_do() {
     let result = std::panic::catch_unwind(|| {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let e = error_of(&mut c, "CREATE EXTENSION pg_tenancy");
-        assert_eq!((e.code.as_str(), e.message.as_str()), ("55000", "pg_tenancy must be loaded via shared_preload_libraries"));
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("55000", "pg_tenancy must be loaded via shared_preload_libraries")
+        );
         assert!(e.hint.unwrap().contains("shared_preload_libraries"));
     });
     cluster("destroy");

@@ -131,7 +131,8 @@ fn writing_into_or_moving_rows_to_another_org_is_refused() {
     let e = error_of(&mut c, &format!("INSERT INTO app.projects (org_id, name) VALUES ('{GLOBEX}', 'sneaky')"));
     assert_eq!(e.code, "42501");
     assert!(e.message.contains("row-level security"), "{}", e.message);
-    let e = error_of(&mut c, &format!("UPDATE app.projects SET org_id = '{GLOBEX}' WHERE id = '{}'", acme_id("projects")));
+    let e =
+        error_of(&mut c, &format!("UPDATE app.projects SET org_id = '{GLOBEX}' WHERE id = '{}'", acme_id("projects")));
     assert_eq!(e.code, "42501");
     // Nothing moved: globex still has exactly its own project.
     let mut admin = db.admin();
@@ -142,7 +143,8 @@ fn writing_into_or_moving_rows_to_another_org_is_refused() {
 fn the_tenant_column_defaults_to_the_current_org() {
     let db = TestDb::new();
     let mut c = db.app_in(GLOBEX, "gina");
-    let row = c.query_one("INSERT INTO app.projects (name) VALUES ('auto') RETURNING org_id::text, created_by", &[]).unwrap();
+    let row =
+        c.query_one("INSERT INTO app.projects (name) VALUES ('auto') RETURNING org_id::text, created_by", &[]).unwrap();
     assert_eq!(row.get::<_, String>(0), GLOBEX);
     assert_eq!(row.get::<_, String>(1), "gina");
 }

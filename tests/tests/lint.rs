@@ -7,7 +7,11 @@ use pg_tenancy_e2e::*;
 use std::collections::BTreeSet;
 
 fn options(schemas: &[&str]) -> Options {
-    Options { schemas: schemas.iter().map(|s| s.to_string()).collect(), tenant_column: "org_id".into(), app_roles: vec![] }
+    Options {
+        schemas: schemas.iter().map(|s| s.to_string()).collect(),
+        tenant_column: "org_id".into(),
+        app_roles: vec![],
+    }
 }
 
 #[test]
@@ -52,7 +56,8 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
     let forced = findings.iter().find(|f| f.rule == "rls-not-forced").unwrap();
     assert_eq!(forced.fix, "ALTER TABLE bad.loose FORCE ROW LEVEL SECURITY;");
     // The CLI exits non-zero (1) when any error is found.
-    let failure = tenancy(&["lint", "--database-url", &admin_url(&db.name), "--schema", "bad", "--format", "json"]).unwrap_err();
+    let failure =
+        tenancy(&["lint", "--database-url", &admin_url(&db.name), "--schema", "bad", "--format", "json"]).unwrap_err();
     assert!(matches!(failure, pg_tenancy_compiler::cli::Failure::LintErrors));
     admin.batch_execute("DROP SCHEMA bad CASCADE").unwrap();
 }

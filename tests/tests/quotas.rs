@@ -65,7 +65,8 @@ fn aborted_inserts_and_rolled_back_savepoints_free_their_reservation() {
     set_quota(&db, GLOBEX, "projects", "2");
     let mut c = db.app_in(GLOBEX, "gina");
     c.batch_execute("BEGIN; INSERT INTO app.projects (name) VALUES ('gone'); ROLLBACK;").unwrap();
-    c.batch_execute("BEGIN; SAVEPOINT s; INSERT INTO app.projects (name) VALUES ('gone'); ROLLBACK TO SAVEPOINT s;").unwrap();
+    c.batch_execute("BEGIN; SAVEPOINT s; INSERT INTO app.projects (name) VALUES ('gone'); ROLLBACK TO SAVEPOINT s;")
+        .unwrap();
     insert_project(&mut c).unwrap();
     c.batch_execute("COMMIT").unwrap();
     assert_eq!(projects_of(&db, GLOBEX), 2);
@@ -129,7 +130,10 @@ fn lowering_a_limit_blocks_new_rows_and_deletes_nothing() {
     set_quota(&db, ACME, "projects", "NULL");
     insert_project(&mut c).unwrap();
     db.admin().batch_execute(&format!("SELECT tenancy.set_plan('{ACME}', 'free')")).unwrap();
-    assert_eq!(text(&mut c, "SELECT quota FROM tenancy.quota(tenancy.current_org(), 'projects')").as_deref(), Some("10"));
+    assert_eq!(
+        text(&mut c, "SELECT quota FROM tenancy.quota(tenancy.current_org(), 'projects')").as_deref(),
+        Some("10")
+    );
 }
 
 #[test]
@@ -145,7 +149,10 @@ fn sum_quota_follows_inserts_updates_and_deletes() {
     let e = error_of(&mut c, "UPDATE app.files SET size_bytes = 101 WHERE name = 'b'");
     assert_eq!(e.code, "53400");
     c.batch_execute("DELETE FROM app.files WHERE name = 'a'").unwrap();
-    assert_eq!(text(&mut c, "SELECT used FROM tenancy.quota(tenancy.current_org(), 'storage')").as_deref(), Some("200"));
+    assert_eq!(
+        text(&mut c, "SELECT used FROM tenancy.quota(tenancy.current_org(), 'storage')").as_deref(),
+        Some("200")
+    );
 }
 
 #[test]
@@ -164,9 +171,13 @@ fn the_members_quota_limits_add_member() {
 fn quotas_are_readable_for_the_own_org_and_managed_by_dbas() {
     let db = TestDb::new();
     let mut c = db.app_in(GLOBEX, "gina");
-    let rows = c.query(&format!("SELECT resource, quota, used, remaining FROM tenancy.quotas('{GLOBEX}')"), &[]).unwrap();
+    let rows =
+        c.query(&format!("SELECT resource, quota, used, remaining FROM tenancy.quotas('{GLOBEX}')"), &[]).unwrap();
     let projects = rows.iter().find(|r| r.get::<_, String>(0) == "projects").unwrap();
-    assert_eq!((projects.get::<_, Option<i64>>(1), projects.get::<_, i64>(2), projects.get::<_, Option<i64>>(3)), (Some(10), 1, Some(9)));
+    assert_eq!(
+        (projects.get::<_, Option<i64>>(1), projects.get::<_, i64>(2), projects.get::<_, Option<i64>>(3)),
+        (Some(10), 1, Some(9))
+    );
     let users = rows.iter().find(|r| r.get::<_, String>(0) == "users").unwrap();
     assert_eq!(users.get::<_, i64>(2), 2);
     for sql in [
@@ -179,7 +190,9 @@ fn quotas_are_readable_for_the_own_org_and_managed_by_dbas() {
     let mut dba = db.admin();
     let e = error_of(&mut dba, &format!("SELECT tenancy.set_quota('{GLOBEX}', 'widgets', 1)"));
     assert_eq!((e.code.as_str(), e.message.as_str()), ("22023", "unknown resource \"widgets\""));
-    assert!(e.detail.unwrap().starts_with("Valid resources are: active_users, api_calls, bandwidth_bytes, compute_ms, custom_domains, projects"));
+    assert!(e.detail.unwrap().starts_with(
+        "Valid resources are: active_users, api_calls, bandwidth_bytes, compute_ms, custom_domains, projects"
+    ));
     let e = error_of(&mut dba, &format!("SELECT tenancy.set_quota('{GLOBEX}', 'projects', -1)"));
     assert_eq!(e.code, "22023");
     let e = error_of(&mut dba, &format!("SELECT tenancy.set_plan('{GLOBEX}', 'gold')"));
@@ -223,7 +236,10 @@ fn tenancy_admins_add_plans_and_resources_and_metered_use_is_reported() {
     let row = c
         .query_one(&format!("SELECT quota, used, remaining FROM tenancy.quota('{GLOBEX}', 'api_calls')"), &[])
         .unwrap();
-    assert_eq!((row.get::<_, Option<i64>>(0), row.get::<_, i64>(1), row.get::<_, Option<i64>>(2)), (Some(20), 4, Some(16)));
+    assert_eq!(
+        (row.get::<_, Option<i64>>(0), row.get::<_, i64>(1), row.get::<_, Option<i64>>(2)),
+        (Some(20), 4, Some(16))
+    );
     insert_project(&mut c).unwrap();
     insert_project(&mut c).unwrap();
     assert_eq!(insert_project(&mut c).unwrap_err().message, "project limit reached (3)");

@@ -5,7 +5,8 @@ use pg_tenancy_e2e::*;
 
 fn with_rules() -> TestDb {
     let db = TestDb::new();
-    tenancy(&["apply", &path("tests/fixtures/rules.toml"), "--database-url", &admin_url(&db.name)]).expect("apply rules");
+    tenancy(&["apply", &path("tests/fixtures/rules.toml"), "--database-url", &admin_url(&db.name)])
+        .expect("apply rules");
     db
 }
 
@@ -15,9 +16,17 @@ fn only_the_creator_may_update_a_project() {
     let mut carol = db.app_in(ACME, "carol");
     carol.batch_execute("INSERT INTO app.projects (name) VALUES ('carol''s')").unwrap();
     assert_eq!(affected(&mut carol, "UPDATE app.projects SET name = name || '!' WHERE name = 'carol''s'"), 1);
-    assert_eq!(affected(&mut carol, "UPDATE app.projects SET name = 'x' WHERE name = 'Acme launch'"), 0, "created by someone else");
+    assert_eq!(
+        affected(&mut carol, "UPDATE app.projects SET name = 'x' WHERE name = 'Acme launch'"),
+        0,
+        "created by someone else"
+    );
     let mut bob = db.app_in(ACME, "bob");
-    assert_eq!(affected(&mut bob, "UPDATE app.projects SET name = 'x' WHERE name = 'carol''s!'"), 0, "even for an admin");
+    assert_eq!(
+        affected(&mut bob, "UPDATE app.projects SET name = 'x' WHERE name = 'carol''s!'"),
+        0,
+        "even for an admin"
+    );
     let e = error_of(&mut carol, "UPDATE app.projects SET created_by = 'bob' WHERE name = 'carol''s!'");
     assert_eq!(e.code, "42501", "a row cannot be handed to someone else");
 }

@@ -239,9 +239,12 @@ fn bad_share_calls_get_clear_errors() {
     assert_eq!(e.detail.as_deref(), Some("sharing a row requires a tenant context, and none is set."));
     let e = error_of(&mut db.app(), &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')"));
     assert_eq!(e.detail.as_deref(), Some("unsharing a row requires a tenant context, and none is set."));
-    let e = as_member(&db, ACME, "alice", &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', NULL)")).unwrap_err();
+    let e = as_member(&db, ACME, "alice", &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', NULL)"))
+        .unwrap_err();
     assert_eq!((e.code.as_str(), e.message.as_str()), ("22023", "invalid argument: org_id must not be null"));
-    let e = as_member(&db, ACME, "carol", &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')")).unwrap_err();
+    let e =
+        as_member(&db, ACME, "carol", &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')"))
+            .unwrap_err();
     assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "permission denied to unshare rows of app.documents"));
     assert_eq!(count(&mut db.admin(), "tenancy.shares"), 0);
     // Nobody writes the shares directly.
@@ -298,8 +301,13 @@ fn the_shared_and_public_arms_are_index_backed() {
 fn a_row_is_found_by_any_spelling_of_its_id_and_the_own_row_wins_over_a_namesake() {
     let db = db();
     // INITECH has a row with the same id as ACME's: ACME shares its own row.
-    as_member(&db, INITECH, "ian", &format!("INSERT INTO app.documents (id, title) VALUES ('{ACME_DOC}', 'Initech copy')"))
-        .unwrap();
+    as_member(
+        &db,
+        INITECH,
+        "ian",
+        &format!("INSERT INTO app.documents (id, title) VALUES ('{ACME_DOC}', 'Initech copy')"),
+    )
+    .unwrap();
     share(&db, ACME, "alice", &ACME_DOC.to_uppercase(), GLOBEX, "{read}").unwrap();
     assert_eq!(titles(&db, GLOBEX, "gina"), ["Acme handbook", "Acme plan", "Globex plan"]);
     let mut c = db.app_in(ACME, "alice");
@@ -317,9 +325,21 @@ fn the_enable_functions_name_what_is_wrong() {
     let db = db();
     let mut admin = db.admin();
     let cases = [
-        ("SELECT tenancy.enable_sharing('app.tasks', visibility_column => 'done')", "42703", "table app.tasks has no text column \"done\""),
-        ("SELECT tenancy.enable_sharing('app.tasks', id_column => 'nope')", "42703", "table app.tasks has no column \"nope\""),
-        ("SELECT tenancy.enable_quota('projects', 'app.countries')", "42703", "table app.countries has no uuid column \"org_id\""),
+        (
+            "SELECT tenancy.enable_sharing('app.tasks', visibility_column => 'done')",
+            "42703",
+            "table app.tasks has no text column \"done\"",
+        ),
+        (
+            "SELECT tenancy.enable_sharing('app.tasks', id_column => 'nope')",
+            "42703",
+            "table app.tasks has no column \"nope\"",
+        ),
+        (
+            "SELECT tenancy.enable_quota('projects', 'app.countries')",
+            "42703",
+            "table app.countries has no uuid column \"org_id\"",
+        ),
         (
             "SELECT tenancy.enable_usage('bandwidth_bytes', 'app.files', amount_column => 'name')",
             "42703",

@@ -69,7 +69,8 @@ fn alter_role_and_alter_database_set_are_refused() {
 fn look_alike_placeholder_settings_are_refused() {
     let db = TestDb::new();
     let mut c = db.app();
-    for sql in ["SET tenancy.org = 'x'", "SET tenancy.orgid = 'x'", "SELECT set_config('tenancy.anything', 'x', false)"] {
+    for sql in ["SET tenancy.org = 'x'", "SET tenancy.orgid = 'x'", "SELECT set_config('tenancy.anything', 'x', false)"]
+    {
         let e = error_of(&mut c, sql);
         assert_eq!(e.code, "42602", "{sql}: {}", e.message);
         assert_eq!(e.detail.as_deref(), Some("\"tenancy\" is a reserved prefix."));
@@ -207,7 +208,10 @@ fn null_and_empty_arguments_are_refused() {
     let db = TestDb::new();
     let mut c = db.app();
     let e = error_of(&mut c, "SELECT tenancy.set_context(NULL, 'alice')");
-    assert_eq!((e.code.as_str(), e.message.as_str()), ("22023", "invalid value for parameter \"org_id\": must not be null"));
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("22023", "invalid value for parameter \"org_id\": must not be null")
+    );
     let e = error_of(&mut c, &format!("SELECT tenancy.set_context('{ACME}', '  ')"));
     assert_eq!(e.code, "22023");
     let e = error_of(&mut c, "SELECT tenancy.set_context('not-a-uuid', 'alice')");

@@ -38,7 +38,10 @@ fn usage_is_recorded_per_organization_and_only_when_committed() {
     let mut c = db.app_in(ACME, "alice");
     c.batch_execute("SELECT tenancy.record_usage('api_calls'); SELECT tenancy.record_usage('api_calls', 5);").unwrap();
     c.batch_execute("BEGIN; SELECT tenancy.record_usage('api_calls', 100); ROLLBACK;").unwrap();
-    c.batch_execute("BEGIN; SAVEPOINT s; SELECT tenancy.record_usage('api_calls', 100); ROLLBACK TO SAVEPOINT s; COMMIT;").unwrap();
+    c.batch_execute(
+        "BEGIN; SAVEPOINT s; SELECT tenancy.record_usage('api_calls', 100); ROLLBACK TO SAVEPOINT s; COMMIT;",
+    )
+    .unwrap();
     assert_eq!(usage(&mut c, ACME, "api_calls"), 6);
     assert_eq!(usage(&mut c, GLOBEX, "api_calls"), 0, "another organization's usage reads as nothing");
     assert_eq!(usage(&mut db.admin(), GLOBEX, "api_calls"), 0);
@@ -110,9 +113,11 @@ fn the_usage_report_has_a_row_per_organization_and_metric() {
     let mut dba = db.admin();
     let rows = dba.query("SELECT slug, metric, amount::bigint, quota FROM tenancy.usage_report()", &[]).unwrap();
     assert_eq!(rows.len(), 2 * 5, "two organizations x five metrics");
-    let acme_calls = rows.iter().find(|r| r.get::<_, String>(0) == "acme" && r.get::<_, String>(1) == "api_calls").unwrap();
+    let acme_calls =
+        rows.iter().find(|r| r.get::<_, String>(0) == "acme" && r.get::<_, String>(1) == "api_calls").unwrap();
     assert_eq!((acme_calls.get::<_, i64>(2), acme_calls.get::<_, Option<i64>>(3)), (7, Some(100_000)));
-    let acme_active = rows.iter().find(|r| r.get::<_, String>(0) == "acme" && r.get::<_, String>(1) == "active_users").unwrap();
+    let acme_active =
+        rows.iter().find(|r| r.get::<_, String>(0) == "acme" && r.get::<_, String>(1) == "active_users").unwrap();
     assert_eq!(acme_active.get::<_, i64>(2), 1);
     let last_month = dba
         .query_one("SELECT sum(amount)::bigint FROM tenancy.usage_report(date_trunc('month', now(), 'UTC') - interval '1 month')", &[])
@@ -130,9 +135,21 @@ fn bad_usage_calls_get_clear_errors() {
     let mut c = db.app_in(ACME, "alice");
     for (sql, code, message) in [
         ("SELECT tenancy.record_usage('widgets')", "22023", "unknown resource \"widgets\""),
-        ("SELECT tenancy.record_usage('projects')", "22023", "invalid value for parameter \"metric\": resource \"projects\" is a count quota, not a metered metric"),
-        ("SELECT tenancy.record_usage('api_calls', 0)", "22023", "invalid value for parameter \"amount\": must be positive"),
-        ("SELECT tenancy.record_usage('active_users')", "22023", "invalid value for parameter \"metric\": active_users is counted automatically when a context is set"),
+        (
+            "SELECT tenancy.record_usage('projects')",
+            "22023",
+            "invalid value for parameter \"metric\": resource \"projects\" is a count quota, not a metered metric",
+        ),
+        (
+            "SELECT tenancy.record_usage('api_calls', 0)",
+            "22023",
+            "invalid value for parameter \"amount\": must be positive",
+        ),
+        (
+            "SELECT tenancy.record_usage('active_users')",
+            "22023",
+            "invalid value for parameter \"metric\": active_users is counted automatically when a context is set",
+        ),
         ("SELECT tenancy.usage(tenancy.current_org(), 'nope')", "22023", "unknown metric \"nope\""),
     ] {
         let e = error_of(&mut c, sql);

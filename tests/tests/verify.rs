@@ -15,7 +15,8 @@ fn options(schemas: &[&str], roles: &[&str]) -> Options {
 
 /// The cell text for (role, table, command).
 fn cell(report: &Report, role: &str, table: &str, command: &str) -> String {
-    let r = report.results.iter().find(|r| r.role == role && r.table == table).unwrap_or_else(|| panic!("{role} {table}"));
+    let r =
+        report.results.iter().find(|r| r.role == role && r.table == table).unwrap_or_else(|| panic!("{role} {table}"));
     let c = &r.cells[command];
     if !c.leaks.is_empty() {
         return format!("LEAK: {}", c.leaks.join("; "));
@@ -53,7 +54,12 @@ fn the_compiled_example_is_isolated_for_every_role_table_and_command() {
     // What --format json prints.
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["organizations"], 2);
-    let documents = json["results"].as_array().unwrap().iter().find(|r| r["table"] == "app.documents" && r["role"] == "app_user").unwrap();
+    let documents = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["table"] == "app.documents" && r["role"] == "app_user")
+        .unwrap();
     assert_eq!(documents["kind"], "shareable");
     assert_eq!(documents["cells"]["update"]["reach"], serde_json::json!(["own", "shared"]));
     assert_eq!(documents["cells"]["select"]["leaks"], serde_json::json!([]));
@@ -62,7 +68,9 @@ fn the_compiled_example_is_isolated_for_every_role_table_and_command() {
 #[test]
 fn every_leak_of_an_unseen_schema_is_found() {
     let db = TestDb::new();
-    db.admin().batch_execute(&std::fs::read_to_string(repo_root().join("tests/fixtures/verify_crm.sql")).unwrap()).unwrap();
+    db.admin()
+        .batch_execute(&std::fs::read_to_string(repo_root().join("tests/fixtures/verify_crm.sql")).unwrap())
+        .unwrap();
     let report = verify::verify(&mut db.admin(), &options(&["crm"], &[])).unwrap();
     let text = verify::render_human(&report);
     assert_eq!(report.roles, ["crm_app"], "{text}");
