@@ -169,12 +169,8 @@ impl TestDb {
         let mut admin = connect(env_config("TENANCY_TEST_ADMIN_URL"), "postgres");
         // A database's own privileges (`tenancy apply` took TEMPORARY from PUBLIC) are not
         // copied from its template.
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {name} TEMPLATE {template};
-                 REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC, app_user, app_readonly;"
-            ))
-            .unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).unwrap();
+        admin.batch_execute(&format!("REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC, app_user, app_readonly")).unwrap();
         TestDb { name }
     }
 

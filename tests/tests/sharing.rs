@@ -205,7 +205,7 @@ fn another_orgs_row_and_a_missing_row_are_refused_identically() {
 #[test]
 fn bad_share_calls_get_clear_errors() {
     let db = db();
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 7] = [
         (&format!("'app.documents', '{ACME_DOC}', NULL"), "22023", "invalid argument: org_id must not be null"),
         (&format!("'app.documents', NULL, '{GLOBEX}'"), "22023", "invalid argument: row_id must not be null"),
         (
