@@ -71,9 +71,12 @@ fn authority_over(org_id: Uuid, allow_self_service: bool) -> Authority {
 }
 
 /// Locks the organization row (serialising membership changes per organization, so that "the
-/// last owner" is exact under concurrency) and raises if it does not exist.
+/// last owner" is exact under concurrency) and raises if it does not exist. `FOR NO KEY UPDATE`:
+/// it must not wait for transactions that merely reference the organization (a context's
+/// first statement of the month records an active user, which takes a KEY SHARE lock on it).
 fn lock_org(org_id: Uuid) {
-    let found: Option<bool> = one("SELECT true FROM tenancy.organizations WHERE id = $1 FOR UPDATE", &[org_id.into()]);
+    let found: Option<bool> =
+        one("SELECT true FROM tenancy.organizations WHERE id = $1 FOR NO KEY UPDATE", &[org_id.into()]);
     if found.is_none() {
         TenancyError::UnknownOrganization { org_id: org_id.to_string() }.raise()
     }
