@@ -18,7 +18,7 @@ PGRX_RUNAS := $(if $(ROOT),--runas postgres --pgdata $(STATE_DIR)/pgrx-test/data
 # private copy of PostgreSQL (scripts/pg-tree.sh), never into the system's.
 export PGRX_HOME := $(STATE_DIR)/pgrx-home
 
-.PHONY: help setup install cli demo test test-compiler test-extension test-e2e pyenv bench \
+.PHONY: help setup install cli demo test lint-rust test-compiler test-extension test-e2e pyenv bench \
         psql db-url db-admin-url stop clean
 
 help: ## list the targets
@@ -37,11 +37,16 @@ demo: install cli ## start a local cluster (port 28815) and show two organizatio
 	scripts/cluster.sh restart demo
 	TENANCY=$(TENANCY) scripts/demo.sh
 
-test: ## run every test: compiler, extension (pgrx) and end-to-end against a real cluster
+test: ## run every test: formatting, clippy, compiler, extension (pgrx), end-to-end against a real cluster
 	$(MAKE) setup
+	$(MAKE) lint-rust
 	$(MAKE) test-compiler
 	$(MAKE) test-extension
 	$(MAKE) test-e2e PROFILE=dev
+
+lint-rust: ## cargo fmt --check and cargo clippy -D warnings on every crate
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 test-compiler: ## compiler unit, golden and CLI tests (no database needed)
 	cargo test -p pg_tenancy_compiler

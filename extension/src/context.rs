@@ -71,10 +71,13 @@ pub struct Context {
     pub member: Option<Membership>,
 }
 
+/// (organization, user) -> (the generation it was checked at, the membership then, if any).
+type Rechecked = HashMap<([u8; 16], String), (u64, Option<Membership>)>;
+
 thread_local! {
     /// Memberships checked again after their generation moved, by (organization, user): what a
     /// session context whose settings cannot be rewritten (inside a parallel query) answers with.
-    static RECHECKED: RefCell<HashMap<([u8; 16], String), (u64, Option<Membership>)>> = RefCell::new(HashMap::new());
+    static RECHECKED: RefCell<Rechecked> = RefCell::new(HashMap::new());
 }
 
 fn parse_org(text: &str) -> pgrx::Uuid {

@@ -498,10 +498,8 @@ pub fn limits_generation() -> u64 {
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     match event {
-        XACT_EVENT_PRE_PREPARE => {
-            if RESERVATIONS.with(|r| !r.borrow().is_empty()) {
-                TenancyError::PrepareWithQuota.raise()
-            }
+        XACT_EVENT_PRE_PREPARE if RESERVATIONS.with(|r| !r.borrow().is_empty()) => {
+            TenancyError::PrepareWithQuota.raise()
         }
         XACT_EVENT_COMMIT
         | XACT_EVENT_PARALLEL_COMMIT

@@ -116,12 +116,10 @@ thread_local! {
 unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     match event {
-        XACT_EVENT_PRE_PREPARE => {
-            // A prepared transaction's changes become visible at COMMIT PREPARED, in a session
-            // whose callbacks know nothing of them: the generations would move too early.
-            if PENDING.with(|p| !p.borrow().orgs.is_empty() || p.borrow().all) {
-                TenancyError::PrepareWithMembershipChange.raise()
-            }
+        // A prepared transaction's changes become visible at COMMIT PREPARED, in a session
+        // whose callbacks know nothing of them: the generations would move too early.
+        XACT_EVENT_PRE_PREPARE if PENDING.with(|p| !p.borrow().orgs.is_empty() || p.borrow().all) => {
+            TenancyError::PrepareWithMembershipChange.raise()
         }
         // After the commit is visible to every snapshot: a reader that sees the new generation
         // and checks again sees the change.

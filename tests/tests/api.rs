@@ -22,8 +22,8 @@ fn the_app_role_cannot_write_the_catalog_directly() {
     let mut c = db.app_in(ACME, "alice");
     for sql in [
         format!("INSERT INTO tenancy.members (org_id, user_id, role) VALUES ('{GLOBEX}', 'alice', 'owner')"),
-        format!("UPDATE tenancy.members SET role = 'owner' WHERE user_id = 'gus'"),
-        format!("UPDATE tenancy.organizations SET status = 'active'"),
+        "UPDATE tenancy.members SET role = 'owner' WHERE user_id = 'gus'".to_string(),
+        "UPDATE tenancy.organizations SET status = 'active'".to_string(),
         "DELETE FROM tenancy.roles".to_string(),
     ] {
         let e = error_of(&mut c, &sql);

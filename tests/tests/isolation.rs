@@ -212,15 +212,15 @@ fn policies_are_index_backed_and_evaluate_context_once_per_statement() {
     let db = TestDb::new();
     let mut admin = db.admin();
     admin
-        .batch_execute(&format!(
+        .batch_execute(
             "INSERT INTO tenancy.organizations (id, slug, name, plan)
              SELECT ('d0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'org-' || g, 'Org ' || g, 'enterprise'
                FROM generate_series(1, 200) g;
              INSERT INTO app.projects (org_id, name, created_by)
              SELECT ('d0000000-0000-0000-0000-' || lpad((g % 200 + 1)::text, 12, '0'))::uuid, 'p' || g, 'seed'
                FROM generate_series(1, 20000) g;
-             ANALYZE app.projects;"
-        ))
+             ANALYZE app.projects;",
+        )
         .unwrap();
     // With many tenants, one tenant's rows are a sliver of the table: the planner must use the
     // tenant-leading index even though the org id is only known when the statement runs.
