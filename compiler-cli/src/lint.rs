@@ -25,6 +25,10 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("missing-tenant-index", Severity::Warning, "no index leads with the tenant column"),
     ("fk-missing-index", Severity::Warning, "no index leads with a foreign key's columns"),
     ("security-definer-reads-tenant-table", Severity::Warning, "a SECURITY DEFINER function mentions a tenant table (it runs with its owner's rights)"),
+    ("app-role-temporary", Severity::Error, "an application role may create temporary tables (their rows outlive a context on a pooled connection)"),
+    ("app-role-reads-activity", Severity::Error, "an application role sees other sessions' statements in pg_stat_activity (every tenant runs as that role)"),
+    ("app-role-large-objects", Severity::Error, "an application role may create and read large objects (they belong to the role, which every tenant shares)"),
+    ("app-role-reads-statistics", Severity::Warning, "an application role reads table statistics (rows and writes of every organization together)"),
 ];
 
 /// One problem found.
@@ -208,6 +212,7 @@ fn lint_roles(
                 format!("ALTER ROLE {} NOSUPERUSER NOBYPASSRLS;", quote_ident(&role)),
             ));
         }
+        lint_role_privileges(client, &role, out)?;
         for t in tables.values().filter(|t| t.owner == role) {
             out.push(finding(
                 "app-role-owns-table",
@@ -219,6 +224,65 @@ fn lint_roles(
                 ),
                 format!("ALTER TABLE {} OWNER TO <a migration role>;", t.name),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// What an application role may use besides the tables (see [`crate::hardening`]); the fixes are
+/// the statements `tenancy apply` runs.
+fn lint_role_privileges(
+    client: &mut impl postgres::GenericClient,
+    role: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    let row = client.query_one(
+        "SELECT has_database_privilege($1, current_database(), 'TEMPORARY'),
+                has_table_privilege($1, 'pg_catalog.pg_stat_activity', 'SELECT')
+                    OR has_function_privilege($1, 'pg_catalog.pg_stat_get_activity(integer)', 'EXECUTE'),
+                has_function_privilege($1, 'pg_catalog.lo_create(oid)', 'EXECUTE')
+                    OR has_function_privilege($1, 'pg_catalog.lo_open(oid, integer)', 'EXECUTE'),
+                has_table_privilege($1, 'pg_catalog.pg_stat_user_tables', 'SELECT')
+                    OR has_function_privilege($1, 'pg_catalog.pg_stat_get_live_tuples(oid)', 'EXECUTE')",
+        &[&role],
+    )?;
+    let object = format!("role {}", quote_ident(role));
+    let roles = [role.to_string()];
+    let checks: [(bool, &'static str, String, String); 4] = [
+        (
+            row.get(0),
+            "app-role-temporary",
+            format!("application role {} may create temporary tables", quote_ident(role)),
+            crate::hardening::revoke_temporary(&roles),
+        ),
+        (
+            row.get(1),
+            "app-role-reads-activity",
+            format!(
+                "application role {} reads pg_stat_activity: other tenants' statements and their literals",
+                quote_ident(role)
+            ),
+            crate::hardening::RESTRICT_STATISTICS.to_string(),
+        ),
+        (
+            row.get(2),
+            "app-role-large-objects",
+            format!("application role {} may create and read large objects", quote_ident(role)),
+            crate::hardening::REVOKE_LARGE_OBJECTS.to_string(),
+        ),
+        (
+            row.get(3),
+            "app-role-reads-statistics",
+            format!(
+                "application role {} reads table statistics (pg_stat_user_tables and its functions)",
+                quote_ident(role)
+            ),
+            crate::hardening::RESTRICT_STATISTICS.to_string(),
+        ),
+    ];
+    for (found, rule, message, fix) in checks {
+        if found {
+            out.push(finding(rule, object.clone(), message, fix));
         }
     }
     Ok(())
