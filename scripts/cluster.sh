@@ -68,7 +68,9 @@ CONF
     if running; then
         echo "cluster '$name' already running on port $port"
     else
-        as_pg "$bindir/pg_ctl" -D "$data" -l "$base/postgres.log" -w -t 60 start >/dev/null \
+        # Test servers run with RUST_BACKTRACE set, as many developer machines do, so that the
+        # tests see a Rust backtrace if one ever reached an error's DETAIL.
+        as_pg env $([ "$name" = test ] && echo RUST_BACKTRACE=1) "$bindir/pg_ctl" -D "$data" -l "$base/postgres.log" -w -t 60 start >/dev/null \
             || { echo "cluster '$name' failed to start; log: $base/postgres.log" >&2; tail -20 "$base/postgres.log" >&2; exit 1; }
     fi
     psql_admin postgres -qAt -c "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \

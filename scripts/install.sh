@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds pg_tenancy and installs it into the PostgreSQL installation of a pg_config:
 #
-#   scripts/install.sh [--profile release|dev|NAME] [--pg-config PATH]
+#   scripts/install.sh [--profile release|dev|NAME] [--pg-config PATH] [--no-build]
+#
+# --no-build installs what the last build of that profile packaged (target/package-PROFILE).
 #
 # Every file is written next to its destination under a temporary name and then renamed over
 # it. A running server that has the old library mapped keeps its copy (the old inode) and is
@@ -14,11 +16,13 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 PG_MAJOR="${PG_MAJOR:-15}"
 profile=release
 pg_config="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+build=yes
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) profile="$2"; shift 2 ;;
         --pg-config) pg_config="$2"; shift 2 ;;
-        *) echo "usage: $0 [--profile release|dev|NAME] [--pg-config PATH]" >&2; exit 2 ;;
+        --no-build) build=no; shift ;;
+        *) echo "usage: $0 [--profile release|dev|NAME] [--pg-config PATH] [--no-build]" >&2; exit 2 ;;
     esac
 done
 [ -x "$pg_config" ] || { echo "no pg_config at $pg_config: run scripts/setup.sh" >&2; exit 1; }
@@ -29,8 +33,10 @@ case "$profile" in
     *) flag=(--profile "$profile") ;;
 esac
 out="$root/target/package-$profile"
-rm -rf "$out"
-(cd "$root/extension" && cargo pgrx package "${flag[@]}" --pg-config "$pg_config" --out-dir "$out" >/dev/null)
+if [ "$build" = yes ]; then
+    rm -rf "$out"
+    (cd "$root/extension" && cargo pgrx package "${flag[@]}" --pg-config "$pg_config" --out-dir "$out" >/dev/null)
+fi
 
 libdir="$("$pg_config" --pkglibdir)"
 extdir="$("$pg_config" --sharedir)/extension"

@@ -170,7 +170,9 @@ impl TestDb {
         // A database's own privileges (`tenancy apply` took TEMPORARY from PUBLIC) are not
         // copied from its template.
         admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).unwrap();
-        admin.batch_execute(&format!("REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC, app_user, app_readonly")).unwrap();
+        admin
+            .batch_execute(&format!("REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC, app_user, app_readonly"))
+            .unwrap();
         TestDb { name }
     }
 
@@ -210,6 +212,41 @@ impl TestDb {
         let mut c = self.app();
         c.batch_execute(&format!("SELECT tenancy.set_session_context('{org}', '{user}')")).unwrap();
         c
+    }
+}
+
+/// A login role of one test (roles are cluster-wide: its name is made from the test database's),
+/// dropped with everything it owns when the guard drops. Declare it after the [`TestDb`], so that
+/// it drops first.
+pub struct TempRole {
+    pub name: String,
+    db: String,
+}
+
+impl TempRole {
+    /// Creates `LOGIN` role `<base>_<test database>` with `attributes` (`NOSUPERUSER ...`).
+    pub fn new(db: &TestDb, base: &str, attributes: &str) -> TempRole {
+        let name = format!("{base}_{}", db.name);
+        db.admin().batch_execute(&format!("CREATE ROLE {name} LOGIN {attributes}")).unwrap();
+        TempRole { name, db: db.name.clone() }
+    }
+
+    /// A connection to the test database as this role.
+    pub fn connect(&self) -> Client {
+        let mut config = env_config("TENANCY_TEST_APP_URL");
+        config.user(&self.name);
+        connect(config, &self.db)
+    }
+}
+
+impl Drop for TempRole {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = env_config("TENANCY_TEST_ADMIN_URL").dbname(&self.db).connect(NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "REASSIGN OWNED BY {0} TO postgres; DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}",
+                self.name
+            ));
+        }
     }
 }
 

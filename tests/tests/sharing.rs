@@ -444,3 +444,36 @@ fn public_rows_under_a_role_check_need_the_role_and_a_context() {
     assert!(titles(&db, ACME, "gus").is_empty(), "a guest, below the rule's role, reads nothing, public rows included");
     assert_eq!(count(&mut db.app(), "app.documents"), 0, "without a context: nothing, public rows included");
 }
+
+/// While GLOBEX passes ACME's document on to INITECH (an open transaction), ACME's unshare of
+/// GLOBEX waits for it, then takes INITECH's share too: no revocation is lost.
+#[test]
+fn unshare_waits_for_a_reshare_in_progress_and_takes_it_away() {
+    let db = std::sync::Arc::new(db());
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read,reshare}").unwrap();
+    let mut resharing = db.app();
+    resharing
+        .batch_execute(&format!(
+            "BEGIN; SELECT tenancy.set_context('{GLOBEX}', 'gina');
+             SELECT tenancy.share('app.documents', '{ACME_DOC}', '{INITECH}', '{{read}}');"
+        ))
+        .unwrap();
+    let unsharing = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let mut c = db.app_in(ACME, "alice");
+            text(&mut c, &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')"))
+        })
+    };
+    // The unshare must be waiting for the reshare's transaction, not done.
+    let mut admin = db.admin();
+    let waiting = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        count(&mut admin, "pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%tenancy.unshare%'") == 1
+    });
+    assert!(waiting, "unshare() did not wait for the reshare in progress");
+    resharing.batch_execute("COMMIT").unwrap();
+    assert_eq!(unsharing.join().unwrap().as_deref(), Some("true"));
+    assert_eq!(titles(&db, INITECH, "ian"), ["Acme handbook"], "INITECH's share went with GLOBEX's");
+    assert_eq!(count(&mut admin, "tenancy.shares"), 0);
+}

@@ -1,0 +1,619 @@
+//! Attacks by a hostile application: arbitrary SQL as `app_user` or `app_readonly` (an SQL
+//! injection), or as a migration role with CREATE on a schema, with full knowledge of the code.
+//! Each test runs an attack that worked against pg_tenancy 0.1.0 and asserts that it fails, and,
+//! where existence is at stake, that it fails the same way for a real and a missing target.
+
+use pg_tenancy_e2e::*;
+
+/// The error of `sql` in a transaction as `user` of `org` (rolled back); panics if it succeeds.
+fn error_as(db: &TestDb, org: &str, user: &str, sql: &str) -> DbError {
+    let mut c = db.app();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{org}', '{user}')")).unwrap();
+    match tx.batch_execute(sql) {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => DbError::of(&e),
+    }
+}
+
+/// A schema `mig` owned by a migration role (CREATE on its own schema, nothing else), with a
+/// table `mig.items` (org_id, n) that `app_user` may read and write under its context.
+fn migration_schema(db: &TestDb) -> TempRole {
+    let migrator = TempRole::new(db, "migrator", "NOSUPERUSER NOCREATEROLE NOCREATEDB");
+    let m = &migrator.name;
+    db.admin()
+        .batch_execute(&format!(
+            "CREATE SCHEMA mig AUTHORIZATION {m};
+             GRANT USAGE ON SCHEMA mig TO app_user;"
+        ))
+        .unwrap();
+    migrator
+        .connect()
+        .batch_execute(
+            "CREATE TABLE mig.items (org_id uuid NOT NULL, n bigint NOT NULL DEFAULT 1);
+             ALTER TABLE mig.items ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE mig.items FORCE ROW LEVEL SECURITY;
+             CREATE POLICY own ON mig.items TO app_user
+                 USING (org_id = (SELECT tenancy.current_org())) WITH CHECK (org_id = (SELECT tenancy.current_org()));
+             GRANT SELECT, INSERT, UPDATE, DELETE ON mig.items TO app_user;",
+        )
+        .unwrap();
+    migrator
+}
+
+#[test]
+fn the_application_role_cannot_create_tables_to_attach_triggers_to() {
+    let db = TestDb::new();
+    let e = error_of(&mut db.app(), "CREATE TEMP TABLE t (org_id uuid)");
+    assert_eq!(e.code, "42501", "{}", e.message);
+    assert!(e.message.contains("permission denied to create temporary tables"), "{}", e.message);
+    let e = error_of(&mut db.connect_as("app_readonly"), "CREATE TEMP TABLE t (org_id uuid)");
+    assert_eq!(e.code, "42501", "{}", e.message);
+}
+
+#[test]
+fn trigger_functions_cannot_be_attached_by_a_table_owner() {
+    let db = TestDb::new();
+    let migrator = migration_schema(&db);
+    let mut m = migrator.connect();
+    for function in [
+        "quota_trigger('projects', 'org_id', '')",
+        "usage_trigger('api_calls', 'org_id', '')",
+        "require_context('member', 'member', 'member')",
+        "protect_shared_row('org_id', 'n', '')",
+        "limits_changed_trigger()",
+        "membership_changed_trigger()",
+        "forget_shares('org_id', 'n')",
+    ] {
+        let name = function.split('(').next().unwrap();
+        let e = error_of(
+            &mut m,
+            &format!("CREATE TRIGGER t AFTER INSERT ON mig.items FOR EACH ROW EXECUTE FUNCTION tenancy.{function}"),
+        );
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("42501", format!("permission denied for function tenancy.{name}").as_str()),
+            "{function}"
+        );
+    }
+}
+
+#[test]
+fn trigger_functions_refuse_tables_nobody_registered() {
+    let db = TestDb::new();
+    let _migrator = migration_schema(&db);
+    // Even a superuser's CREATE TRIGGER does not register a table: only the enable_* functions do.
+    db.admin()
+        .batch_execute(
+            "CREATE TRIGGER q AFTER INSERT ON mig.items FOR EACH ROW
+                 EXECUTE FUNCTION tenancy.quota_trigger('projects', 'org_id', '');",
+        )
+        .unwrap();
+    let e = error_as(&db, ACME, "alice", "INSERT INTO mig.items (org_id) VALUES (tenancy.current_org())");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42501", "tenancy.quota_trigger() is not registered for table mig.items")
+    );
+    assert_eq!(e.detail.as_deref(), Some("Its triggers work only on tables registered by tenancy.enable_quota()."));
+    let mut admin = db.admin();
+    admin
+        .batch_execute(
+            "DROP TRIGGER q ON mig.items;
+             CREATE TRIGGER u AFTER INSERT ON mig.items FOR EACH ROW
+                 EXECUTE FUNCTION tenancy.usage_trigger('api_calls', 'org_id', 'n');",
+        )
+        .unwrap();
+    let e = error_as(&db, GLOBEX, "gina", "INSERT INTO mig.items (org_id, n) VALUES (tenancy.current_org(), 1000)");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42501", "tenancy.usage_trigger() is not registered for table mig.items")
+    );
+    admin
+        .batch_execute(
+            "DROP TRIGGER u ON mig.items;
+             CREATE TRIGGER l AFTER INSERT ON mig.items FOR EACH STATEMENT EXECUTE FUNCTION tenancy.limits_changed_trigger();",
+        )
+        .unwrap();
+    let e = error_as(&db, GLOBEX, "gina", "INSERT INTO mig.items (org_id) VALUES (tenancy.current_org())");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42501", "tenancy.limits_changed_trigger() is not registered for table mig.items")
+    );
+    // A table registered for one quota does not lend its registration to another.
+    admin
+        .batch_execute(
+            "DROP TRIGGER l ON mig.items;
+             SELECT tenancy.enable_quota('custom_domains', 'mig.items');
+             CREATE TRIGGER q AFTER INSERT ON mig.items FOR EACH ROW
+                 EXECUTE FUNCTION tenancy.quota_trigger('projects', 'org_id', '');",
+        )
+        .unwrap();
+    let e = error_as(&db, ACME, "alice", "INSERT INTO mig.items (org_id) VALUES (tenancy.current_org())");
+    assert_eq!(e.message, "tenancy.quota_trigger() is not registered for table mig.items");
+}
+
+/// The counter rebuild reads the table the quota counts. Planning that read runs code the table's
+/// owner controls (here an IMMUTABLE function in the CHECK of an inheritance child, folded by
+/// constraint exclusion): it must run as that owner, not as the catalog owner (a superuser).
+#[test]
+fn rebuilding_a_counter_runs_the_tables_code_as_its_owner() {
+    let db = TestDb::new();
+    let migrator = migration_schema(&db);
+    let m = &migrator.name;
+    migrator
+        .connect()
+        .batch_execute(&format!(
+            "CREATE TABLE mig.ran (who text, what text);
+             CREATE FUNCTION mig.escalate() RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO mig.ran VALUES (current_user, 'ran');
+                 BEGIN
+                     ALTER ROLE {m} SUPERUSER;
+                     INSERT INTO mig.ran VALUES (current_user, 'became superuser');
+                 EXCEPTION WHEN OTHERS THEN
+                     INSERT INTO mig.ran VALUES (current_user, 'refused');
+                 END;
+                 RETURN true;
+             END $$;
+             CREATE FUNCTION mig.looks_immutable() RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+             BEGIN RETURN mig.escalate(); END $$;
+             CREATE TABLE mig.items_child (CHECK (mig.looks_immutable())) INHERITS (mig.items);"
+        ))
+        .unwrap();
+    db.admin().batch_execute("SELECT tenancy.enable_quota('custom_domains', 'mig.items')").unwrap();
+    let mut c = db.app_in(ACME, "alice");
+    c.batch_execute("INSERT INTO mig.items (org_id) VALUES (tenancy.current_org())").unwrap();
+    let mut admin = db.admin();
+    let ran: Vec<(String, String)> =
+        admin.query("SELECT who, what FROM mig.ran", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(!ran.is_empty(), "the table's code did not run during the rebuild: the attack was not exercised");
+    assert!(ran.iter().all(|(who, what)| who == m && what != "became superuser"), "{ran:?}");
+    assert_eq!(
+        text(&mut admin, &format!("SELECT rolsuper FROM pg_roles WHERE rolname = '{m}'")).as_deref(),
+        Some("false")
+    );
+    // The count is right: the child's CHECK is true, so its (no) rows count too.
+    assert_eq!(
+        text(&mut c, &format!("SELECT used FROM tenancy.quota('{ACME}', 'custom_domains')")).as_deref(),
+        Some("1")
+    );
+}
+
+/// A role with CREATE on a schema defines functions and operators that shadow pg_catalog's under
+/// its search_path; nothing pg_tenancy runs with elevated rights may resolve to them.
+#[test]
+fn a_hostile_search_path_reaches_nothing_the_extension_runs() {
+    let db = TestDb::new();
+    db.admin().batch_execute("CREATE SCHEMA scratch; GRANT USAGE, CREATE ON SCHEMA scratch TO app_user;").unwrap();
+    let mut c = db.app();
+    c.batch_execute(
+        "CREATE FUNCTION scratch.array_to_string(text[], text) RETURNS text LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'hijacked array_to_string as %', current_user; END $$;
+         CREATE FUNCTION scratch.string_agg(text, text) RETURNS text LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'hijacked string_agg as %', current_user; END $$;
+         CREATE FUNCTION scratch.uuid_eq(uuid, uuid) RETURNS boolean LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'hijacked = as %', current_user; END $$;
+         CREATE FUNCTION scratch.text_eq(text, text) RETURNS boolean LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'hijacked = as %', current_user; END $$;
+         CREATE OPERATOR scratch.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = scratch.uuid_eq);
+         CREATE OPERATOR scratch.= (LEFTARG = text, RIGHTARG = text, FUNCTION = scratch.text_eq);",
+    )
+    .unwrap();
+    // Once with the normal search_path (statements kept per backend are prepared), then with the
+    // hostile one first.
+    for search_path in ["\"$user\", public", "scratch, pg_catalog"] {
+        c.batch_execute(&format!(
+            "SET search_path = {search_path};
+             BEGIN;
+             SELECT tenancy.set_context('{ACME}', 'carol');
+             SELECT tenancy.record_usage('api_calls');
+             SELECT * FROM tenancy.quotas('{ACME}');
+             INSERT INTO app.projects (name) VALUES ('p');
+             COMMIT;
+             BEGIN; SELECT tenancy.set_user_context('carol'); SELECT * FROM tenancy.user_organizations();
+             SELECT tenancy.org_id('acme'); COMMIT;"
+        ))
+        .unwrap_or_else(|e| panic!("with search_path {search_path}: {}", DbError::of(&e).message));
+        c.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{ACME}', 'carol')")).unwrap();
+        assert_eq!(text(&mut c, "SELECT tenancy.has_permission('members.manage')").as_deref(), Some("false"));
+        assert_eq!(text(&mut c, "SELECT tenancy.current_member_role()").as_deref(), Some("member"));
+        c.batch_execute("COMMIT").unwrap();
+    }
+}
+
+/// One transaction may not hold reservations on every quota counter (a role can only reach
+/// counters of organizations it has a context for, and sign-up gives it as many as it likes).
+#[test]
+fn one_transaction_cannot_fill_the_quota_counters() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    c.batch_execute("BEGIN").unwrap();
+    let mut refused = None;
+    for i in 0..70 {
+        let org =
+            text(&mut c, &format!("SELECT tenancy.create_organization('Shell {i}', 'shell-{i}', 'mallory')")).unwrap();
+        c.batch_execute(&format!("SELECT tenancy.set_context('{org}', 'mallory')")).unwrap();
+        if let Err(e) = c.batch_execute("INSERT INTO app.projects (name) VALUES ('p')") {
+            refused = Some((i, DbError::of(&e)));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("70 organizations' counters in one transaction were accepted");
+    assert_eq!(i, 64, "the 65th counter is refused");
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("53400", "too many quota counters in one transaction"));
+    c.batch_execute("ROLLBACK").unwrap();
+    // Other transactions are unaffected.
+    db.app_in(GLOBEX, "gina").batch_execute("INSERT INTO app.projects (name) VALUES ('fine')").unwrap();
+}
+
+/// EXPLAIN's counts, timings and estimates tell about rows the policies hide (an index probe on
+/// a slug or user id runs before the organization check): the application roles may not
+/// EXPLAIN anything row-level security applies to, and the refusal is the same whether or not a
+/// matching row exists.
+#[test]
+fn explain_cannot_probe_for_other_organizations_rows() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    let probes = [
+        ("EXPLAIN (ANALYZE) SELECT * FROM tenancy.organizations WHERE slug = '{}'", "globex", "no-such-slug"),
+        ("EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM tenancy.members WHERE user_id = '{}'", "gina", "nobody"),
+        ("EXPLAIN SELECT * FROM tenancy.organizations WHERE id = '{}'", GLOBEX, NOWHERE),
+        ("EXPLAIN (ANALYZE, COSTS OFF) SELECT * FROM app.projects WHERE country = '{}'", "DE", "XX"),
+        ("EXPLAIN (ANALYZE) SELECT * FROM tenancy.shares WHERE owner_org = '{}'", GLOBEX, NOWHERE),
+        ("EXPLAIN (ANALYZE) SELECT * FROM tenancy.received_shares WHERE owner_org = '{}'", GLOBEX, NOWHERE),
+        ("EXPLAIN (ANALYZE) SELECT * FROM tenancy.usage_events WHERE org_id = '{}'", GLOBEX, NOWHERE),
+        ("EXPLAIN (ANALYZE) SELECT * FROM app.open_tasks WHERE org_id = '{}'", GLOBEX, NOWHERE),
+    ];
+    for (with_context, mut client) in [(false, db.app()), (true, db.app_in(ACME, "alice"))] {
+        for (template, real, missing) in probes {
+            let [a, b] = [real, missing].map(|v| error_of(&mut client, &template.replace("{}", v)));
+            assert_eq!(
+                (a.code.as_str(), a.message.as_str()),
+                ("42501", "EXPLAIN is not allowed on queries that row-level security applies to"),
+                "{template} (context: {with_context})"
+            );
+            assert_eq!(
+                (a.message, a.detail, a.hint),
+                (b.message, b.detail, b.hint),
+                "{template}: real and missing differ"
+            );
+        }
+    }
+    // Nor through a prepared statement, or inside a function.
+    c.batch_execute("PREPARE p AS SELECT * FROM tenancy.organizations WHERE slug = 'globex'").unwrap();
+    assert_eq!(error_of(&mut c, "EXPLAIN (ANALYZE) EXECUTE p").code, "42501");
+    let e = error_of(
+        &mut c,
+        "DO $$ DECLARE l text; BEGIN FOR l IN EXECUTE 'EXPLAIN ANALYZE SELECT * FROM tenancy.members WHERE user_id = ''gina''' LOOP END LOOP; END $$",
+    );
+    assert_eq!(e.code, "42501");
+    // Plans that hide nothing stay available, and a DBA sees every plan.
+    c.batch_execute("EXPLAIN (ANALYZE) SELECT * FROM app.countries; EXPLAIN SELECT 1").unwrap();
+    db.admin().batch_execute("EXPLAIN (ANALYZE) SELECT * FROM tenancy.members WHERE user_id = 'gina'").unwrap();
+    // Only a superuser may allow it.
+    let e = error_of(&mut c, "SET tenancy.allow_explain = on");
+    assert_eq!(e.code, "42501", "{}", e.message);
+}
+
+#[test]
+fn the_organization_switcher_answers_only_for_the_contexts_user() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    for sql in ["SELECT * FROM tenancy.user_organizations('{}')", "SELECT tenancy.org_id('globex', '{}')"] {
+        let [real, missing] = ["gina", "nobody"].map(|u| error_of(&mut c, &sql.replace("{}", u)));
+        assert_eq!(real.code, "42501", "{sql}: {}", real.message);
+        assert_eq!((real.message, real.detail, real.hint), (missing.message, missing.detail, missing.hint), "{sql}");
+    }
+    // Without a context, nothing (no user to answer for).
+    assert_eq!(count(&mut c, "tenancy.user_organizations()"), 0);
+    assert_eq!(text(&mut c, "SELECT tenancy.org_id('globex')"), None);
+    // A context for gina answers for gina only.
+    c.batch_execute("BEGIN; SELECT tenancy.set_user_context('gina')").unwrap();
+    assert_eq!(count(&mut c, "tenancy.user_organizations()"), 1);
+    assert_eq!(error_of(&mut c, "SELECT * FROM tenancy.user_organizations('sam')").code, "42501");
+}
+
+#[test]
+fn sharing_with_a_missing_organization_answers_like_sharing_with_a_real_one() {
+    let db = TestDb::new();
+    let mut c = db.app_in(ACME, "alice");
+    for org in [GLOBEX, NOWHERE] {
+        c.batch_execute(&format!("SELECT tenancy.share('app.documents', '{ACME_DOC}', '{org}')")).unwrap();
+    }
+    let listed: Vec<String> = c
+        .query(&format!("SELECT org_id::text FROM tenancy.shares_of('app.documents', '{ACME_DOC}') ORDER BY 1"), &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(listed, [GLOBEX, NOWHERE]);
+    // The share reaches nobody, and an organization created later with that id does not inherit it.
+    db.admin()
+        .batch_execute(&format!("SELECT tenancy.create_organization('Late', 'late', 'lou', id => '{NOWHERE}')"))
+        .unwrap();
+    assert_eq!(count(&mut db.app_in(NOWHERE, "lou"), &format!("app.documents WHERE id = '{ACME_DOC}'")), 0);
+    assert_eq!(count(&mut c, &format!("tenancy.shares_of('app.documents', '{ACME_DOC}')")), 1);
+}
+
+/// Removing, demoting or suspending takes effect in sessions that set their context before, by
+/// their next statement.
+#[test]
+fn a_session_context_loses_what_was_taken_away() {
+    let db = TestDb::new();
+    let mut bob = db.app_in(ACME, "bob");
+    let mut carol = db.app_in(ACME, "carol");
+    let mut gina = db.app_in(GLOBEX, "gina");
+    let mut sam = db.app();
+    sam.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{ACME}', 'sam')")).unwrap();
+    for c in [&mut bob, &mut carol, &mut gina, &mut sam] {
+        assert_eq!(count(c, "app.projects"), 1);
+    }
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "SELECT tenancy.remove_member('{ACME}', 'bob');
+             SELECT tenancy.update_member('{ACME}', 'carol', 'guest');
+             SELECT tenancy.set_organization_status('{GLOBEX}', 'suspended');
+             SELECT tenancy.remove_member('{ACME}', 'sam');"
+        ))
+        .unwrap();
+    // bob was an admin: no context any more, and he cannot add himself back.
+    assert_eq!(text(&mut bob, "SELECT tenancy.current_org()"), None);
+    assert_eq!(count(&mut bob, "app.projects"), 0);
+    assert_eq!(error_of(&mut bob, "INSERT INTO app.projects (name) VALUES ('x')").message, "no tenant context");
+    let e = error_of(&mut bob, &format!("SELECT tenancy.add_member('{ACME}', 'bob', 'owner')"));
+    assert_eq!(e.code, "42501", "{}", e.message);
+    // carol is a guest now.
+    assert_eq!(text(&mut carol, "SELECT tenancy.current_member_role()").as_deref(), Some("guest"));
+    let e = error_of(&mut carol, "INSERT INTO app.projects (name) VALUES ('x')");
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "permission denied to INSERT on app.projects"));
+    // globex is suspended.
+    assert_eq!(count(&mut gina, "app.projects"), 0);
+    // Within an open transaction too (its next statement).
+    assert_eq!(count(&mut sam, "app.projects"), 0);
+    sam.batch_execute("COMMIT").unwrap();
+    // Coming back needs a new context; the old one stays gone.
+    admin.batch_execute(&format!("SELECT tenancy.add_member('{ACME}', 'bob', 'member')")).unwrap();
+    assert_eq!(count(&mut bob, "app.projects"), 0);
+    bob.batch_execute(&format!("SELECT tenancy.set_session_context('{ACME}', 'bob')")).unwrap();
+    assert_eq!(count(&mut bob, "app.projects"), 1);
+    assert_eq!(text(&mut bob, "SELECT tenancy.current_member_role()").as_deref(), Some("member"));
+}
+
+#[test]
+fn the_read_only_role_cannot_write_through_the_api() {
+    let db = TestDb::new();
+    let mut c = db.connect_as("app_readonly");
+    c.batch_execute(&format!("SELECT tenancy.set_session_context('{ACME}', 'alice')")).unwrap();
+    for (sql, function) in [
+        (format!("SELECT tenancy.share('app.documents', '{ACME_DOC}', '{GLOBEX}', '{{read,write}}')"), "share"),
+        (format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')"), "unshare"),
+        (format!("SELECT tenancy.add_member('{ACME}', 'mallory', 'owner')"), "add_member"),
+        (format!("SELECT tenancy.update_member('{ACME}', 'gus', 'owner')"), "update_member"),
+        (format!("SELECT tenancy.remove_member('{ACME}', 'bob')"), "remove_member"),
+        (format!("SELECT tenancy.set_organization_status('{ACME}', 'suspended')"), "set_organization_status"),
+        ("SELECT tenancy.record_usage('api_calls', 5)".into(), "record_usage"),
+        ("SELECT tenancy.try_record_usage('api_calls', 5)".into(), "try_record_usage"),
+        ("SELECT tenancy.create_organization('Mine', 'mine', 'alice')".into(), "create_organization"),
+    ] {
+        let e = error_of(&mut c, &sql);
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("42501", format!("permission denied for function {function}").as_str())
+        );
+    }
+    // It still reads.
+    assert_eq!(count(&mut c, "app.projects"), 1);
+    assert_eq!(count(&mut c, &format!("tenancy.quotas('{ACME}')")), 9);
+    assert_eq!(count(&mut db.admin(), "tenancy.shares"), 0);
+}
+
+#[test]
+fn amounts_that_would_overflow_are_refused_and_reports_never_fail() {
+    let db = TestDb::new();
+    let mut c = db.app_in(ACME, "alice");
+    c.batch_execute("SELECT tenancy.record_usage('api_calls', 1)").unwrap();
+    for f in ["record_usage", "try_record_usage"] {
+        let e = error_of(&mut c, &format!("SELECT tenancy.{f}('api_calls', 9223372036854775807)"));
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("22003", "value 9223372036854775807 is out of range for usage of metric \"api_calls\"")
+        );
+        assert_eq!(e.detail.as_deref(), Some("Each row or call counts 0 to 1000000000000000."));
+    }
+    assert_eq!(text(&mut c, &format!("SELECT tenancy.usage('{ACME}', 'api_calls')")).as_deref(), Some("1"));
+    // A row summed by a quota (storage, 1 GB on globex's plan) and metered by [usage].
+    let mut g = db.app_in(GLOBEX, "gina");
+    let e = error_of(&mut g, "INSERT INTO app.files (name, size_bytes) VALUES ('huge', 9223372036854775807)");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("22003", "value 9223372036854775807 is out of range for column \"size_bytes\" counted by quota \"storage\"")
+    );
+    let e =
+        error_of(&mut g, &format!("UPDATE app.files SET size_bytes = 9223372036854775807 WHERE id = '{}'", ROWS[3].2));
+    assert_eq!(e.code, "22003");
+    // Usage that passes a bigint (rows written by a DBA) is summed as numeric: every report works.
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO tenancy.usage_events (org_id, metric, amount)
+             SELECT '{ACME}', 'compute_ms', 4000000000000000000 FROM generate_series(1, 3)"
+        ))
+        .unwrap();
+    assert_eq!(
+        text(
+            &mut admin,
+            &format!("SELECT amount FROM tenancy.usage_report() WHERE org_id = '{ACME}' AND metric = 'compute_ms'")
+        )
+        .as_deref(),
+        Some("12000000000000000000")
+    );
+    assert_eq!(count(&mut admin, "tenancy.usage_report()"), 10);
+    assert_eq!(
+        text(&mut c, &format!("SELECT tenancy.usage('{ACME}', 'compute_ms')")).as_deref(),
+        Some("12000000000000000000")
+    );
+    assert_eq!(
+        text(&mut c, &format!("SELECT used FROM tenancy.quota('{ACME}', 'compute_ms')")).as_deref(),
+        Some("9223372036854775807"),
+        "quota() shows at most a bigint"
+    );
+    assert_eq!(count(&mut g, &format!("tenancy.quotas('{GLOBEX}')")), 9);
+}
+
+/// `[usage]` meters what an update adds to the amount column, ON CONFLICT DO UPDATE included.
+#[test]
+fn updates_cannot_bypass_metering() {
+    let db = TestDb::new();
+    let mut g = db.app_in(GLOBEX, "gina");
+    let bandwidth = |c: &mut postgres::Client| text(c, &format!("SELECT tenancy.usage('{GLOBEX}', 'bandwidth_bytes')"));
+    let before: i64 = bandwidth(&mut g).unwrap().parse().unwrap();
+    let id = "b4000000-0000-0000-0000-0000000000ff";
+    g.batch_execute(&format!("INSERT INTO app.files (id, name, size_bytes) VALUES ('{id}', 'empty', 0)")).unwrap();
+    assert_eq!(bandwidth(&mut g).unwrap().parse::<i64>().unwrap(), before);
+    g.batch_execute(&format!("UPDATE app.files SET size_bytes = 500 WHERE id = '{id}'")).unwrap();
+    assert_eq!(bandwidth(&mut g).unwrap().parse::<i64>().unwrap(), before + 500);
+    g.batch_execute(&format!(
+        "INSERT INTO app.files (id, name, size_bytes) VALUES ('{id}', 'empty', 800)
+         ON CONFLICT (org_id, id) DO UPDATE SET size_bytes = excluded.size_bytes"
+    ))
+    .unwrap();
+    assert_eq!(bandwidth(&mut g).unwrap().parse::<i64>().unwrap(), before + 800);
+    // Lowering gives nothing back; the storage quota follows the row exactly.
+    g.batch_execute(&format!("UPDATE app.files SET size_bytes = 100 WHERE id = '{id}'")).unwrap();
+    assert_eq!(bandwidth(&mut g).unwrap().parse::<i64>().unwrap(), before + 800);
+    assert_eq!(text(&mut g, &format!("SELECT used FROM tenancy.quota('{GLOBEX}', 'storage')")).as_deref(), Some("200"));
+}
+
+#[test]
+fn other_sessions_and_statistics_are_out_of_sight() {
+    let db = TestDb::new();
+    let mut watcher = db.app();
+    let _busy = db.app_in(GLOBEX, "gina");
+    for sql in [
+        "SELECT query FROM pg_stat_activity",
+        "SELECT * FROM pg_stat_get_activity(NULL)",
+        "SELECT n_live_tup FROM pg_stat_user_tables",
+        "SELECT pg_stat_get_live_tuples('app.projects'::regclass)",
+        "SELECT pg_stat_get_tuples_inserted('app.projects'::regclass)",
+        "SELECT * FROM pg_statio_user_tables",
+    ] {
+        let e = error_of(&mut watcher, sql);
+        assert_eq!(e.code, "42501", "{sql}: {}", e.message);
+    }
+    // Large objects: every tenant is the same role, which would own them all.
+    for sql in ["SELECT lo_create(0)", "SELECT lo_from_bytea(0, 'secret')", "SELECT lo_get(1)"] {
+        let e = error_of(&mut watcher, sql);
+        assert_eq!(e.code, "42501", "{sql}: {}", e.message);
+    }
+    // Monitoring keeps them.
+    let monitor = TempRole::new(&db, "monitor", "IN ROLE pg_monitor");
+    let mut m = monitor.connect();
+    assert!(count(&mut m, "pg_stat_activity") >= 1);
+    m.batch_execute("SELECT n_live_tup FROM pg_stat_user_tables").unwrap();
+}
+
+#[test]
+fn a_holdable_cursor_does_not_cross_into_another_context() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    c.batch_execute(&format!(
+        "BEGIN; SELECT tenancy.set_context('{ACME}', 'sam');
+         DECLARE acme_rows CURSOR WITH HOLD FOR SELECT name FROM app.projects;
+         COMMIT;"
+    ))
+    .unwrap();
+    let e = error_of(&mut c, &format!("BEGIN; SELECT tenancy.set_context('{GLOBEX}', 'sam')"));
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("55000", "cannot start a tenant context while cursor \"acme_rows\" from another context is open")
+    );
+    assert_eq!(e.hint.as_deref(), Some("CLOSE acme_rows (or CLOSE ALL) first."));
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(error_of(&mut c, "SELECT tenancy.set_user_context('gina')").code, "55000");
+    // The same context may go on reading it; closing it lets another start.
+    c.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{ACME}', 'sam'); FETCH ALL acme_rows; COMMIT;"))
+        .unwrap();
+    c.batch_execute("CLOSE acme_rows").unwrap();
+    c.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{GLOBEX}', 'sam'); COMMIT;")).unwrap();
+    // DISCARD ALL (a pooler's reset) closes them too.
+    c.batch_execute(&format!(
+        "BEGIN; SELECT tenancy.set_context('{ACME}', 'sam');
+         DECLARE again CURSOR WITH HOLD FOR SELECT name FROM app.projects; COMMIT;"
+    ))
+    .unwrap();
+    c.batch_execute("DISCARD ALL").unwrap();
+    c.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{GLOBEX}', 'sam'); COMMIT;")).unwrap();
+}
+
+#[test]
+fn a_reshare_chain_of_any_depth_is_revoked() {
+    let db = TestDb::new();
+    // 1,000 organizations, each passing ACME's document on to the next (written directly).
+    db.admin()
+        .batch_execute(&format!(
+            "INSERT INTO tenancy.shares (relation, owner_org, row_id, grantee_org, can_reshare, granted_by_org, granted_by)
+             SELECT 'app.documents'::regclass, '{ACME}', '{ACME_DOC}',
+                    ('e0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, true,
+                    CASE WHEN g = 1 THEN '{ACME}'::uuid ELSE ('e0000000-0000-0000-0000-' || lpad((g - 1)::text, 12, '0'))::uuid END,
+                    'seed'
+               FROM generate_series(1, 1000) g"
+        ))
+        .unwrap();
+    let mut c = db.app_in(ACME, "alice");
+    let first = "e0000000-0000-0000-0000-000000000001";
+    assert_eq!(
+        text(&mut c, &format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{first}')")).as_deref(),
+        Some("true")
+    );
+    assert_eq!(count(&mut db.admin(), "tenancy.shares"), 0);
+}
+
+#[test]
+fn sign_up_has_limits_and_dbas_can_turn_it_off() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    let e = error_of(&mut c, "SELECT tenancy.create_organization(repeat('x', 10 * 1024 * 1024), 'big', 'u')");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("22023", "invalid value for parameter \"name\": is 10485760 characters long")
+    );
+    let e = error_of(&mut c, "SELECT tenancy.create_organization('Ok', 'ok', repeat('u', 300))");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("22023", "invalid value for parameter \"owner_user_id\": is 300 bytes long")
+    );
+    let e = error_of(&mut c, &format!("SELECT tenancy.set_context('{ACME}', repeat('u', 300))"));
+    assert_eq!(e.code, "22023");
+    let mut admin = db.admin();
+    admin.batch_execute(&format!("ALTER DATABASE {} SET tenancy.allow_signup = off", db.name)).unwrap();
+    let e = error_of(&mut db.app(), "SELECT tenancy.create_organization('Later', 'later', 'u')");
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "permission denied to create an organization"));
+    assert_eq!(e.detail.as_deref(), Some("Sign-up is turned off here: tenancy.allow_signup is off."));
+    let e = error_of(&mut db.app(), "SET tenancy.allow_signup = on");
+    assert_eq!(e.code, "42501", "{}", e.message);
+    assert!(text(&mut db.admin(), "SELECT tenancy.create_organization('Later', 'later', 'u')").is_some());
+}
+
+/// An error raised inside SPI crosses pgrx's boundary; the test server runs with RUST_BACKTRACE
+/// set, and no backtrace may reach the client.
+#[test]
+fn errors_carry_no_rust_backtrace() {
+    let db = TestDb::new();
+    // Another membership change of the organization in progress holds its row.
+    let mut lock = db.admin();
+    lock.batch_execute(&format!("BEGIN; SELECT FROM tenancy.organizations WHERE id = '{ACME}' FOR NO KEY UPDATE"))
+        .unwrap();
+    let mut c = db.app();
+    let e = error_of(
+        &mut c,
+        &format!(
+            "BEGIN; SET LOCAL lock_timeout = '50ms'; SELECT tenancy.set_context('{ACME}', 'alice');
+             SELECT tenancy.add_member('{ACME}', 'zed', 'guest')"
+        ),
+    );
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("55P03", "canceling statement due to lock timeout"));
+    let detail = e.detail.unwrap_or_default();
+    assert!(!detail.contains("pgrx") && !detail.contains("backtrace") && !detail.contains(".rs"), "DETAIL: {detail}");
+    lock.batch_execute("ROLLBACK").unwrap();
+}
