@@ -80,21 +80,41 @@ thread_local! {
     static RECHECKED: RefCell<Rechecked> = RefCell::new(HashMap::new());
 }
 
-fn parse_org(text: &str) -> pgrx::Uuid {
-    match parse_uuid(text) {
-        Some(bytes) => pgrx::Uuid::from_bytes(bytes),
-        None => TenancyError::CorruptContext(format!("tenancy.org_id is not a uuid: \"{text}\"")).raise(),
-    }
+/// The organization of the context, parsed (None: no context). Reads the setting in place.
+fn context_org() -> Option<pgrx::Uuid> {
+    gucs::with(&gucs::ORG_ID, |bytes| {
+        if bytes.is_empty() {
+            return None;
+        }
+        match parse_uuid(bytes) {
+            Some(org) => Some(pgrx::Uuid::from_bytes(org)),
+            None => TenancyError::CorruptContext(format!(
+                "tenancy.org_id is not a uuid: \"{}\"",
+                String::from_utf8_lossy(bytes)
+            ))
+            .raise(),
+        }
+    })
 }
 
-/// The organization of the context, if it is still true; see [`current`].
-fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
-    let org = parse_org(&gucs::read(&gucs::ORG_ID)?);
+/// True when the membership of the context's organization has not changed since the context was
+/// checked: its generation in shared memory is the one the context recorded. The whole cost of
+/// keeping session contexts true, on every reader call (kept out of line so that a profile
+/// shows it on its own).
+#[inline(never)]
+fn still_current(org: &pgrx::Uuid) -> bool {
     let generation = membership::generation(org.as_bytes());
-    let checked = gucs::read(&gucs::CHECKED).and_then(|c| c.parse::<u64>().ok());
-    if checked == Some(generation) {
+    gucs::with(&gucs::CHECKED, |bytes| parse_u64(bytes) == Some(generation))
+}
+
+/// The organization of the context, if it still holds, and the membership checked again when it
+/// had to be (None: the settings hold it); see [`current`].
+fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
+    let org = context_org()?;
+    if still_current(&org) {
         return Some((org, None));
     }
+    let generation = membership::generation(org.as_bytes());
     // SAFETY: reads backend-local state.
     if unsafe { pg_sys::ParallelWorkerNumber >= 0 } {
         // A worker cannot check and remember for its leader: fail closed for this statement.
@@ -164,16 +184,24 @@ pub fn current_org() -> Option<pgrx::Uuid> {
     checked_org().map(|(org, _)| org)
 }
 
-/// The user of the current context, or NULL.
+/// The user of the current context (also of a user-only context), or NULL.
 #[pg_extern(stable, parallel_safe)]
 fn current_user_id() -> Option<String> {
-    current().user
+    match checked_org() {
+        Some(_) => gucs::read(&gucs::USER_ID),
+        None if gucs::with(&gucs::ORG_ID, <[u8]>::is_empty) => gucs::read(&gucs::USER_ID),
+        None => None,
+    }
 }
 
 /// The member role of the current context, or NULL.
 #[pg_extern(stable, parallel_safe)]
 fn current_member_role() -> Option<String> {
-    current().member.map(|m| m.role)
+    match checked_org() {
+        Some((_, None)) => gucs::read(&gucs::MEMBER_ROLE),
+        Some((_, Some(m))) => Some(m.role),
+        None => None,
+    }
 }
 
 fn rank_of(ranks: &str, role: &str) -> Option<i32> {
@@ -187,18 +215,39 @@ fn rank_of(ranks: &str, role: &str) -> Option<i32> {
 /// False without a context; an unknown role name is an error.
 #[pg_extern(stable, parallel_safe)]
 pub fn has_role(role: &str) -> bool {
-    let Some(m) = current().member else { return false };
-    let Some(wanted) = rank_of(&m.role_ranks, role) else {
-        let valid: Vec<&str> = m.role_ranks.split(',').filter_map(|e| e.split_once(':').map(|p| p.0)).collect();
-        TenancyError::UnknownRole { role: role.to_string(), valid: valid.join(", ") }.raise()
+    let ranked = |mine: &str, ranks: &str| {
+        let Some(wanted) = rank_of(ranks, role) else {
+            let valid: Vec<&str> = ranks.split(',').filter_map(|e| e.split_once(':').map(|p| p.0)).collect();
+            TenancyError::UnknownRole { role: role.to_string(), valid: valid.join(", ") }.raise()
+        };
+        rank_of(ranks, mine).is_some_and(|have| have >= wanted)
     };
-    rank_of(&m.role_ranks, &m.role).is_some_and(|have| have >= wanted)
+    match checked_org() {
+        // The settings hold the context: read them in place.
+        Some((_, None)) => gucs::with(&gucs::MEMBER_ROLE, |mine| {
+            gucs::with(&gucs::ROLE_RANKS, |ranks| {
+                !mine.is_empty()
+                    && ranked(
+                        std::str::from_utf8(mine).unwrap_or_default(),
+                        std::str::from_utf8(ranks).unwrap_or_default(),
+                    )
+            })
+        }),
+        Some((_, Some(m))) => ranked(&m.role, &m.role_ranks),
+        None => false,
+    }
 }
 
 /// True when the context's member role grants `permission` (such as `members.manage`).
 #[pg_extern(stable, parallel_safe)]
 pub fn has_permission(permission: &str) -> bool {
-    current().member.is_some_and(|m| m.permissions.split(',').any(|x| x == permission))
+    match checked_org() {
+        Some((_, None)) => {
+            gucs::with(&gucs::PERMISSIONS, |p| p.split(|b| *b == b',').any(|x| x == permission.as_bytes()))
+        }
+        Some((_, Some(m))) => m.permissions.split(',').any(|x| x == permission),
+        None => false,
+    }
 }
 
 /// Statement-level guard the policy compiler installs on every tenant table, with the minimum
@@ -269,18 +318,38 @@ pub(crate) fn caller_bypasses_rls() -> bool {
     }
 }
 
-/// Parses a canonical or dash-less uuid.
-fn parse_uuid(text: &str) -> Option<[u8; 16]> {
-    let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
-    if hex.len() != 32 {
+/// Parses a canonical or dash-less uuid, without allocating.
+fn parse_uuid(text: &[u8]) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    let mut nibbles = 0;
+    for &b in text {
+        let v = match b {
+            b'-' => continue,
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        if nibbles == 32 {
+            return None;
+        }
+        out[nibbles / 2] |= if nibbles % 2 == 0 { v << 4 } else { v };
+        nibbles += 1;
+    }
+    (nibbles == 32).then_some(out)
+}
+
+/// Parses a decimal u64 (None if empty or not a number).
+fn parse_u64(text: &[u8]) -> Option<u64> {
+    if text.is_empty() {
         return None;
     }
-    let mut out = [0u8; 16];
-    for (i, pair) in hex.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
+    text.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -296,9 +365,22 @@ mod unit {
     }
 
     #[test]
-    fn uuid_parser_rejects_garbage() {
-        assert!(parse_uuid("0b1e4a3c-7a1d-4f0e-9c55-2b7d1c9e8f00").is_some());
-        assert!(parse_uuid("nope").is_none());
-        assert!(parse_uuid("0b1e4a3c-7a1d-4f0e-9c55-2b7d1c9e8fzz").is_none());
+    fn uuid_parser_reads_canonical_and_bare_uuids_and_rejects_garbage() {
+        let bytes = parse_uuid(b"0b1e4a3c-7a1d-4f0e-9c55-2b7d1c9e8f00").unwrap();
+        assert_eq!(bytes[0], 0x0b);
+        assert_eq!(bytes[15], 0x00);
+        assert_eq!(parse_uuid(b"0b1e4a3c7a1d4f0e9c552b7d1c9e8f00"), Some(bytes));
+        assert!(parse_uuid(b"nope").is_none());
+        assert!(parse_uuid(b"0b1e4a3c-7a1d-4f0e-9c55-2b7d1c9e8fzz").is_none());
+        assert!(parse_uuid(b"0b1e4a3c-7a1d-4f0e-9c55-2b7d1c9e8f").is_none());
+        assert!(parse_uuid(b"0b1e4a3c-7a1d-4f0e-9c55-2b7d1c9e8f0000").is_none());
+    }
+
+    #[test]
+    fn generations_parse_as_decimal() {
+        assert_eq!(parse_u64(b"42"), Some(42));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"4x"), None);
+        assert_eq!(parse_u64(b"99999999999999999999"), None);
     }
 }

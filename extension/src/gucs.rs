@@ -87,6 +87,22 @@ pub fn init() {
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"tenancy".as_ptr()) };
 }
 
+/// Calls `f` with the setting's bytes (empty when not set), without copying them: the readers
+/// that policies call once per statement use this.
+pub fn with<R>(setting: &GucSetting<Option<CString>>, f: impl FnOnce(&[u8]) -> R) -> R {
+    // SAFETY: the GUC machinery owns the string the variable points to; it stays valid until the
+    // setting changes, which nothing does while `f` runs (it only reads).
+    let bytes = unsafe {
+        let value = *setting.as_ptr();
+        if value.is_null() {
+            &[][..]
+        } else {
+            std::ffi::CStr::from_ptr(value).to_bytes()
+        }
+    };
+    f(bytes)
+}
+
 /// The setting's value, with the empty string read as "not set".
 pub fn read(setting: &GucSetting<Option<CString>>) -> Option<String> {
     setting.get().and_then(|v| v.into_string().ok()).filter(|v| !v.is_empty())
