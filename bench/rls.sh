@@ -262,13 +262,16 @@ END
 ROLLBACK;
 SQL
 
-# explain TITLE QUERY: EXPLAIN ANALYZE of QUERY as the application role, for one organization.
+# explain TITLE QUERY: EXPLAIN ANALYZE of QUERY as the application role, for one organization
+# (as a DBA who allowed EXPLAIN and became app_user: the application role may not EXPLAIN).
 explain() {
     echo
     echo "EXPLAIN of $1:"
     echo
     echo '```'
-    "$bin/psql" -X -q "$APP_URL" <<SQL | sed '/^$/d'
+    "$bin/psql" -X -q "$ADMIN_URL" <<SQL | sed '/^$/d'
+SET tenancy.allow_explain = on;
+SET ROLE app_user;
 BEGIN;
 SELECT tenancy.set_context('00000000-0000-0000-0000-000000000042', 'u1') \gset
 EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) $2;

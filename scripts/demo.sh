@@ -89,10 +89,19 @@ app "BEGIN; SELECT tenancy.set_context('$ACME_ID', 'bob') \\gset
 DELETE FROM app.projects;
 ROLLBACK;"
 
-bold "9. The policy costs one InitPlan per statement and uses the tenant index"
+bold "9. The policy costs one InitPlan per statement and uses the tenant index (the app may not EXPLAIN: plans tell about hidden rows)"
 app "BEGIN; SELECT tenancy.set_context('$ACME_ID', 'alice') \\gset
 EXPLAIN (COSTS OFF) SELECT * FROM app.projects ORDER BY created_at DESC LIMIT 20;
-COMMIT;"
+ROLLBACK;"
+echo "    -- a DBA looks at the same plan as the application role:"
+admin -P footer=off <<SQL | sed 's/^/    /'
+SET tenancy.allow_explain = on;
+SET ROLE app_user;
+BEGIN;
+SELECT tenancy.set_context('$ACME_ID', 'alice') \\gset
+EXPLAIN (COSTS OFF) SELECT * FROM app.projects ORDER BY created_at DESC LIMIT 20;
+COMMIT;
+SQL
 
 bold "10. Plans enforce quotas in the database (globex is on the free plan; its limit lowered to 2 projects)"
 admin -c "SELECT tenancy.set_quota('$GLOBEX_ID', 'projects', 2)" >/dev/null
