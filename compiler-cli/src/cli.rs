@@ -62,11 +62,12 @@ pub enum Command {
     },
     /// Audit a live database for cross-tenant leaks and slow policies (exit 1 on any error)
     Lint(LintArgs),
-    /// Show what apply would change in a live database (policies, indexes, grants, ...), as SQL
+    /// Show what apply would change in a live database (policies, indexes, grants, what the
+    /// application roles may use besides the tables, ...), as SQL
     Plan {
         #[command(flatten)]
         policies: PolicyArgs,
-        /// libpq URL of the database, as its owner or a superuser
+        /// libpq URL of the database, as a superuser (it tries each change, then rolls back)
         #[arg(long, env = "DATABASE_URL", value_name = "URL")]
         database_url: String,
     },
@@ -77,7 +78,8 @@ pub enum Command {
     Apply {
         #[command(flatten)]
         policies: PolicyArgs,
-        /// libpq URL of the database, as its owner or a superuser
+        /// libpq URL of the database, as a superuser (it grants roles and takes privileges from
+        /// PUBLIC)
         #[arg(long, env = "DATABASE_URL", value_name = "URL")]
         database_url: String,
     },
