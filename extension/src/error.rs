@@ -77,6 +77,9 @@ pub enum TenancyError {
     #[error("EXPLAIN is not allowed on queries that row-level security applies to")]
     ExplainRefused,
 
+    #[error("LOCK TABLE in a mode that blocks writes is not allowed on table \"{table}\"")]
+    TableLockRefused { table: String },
+
     #[error("cannot start a tenant context while cursor \"{cursor}\" from another context is open")]
     CursorFromAnotherContext { cursor: String },
 
@@ -112,7 +115,9 @@ impl TenancyError {
             TenancyError::QuotaExceeded { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             TenancyError::CountersFull => ERRCODE_OUT_OF_MEMORY,
             TenancyError::PrepareWithQuota | TenancyError::PrepareWithMembershipChange => ERRCODE_FEATURE_NOT_SUPPORTED,
-            TenancyError::UnregisteredTrigger { .. } | TenancyError::ExplainRefused => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            TenancyError::UnregisteredTrigger { .. }
+            | TenancyError::ExplainRefused
+            | TenancyError::TableLockRefused { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             TenancyError::CursorFromAnotherContext { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TenancyError::TooManyCounters { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             TenancyError::AmountOutOfRange { .. } | TenancyError::CounterOutOfRange { .. } => {
@@ -142,6 +147,9 @@ impl TenancyError {
             )),
             TenancyError::ExplainRefused => Some(
                 "A plan's row counts, timings and estimates tell about rows that the policies hide from this role.".into(),
+            ),
+            TenancyError::TableLockRefused { .. } => Some(
+                "Row-level security applies to this role here: the table holds every organization's rows, and such a lock would stop the others' writes.".into(),
             ),
             TenancyError::CursorFromAnotherContext { .. } => Some(
                 "The cursor was declared WITH HOLD, and filled, under another organization or user: its rows would be readable in the new context.".into(),
@@ -194,6 +202,9 @@ impl TenancyError {
                 Some(format!("CLOSE {cursor} (or CLOSE ALL) first."))
             }
             TenancyError::TooManyCounters { .. } => Some("Commit more often.".into()),
+            TenancyError::TableLockRefused { .. } => {
+                Some("Lock the rows instead (SELECT ... FOR UPDATE), or take a lock in ROW EXCLUSIVE mode at most.".into())
+            }
             TenancyError::PrepareWithMembershipChange => Some("Commit it instead of preparing it.".into()),
             _ => None,
         }

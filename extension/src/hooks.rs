@@ -6,6 +6,9 @@
 //!   policy filters it out. Roles that row-level security applies to may not EXPLAIN (with or
 //!   without ANALYZE, and `EXPLAIN EXECUTE`) a query that reads a table through its policies or a
 //!   security-barrier view, unless a superuser set `tenancy.allow_explain` in their session.
+//! - **No table-wide locks on tables shared by every organization.** `LOCK TABLE` in a mode that
+//!   blocks writes (SHARE UPDATE EXCLUSIVE and stronger) on a table that row-level security
+//!   applies to would stop every other organization's writes: refused for those roles.
 //! - **Holdable cursors are remembered with the context they were filled under**, so that
 //!   [`refuse_if_cursor_from_another_context`] keeps a `WITH HOLD` cursor's rows from crossing
 //!   into another organization's context on the same connection (a connection pool's).
@@ -67,6 +70,7 @@ unsafe extern "C-unwind" fn process_utility(
         let mut holdable = None;
         match tag(stmt) {
             pg_sys::NodeTag::T_ExplainStmt => refuse_explain_under_rls((*(stmt as *mut pg_sys::ExplainStmt)).query),
+            pg_sys::NodeTag::T_LockStmt => refuse_table_locks_under_rls(stmt as *mut pg_sys::LockStmt),
             pg_sys::NodeTag::T_DeclareCursorStmt => {
                 let declare = stmt as *mut pg_sys::DeclareCursorStmt;
                 if (*declare).options & pg_sys::CURSOR_OPT_HOLD as i32 != 0 && !(*declare).portalname.is_null() {
@@ -133,6 +137,39 @@ unsafe fn refuse_explain_under_rls(query: *mut pg_sys::Node) {
     };
     if hidden {
         TenancyError::ExplainRefused.raise()
+    }
+}
+
+/// Raises 42501 if `LOCK TABLE` would take a lock that blocks writes on a table that
+/// row-level security applies to for the current role.
+///
+/// # Safety
+/// `stmt` must be a valid LockStmt.
+unsafe fn refuse_table_locks_under_rls(stmt: *mut pg_sys::LockStmt) {
+    // SAFETY: as the function's contract says.
+    let (mode, relations) = unsafe { ((*stmt).mode, (*stmt).relations) };
+    if mode < pg_sys::ShareUpdateExclusiveLock as i32 || crate::context::caller_bypasses_rls() {
+        return;
+    }
+    // SAFETY: each element of a LockStmt's list is a RangeVar; a missing relation resolves to
+    // InvalidOid (LOCK TABLE itself reports it).
+    unsafe {
+        for rv in pointers::<pg_sys::RangeVar>(relations) {
+            let relid = pg_sys::RangeVarGetRelidExtended(
+                rv,
+                pg_sys::NoLock as i32,
+                pg_sys::RVROption::RVR_MISSING_OK,
+                None,
+                std::ptr::null_mut(),
+            );
+            if relid != pg_sys::InvalidOid
+                && pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true)
+                    == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+            {
+                let name = CStr::from_ptr((*rv).relname).to_string_lossy().into_owned();
+                TenancyError::TableLockRefused { table: name }.raise()
+            }
+        }
     }
 }
 

@@ -617,3 +617,23 @@ fn errors_carry_no_rust_backtrace() {
     assert!(!detail.contains("pgrx") && !detail.contains("backtrace") && !detail.contains(".rs"), "DETAIL: {detail}");
     lock.batch_execute("ROLLBACK").unwrap();
 }
+
+/// Every organization's rows are in the same tables: a table lock that blocks writes would stop
+/// every other organization.
+#[test]
+fn the_application_cannot_lock_a_shared_table_against_writes() {
+    let db = TestDb::new();
+    let mut c = db.app_in(ACME, "alice");
+    for mode in ["SHARE UPDATE EXCLUSIVE", "SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"] {
+        let e = error_of(&mut c, &format!("BEGIN; LOCK TABLE app.projects IN {mode} MODE"));
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("42501", "LOCK TABLE in a mode that blocks writes is not allowed on table \"projects\""),
+            "{mode}"
+        );
+        c.batch_execute("ROLLBACK").unwrap();
+    }
+    // What ordinary writes take anyway stays allowed; DBAs lock what they need.
+    c.batch_execute("BEGIN; LOCK TABLE app.projects IN ROW EXCLUSIVE MODE; ROLLBACK").unwrap();
+    db.admin().batch_execute("BEGIN; LOCK TABLE app.projects IN ACCESS EXCLUSIVE MODE; ROLLBACK").unwrap();
+}
