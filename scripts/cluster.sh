@@ -64,6 +64,8 @@ max_connections = 100
 fsync = on
 log_min_messages = warning
 CONF
+        # The test cluster sets a pg_tenancy setting in postgresql.conf, as a DBA would.
+        if [ "$name" = test ]; then echo "tenancy.max_counters = 70000" >> "$data/postgresql.conf"; fi
     fi
     if running; then
         echo "cluster '$name' already running on port $port"

@@ -80,7 +80,12 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+}
 
+/// Reserves the `tenancy.` prefix; called from `_PG_init` after every `tenancy.*` setting is
+/// defined (here and in [`crate::counters`]): reserving removes the placeholders of settings not
+/// defined yet, such as a `tenancy.max_counters` line in postgresql.conf.
+pub fn reserve_prefix() {
     // SAFETY: called from _PG_init in the postmaster with a static NUL-terminated string.
     // Reserving the prefix removes placeholders and refuses any other `tenancy.*` setting, so
     // nobody can create a look-alike placeholder.

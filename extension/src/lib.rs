@@ -83,6 +83,7 @@ pub extern "C-unwind" fn _PG_init() {
     unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     gucs::init();
     counters::init();
+    gucs::reserve_prefix();
     membership::init();
     hooks::init();
 }

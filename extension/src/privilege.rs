@@ -39,10 +39,15 @@ struct Elevated {
 
 impl Drop for Elevated {
     fn drop(&mut self) {
-        // SAFETY: restores exactly the values read in `elevate`.
+        // SAFETY: restores exactly the values read in `elevate`. `AtEOXact_GUC(false, ..)` rolls
+        // back every setting changed since the nest level began, a plain `SET` (or
+        // `set_config(.., false)`) by code that ran in between included: with `true` such a
+        // change would outlive the scope and reach the caller (a search_path that shadows
+        // pg_catalog, say). This is what PostgreSQL's own maintenance commands do after running
+        // a table owner's code.
         unsafe {
             pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context);
-            pg_sys::AtEOXact_GUC(!std::thread::panicking(), self.nest_level);
+            pg_sys::AtEOXact_GUC(false, self.nest_level);
         }
     }
 }
