@@ -43,6 +43,8 @@ pub enum Kind {
     Usage,
     /// `tenancy.protect_shared_row(tenant column, id column, visibility column or '')`.
     Sharing,
+    /// `tenancy.forget_shares(tenant column, id column)`.
+    Forget,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Quota => "quota_trigger",
             Kind::Usage => "usage_trigger",
             Kind::Sharing => "protect_shared_row",
+            Kind::Forget => "forget_shares",
         }
     }
 
@@ -58,7 +61,7 @@ impl Kind {
         match self {
             Kind::Quota => "tenancy.enable_quota()",
             Kind::Usage => "tenancy.enable_usage()",
-            Kind::Sharing => "tenancy.enable_sharing()",
+            Kind::Sharing | Kind::Forget => "tenancy.enable_sharing()",
         }
     }
 
@@ -77,6 +80,13 @@ impl Kind {
                 "SELECT s.relation::pg_catalog.oid FROM tenancy.usage_sources s
                   WHERE s.metric OPERATOR(pg_catalog.=) $2 AND s.tenant_column OPERATOR(pg_catalog.=) $3
                     AND coalesce(s.amount_column, '') OPERATOR(pg_catalog.=) $4
+                    AND s.relation::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY[$1]
+                        OPERATOR(pg_catalog.||) ARRAY(SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($1::pg_catalog.regclass) a))"
+            }
+            Kind::Forget => {
+                "SELECT s.relation::pg_catalog.oid FROM tenancy.shareable_tables s
+                  WHERE s.tenant_column OPERATOR(pg_catalog.=) $2 AND s.id_column OPERATOR(pg_catalog.=) $3
+                    AND $4 OPERATOR(pg_catalog.=) ''
                     AND s.relation::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY[$1]
                         OPERATOR(pg_catalog.||) ARRAY(SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($1::pg_catalog.regclass) a))"
             }

@@ -4,7 +4,7 @@
 //! row. This module holds the row trigger that keeps a shared row where its shares point, and
 //! the check of who owns a row, which reads the application table as the table's owner.
 
-use crate::catalog::one;
+use crate::catalog::{arg, latest, one};
 use crate::context::current_org;
 use crate::error::TenancyError;
 use crate::privilege::{as_catalog_owner, as_table_owner};
@@ -125,6 +125,115 @@ unsafe fn same_image(a: pg_sys::Datum, b: pg_sys::Datum, byval: bool, len: i16) 
     } else {
         CStr::from_ptr(a.cast_mut_ptr()) == CStr::from_ptr(b.cast_mut_ptr())
     }
+}
+
+/// Statement trigger of shareable tables (AFTER DELETE, with the deleted rows as transition
+/// table `tenancy_gone`, and AFTER TRUNCATE), with (tenant column, id column), installed on the
+/// table and its partitions by `tenancy.enable_sharing()`: deleted rows take their shares with
+/// them, so an id used again is not shared by accident. The deleted rows' ids are turned into
+/// the text shares store by the table's owner, in a security-restricted operation (the id's type
+/// and its cast to text belong to the owner); the shares are deleted as the catalog owner with
+/// the latest snapshot, so that shares committed since a REPEATABLE READ transaction began go too.
+#[pg_trigger]
+fn forget_shares<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
+    let relation = registry::require(registry::Kind::Forget, trigger);
+    if matches!(trigger.op()?, pgrx::PgTriggerOperation::Truncate) {
+        as_catalog_owner(|| {
+            latest(
+                "DELETE FROM tenancy.shares WHERE relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+                &[arg(relation)],
+            )
+        });
+        return Ok(None);
+    }
+    let args = trigger.extra_args()?;
+    let (Some(tenant_column), Some(id_column)) = (args.first(), args.get(1)) else {
+        pgrx::error!("tenancy.forget_shares() needs (tenant column, id column)");
+    };
+    let data = trigger.trigger_data();
+    // SAFETY: the trigger manager passes valid trigger data; the transition table's name is the
+    // one its CREATE TRIGGER gave (REFERENCING OLD TABLE AS ...).
+    let gone = unsafe {
+        let name = (*data.tg_trigger).tgoldtable;
+        if name.is_null() {
+            pgrx::error!("tenancy.forget_shares() needs REFERENCING OLD TABLE (run tenancy.enable_sharing() again)");
+        }
+        CStr::from_ptr(name).to_string_lossy().into_owned()
+    };
+    let sql = format!(
+        "SELECT g.{}, (g.{})::pg_catalog.text FROM {} g",
+        quote_ident(tenant_column),
+        quote_ident(id_column),
+        quote_ident(&gone)
+    );
+    let (orgs, ids): (Vec<Option<pgrx::Uuid>>, Vec<Option<String>>) = as_table_owner(relation, || {
+        Spi::connect(|client| {
+            // SAFETY: registers this trigger's transition tables with the SPI connection just
+            // opened, as PL/pgSQL does for its triggers.
+            unsafe {
+                pg_sys::SPI_register_trigger_data(data as *const pg_sys::TriggerData as *mut pg_sys::TriggerData)
+            };
+            let rows = client.select(&sql, None, &[])?;
+            let mut pairs = (Vec::new(), Vec::new());
+            for row in rows {
+                pairs.0.push(row.get::<pgrx::Uuid>(1)?);
+                pairs.1.push(row.get::<String>(2)?);
+            }
+            Ok::<_, pgrx::spi::Error>(pairs)
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: reading the deleted rows failed: {e}"))
+    });
+    if !orgs.is_empty() {
+        as_catalog_owner(|| {
+            latest(
+                "DELETE FROM tenancy.shares s
+                  USING ROWS FROM (pg_catalog.unnest($2::pg_catalog.uuid[]), pg_catalog.unnest($3::pg_catalog.text[])) AS g(o, i)
+                  WHERE s.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+                    AND s.owner_org OPERATOR(pg_catalog.=) g.o AND s.row_id OPERATOR(pg_catalog.=) g.i",
+                &[arg(relation), arg(orgs), arg(ids)],
+            )
+        });
+    }
+    Ok(None)
+}
+
+/// For `tenancy.share()` and `unshare()` (not executable by PUBLIC): after a grantee's share of
+/// a row shrinks or ends, what it passed on shrinks or ends with it, and what was passed on from
+/// there. Level by level, each level its own statement with the latest snapshot: a REPEATABLE
+/// READ caller reaches reshares committed since it began, and a level waits for a reshare being
+/// written (its row lock) and then sees it. Iterative, so no chain is too deep to revoke; the
+/// shares of one row form a tree (one share per grantee), so each level is new.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _revoke_reshares(
+    relation: pg_sys::Oid,
+    owner: pgrx::Uuid,
+    row_id: &str,
+    grantee: pgrx::Uuid,
+    may_write: bool,
+    may_reshare: bool,
+) {
+    if may_write && may_reshare {
+        return;
+    }
+    let sql = if may_reshare {
+        "UPDATE tenancy.shares x SET can_write = false
+          WHERE x.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND x.owner_org OPERATOR(pg_catalog.=) $2
+            AND x.row_id OPERATOR(pg_catalog.=) $3 AND x.granted_by_org OPERATOR(pg_catalog.=) ANY ($4) AND x.can_write
+          RETURNING x.grantee_org"
+    } else {
+        "DELETE FROM tenancy.shares x
+          WHERE x.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass AND x.owner_org OPERATOR(pg_catalog.=) $2
+            AND x.row_id OPERATOR(pg_catalog.=) $3 AND x.granted_by_org OPERATOR(pg_catalog.=) ANY ($4)
+          RETURNING x.grantee_org"
+    };
+    let mut frontier = vec![Some(grantee)];
+    as_catalog_owner(|| {
+        while !frontier.is_empty() {
+            frontier = latest(sql, &[arg(relation), arg(owner), arg(row_id), arg(frontier.clone())]);
+        }
+    });
 }
 
 /// BEFORE UPDATE row trigger of shareable tables, with (tenant column, id column, visibility
