@@ -99,6 +99,12 @@ struct Column {
 
 struct Table {
     name: String,
+    /// The table's owner: everything the verifier (a superuser) does to the table's rows runs as
+    /// this role, so that the table's own code (triggers, defaults, index expressions, types)
+    /// never runs with a superuser's rights.
+    owner: String,
+    /// FORCE ROW LEVEL SECURITY: turned off while the owner writes and reads the fixtures.
+    forced: bool,
     kind: Kind,
     columns: Vec<Column>,
     foreign_keys: Vec<ForeignKey>,
@@ -163,6 +169,34 @@ fn as_role<T>(
     }))
 }
 
+/// Runs `f` as `table`'s owner, then becomes the verifier again (a superuser), with its own
+/// search_path: the table's code runs with its owner's rights only, and settings it changed do
+/// not reach the verifier's statements.
+fn as_owner<T>(
+    tx: &mut postgres::Transaction<'_>,
+    table: &Table,
+    f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
+) -> Result<T, postgres::Error> {
+    tx.batch_execute(&format!("SET ROLE {}", quote_ident(&table.owner)))?;
+    let result = f(tx);
+    if result.is_ok() {
+        tx.batch_execute("RESET ROLE; SET LOCAL search_path = pg_catalog, pg_temp")?;
+    }
+    result
+}
+
+/// Turns FORCE ROW LEVEL SECURITY off (`forced` false) or back on for the tables that had it.
+fn set_forced(tx: &mut postgres::Transaction<'_>, tables: &[Table], forced: bool) -> Result<(), postgres::Error> {
+    for table in tables.iter().filter(|t| t.forced) {
+        tx.batch_execute(&format!(
+            "ALTER TABLE {} {}FORCE ROW LEVEL SECURITY",
+            table.name,
+            if forced { "" } else { "NO " }
+        ))?;
+    }
+    Ok(())
+}
+
 fn is_denied(error: &str) -> bool {
     // Refusals: privileges, row-level security, the extension's guards, foreign keys, checks.
     ["(42501)", "(23503)", "(23514)", "(P0001)", "(53400)", "(23502)"].iter().any(|c| error.ends_with(c))
@@ -215,10 +249,18 @@ fn run(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<Report, 
             "no application role: no role other than superusers and owners is named in a policy or granted a privilege on these tables (pass --app-role)".into(),
         ));
     }
+    // Nothing the audited schemas define may resolve in the verifier's own statements.
+    tx.batch_execute("SET LOCAL search_path = pg_catalog, pg_temp")?;
     let orgs = create_orgs(tx)?;
     let tenant_column = options.tenant_column.as_str();
+    // The fixtures are written, shared and read back by each table's owner, with FORCE ROW
+    // LEVEL SECURITY off meanwhile (all of it is rolled back); the probes below run as the
+    // application roles, with the tables as they were.
+    set_forced(tx, &tables, false)?;
     let (fixtures, unverified_tables) = write_fixtures(tx, &tables, &orgs, tenant_column)?;
     share_fixtures(tx, &tables, &orgs, &fixtures)?;
+    let visible = visible_rows(tx, &tables, &orgs, tenant_column)?;
+    set_forced(tx, &tables, true)?;
 
     let mut results = Vec::new();
     for role in &roles {
@@ -228,7 +270,8 @@ fn run(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<Report, 
             }
             let mut cells: BTreeMap<&'static str, Cell> = COMMANDS.iter().map(|c| (*c, Cell::default())).collect();
             for (x, org) in orgs.iter().enumerate() {
-                check_table(tx, role, table, tenant_column, &orgs, x, org, &fixtures, &mut cells)?;
+                let allowed = visible.get(&(table.name.clone(), x)).cloned().unwrap_or_default();
+                check_table(tx, role, table, tenant_column, &orgs, x, org, &fixtures, allowed, &mut cells)?;
             }
             let cell = cells.get_mut("no context").unwrap();
             check_without_context(tx, role, table, tenant_column, &orgs, &fixtures, cell)?;
@@ -248,7 +291,8 @@ fn read_tables(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<
     for table in catalog.tables.into_values() {
         let name = table.name.to_string();
         let facts = tx.query_one(
-            "SELECT c.relispartition, s.id_column, s.visibility_column
+            "SELECT c.relispartition, s.id_column, s.visibility_column, pg_get_userbyid(c.relowner)::text,
+                    c.relforcerowsecurity
                FROM pg_class c LEFT JOIN tenancy.shareable_tables s ON s.relation = c.oid
               WHERE c.oid = $1::text::regclass",
             &[&name],
@@ -283,6 +327,8 @@ fn read_tables(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<
             .collect();
         tables.push(Table {
             name,
+            owner: facts.get(3),
+            forced: facts.get(4),
             kind: match (tenant, &id_column) {
                 (false, _) => Kind::Global,
                 (true, None) => Kind::Tenant,
@@ -500,8 +546,12 @@ fn write_fixtures(
         let per_org = if table.kind == Kind::Global { 1 } else { orgs.len() };
         if table.kind == Kind::Global {
             // Reference data: rows that exist are enough to try to change.
-            let has_rows: bool = tx.query_one(&format!("SELECT EXISTS (SELECT FROM {})", table.name), &[])?.get(0);
+            let has_rows: bool = as_owner(tx, table, |tx| {
+                tx.query_one(&format!("SELECT EXISTS (SELECT FROM {})", table.name), &[]).map(|r| r.get(0))
+            })?;
             if has_rows {
+                // Marks the table as not empty (see `check_table`).
+                fixtures.entry((table.name.clone(), usize::MAX)).or_default();
                 continue;
             }
         }
@@ -518,7 +568,9 @@ fn write_fixtures(
                     format!("SELECT tenancy.set_context({}, {})", literal(&orgs[org].id), literal(&orgs[org].user));
                 let result = attempt(tx, |tx| {
                     tx.batch_execute(&context)?;
-                    tx.query_one(&format!("{sql} RETURNING ctid::text, to_jsonb(t)::text"), &[])
+                    as_owner(tx, table, |tx| {
+                        tx.query_one(&format!("{sql} RETURNING ctid::text, to_jsonb(t)::text"), &[])
+                    })
                 })?;
                 match result {
                     Ok(row) => {
@@ -580,35 +632,70 @@ fn share_fixtures(
     Ok(())
 }
 
-/// The rows of `table` outside `org` that it may read, by ctid, each `shared` (with it) or
-/// `public`, and those it may write (shared with it for writing), by their values as JSON (an
-/// UPDATE returns the new row version, whose ctid differs).
-fn allowed(
+/// For each table and organization: the rows outside it that it may read, by ctid, each
+/// `shared` (with it) or `public`, and those it may write (shared with it for writing), by
+/// their values as JSON (an UPDATE returns the new row version, whose ctid differs).
+type Allowed = (BTreeMap<String, &'static str>, BTreeSet<String>);
+
+/// [`Allowed`] for every shareable table and organization, read while the fixtures are in place:
+/// the shares from pg_tenancy's catalog, the rows by the table's owner.
+fn visible_rows(
     tx: &mut postgres::Transaction<'_>,
-    table: &Table,
+    tables: &[Table],
+    orgs: &[Org],
     tenant_column: &str,
-    org: &Org,
-) -> Result<(BTreeMap<String, &'static str>, BTreeSet<String>), postgres::Error> {
-    if table.kind != Kind::Shareable {
-        return Ok((BTreeMap::new(), BTreeSet::new()));
+) -> Result<BTreeMap<(String, usize), Allowed>, postgres::Error> {
+    let mut out = BTreeMap::new();
+    for table in tables.iter().filter(|t| t.kind == Kind::Shareable) {
+        let id = quote_ident(table.id_column.as_deref().unwrap_or("id"));
+        let tc = quote_ident(tenant_column);
+        let public = table
+            .visibility_column
+            .as_ref()
+            .map_or("false".to_string(), |v| format!("t.{} = 'public'", quote_ident(v)));
+        let rows = as_owner(tx, table, |tx| {
+            tx.query(
+                &format!(
+                    "SELECT t.ctid::text, to_jsonb(t)::text, t.{tc}::text, t.{id}::text, {public} FROM {} t",
+                    table.name
+                ),
+                &[],
+            )
+        })?;
+        for (x, org) in orgs.iter().enumerate() {
+            let shares: BTreeMap<(String, String), bool> = tx
+                .query(
+                    "SELECT s.owner_org::text, s.row_id, s.can_write FROM tenancy.shares s
+                      WHERE s.relation = $1::text::regclass AND s.grantee_org = $2::text::uuid",
+                    &[&table.name, &org.id],
+                )?
+                .iter()
+                .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+                .collect();
+            let mut read = BTreeMap::new();
+            let mut write = BTreeSet::new();
+            for row in rows.iter().filter(|r| r.get::<_, Option<String>>(2).as_deref() != Some(org.id.as_str())) {
+                let key = (
+                    row.get::<_, Option<String>>(2).unwrap_or_default(),
+                    row.get::<_, Option<String>>(3).unwrap_or_default(),
+                );
+                match shares.get(&key) {
+                    Some(can_write) => {
+                        read.insert(row.get(0), "shared");
+                        if *can_write {
+                            write.insert(row.get(1));
+                        }
+                    }
+                    None if row.get::<_, Option<bool>>(4) == Some(true) => {
+                        read.insert(row.get(0), "public");
+                    }
+                    None => {}
+                }
+            }
+            out.insert((table.name.clone(), x), (read, write));
+        }
     }
-    let id = quote_ident(table.id_column.as_deref().unwrap_or("id"));
-    let tc = quote_ident(tenant_column);
-    let public =
-        table.visibility_column.as_ref().map_or("false".to_string(), |v| format!("t.{} = 'public'", quote_ident(v)));
-    let rows = tx.query(
-        &format!(
-            "SELECT t.ctid::text, s.can_write, to_jsonb(t)::text, s.relation IS NOT NULL FROM {} t
-               LEFT JOIN tenancy.shares s ON s.relation = $1::text::regclass AND s.grantee_org = $2::text::uuid
-                    AND s.owner_org = t.{tc} AND s.row_id = t.{id}::text
-              WHERE t.{tc} IS DISTINCT FROM $2::text::uuid AND ({public} OR s.relation IS NOT NULL)",
-            table.name
-        ),
-        &[&table.name, &org.id],
-    )?;
-    let read = rows.iter().map(|r| (r.get(0), if r.get(3) { "shared" } else { "public" })).collect();
-    let write = rows.iter().filter(|r| r.get::<_, Option<bool>>(1) == Some(true)).map(|r| r.get(2)).collect();
-    Ok((read, write))
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -621,6 +708,7 @@ fn check_table(
     x: usize,
     org: &Org,
     fixtures: &Fixtures,
+    (may_read, may_write): Allowed,
     cells: &mut BTreeMap<&'static str, Cell>,
 ) -> Result<(), postgres::Error> {
     let tc = quote_ident(tenant_column);
@@ -633,7 +721,8 @@ fn check_table(
         let select = as_role(tx, role, Some(org), |tx| tx.query(&format!("SELECT 1 FROM {name} LIMIT 1"), &[]))?;
         cells.get_mut("select").unwrap().reach.insert(if select.is_ok() { "all" } else { "denied" });
         let first = table.columns.iter().find(|c| !c.generated).map(|c| quote_ident(&c.name));
-        let empty: bool = tx.query_one(&format!("SELECT NOT EXISTS (SELECT FROM {name})"), &[])?.get(0);
+        // Rows were there before the verifier came, or it wrote one (the owner looked).
+        let empty = !fixtures.contains_key(&(name.clone(), usize::MAX)) && !fixtures.contains_key(&(name.clone(), 0));
         let writes = [
             ("insert", insert_sql(table, orgs, tenant_column, 0, 0, Variant::Private, fixtures, &mut counter).ok()),
             ("update", first.as_ref().map(|c| format!("UPDATE {name} SET {c} = {c}"))),
@@ -663,7 +752,6 @@ fn check_table(
         return Ok(());
     }
 
-    let (may_read, may_write) = allowed(tx, table, tenant_column, org)?;
     let own: BTreeSet<String> =
         fixtures.get(&(name.clone(), x)).into_iter().flatten().map(|(_, f)| f.ctid.clone()).collect();
     let x_id = org.id.clone();

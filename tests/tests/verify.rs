@@ -108,3 +108,51 @@ fn verify_needs_a_superuser_and_says_so() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The verifier runs as a superuser, but a table's own code (its triggers, here one that would
+/// run a program) must run with its owner's rights: the verifier writes and reads fixtures as
+/// the table's owner. A sequence (not rolled back with the verifier's transaction) records who
+/// ran the trigger.
+#[test]
+fn the_verifier_runs_a_tables_code_as_its_owner_not_as_a_superuser() {
+    let db = TestDb::new();
+    let owner = TempRole::new(&db, "schema_owner", "NOSUPERUSER");
+    let o = &owner.name;
+    db.admin()
+        .batch_execute(&format!("CREATE SCHEMA own AUTHORIZATION {o}; GRANT USAGE ON SCHEMA own TO app_user;"))
+        .unwrap();
+    owner
+        .connect()
+        .batch_execute(
+            "CREATE TABLE own.items (org_id uuid NOT NULL DEFAULT tenancy.current_org(), id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                     name text NOT NULL, PRIMARY KEY (org_id, id));
+             ALTER TABLE own.items ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             CREATE POLICY own_rows ON own.items TO app_user
+                 USING (org_id = (SELECT tenancy.current_org())) WITH CHECK (org_id = (SELECT tenancy.current_org()));
+             GRANT SELECT, INSERT, UPDATE, DELETE ON own.items TO app_user;
+             CREATE SEQUENCE own.who MINVALUE 0 START 0;
+             GRANT UPDATE ON SEQUENCE own.who TO PUBLIC;
+             CREATE FUNCTION own.spy() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM setval('own.who', CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+                                                THEN 666 ELSE greatest(currval('own.who'), 1) END, true);
+                 RETURN NEW;
+             EXCEPTION WHEN object_not_in_prerequisite_state THEN
+                 PERFORM setval('own.who', CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+                                                THEN 666 ELSE 1 END, true);
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER spy BEFORE INSERT ON own.items FOR EACH ROW EXECUTE FUNCTION own.spy();",
+        )
+        .unwrap();
+    let report = verify::verify(&mut db.admin(), &options(&["own"], &["app_user"])).unwrap();
+    assert_eq!(report.leaks(), 0, "{}", verify::render_human(&report));
+    let who: i64 = db.admin().query_one("SELECT last_value FROM own.who", &[]).unwrap().get(0);
+    assert_ne!(who, 0, "the table's trigger did not run: the verifier wrote no row");
+    assert_ne!(who, 666, "the table's trigger ran as a superuser");
+    // The table is as it was.
+    assert_eq!(
+        text(&mut db.admin(), "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'own.items'::regclass").as_deref(),
+        Some("true")
+    );
+}
