@@ -18,14 +18,16 @@ $$;
 CREATE TABLE tenancy.plans (
     name        text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9_-]*$'),
     description text NOT NULL DEFAULT '',
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- Sign-up (tenancy.create_organization() by a role that is not a DBA) may choose it.
+    self_service boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE tenancy.plans IS 'Plans an organization can be on.';
 
-INSERT INTO tenancy.plans (name, description) VALUES
-    ('free', 'Free plan'),
-    ('pro', 'Pro plan'),
-    ('enterprise', 'Enterprise plan');
+INSERT INTO tenancy.plans (name, description, self_service) VALUES
+    ('free', 'Free plan', true),
+    ('pro', 'Pro plan', false),
+    ('enterprise', 'Enterprise plan', false);
 
 CREATE TABLE tenancy.roles (
     name        text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]*$'),
@@ -149,12 +151,16 @@ CREATE TABLE tenancy.usage_events (
 CREATE INDEX usage_events_org_metric_time_idx ON tenancy.usage_events (org_id, metric, recorded_at);
 COMMENT ON TABLE tenancy.usage_events IS 'Metered usage (tenancy.record_usage()); read with tenancy.usage() and tenancy.usage_report().';
 
+-- Not unique on purpose: two sessions of one user that set their first context of the month at
+-- once would otherwise wait for each other's transaction (a unique index makes the second insert
+-- wait for the first to commit). Each backend notes a user once a month; readers count distinct
+-- users.
 CREATE TABLE tenancy.active_users (
     org_id      uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
     period      date NOT NULL CHECK (extract(day FROM period) = 1),
-    user_id     text NOT NULL,
-    PRIMARY KEY (org_id, period, user_id)
+    user_id     text NOT NULL
 );
+CREATE INDEX active_users_org_id_period_idx ON tenancy.active_users (org_id, period, user_id);
 COMMENT ON TABLE tenancy.active_users IS 'Users who set a context, per organization and month (UTC).';
 
 -- Sharing. A shareable table (tenancy.enable_sharing(), emitted by the policy compiler for

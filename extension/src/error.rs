@@ -80,6 +80,12 @@ pub enum TenancyError {
     #[error("LOCK TABLE in a mode that blocks writes is not allowed on table \"{table}\"")]
     TableLockRefused { table: String },
 
+    #[error("permission denied to alter role \"{role}\": an application role may not change itself")]
+    AlterOwnRoleRefused { role: String },
+
+    #[error("permission denied to choose plan \"{plan}\"")]
+    PlanNotSelfService { plan: String, allowed: String },
+
     #[error("cannot start a tenant context while cursor \"{cursor}\" from another context is open")]
     CursorFromAnotherContext { cursor: String },
 
@@ -117,7 +123,9 @@ impl TenancyError {
             TenancyError::PrepareWithQuota | TenancyError::PrepareWithMembershipChange => ERRCODE_FEATURE_NOT_SUPPORTED,
             TenancyError::UnregisteredTrigger { .. }
             | TenancyError::ExplainRefused
-            | TenancyError::TableLockRefused { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            | TenancyError::TableLockRefused { .. }
+            | TenancyError::AlterOwnRoleRefused { .. }
+            | TenancyError::PlanNotSelfService { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             TenancyError::CursorFromAnotherContext { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TenancyError::TooManyCounters { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             TenancyError::AmountOutOfRange { .. } | TenancyError::CounterOutOfRange { .. } => {
@@ -151,6 +159,12 @@ impl TenancyError {
             TenancyError::TableLockRefused { .. } => Some(
                 "Row-level security applies to this role here: the table holds every organization's rows, and such a lock would stop the others' writes.".into(),
             ),
+            TenancyError::AlterOwnRoleRefused { role } => Some(format!(
+                "Every organization's sessions run as \"{role}\": a setting or password it gave itself would apply to all of them."
+            )),
+            TenancyError::PlanNotSelfService { allowed, .. } => {
+                Some(format!("Sign-up may choose the plans marked self_service in tenancy.plans: {allowed}."))
+            }
             TenancyError::CursorFromAnotherContext { .. } => Some(
                 "The cursor was declared WITH HOLD, and filled, under another organization or user: its rows would be readable in the new context.".into(),
             ),
@@ -202,6 +216,12 @@ impl TenancyError {
                 Some(format!("CLOSE {cursor} (or CLOSE ALL) first."))
             }
             TenancyError::TooManyCounters { .. } => Some("Commit more often.".into()),
+            TenancyError::AlterOwnRoleRefused { .. } => {
+                Some("A DBA changes application roles (ALTER ROLE as a superuser).".into())
+            }
+            TenancyError::PlanNotSelfService { .. } => {
+                Some("A DBA moves an organization to another plan with tenancy.set_plan().".into())
+            }
             TenancyError::TableLockRefused { .. } => {
                 Some("Lock the rows instead (SELECT ... FOR UPDATE), or take a lock in ROW EXCLUSIVE mode at most.".into())
             }

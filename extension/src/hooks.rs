@@ -9,6 +9,11 @@
 //! - **No table-wide locks on tables shared by every organization.** `LOCK TABLE` in a mode that
 //!   blocks writes (SHARE UPDATE EXCLUSIVE and stronger) on a table that row-level security
 //!   applies to would stop every other organization's writes: refused for those roles.
+//! - **An application role does not change itself.** Every organization shares it, so a setting
+//!   it gave itself (`ALTER ROLE app_user SET default_transaction_read_only = on`,
+//!   `statement_timeout = '1ms'`) or a new password would break every organization's
+//!   connections: `ALTER ROLE` of itself is refused for application roles (members of
+//!   `tenancy_writer`, or roles named in a row-level security policy).
 //! - **Holdable cursors are remembered with the context they were filled under**, so that
 //!   [`refuse_if_cursor_from_another_context`] keeps a `WITH HOLD` cursor's rows from crossing
 //!   into another organization's context on the same connection (a connection pool's).
@@ -71,6 +76,10 @@ unsafe extern "C-unwind" fn process_utility(
         match tag(stmt) {
             pg_sys::NodeTag::T_ExplainStmt => refuse_explain_under_rls((*(stmt as *mut pg_sys::ExplainStmt)).query),
             pg_sys::NodeTag::T_LockStmt => refuse_table_locks_under_rls(stmt as *mut pg_sys::LockStmt),
+            pg_sys::NodeTag::T_AlterRoleStmt => refuse_changing_own_role((*(stmt as *mut pg_sys::AlterRoleStmt)).role),
+            pg_sys::NodeTag::T_AlterRoleSetStmt => {
+                refuse_changing_own_role((*(stmt as *mut pg_sys::AlterRoleSetStmt)).role)
+            }
             pg_sys::NodeTag::T_DeclareCursorStmt => {
                 let declare = stmt as *mut pg_sys::DeclareCursorStmt;
                 if (*declare).options & pg_sys::CURSOR_OPT_HOLD as i32 != 0 && !(*declare).portalname.is_null() {
@@ -170,6 +179,33 @@ unsafe fn refuse_table_locks_under_rls(stmt: *mut pg_sys::LockStmt) {
                 TenancyError::TableLockRefused { table: name }.raise()
             }
         }
+    }
+}
+
+/// Raises 42501 if an application role alters itself (its settings, its password).
+///
+/// # Safety
+/// `role` must be null (ALTER ROLE ALL) or a valid RoleSpec.
+unsafe fn refuse_changing_own_role(role: *mut pg_sys::RoleSpec) {
+    if role.is_null() {
+        return; // ALTER ROLE ALL: superusers only, and PostgreSQL says so
+    }
+    // SAFETY: a syscache lookup of the named role (missing: InvalidOid, reported by ALTER ROLE).
+    let (target, me) = unsafe { (pg_sys::get_rolespec_oid(role, true), pg_sys::GetUserId()) };
+    if target != me || crate::context::caller_bypasses_rls() {
+        return;
+    }
+    let application: Option<bool> = crate::privilege::as_catalog_owner(|| {
+        crate::catalog::one(
+            "SELECT pg_catalog.pg_has_role($1, 'tenancy_writer', 'MEMBER')
+                 OR EXISTS (SELECT FROM pg_catalog.pg_policy p WHERE $1 OPERATOR(pg_catalog.=) ANY (p.polroles))",
+            &[me.into()],
+        )
+    });
+    if application == Some(true) {
+        // SAFETY: the name of an existing role.
+        let name = unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(me, false)).to_string_lossy().into_owned() };
+        TenancyError::AlterOwnRoleRefused { role: name }.raise()
     }
 }
 

@@ -2,7 +2,7 @@
 //! organization switcher needs. Every function decides who may act from the real caller (a DBA,
 //! or the context's member role) before touching the catalog as its owner.
 
-use crate::catalog::{one, require_listed};
+use crate::catalog::{arg, count_latest, one, require_listed};
 use crate::context;
 use crate::error::{non_empty, required, TenancyError};
 use crate::gucs;
@@ -86,8 +86,13 @@ fn member_role(org_id: Uuid, user_id: &str) -> Option<String> {
     one("SELECT role FROM tenancy.members WHERE org_id = $1 AND user_id = $2", &[org_id.into(), user_id.into()])
 }
 
+/// The organization's owners as committed now (the caller holds the organization's row lock, so
+/// no other membership change is in flight): "the last owner" holds in REPEATABLE READ too.
 fn owner_count(org_id: Uuid) -> i64 {
-    one("SELECT count(*) FROM tenancy.members WHERE org_id = $1 AND role = 'owner'", &[org_id.into()]).unwrap_or(0)
+    count_latest(
+        "SELECT count(*) FROM tenancy.members WHERE org_id OPERATOR(pg_catalog.=) $1 AND role OPERATOR(pg_catalog.=) 'owner'",
+        &[arg(org_id)],
+    )
 }
 
 fn valid_slug(slug: &str) -> bool {
@@ -155,6 +160,19 @@ fn create_organization(
     }
     as_catalog_owner(|| {
         require_listed("plans", "name", plan, |valid| TenancyError::UnknownPlan { plan: plan.to_string(), valid });
+        // Sign-up chooses among the self-service plans only (a DBA moves an organization to any).
+        if !admin {
+            let self_service: Option<bool> =
+                one("SELECT self_service FROM tenancy.plans WHERE name OPERATOR(pg_catalog.=) $1", &[plan.into()]);
+            if self_service != Some(true) {
+                let allowed: String = one(
+                    "SELECT pg_catalog.string_agg(name, ', ' ORDER BY name) FROM tenancy.plans WHERE self_service",
+                    &[],
+                )
+                .unwrap_or_default();
+                TenancyError::PlanNotSelfService { plan: plan.to_string(), allowed }.raise()
+            }
+        }
         if let Some(parent) = parent_id {
             lock_org(parent);
         }

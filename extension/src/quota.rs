@@ -2,7 +2,7 @@
 //! row trigger that keeps `count` and `sum` resources within their limits exactly, using
 //! [`crate::counters`].
 
-use crate::catalog::{one, require_listed};
+use crate::catalog::{arg, count_latest, one, require_listed};
 use crate::context::current_org;
 use crate::counters::{self, Key, Reserved};
 use crate::error::{required, TenancyError};
@@ -467,8 +467,10 @@ fn set_quota(org_id: Option<Uuid>, resource: Option<&str>, quota: Option<i64>) {
 /// Current use of a resource by an organization.
 fn used_of(org: Uuid, r: &Resource) -> i64 {
     match r.kind.as_str() {
+        // As committed now: add_member holds the organization's row lock while it counts, so the
+        // limit holds in REPEATABLE READ too.
         "members" => as_catalog_owner(|| {
-            one::<i64>("SELECT count(*) FROM tenancy.members WHERE org_id = $1", &[org.into()]).unwrap_or(0)
+            count_latest("SELECT count(*) FROM tenancy.members WHERE org_id OPERATOR(pg_catalog.=) $1", &[arg(org)])
         }),
         "count" | "sum" => {
             let source: Option<(String, String, String, Option<String>, pg_sys::Oid)> = as_catalog_owner(|| {

@@ -220,11 +220,11 @@ pub fn note_active_user(org: Uuid, user: &str) {
     if ACTIVE_SEEN.with(|s| s.borrow().contains(&entry)) {
         return;
     }
-    // A kept statement: a pooled connection meets each of its organizations once a month.
+    // A kept statement: a pooled connection meets each of its organizations once a month. No
+    // unique index to conflict with, so concurrent sessions of one user never wait for each other.
     run_kept(
         &ACTIVE_INSERT,
-        "INSERT INTO tenancy.active_users (org_id, period, user_id) VALUES ($1, $2::pg_catalog.date, $3)
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO tenancy.active_users (org_id, period, user_id) VALUES ($1, $2::pg_catalog.date, $3)",
         &[pg_sys::UUIDOID, pg_sys::TEXTOID, pg_sys::TEXTOID],
         "recording an active user",
         |client, stmt| {
