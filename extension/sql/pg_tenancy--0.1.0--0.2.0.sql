@@ -46,6 +46,15 @@ CREATE TABLE tenancy.usage_sources (
 COMMENT ON TABLE tenancy.usage_sources IS 'Which tables record which metric as rows are written (tenancy.enable_usage()).';
 SELECT pg_catalog.pg_extension_config_dump('tenancy.usage_sources', '');
 
+-- Active users are a log without a unique key: concurrent sessions of one user never wait for
+-- each other's transaction when they note the user (readers count distinct users).
+ALTER TABLE tenancy.active_users DROP CONSTRAINT active_users_pkey;
+CREATE INDEX active_users_org_id_period_idx ON tenancy.active_users (org_id, period, user_id);
+
+-- Sign-up chooses among self-service plans only.
+ALTER TABLE tenancy.plans ADD COLUMN self_service boolean NOT NULL DEFAULT false;
+UPDATE tenancy.plans SET self_service = true WHERE name = 'free';
+
 -- Shares to an organization that does not exist are kept like any other (see tenancy.shares).
 ALTER TABLE tenancy.shares DROP CONSTRAINT shares_grantee_org_fkey;
 
@@ -284,34 +293,117 @@ BEGIN
     RETURN NULL;
 END
 $$;
-
 CREATE TRIGGER forget_grantee AFTER INSERT OR DELETE ON tenancy.organizations
     FOR EACH ROW EXECUTE FUNCTION tenancy._forget_grantee();
 
+-- Deleted rows' shares are forgotten by the library now: the ids are read as the table's owner,
+-- never cast as a superuser (the plpgsql trigger was SECURITY DEFINER).
+CREATE OR REPLACE FUNCTION tenancy."forget_shares"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'forget_shares_wrapper';
 
--- Deleted rows take their shares with them. Runs as the catalog owner (the application role
--- cannot write tenancy.shares), so it first checks that its table was registered by
--- enable_sharing() with these columns.
-CREATE OR REPLACE FUNCTION tenancy.forget_shares() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
+CREATE FUNCTION tenancy."_revoke_reshares"(
+	"relation" oid,
+	"owner" uuid,
+	"row_id" TEXT,
+	"grantee" uuid,
+	"may_write" bool,
+	"may_reshare" bool
+) RETURNS void
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_revoke_reshares_wrapper';
+
+-- Makes a tenant table shareable: registers it, and adds the triggers that keep shares sound.
+-- The policy compiler emits calls to it for `kind = "shareable"`; DBAs may too.
+CREATE OR REPLACE FUNCTION tenancy.enable_sharing(
+    relation regclass,
+    id_column text DEFAULT 'id',
+    tenant_column text DEFAULT 'org_id',
+    visibility_column text DEFAULT NULL,
+    share_permission text DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    id_type text;
+    part regclass;
 BEGIN
-    IF NOT EXISTS (SELECT FROM tenancy.shareable_tables t
-                    WHERE t.relation = TG_RELID AND t.tenant_column = TG_ARGV[0] AND t.id_column = TG_ARGV[1]) THEN
-        RAISE EXCEPTION 'tenancy.forget_shares() is not registered for table %.%', TG_TABLE_SCHEMA, TG_TABLE_NAME
-            USING ERRCODE = '42501', DETAIL = 'Its triggers work only on tables registered by tenancy.enable_sharing().',
-                  HINT = 'pg_tenancy''s trigger functions are installed by tenancy apply (as a superuser), not by CREATE TRIGGER.';
+    IF relation IS NULL OR id_column IS NULL OR tenant_column IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: relation, id_column and tenant_column must not be null' USING ERRCODE = '22023';
     END IF;
-    IF TG_OP = 'TRUNCATE' THEN
-        DELETE FROM tenancy.shares WHERE relation = TG_RELID;
-    ELSE
-        EXECUTE format('DELETE FROM tenancy.shares s USING tenancy_gone g '
-                       'WHERE s.relation = $1 AND s.owner_org = g.%I AND s.row_id = g.%I::text',
-                       TG_ARGV[0], TG_ARGV[1])
-            USING TG_RELID;
+    PERFORM tenancy._require_column(relation, tenant_column, '{uuid}', 'uuid');
+    SELECT format_type(atttypid, atttypmod) INTO id_type FROM pg_attribute
+     WHERE attrelid = relation AND attname = id_column AND attnum > 0 AND NOT attisdropped;
+    IF id_type IS NULL THEN
+        RAISE EXCEPTION 'table % has no column "%"', relation, id_column USING ERRCODE = '42703';
     END IF;
-    RETURN NULL;
+    IF visibility_column IS NOT NULL THEN
+        PERFORM tenancy._require_column(relation, visibility_column, '{text,character varying}', 'text');
+    END IF;
+    IF share_permission IS NOT NULL AND share_permission !~ '^[a-z][a-z0-9_.]*$' THEN
+        RAISE EXCEPTION 'invalid permission name "%"', share_permission USING ERRCODE = '22023',
+            HINT = 'Permissions are lowercase dotted names such as documents.share.';
+    END IF;
+    INSERT INTO tenancy.shareable_tables AS t VALUES (relation, tenant_column, id_column, id_type, visibility_column, share_permission)
+    ON CONFLICT ON CONSTRAINT shareable_tables_pkey DO UPDATE
+        SET tenant_column = excluded.tenant_column, id_column = excluded.id_column, id_type = excluded.id_type,
+            visibility_column = excluded.visibility_column, share_permission = excluded.share_permission
+        WHERE (t.tenant_column, t.id_column, t.id_type, t.visibility_column, t.share_permission)
+              IS DISTINCT FROM (excluded.tenant_column, excluded.id_column, excluded.id_type,
+                                excluded.visibility_column, excluded.share_permission);
+    -- A shared row keeps its organization and id; only its organization changes its visibility.
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER tenancy_protect_shared BEFORE UPDATE ON %s '
+        'FOR EACH ROW EXECUTE FUNCTION tenancy.protect_shared_row(%L, %L, %L)',
+        relation, tenant_column, id_column, coalesce(visibility_column, ''));
+    -- Deleted rows take their shares with them, so an id used again is not shared by accident:
+    -- on the table and on each of its partitions (statement triggers are not cloned to
+    -- partitions, and a DELETE or TRUNCATE may name a partition; run this again after adding
+    -- partitions, as tenancy apply does).
+    FOR part IN SELECT p.relid FROM pg_partition_tree(relation) p
+                UNION SELECT relation ORDER BY 1 LOOP
+        CONTINUE WHEN (SELECT c.relkind FROM pg_class c WHERE c.oid = part) NOT IN ('r', 'p');
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER tenancy_forget_shares AFTER DELETE ON %s REFERENCING OLD TABLE AS tenancy_gone '
+            'FOR EACH STATEMENT EXECUTE FUNCTION tenancy.forget_shares(%L, %L)',
+            part, tenant_column, id_column);
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER tenancy_forget_shares_truncate AFTER TRUNCATE ON %s '
+            'FOR EACH STATEMENT EXECUTE FUNCTION tenancy.forget_shares(%L, %L)',
+            part, tenant_column, id_column);
+    END LOOP;
+END
+$$;
+
+-- Undoes enable_sharing: the table's shares are deleted, so that making it shareable again
+-- later brings no old grant back; its sharing triggers and its registration go too. True when
+-- the table was shareable; on any other table it changes nothing. The policy compiler emits a
+-- call for every table that its policies do not make shareable.
+CREATE OR REPLACE FUNCTION tenancy.disable_sharing(relation regclass) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part regclass;
+BEGIN
+    IF relation IS NULL THEN
+        RAISE EXCEPTION 'invalid argument: relation must not be null' USING ERRCODE = '22023';
+    END IF;
+    DELETE FROM tenancy.shareable_tables t WHERE t.relation = disable_sharing.relation;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    DELETE FROM tenancy.shares s WHERE s.relation = disable_sharing.relation;
+    PERFORM tenancy._drop_trigger(relation, 'tenancy_protect_shared');
+    FOR part IN SELECT p.relid FROM pg_partition_tree(relation) p
+                UNION SELECT relation ORDER BY 1 LOOP
+        PERFORM tenancy._drop_trigger(part, 'tenancy_forget_shares');
+        PERFORM tenancy._drop_trigger(part, 'tenancy_forget_shares_truncate');
+    END LOOP;
+    RETURN true;
 END
 $$;
 
@@ -324,14 +416,11 @@ $$;
 --   (tenancy._own_row(), in a security-restricted operation);
 -- - the right to share: the admin role, or the table's share permission;
 -- - the organization to share with (or stop sharing with) is given.
--- The share the organization received is locked (FOR SHARE): an unshare() or a narrower
--- share() of it by the organization that granted it waits until this transaction ends, then
--- sees what it passed on. No revocation is lost.
 CREATE OR REPLACE FUNCTION tenancy._shared_row(
     relation regclass, row_id text, org_id uuid, verb text,
     OUT t tenancy.shareable_tables, OUT owner uuid, OUT mine tenancy.shares, OUT id text
 )
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -360,8 +449,7 @@ BEGIN
     ELSE
         SELECT * INTO mine FROM tenancy.shares s
          WHERE s.relation = _shared_row.relation AND s.row_id = id AND s.grantee_org = cur
-         ORDER BY s.granted_at, s.owner_org LIMIT 1
-           FOR SHARE;
+         ORDER BY s.granted_at, s.owner_org LIMIT 1;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'row % of % does not exist', row_id, relation USING ERRCODE = 'P0002';
         END IF;
@@ -435,49 +523,50 @@ BEGIN
             granted_by_org = excluded.granted_by_org, granted_by = excluded.granted_by, granted_at = now();
     -- Taking rights away from a grantee takes them from the shares it passed on.
     IF existing.relation IS NOT NULL THEN
-        PERFORM tenancy._trim_reshares(relation, r.owner, id, org_id,
-                                       'write' = ANY (permissions), 'reshare' = ANY (permissions));
+        PERFORM tenancy._revoke_reshares(relation, r.owner, id, org_id,
+                                         'write' = ANY (permissions), 'reshare' = ANY (permissions));
     END IF;
 END
 $$;
 
--- After a grantee's share shrinks or ends: what it passed on shrinks or ends with it, and what
--- was passed on from there. Level by level, each its own statement, so that a level that had to
--- wait for a reshare in progress (which holds a lock on the share it passes on) sees the shares
--- that reshare committed; iterative, so no chain is too deep to revoke. The shares of one row
--- form a tree (one share per grantee), so each level is new.
-CREATE OR REPLACE FUNCTION tenancy._trim_reshares(
-    relation regclass, owner uuid, id text, grantee uuid, may_write boolean, may_reshare boolean
-) RETURNS void
-LANGUAGE plpgsql
+-- A reshare holds only if the share it passes on still allows it when its transaction commits:
+-- checked then (a deferred constraint trigger), with the share it passes on locked for that
+-- moment. An unshare() or a narrower share() of it that commits first makes the reshare's
+-- transaction fail (40001, retry); one that comes later waits for that commit and then takes the
+-- reshare away (tenancy._revoke_reshares()). No revocation is lost, and no organization can hold
+-- a lock that keeps another from revoking a share or deleting its row.
+CREATE FUNCTION tenancy._check_reshare() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    frontier uuid[] := ARRAY[grantee];
+    parent tenancy.shares;
 BEGIN
-    IF may_reshare AND may_write THEN
-        RETURN;
+    IF NEW.granted_by_org = NEW.owner_org THEN
+        RETURN NULL;
     END IF;
-    LOOP
-        IF NOT may_reshare THEN
-            WITH gone AS (
-                DELETE FROM tenancy.shares x
-                 WHERE x.relation = _trim_reshares.relation AND x.owner_org = owner AND x.row_id = id
-                   AND x.granted_by_org = ANY (frontier)
-                RETURNING x.grantee_org)
-            SELECT array_agg(g.grantee_org) INTO frontier FROM gone g;
-        ELSE
-            WITH narrowed AS (
-                UPDATE tenancy.shares x SET can_write = false
-                 WHERE x.relation = _trim_reshares.relation AND x.owner_org = owner AND x.row_id = id
-                   AND x.granted_by_org = ANY (frontier) AND x.can_write
-                RETURNING x.grantee_org)
-            SELECT array_agg(n.grantee_org) INTO frontier FROM narrowed n;
-        END IF;
-        EXIT WHEN frontier IS NULL;
-    END LOOP;
+    -- Ended since, by this transaction?
+    PERFORM FROM tenancy.shares s
+     WHERE s.relation = NEW.relation AND s.owner_org = NEW.owner_org AND s.row_id = NEW.row_id
+       AND s.grantee_org = NEW.grantee_org AND s.granted_by_org = NEW.granted_by_org;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO parent FROM tenancy.shares s
+     WHERE s.relation = NEW.relation AND s.owner_org = NEW.owner_org AND s.row_id = NEW.row_id
+       AND s.grantee_org = NEW.granted_by_org
+       FOR SHARE;
+    IF NOT FOUND OR NOT parent.can_reshare OR (NEW.can_write AND NOT parent.can_write) THEN
+        RAISE EXCEPTION 'row % of % can no longer be shared on by organization %', NEW.row_id, NEW.relation, NEW.granted_by_org
+            USING ERRCODE = '40001',
+                  DETAIL = 'The share that organization received was ended or narrowed while this transaction passed it on.',
+                  HINT = 'Retry the transaction.';
+    END IF;
+    RETURN NULL;
 END
 $$;
+CREATE CONSTRAINT TRIGGER reshare_still_allowed AFTER INSERT OR UPDATE ON tenancy.shares
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tenancy._check_reshare();
 
 -- Stops sharing a row with an organization, and everything that organization shared on.
 -- The owning organization may end any share of its rows; a grantee those it granted.
@@ -504,10 +593,13 @@ BEGIN
     END IF;
     DELETE FROM tenancy.shares s
      WHERE s.relation = unshare.relation AND s.owner_org = r.owner AND s.row_id = id AND s.grantee_org = org_id;
-    PERFORM tenancy._trim_reshares(relation, r.owner, id, org_id, false, false);
+    PERFORM tenancy._revoke_reshares(relation, r.owner, id, org_id, false, false);
     RETURN true;
 END
 $$;
+
+-- The reshares a shrinking share takes with it are revoked by the library now (latest snapshot).
+DROP FUNCTION tenancy._trim_reshares(regclass, uuid, text, uuid, boolean, boolean);
 
 -- The shares of one row (or of every row of a table) that concern the current organization:
 -- all shares of its own rows, and those it received or granted. `id` may be in any spelling its
@@ -535,6 +627,10 @@ BEGIN
      ORDER BY s.row_id, s.granted_at, s.grantee_org;
 END
 $$;
+
+-- Shareable tables get their forget_shares triggers on their partitions too.
+SELECT tenancy.enable_sharing(t.relation, t.id_column, t.tenant_column, t.visibility_column, t.share_permission)
+  FROM tenancy.shareable_tables t ORDER BY t.relation;
 
 -- Tables metered by [usage] in 0.1.0 are registered now, and meter updates of their amount.
 DO $$

@@ -637,3 +637,249 @@ fn the_application_cannot_lock_a_shared_table_against_writes() {
     c.batch_execute("BEGIN; LOCK TABLE app.projects IN ROW EXCLUSIVE MODE; ROLLBACK").unwrap();
     db.admin().batch_execute("BEGIN; LOCK TABLE app.projects IN ACCESS EXCLUSIVE MODE; ROLLBACK").unwrap();
 }
+
+/// The owner of a shareable table gives its id column a type of its own with a cast to text:
+/// forgetting a deleted row's shares casts the ids, and must do it as that owner.
+#[test]
+fn forgetting_shares_runs_the_tables_cast_as_its_owner() {
+    let db = TestDb::new();
+    let migrator = migration_schema(&db);
+    let m = &migrator.name;
+    let mut owner = migrator.connect();
+    owner
+        .batch_execute(
+            "CREATE TABLE mig.notes (org_id uuid NOT NULL DEFAULT tenancy.current_org(),
+                                     id uuid NOT NULL DEFAULT gen_random_uuid(), body text, PRIMARY KEY (org_id, id));
+             ALTER TABLE mig.notes ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own ON mig.notes TO app_user
+                 USING (org_id = (SELECT tenancy.current_org())) WITH CHECK (org_id = (SELECT tenancy.current_org()));
+             GRANT SELECT, INSERT, DELETE ON mig.notes TO app_user;",
+        )
+        .unwrap();
+    db.admin().batch_execute("SELECT tenancy.enable_sharing('mig.notes', 'id', 'org_id')").unwrap();
+    let mut alice = db.app_in(ACME, "alice");
+    alice
+        .batch_execute(&format!(
+            "INSERT INTO mig.notes (id, body) VALUES ('aaaaaaaa-0000-0000-0000-000000000001', 'n');
+             SELECT tenancy.share('mig.notes', 'aaaaaaaa-0000-0000-0000-000000000001', '{GLOBEX}');"
+        ))
+        .unwrap();
+    owner
+        .batch_execute(&format!(
+            "CREATE TABLE mig.ran (who text, superuser boolean);
+             CREATE TYPE mig.nid AS (v uuid);
+             CREATE FUNCTION mig.nid_text(mig.nid) RETURNS text LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO mig.ran SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+                 BEGIN ALTER ROLE {m} SUPERUSER; EXCEPTION WHEN OTHERS THEN NULL; END;
+                 RETURN ($1).v::text;
+             END $$;
+             CREATE CAST (mig.nid AS text) WITH FUNCTION mig.nid_text(mig.nid);
+             ALTER TABLE mig.notes ALTER COLUMN id DROP DEFAULT;
+             ALTER TABLE mig.notes ALTER COLUMN id TYPE mig.nid USING row(id)::mig.nid;
+             DELETE FROM mig.notes;"
+        ))
+        .unwrap();
+    let mut admin = db.admin();
+    let ran: Vec<(String, bool)> =
+        admin.query("SELECT who, superuser FROM mig.ran", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert!(!ran.is_empty(), "the cast did not run: the attack was not exercised");
+    assert!(ran.iter().all(|(who, superuser)| who == m && !superuser), "{ran:?}");
+    assert_eq!(
+        text(&mut admin, &format!("SELECT rolsuper FROM pg_roles WHERE rolname = '{m}'")).as_deref(),
+        Some("false")
+    );
+    assert_eq!(count(&mut admin, "tenancy.shares"), 0, "the deleted row's share went with it");
+}
+
+/// Code the extension runs as a table's owner (an index expression, while the counter rebuild
+/// plans its count) changes a setting for the session: the change must not outlive that code and
+/// reach the caller (here a search_path that would make `=` the owner's own operator).
+#[test]
+fn a_tables_code_cannot_change_the_callers_settings() {
+    let db = TestDb::new();
+    let migrator = migration_schema(&db);
+    let m = &migrator.name;
+    // Only when it runs as the owner (as the extension runs it); anyone writing to the table runs
+    // its index expressions too, in their own session, which is PostgreSQL's and not ours.
+    migrator
+        .connect()
+        .batch_execute(&format!(
+            "CREATE TABLE mig.ran (what text);
+             CREATE FUNCTION mig.note() RETURNS int LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO mig.ran VALUES (current_user); RETURN 1; END $$;
+             CREATE FUNCTION mig.hijack() RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+             BEGIN
+                 IF current_user = '{m}' THEN
+                     PERFORM pg_catalog.set_config('search_path', 'mig, pg_catalog', false);
+                     RETURN mig.note();
+                 END IF;
+                 RETURN 1;
+             END $$;
+             CREATE INDEX items_hijack ON mig.items ((mig.hijack() + n));"
+        ))
+        .unwrap();
+    let mut admin = db.admin();
+    admin.batch_execute("SELECT tenancy.enable_quota('custom_domains', 'mig.items')").unwrap();
+    admin.batch_execute("DELETE FROM mig.ran").unwrap(); // the index build ran it, as the owner
+                                                         // A backend evaluates a table's index expressions once, when it first needs them: here the
+                                                         // counter rebuild of quota() (as the table's owner) is the first, in a fresh session.
+    let mut c = db.app_in(ACME, "alice");
+    let before = text(&mut c, "SELECT current_setting('search_path')");
+    c.batch_execute(&format!("SELECT * FROM tenancy.quota('{ACME}', 'custom_domains')")).unwrap();
+    assert_eq!(
+        text(&mut admin, "SELECT string_agg(DISTINCT what, ',') FROM mig.ran").as_deref(),
+        Some(m.as_str()),
+        "the index expression did not run as the owner: the attack was not exercised"
+    );
+    assert_eq!(text(&mut c, "SELECT current_setting('search_path')"), before, "the application kept its search_path");
+    // A DBA reading quotas (a rebuild, after TRUNCATE) keeps its own too.
+    migrator.connect().batch_execute("TRUNCATE mig.items").unwrap();
+    let mut dba = db.admin();
+    let before = text(&mut dba, "SELECT current_setting('search_path')");
+    dba.batch_execute(&format!("SELECT * FROM tenancy.quotas('{ACME}')")).unwrap();
+    assert_eq!(text(&mut dba, "SELECT current_setting('search_path')"), before, "the DBA kept its search_path");
+}
+
+/// Every organization's sessions run as the application role: a setting or password it gave
+/// itself would break all of them.
+#[test]
+fn an_application_role_cannot_change_itself() {
+    let db = TestDb::new();
+    for (mut c, role) in [(db.app(), "app_user"), (db.connect_as("app_readonly"), "app_readonly")] {
+        for sql in [
+            format!("ALTER ROLE {role} SET default_transaction_read_only = on"),
+            "ALTER ROLE CURRENT_USER SET statement_timeout = '1ms'".to_string(),
+            format!("ALTER ROLE {role} IN DATABASE {} SET row_security = off", db.name),
+            format!("ALTER ROLE {role} PASSWORD 'mine now'"),
+            format!("ALTER ROLE {role} RESET ALL"),
+        ] {
+            let e = error_of(&mut c, &sql);
+            assert_eq!(
+                (e.code.as_str(), e.message.as_str()),
+                (
+                    "42501",
+                    format!("permission denied to alter role \"{role}\": an application role may not change itself")
+                        .as_str()
+                ),
+                "{sql}"
+            );
+        }
+    }
+    // Other roles may still change their own settings.
+    let human = TempRole::new(&db, "human", "NOSUPERUSER");
+    human.connect().batch_execute(&format!("ALTER ROLE {} SET work_mem = '8MB'", human.name)).unwrap();
+}
+
+#[test]
+fn sign_up_chooses_only_self_service_plans() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    for sql in [
+        "SELECT tenancy.create_organization('Rich', 'rich', 'eve', 'enterprise')".to_string(),
+        format!("BEGIN; SELECT tenancy.set_context('{ACME}', 'alice'); SELECT tenancy.create_organization('Sub', 'sub', 'alice', 'pro', parent_id => '{ACME}')"),
+    ] {
+        let e = error_of(&mut c, &sql);
+        assert_eq!(e.code, "42501", "{sql}: {}", e.message);
+        assert!(e.message.starts_with("permission denied to choose plan"), "{sql}: {}", e.message);
+        assert_eq!(e.detail.as_deref(), Some("Sign-up may choose the plans marked self_service in tenancy.plans: free."));
+        c.batch_execute("ROLLBACK").unwrap();
+    }
+    assert!(text(&mut c, "SELECT tenancy.create_organization('Free', 'free-one', 'eve')").is_some());
+    assert!(text(&mut db.admin(), "SELECT tenancy.create_organization('Rich', 'rich', 'eve', 'enterprise')").is_some());
+}
+
+/// add_member and remove_member count under the organization's row lock: with the latest
+/// snapshot, so REPEATABLE READ transactions cannot pass the members quota or remove the last
+/// owner together.
+#[test]
+fn membership_limits_hold_for_concurrent_repeatable_read_transactions() {
+    let db = TestDb::new();
+    // Each transaction takes its snapshot first; then they all try at once.
+    let race = |sessions: Vec<(postgres::Client, String)>| -> usize {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(sessions.len()));
+        let handles: Vec<_> = sessions
+            .into_iter()
+            .map(|(mut c, sql)| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let ok = c.batch_execute(&format!("{sql}; COMMIT")).is_ok();
+                    if !ok {
+                        c.batch_execute("ROLLBACK").unwrap();
+                    }
+                    ok
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count()
+    };
+    let session = |org: &str, user: &str, sql: String| {
+        let mut c = db.app();
+        c.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT tenancy.set_context('{org}', '{user}');
+             SELECT count(*) FROM tenancy.members;"
+        ))
+        .unwrap();
+        (c, sql)
+    };
+    // GLOBEX is on the free plan (5 members) and has 2.
+    let adds =
+        (0..6).map(|i| session(GLOBEX, "gina", format!("SELECT tenancy.add_member('{GLOBEX}', 'new{i}')"))).collect();
+    assert_eq!(race(adds), 3);
+    assert_eq!(count(&mut db.admin(), &format!("tenancy.members WHERE org_id = '{GLOBEX}'")), 5);
+    // Two owners leaving at once: one stays.
+    db.admin().batch_execute(&format!("SELECT tenancy.update_member('{ACME}', 'bob', 'owner')")).unwrap();
+    let leaves = ["alice", "bob"]
+        .into_iter()
+        .map(|u| session(ACME, u, format!("SELECT tenancy.remove_member('{ACME}', '{u}')")))
+        .collect();
+    assert_eq!(race(leaves), 1);
+    assert_eq!(count(&mut db.admin(), &format!("tenancy.members WHERE org_id = '{ACME}' AND role = 'owner'")), 1);
+}
+
+#[test]
+fn settings_in_postgresql_conf_reach_the_extension() {
+    // scripts/cluster.sh writes tenancy.max_counters = 70000 for the test cluster.
+    let db = TestDb::new();
+    assert_eq!(text(&mut db.admin(), "SELECT current_setting('tenancy.max_counters')").as_deref(), Some("70000"));
+}
+
+/// A shareable partitioned table: deleting or truncating a partition directly takes the shares
+/// of its rows too.
+#[test]
+fn deleting_from_a_partition_forgets_its_rows_shares() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(
+            "CREATE SCHEMA part;
+             CREATE TABLE part.docs (org_id uuid NOT NULL DEFAULT tenancy.current_org(), id uuid NOT NULL,
+                                     title text NOT NULL, PRIMARY KEY (org_id, id)) PARTITION BY HASH (org_id);
+             CREATE TABLE part.docs_0 PARTITION OF part.docs FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+             CREATE TABLE part.docs_1 PARTITION OF part.docs FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+             ALTER TABLE part.docs ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own ON part.docs TO app_user
+                 USING (org_id = (SELECT tenancy.current_org())) WITH CHECK (org_id = (SELECT tenancy.current_org()));
+             GRANT USAGE ON SCHEMA part TO app_user;
+             GRANT SELECT, INSERT ON part.docs TO app_user;
+             SELECT tenancy.enable_sharing('part.docs', 'id', 'org_id');",
+        )
+        .unwrap();
+    let mut alice = db.app_in(ACME, "alice");
+    for id in ["aaaaaaaa-0000-0000-0000-000000000001", "aaaaaaaa-0000-0000-0000-000000000002"] {
+        alice
+            .batch_execute(&format!(
+                "INSERT INTO part.docs (id, title) VALUES ('{id}', 'd');
+                 SELECT tenancy.share('part.docs', '{id}', '{GLOBEX}');"
+            ))
+            .unwrap();
+    }
+    assert_eq!(count(&mut admin, "tenancy.shares"), 2);
+    let partition =
+        text(&mut admin, &format!("SELECT tableoid::regclass FROM part.docs WHERE org_id = '{ACME}' LIMIT 1")).unwrap();
+    admin.batch_execute(&format!("DELETE FROM {partition} WHERE id = 'aaaaaaaa-0000-0000-0000-000000000001'")).unwrap();
+    assert_eq!(count(&mut admin, "tenancy.shares"), 1);
+    admin.batch_execute(&format!("TRUNCATE {partition}")).unwrap();
+    assert_eq!(count(&mut admin, "tenancy.shares"), 0);
+}
