@@ -51,6 +51,29 @@ pub fn arg<T: IntoDatum>(value: T) -> Arg {
 /// taken under a lock (members of an organization) or a revocation (the shares a grantee passed
 /// on) must see everything committed, not the transaction's past. Run as the catalog owner.
 pub fn latest(sql: &str, args: &[Arg]) -> Vec<Option<pgrx::Uuid>> {
+    execute_latest(sql, args, false, |datum, is_null| {
+        // SAFETY: the first column of these statements is a uuid.
+        unsafe { pgrx::Uuid::from_datum(datum, is_null) }
+    })
+}
+
+/// [`latest`] for a statement that returns one bigint (a count).
+pub fn count_latest(sql: &str, args: &[Arg]) -> i64 {
+    let rows = execute_latest(sql, args, true, |datum, is_null| {
+        // SAFETY: the first column of these statements is a bigint.
+        unsafe { i64::from_datum(datum, is_null) }
+    });
+    rows.into_iter().next().flatten().unwrap_or_else(|| pgrx::error!("pg_tenancy: a catalog count returned no row"))
+}
+
+/// Prepares and executes `sql` with `args` under the latest snapshot; `first` reads the first
+/// column of each row returned.
+fn execute_latest<T>(
+    sql: &str,
+    args: &[Arg],
+    read_only: bool,
+    first: impl Fn(pg_sys::Datum, bool) -> Option<T>,
+) -> Vec<Option<T>> {
     let sql = std::ffi::CString::new(sql).unwrap_or_else(|_| pgrx::error!("pg_tenancy: NUL in a catalog statement"));
     let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
     let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1.unwrap_or(pg_sys::Datum::from(0))).collect();
@@ -72,8 +95,8 @@ pub fn latest(sql: &str, args: &[Arg]) -> Vec<Option<pgrx::Uuid>> {
                 nulls.as_ptr(),
                 pg_sys::GetLatestSnapshot(),
                 std::ptr::null_mut(),
-                false,
-                true,
+                read_only,
+                !read_only,
                 0,
             );
             if rc < 0 {
@@ -87,45 +110,9 @@ pub fn latest(sql: &str, args: &[Arg]) -> Vec<Option<pgrx::Uuid>> {
                 .map(|i| {
                     let mut is_null = false;
                     let datum = pg_sys::SPI_getbinval(*(*table).vals.add(i), (*table).tupdesc, 1, &mut is_null);
-                    pgrx::Uuid::from_datum(datum, is_null)
+                    first(datum, is_null)
                 })
                 .collect()
-        }
-    })
-}
-
-/// [`latest`] for a statement that returns one bigint (a count).
-pub fn count_latest(sql: &str, args: &[Arg]) -> i64 {
-    let sql = std::ffi::CString::new(sql).unwrap_or_else(|_| pgrx::error!("pg_tenancy: NUL in a catalog statement"));
-    let mut types: Vec<pg_sys::Oid> = args.iter().map(|a| a.0).collect();
-    let mut values: Vec<pg_sys::Datum> = args.iter().map(|a| a.1.unwrap_or(pg_sys::Datum::from(0))).collect();
-    let nulls: Vec<std::ffi::c_char> =
-        args.iter().map(|a| if a.1.is_some() { b' ' } else { b'n' } as std::ffi::c_char).collect();
-    Spi::connect(|_| {
-        // SAFETY: as in `latest`, for a read-only statement returning one bigint.
-        unsafe {
-            let plan = pg_sys::SPI_prepare(sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
-            if plan.is_null() {
-                let code = pg_sys::SPI_result;
-                pgrx::error!("pg_tenancy: preparing a catalog statement failed (SPI code {code})");
-            }
-            let rc = pg_sys::SPI_execute_snapshot(
-                plan,
-                values.as_mut_ptr(),
-                nulls.as_ptr(),
-                pg_sys::GetLatestSnapshot(),
-                std::ptr::null_mut(),
-                true,
-                false,
-                1,
-            );
-            if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed == 0 {
-                pgrx::error!("pg_tenancy: a catalog count failed (SPI code {rc})");
-            }
-            let table = pg_sys::SPI_tuptable;
-            let mut is_null = false;
-            let datum = pg_sys::SPI_getbinval(*(*table).vals, (*table).tupdesc, 1, &mut is_null);
-            i64::from_datum(datum, is_null).unwrap_or(0)
         }
     })
 }

@@ -143,22 +143,18 @@ unsafe extern "C-unwind" fn shmem_request() {
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn shmem_startup() {
-    // SAFETY: the standard ShmemInitStruct protocol under AddinShmemInitLock (MainLWLockArray
-    // slot 21 in PostgreSQL 15); the region is sized by shmem_size() above and zeroed once.
+    // SAFETY: called by every process at startup; the region is sized by shmem_size() above and
+    // its header written once, by the process that creates it.
     unsafe {
         if let Some(prev) = PREV_STARTUP_HOOK {
             prev();
         }
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut found = false;
-        let base = pg_sys::ShmemInitStruct(SHMEM_NAME.as_ptr(), shmem_size(), &mut found) as *mut u8;
-        let header = base as *mut Header;
-        if !found {
-            std::ptr::write_bytes(base, 0, shmem_size());
+        let base = crate::shmem::attach(SHMEM_NAME, shmem_size(), |base| {
+            let header = base as *mut Header;
             (*header).per_partition = per_partition() as u64;
             (*header).limits_generation = AtomicU64::new(1);
-        }
+        });
+        let header = base as *mut Header;
         let slots = base.add(std::mem::size_of::<Header>()) as *mut Slot;
         SHARED = Some(Shared {
             header,
@@ -166,7 +162,6 @@ unsafe extern "C-unwind" fn shmem_startup() {
             locks: pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr()),
             per_partition: (*header).per_partition as usize,
         });
-        pg_sys::LWLockRelease(init_lock);
     }
 }
 

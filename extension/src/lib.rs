@@ -14,7 +14,8 @@
 //! - [`sharing`]: the trigger that keeps shared rows in place, and who owns a row (the sharing
 //!   API is SQL).
 //! - [`hooks`]: EXPLAIN under row-level security, and holdable cursors.
-//! - [`error`]: every error we raise, with its SQLSTATE; [`catalog`]: SPI helpers.
+//! - [`error`]: every error we raise, with its SQLSTATE; [`catalog`]: SPI helpers; [`shmem`]:
+//!   attaching shared memory.
 //!
 //! The SQL half is in `sql/`, one file per concern, in this order: `bootstrap.sql` (roles and
 //! tables), `catalog.sql` (who reads the catalog), `quotas.sql`, `usage.sql`, `sharing.sql`, and
@@ -35,6 +36,7 @@ mod quota;
 mod registry;
 mod session;
 mod sharing;
+mod shmem;
 mod usage;
 
 pgrx::pg_module_magic!(name, version);

@@ -60,24 +60,18 @@ unsafe extern "C-unwind" fn shmem_request() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_startup() {
-    // SAFETY: the ShmemInitStruct protocol under AddinShmemInitLock (MainLWLockArray slot 21 in
-    // PostgreSQL 15); the region is sized above and set to generation 1 once.
+    // SAFETY: called by every process at startup; the region is sized as requested above and set
+    // to generation 1 once, by the process that creates it.
     unsafe {
         if let Some(prev) = PREV_STARTUP_HOOK {
             prev();
         }
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut found = false;
-        let base = pg_sys::ShmemInitStruct(SHMEM_NAME.as_ptr(), std::mem::size_of::<Generations>(), &mut found)
-            as *mut Generations;
-        if !found {
-            for slot in (*base).slots.iter() {
+        let base = crate::shmem::attach(SHMEM_NAME, std::mem::size_of::<Generations>(), |base| {
+            for slot in (*(base as *mut Generations)).slots.iter() {
                 slot.store(1, Ordering::Relaxed);
             }
-        }
-        GENERATIONS = base;
-        pg_sys::LWLockRelease(init_lock);
+        });
+        GENERATIONS = base as *const Generations;
     }
 }
 

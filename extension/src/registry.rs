@@ -65,37 +65,29 @@ impl Kind {
         }
     }
 
-    /// The registered table among `$1` and its partition ancestors whose registration matches
-    /// the trigger's arguments `$2`, `$3`, `$4` ('' for none).
-    fn query(self) -> &'static str {
+    /// The registrations matching the trigger's arguments `$2`, `$3`, `$4` ('' for none);
+    /// [`require`] narrows them to the trigger's table (`$1`) or its partition ancestors.
+    fn matching(self) -> &'static str {
         match self {
             Kind::Quota => {
                 "SELECT s.relation::pg_catalog.oid FROM tenancy.quota_sources s
                   WHERE s.resource OPERATOR(pg_catalog.=) $2 AND s.tenant_column OPERATOR(pg_catalog.=) $3
-                    AND coalesce(s.sum_column, '') OPERATOR(pg_catalog.=) $4
-                    AND s.relation::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY[$1]
-                        OPERATOR(pg_catalog.||) ARRAY(SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($1::pg_catalog.regclass) a))"
+                    AND coalesce(s.sum_column, '') OPERATOR(pg_catalog.=) $4"
             }
             Kind::Usage => {
                 "SELECT s.relation::pg_catalog.oid FROM tenancy.usage_sources s
                   WHERE s.metric OPERATOR(pg_catalog.=) $2 AND s.tenant_column OPERATOR(pg_catalog.=) $3
-                    AND coalesce(s.amount_column, '') OPERATOR(pg_catalog.=) $4
-                    AND s.relation::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY[$1]
-                        OPERATOR(pg_catalog.||) ARRAY(SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($1::pg_catalog.regclass) a))"
+                    AND coalesce(s.amount_column, '') OPERATOR(pg_catalog.=) $4"
             }
             Kind::Forget => {
                 "SELECT s.relation::pg_catalog.oid FROM tenancy.shareable_tables s
                   WHERE s.tenant_column OPERATOR(pg_catalog.=) $2 AND s.id_column OPERATOR(pg_catalog.=) $3
-                    AND $4 OPERATOR(pg_catalog.=) ''
-                    AND s.relation::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY[$1]
-                        OPERATOR(pg_catalog.||) ARRAY(SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($1::pg_catalog.regclass) a))"
+                    AND $4 OPERATOR(pg_catalog.=) ''"
             }
             Kind::Sharing => {
                 "SELECT s.relation::pg_catalog.oid FROM tenancy.shareable_tables s
                   WHERE s.tenant_column OPERATOR(pg_catalog.=) $2 AND s.id_column OPERATOR(pg_catalog.=) $3
-                    AND coalesce(s.visibility_column, '') OPERATOR(pg_catalog.=) $4
-                    AND s.relation::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY[$1]
-                        OPERATOR(pg_catalog.||) ARRAY(SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($1::pg_catalog.regclass) a))"
+                    AND coalesce(s.visibility_column, '') OPERATOR(pg_catalog.=) $4"
             }
         }
     }
@@ -118,11 +110,17 @@ pub fn require(kind: Kind, trigger: &pgrx::PgTrigger<'_>) -> pg_sys::Oid {
         c.by_trigger.get(&tgoid).copied()
     });
     let registered = cached.unwrap_or_else(|| {
+        // The registered table among the trigger's table (`$1`) and its partition ancestors.
+        let sql = format!(
+            "{} AND s.relation::pg_catalog.oid OPERATOR(pg_catalog.=) ANY (ARRAY[$1] OPERATOR(pg_catalog.||)
+                 ARRAY(SELECT a.relid::pg_catalog.oid FROM pg_catalog.pg_partition_ancestors($1::pg_catalog.regclass) a))",
+            kind.matching()
+        );
         let args = trigger.extra_args().unwrap_or_default();
         let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
         let found: Registered = as_catalog_owner(|| {
             one::<pg_sys::Oid>(
-                kind.query(),
+                &sql,
                 &[relid.into(), arg(0).as_str().into(), arg(1).as_str().into(), arg(2).as_str().into()],
             )
         });
