@@ -157,9 +157,11 @@ Inside one transaction that is always rolled back, verify creates two organizati
 owner each, writes rows into every table (generating values for required columns and foreign
 keys), shares and publishes rows of shareable tables, and then, as each application role acting
 for each organization, runs SELECT, INSERT, UPDATE and DELETE against both organizations' rows,
-and the same without a context. A leak is any row of another organization seen or changed
-beyond what is public or shared with the organization, a row written into or pointing at
-another organization, or anything seen or written without a context.
+and the same without a context. Everything that touches the audited tables runs as their owner
+or the application role in a security-restricted operation (tenancy.run_restricted()), so the
+tables' own code never runs with the superuser's rights. A leak is any row of another
+organization seen or changed beyond what is public or shared with the organization, a row
+written into or pointing at another organization, or anything seen or written without a context.
 
 Cells: own, shared, public (rows reached), denied (refused: allowed by design), closed (nothing
 without a context), LEAK, not verified (a row could not be generated; the reason is printed).";

@@ -198,3 +198,60 @@ pub fn run_kept<R>(
 fn is_admin() -> bool {
     caller_is_admin()
 }
+
+/// Runs `f` as `role` inside a security-restricted operation (search_path pinned as above, and
+/// every setting changed meanwhile rolled back): code that `f`'s statements make PostgreSQL run
+/// (triggers, defaults, index expressions, policies, types) has `role`'s rights only, and may
+/// neither `RESET ROLE` back to the session's user nor change the session for good.
+/// `ignore_force` lets a table's owner read and write past `FORCE ROW LEVEL SECURITY`.
+pub fn as_role_restricted<R>(role: pg_sys::Oid, ignore_force: bool, f: impl FnOnce() -> R) -> R {
+    let mut flags = pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION;
+    if ignore_force {
+        flags |= pg_sys::SECURITY_NOFORCE_RLS;
+    }
+    let guard = elevate(|| role, flags);
+    let result = f();
+    drop(guard);
+    result
+}
+
+/// For `tenancy verify` (superusers only): runs one statement as `role` in a security-restricted
+/// operation ([`as_role_restricted`]), the way PostgreSQL's maintenance commands run a table
+/// owner's code, and returns `{"processed": n, "rows": [[column text, ...], ...]}`. A verifier
+/// connected as a superuser that merely `SET ROLE`d would let any trigger, default or policy of
+/// the audited tables `RESET ROLE` and act as the superuser.
+#[pg_extern(volatile, parallel_unsafe)]
+fn run_restricted(role: &str, statement: &str, ignore_force: default!(bool, false)) -> pgrx::JsonB {
+    // SAFETY: a catalog check of the calling role inside a transaction.
+    if !unsafe { pg_sys::superuser() } {
+        crate::error::TenancyError::PermissionDenied {
+            message: "permission denied for function tenancy.run_restricted".into(),
+            detail: Some("Only superusers may run statements as another role.".into()),
+            hint: None,
+        }
+        .raise()
+    }
+    let name = std::ffi::CString::new(role).unwrap_or_else(|_| pgrx::error!("invalid role name"));
+    // SAFETY: a role lookup by NUL-terminated name; missing_ok = false raises 42704 itself.
+    let oid = unsafe { pg_sys::get_role_oid(name.as_ptr(), false) };
+    let (processed, rows) = as_role_restricted(oid, ignore_force, || {
+        Spi::connect_mut(|client| {
+            let table = client.update(statement, None, &[])?;
+            let processed = table.len();
+            let mut rows = Vec::new();
+            for row in table {
+                let mut values = Vec::new();
+                for i in 1..=row.columns() {
+                    values.push(match row.get_datum_by_ordinal(i)?.value::<String>() {
+                        Ok(v) => v.map_or(serde_json::Value::Null, serde_json::Value::String),
+                        Err(_) => pgrx::error!("tenancy.run_restricted: column {i} of the result is not text"),
+                    });
+                }
+                rows.push(serde_json::Value::Array(values));
+            }
+            Ok::<_, pgrx::spi::Error>((processed, rows))
+        })
+        .unwrap_or_else(|e| pgrx::error!("tenancy.run_restricted: {e}"))
+    });
+    pgrx::JsonB(serde_json::json!({ "processed": processed, "rows": rows }))
+}

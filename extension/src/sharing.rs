@@ -4,7 +4,7 @@
 //! row. This module holds the row trigger that keeps a shared row where its shares point, and
 //! the check of who owns a row, which reads the application table as the table's owner.
 
-use crate::catalog::{arg, latest, one};
+use crate::catalog::{arg, latest};
 use crate::context::current_org;
 use crate::error::TenancyError;
 use crate::privilege::{as_catalog_owner, as_table_owner};
@@ -15,6 +15,49 @@ use std::ffi::CStr;
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A shareable table as `tenancy.enable_sharing()` registered it.
+struct Shareable {
+    /// `schema.table`, quoted.
+    name: String,
+    id_column: String,
+    /// Written by enable_sharing() with format_type() (schema-qualified where needed).
+    id_type: String,
+    tenant_column: String,
+}
+
+fn shareable(relation: pg_sys::Oid) -> Shareable {
+    as_catalog_owner(|| {
+        Spi::connect(|client| {
+            let t = client.select(
+                "SELECT s.id_column, s.id_type, s.tenant_column, n.nspname::pg_catalog.text, c.relname::pg_catalog.text
+                   FROM tenancy.shareable_tables s
+                   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) s.relation
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+                  WHERE s.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
+                Some(1),
+                &[relation.into()],
+            )?;
+            let Some(row) = t.into_iter().next() else { return Ok(None) };
+            let text = |i| row.get::<String>(i).map(Option::unwrap_or_default);
+            Ok::<_, pgrx::spi::Error>(Some(Shareable {
+                id_column: text(1)?,
+                id_type: text(2)?,
+                tenant_column: text(3)?,
+                name: format!("{}.{}", quote_ident(&text(4)?), quote_ident(&text(5)?)),
+            }))
+        })
+        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
+    })
+    .unwrap_or_else(|| {
+        TenancyError::InvalidArgument {
+            param: "relation",
+            reason: format!("relation {} is not shareable", relation.to_u32()),
+            hint: Some("Declare it with kind = \"shareable\" in the policy files and apply them.".into()),
+        }
+        .raise()
+    })
 }
 
 /// For `tenancy.share()` and `unshare()` (never called by applications; not executable by
@@ -28,46 +71,14 @@ fn _own_row(
     id: &str,
     org: pgrx::Uuid,
 ) -> TableIterator<'static, (name!(id, Option<String>), name!(owned, bool))> {
-    let registered: Option<(String, String, String)> = as_catalog_owner(|| {
-        Spi::connect(|client| {
-            let t = client.select(
-                "SELECT id_column, id_type, tenant_column FROM tenancy.shareable_tables
-                  WHERE relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass",
-                Some(1),
-                &[relation.into()],
-            )?;
-            let Some(row) = t.into_iter().next() else { return Ok(None) };
-            Ok::<_, pgrx::spi::Error>(Some((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<String>(3)?.unwrap_or_default(),
-            )))
-        })
-        .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
-    });
-    let Some((id_column, id_type, tenant_column)) = registered else {
-        pgrx::error!("pg_tenancy: relation {} is not shareable", relation.to_u32())
-    };
-    let (schema, table): (String, String) = as_catalog_owner(|| {
-        let schema: Option<String> = one(
-            "SELECT n.nspname::pg_catalog.text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n
-                 ON n.oid OPERATOR(pg_catalog.=) c.relnamespace WHERE c.oid OPERATOR(pg_catalog.=) $1",
-            &[relation.into()],
-        );
-        let table: Option<String> = one(
-            "SELECT c.relname::pg_catalog.text FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
-            &[relation.into()],
-        );
-        (schema.unwrap_or_default(), table.unwrap_or_default())
-    });
-    // id_type was written by enable_sharing() with format_type() (schema-qualified where needed).
+    let t = shareable(relation);
+    let id_type = &t.id_type;
     let sql = format!(
         "SELECT ($1::{id_type})::pg_catalog.text,
-                EXISTS (SELECT FROM {}.{} t WHERE t.{} OPERATOR(pg_catalog.=) $1::{id_type} AND t.{} OPERATOR(pg_catalog.=) $2)",
-        quote_ident(&schema),
-        quote_ident(&table),
-        quote_ident(&id_column),
-        quote_ident(&tenant_column)
+                EXISTS (SELECT FROM {} t WHERE t.{} OPERATOR(pg_catalog.=) $1::{id_type} AND t.{} OPERATOR(pg_catalog.=) $2)",
+        t.name,
+        quote_ident(&t.id_column),
+        quote_ident(&t.tenant_column)
     );
     let row = as_table_owner(relation, || {
         Spi::connect(|client| {
@@ -78,6 +89,20 @@ fn _own_row(
         .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
     });
     TableIterator::once(row)
+}
+
+/// `tenancy.canonical_id()`, which `shares_of()` uses: the canonical text of `id` as an id of the
+/// shareable table `relation`, cast by the table's owner in a security-restricted operation (the
+/// id's type may be a domain whose CHECK runs code its owner wrote: never as the caller, who may
+/// be a superuser).
+#[pg_extern(stable, parallel_safe)]
+fn canonical_id(relation: pg_sys::Oid, id: &str) -> Option<String> {
+    let t = shareable(relation);
+    let sql = format!("SELECT ($1::{})::pg_catalog.text", t.id_type);
+    as_table_owner(relation, || {
+        Spi::connect(|client| client.select(&sql, Some(1), &[id.into()])?.first().get::<String>(1))
+            .unwrap_or_else(|e| pgrx::error!("pg_tenancy: {e}"))
+    })
 }
 
 /// One attribute of `tuple`: its number, and whether the old and new values are the same.
