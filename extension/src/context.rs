@@ -111,6 +111,7 @@ fn still_current(org: &pgrx::Uuid) -> bool {
 /// had to be (None: the settings hold it); see [`current`].
 fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
     let org = context_org()?;
+    crate::revocation::check(org.as_bytes());
     if still_current(&org) {
         return Some((org, None));
     }
@@ -319,7 +320,7 @@ pub(crate) fn caller_bypasses_rls() -> bool {
 }
 
 /// Parses a canonical or dash-less uuid, without allocating.
-fn parse_uuid(text: &[u8]) -> Option<[u8; 16]> {
+pub(crate) fn parse_uuid(text: &[u8]) -> Option<[u8; 16]> {
     let mut out = [0u8; 16];
     let mut nibbles = 0;
     for &b in text {

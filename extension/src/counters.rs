@@ -85,8 +85,6 @@ struct Shared {
 
 // Set once per process by the shmem startup hook (postmaster, then inherited by backends).
 static mut SHARED: Option<Shared> = None;
-static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 
 fn per_partition() -> usize {
     (MAX_COUNTERS.get().max(PARTITIONS as i32) as usize).div_ceil(PARTITIONS)
@@ -108,25 +106,17 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
-    // SAFETY: _PG_init runs in the postmaster while it loads shared_preload_libraries; chaining
-    // the previous hooks keeps other extensions working.
+    crate::shmem::register(shmem_request, shmem_startup);
+    // SAFETY: _PG_init runs in the postmaster while it loads shared_preload_libraries.
     unsafe {
-        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(shmem_request);
-        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(shmem_startup);
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(on_subxact), std::ptr::null_mut());
     }
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn shmem_request() {
+unsafe fn shmem_request() {
     // SAFETY: called by the postmaster in its shmem request phase.
     unsafe {
-        if let Some(prev) = PREV_REQUEST_HOOK {
-            prev();
-        }
         pg_sys::RequestAddinShmemSpace(shmem_size());
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), PARTITIONS as i32);
         // MaxBackends is known from here on.
@@ -141,14 +131,10 @@ unsafe extern "C-unwind" fn shmem_request() {
     }
 }
 
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn shmem_startup() {
+unsafe fn shmem_startup() {
     // SAFETY: called by every process at startup; the region is sized by shmem_size() above and
     // its header written once, by the process that creates it.
     unsafe {
-        if let Some(prev) = PREV_STARTUP_HOOK {
-            prev();
-        }
         let base = crate::shmem::attach(SHMEM_NAME, shmem_size(), |base| {
             let header = base as *mut Header;
             (*header).per_partition = per_partition() as u64;
@@ -309,7 +295,7 @@ pub enum Reserved {
 }
 
 /// How many counters one transaction of a role that row-level security applies to may hold
-/// reservations on. An application role reaches only the counters of organizations it has a
+/// reservations or releases on. An application role reaches only the counters of organizations it has a
 /// context for; with this cap even many such contexts in one transaction cannot fill the
 /// shared counters (`tenancy.max_counters` should be at least this times `max_connections`,
 /// which the server warns about at start).
@@ -325,7 +311,8 @@ pub fn reserve(
     limit_of: impl FnOnce() -> Option<i64>,
     rebuild: impl FnOnce() -> i64,
 ) -> Reserved {
-    if amount > 0 {
+    // Releases count too: a counter with a release in flight cannot be evicted either.
+    if amount != 0 {
         check_held(&key);
     }
     let generation = limits_generation();

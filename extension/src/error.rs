@@ -98,6 +98,15 @@ pub enum TenancyError {
 
     #[error("quota counter of resource \"{resource}\" is out of range")]
     CounterOutOfRange { resource: String },
+
+    #[error("could not serialize access: a share this organization received ended after the transaction began")]
+    ShareEndedMeanwhile,
+
+    #[error("SET CONSTRAINTS ... IMMEDIATE is not allowed after passing a share on in this transaction")]
+    ReshareCheckedEarly,
+
+    #[error("the tenant context cursor \"{cursor}\" was opened under has ended")]
+    CursorContextEnded { cursor: String },
 }
 
 impl TenancyError {
@@ -126,7 +135,11 @@ impl TenancyError {
             | TenancyError::TableLockRefused { .. }
             | TenancyError::AlterOwnRoleRefused { .. }
             | TenancyError::PlanNotSelfService { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
-            TenancyError::CursorFromAnotherContext { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            TenancyError::CursorFromAnotherContext { .. } | TenancyError::ReshareCheckedEarly => {
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            TenancyError::ShareEndedMeanwhile => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            TenancyError::CursorContextEnded { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             TenancyError::TooManyCounters { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             TenancyError::AmountOutOfRange { .. } | TenancyError::CounterOutOfRange { .. } => {
                 ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
@@ -178,6 +191,15 @@ impl TenancyError {
             TenancyError::PrepareWithMembershipChange => Some(
                 "Sessions are told of membership changes when the transaction commits, which a prepared transaction does elsewhere.".into(),
             ),
+            TenancyError::ShareEndedMeanwhile => Some(
+                "A REPEATABLE READ or SERIALIZABLE transaction keeps the snapshot it began with, which still shows the share.".into(),
+            ),
+            TenancyError::ReshareCheckedEarly => Some(
+                "tenancy.share() checks a share passed on when the transaction commits, locking the share it passes on for that moment; checked now, the lock would keep the row's owner from revoking until the transaction ends.".into(),
+            ),
+            TenancyError::CursorContextEnded { .. } => Some(
+                "The membership it was opened for was removed, demoted or suspended since: its remaining rows are no longer readable.".into(),
+            ),
             _ => None,
         }
     }
@@ -226,6 +248,11 @@ impl TenancyError {
                 Some("Lock the rows instead (SELECT ... FOR UPDATE), or take a lock in ROW EXCLUSIVE mode at most.".into())
             }
             TenancyError::PrepareWithMembershipChange => Some("Commit it instead of preparing it.".into()),
+            TenancyError::ShareEndedMeanwhile => Some("Retry the transaction.".into()),
+            TenancyError::ReshareCheckedEarly => Some(
+                "Set constraints IMMEDIATE before calling tenancy.share(), or pass the share on in a transaction of its own.".into(),
+            ),
+            TenancyError::CursorContextEnded { cursor } => Some(format!("CLOSE {cursor}, and set a context again.")),
             _ => None,
         }
     }

@@ -5,7 +5,9 @@
 //!   policies hide: an index probe on another organization's slug or user id runs before the
 //!   policy filters it out. Roles that row-level security applies to may not EXPLAIN (with or
 //!   without ANALYZE, and `EXPLAIN EXECUTE`) a query that reads a table through its policies or a
-//!   security-barrier view, unless a superuser set `tenancy.allow_explain` in their session.
+//!   security-barrier view, unless a superuser set `tenancy.allow_explain` in their session; nor
+//!   one that calls a function which does (an `ExecutorStart` hook watches every query run while
+//!   such an EXPLAIN plans and runs: `tenancy.shares_of()`, `query_to_xml()`, a trigger).
 //! - **No table-wide locks on tables shared by every organization.** `LOCK TABLE` in a mode that
 //!   blocks writes (SHARE UPDATE EXCLUSIVE and stronger) on a table that row-level security
 //!   applies to would stop every other organization's writes: refused for those roles.
@@ -17,6 +19,13 @@
 //! - **Holdable cursors are remembered with the context they were filled under**, so that
 //!   [`refuse_if_cursor_from_another_context`] keeps a `WITH HOLD` cursor's rows from crossing
 //!   into another organization's context on the same connection (a connection pool's).
+//! - **A cursor's rows stop with its context.** A cursor (or a portal fetched in parts) opened
+//!   under a context is read from its snapshot: once the membership it was opened for is
+//!   removed, demoted or suspended, fetching more of it is refused (`ExecutorRun` and `FETCH`).
+//! - **A reshare is checked when its transaction commits**, holding a lock on the share it
+//!   passes on for that moment only: `SET CONSTRAINTS ... IMMEDIATE`, which would check it early
+//!   and hold the lock (keeping the owner from revoking) until the transaction ends, is refused
+//!   while such a check is pending.
 
 use crate::error::TenancyError;
 use crate::gucs;
@@ -26,15 +35,42 @@ use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 
 static mut PREV_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
 
-/// Installs the hook and the transaction callback; called from `_PG_init`.
+/// Installs the hooks and the transaction callback; called from `_PG_init`.
 pub fn init() {
-    // SAFETY: _PG_init runs once per process before any statement; chaining the previous hook
+    // SAFETY: _PG_init runs once per process before any statement; chaining the previous hooks
     // keeps other extensions' hooks working.
     unsafe {
         PREV_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
+        PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor_end);
         pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
+    }
+}
+
+thread_local! {
+    /// The query texts of the EXPLAINs by a role under row-level security now in progress
+    /// (nested: EXPLAIN in a function under EXPLAIN). A query run meanwhile with another text
+    /// is one that the explained query's functions, triggers or planning ran.
+    static EXPLAINING: RefCell<Vec<*const std::ffi::c_char>> = const { RefCell::new(Vec::new()) };
+    /// Portals fetched in parts that were opened under a context: (query, organization, user).
+    static OPENED: RefCell<Vec<(*mut pg_sys::QueryDesc, String, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Pops [`EXPLAINING`] when the EXPLAIN ends, an error unwinding through it included.
+struct Explaining;
+
+impl Drop for Explaining {
+    fn drop(&mut self) {
+        EXPLAINING.with(|e| e.borrow_mut().pop());
     }
 }
 
@@ -73,8 +109,19 @@ unsafe extern "C-unwind" fn process_utility(
     unsafe {
         let stmt = (*pstmt).utilityStmt;
         let mut holdable = None;
+        let mut explaining = None;
         match tag(stmt) {
-            pg_sys::NodeTag::T_ExplainStmt => refuse_explain_under_rls((*(stmt as *mut pg_sys::ExplainStmt)).query),
+            pg_sys::NodeTag::T_ExplainStmt => {
+                refuse_explain_under_rls((*(stmt as *mut pg_sys::ExplainStmt)).query);
+                if !gucs::ALLOW_EXPLAIN.get() && !crate::context::caller_bypasses_rls() {
+                    EXPLAINING.with(|e| e.borrow_mut().push(query_string));
+                    explaining = Some(Explaining);
+                }
+            }
+            pg_sys::NodeTag::T_ConstraintsSetStmt => {
+                refuse_early_reshare_check(stmt as *mut pg_sys::ConstraintsSetStmt)
+            }
+            pg_sys::NodeTag::T_FetchStmt => refuse_held_cursor_of_ended_context(stmt as *mut pg_sys::FetchStmt),
             pg_sys::NodeTag::T_LockStmt => refuse_table_locks_under_rls(stmt as *mut pg_sys::LockStmt),
             pg_sys::NodeTag::T_AlterRoleStmt => refuse_changing_own_role((*(stmt as *mut pg_sys::AlterRoleStmt)).role),
             pg_sys::NodeTag::T_AlterRoleSetStmt => {
@@ -89,7 +136,10 @@ unsafe extern "C-unwind" fn process_utility(
             _ => {}
         }
         match PREV_UTILITY {
-            Some(prev) => prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc),
+            // Guarded: an error unwinds through this frame (and drops `explaining`).
+            Some(prev) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                prev(pstmt, query_string, read_only_tree, context, params, query_env, dest, qc)
+            }),
             None => pg_sys::standard_ProcessUtility(
                 pstmt,
                 query_string,
@@ -101,6 +151,7 @@ unsafe extern "C-unwind" fn process_utility(
                 qc,
             ),
         }
+        drop(explaining);
         if let Some(name) = holdable {
             HELD.with(|h| {
                 let mut h = h.borrow_mut();
@@ -146,6 +197,230 @@ unsafe fn refuse_explain_under_rls(query: *mut pg_sys::Node) {
     };
     if hidden {
         TenancyError::ExplainRefused.raise()
+    }
+}
+
+// PostgreSQL's own executor functions, called directly (not through pgrx's guarded wrappers):
+// the executor hooks run for every statement, and their common case is only a call through.
+unsafe extern "C-unwind" {
+    #[link_name = "standard_ExecutorStart"]
+    fn executor_start_next(query_desc: *mut pg_sys::QueryDesc, eflags: i32);
+    #[link_name = "standard_ExecutorRun"]
+    fn executor_run_next(
+        query_desc: *mut pg_sys::QueryDesc,
+        direction: pg_sys::ScanDirection::Type,
+        count: u64,
+        execute_once: bool,
+    );
+    #[link_name = "standard_ExecutorEnd"]
+    fn executor_end_next(query_desc: *mut pg_sys::QueryDesc);
+}
+
+/// True when `list` is empty (or busy, which it never is between statements). Never panics: the
+/// executor hooks below are not guarded, so that the common case costs a few instructions, and
+/// nothing may unwind out of them; their rare cases go through guarded functions.
+fn is_empty<T>(list: &'static std::thread::LocalKey<RefCell<Vec<T>>>) -> bool {
+    list.with(|l| l.try_borrow().map_or(true, |l| l.is_empty()))
+}
+
+// Not #[pg_guard]: see `is_empty`. A PostgreSQL error raised below crosses this frame, which
+// holds nothing to drop.
+unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
+    // SAFETY: the executor passes a valid QueryDesc; the previous hook or PostgreSQL's own
+    // function takes it on.
+    unsafe {
+        if !is_empty(&EXPLAINING) {
+            refuse_nested_reads_while_explaining(query_desc);
+        }
+        match PREV_EXECUTOR_START {
+            Some(prev) => prev(query_desc, eflags),
+            None => executor_start_next(query_desc, eflags),
+        }
+    }
+}
+
+/// Raises 42501 when `query_desc`, run while a role under row-level security EXPLAINs, is not the
+/// explained query itself (a function's, a trigger's, planning's) and reads what policies hide.
+#[pg_guard]
+unsafe extern "C-unwind" fn refuse_nested_reads_while_explaining(query_desc: *mut pg_sys::QueryDesc) {
+    let explained = EXPLAINING.with(|e| e.borrow().last().copied());
+    // SAFETY: a valid QueryDesc with its planned statement, whose relations are locked.
+    unsafe {
+        if let Some(text) = explained {
+            if (*query_desc).sourceText != text && reads_hidden_rows_planned((*query_desc).plannedstmt) {
+                TenancyError::ExplainRefused.raise()
+            }
+        }
+    }
+}
+
+/// True when a planned statement reads a relation whose policies may hide rows: row-level
+/// security enabled with no policy, or with a policy whose condition is not `true`. Whoever
+/// runs it (a function's SPI may run as its owner), its buffer counts and timings are the
+/// EXPLAINing role's to see.
+///
+/// # Safety
+/// `stmt` must be a valid PlannedStmt whose relations the executor has locked.
+unsafe fn reads_hidden_rows_planned(stmt: *mut pg_sys::PlannedStmt) -> bool {
+    unsafe {
+        pointers::<pg_sys::RangeTblEntry>((*stmt).rtable).any(|rte| {
+            if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
+                return false;
+            }
+            let rel = pg_sys::RelationIdGetRelation((*rte).relid);
+            if rel.is_null() {
+                return false;
+            }
+            let hides = (*(*rel).rd_rel).relrowsecurity && {
+                let desc = (*rel).rd_rsdesc;
+                desc.is_null()
+                    || (*desc).policies.is_null()
+                    || pointers::<pg_sys::RowSecurityPolicy>((*desc).policies)
+                        .any(|p| !(*p).qual.is_null() && !is_true((*p).qual as *mut pg_sys::Node))
+            };
+            pg_sys::RelationClose(rel);
+            hides
+        })
+    }
+}
+
+// Not #[pg_guard]: see `is_empty`.
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    // SAFETY: the executor passes a valid QueryDesc; the previous hook or PostgreSQL's own
+    // function takes it on.
+    unsafe {
+        let again = (*query_desc).already_executed;
+        if (again && !is_empty(&OPENED)) || (!again && count != 0) {
+            note_or_check_portal(query_desc, again);
+        }
+        match PREV_EXECUTOR_RUN {
+            Some(prev) => prev(query_desc, direction, count, execute_once),
+            None => executor_run_next(query_desc, direction, count, execute_once),
+        }
+    }
+}
+
+/// A portal fetched in parts (a cursor, a portal with a row limit): its first run remembers the
+/// context it was opened under; a later one checks that context still holds.
+#[pg_guard]
+unsafe extern "C-unwind" fn note_or_check_portal(query_desc: *mut pg_sys::QueryDesc, again: bool) {
+    if again {
+        refuse_portal_of_ended_context(query_desc);
+    } else if let Some(org) = gucs::read(&gucs::ORG_ID) {
+        let user = gucs::read(&gucs::USER_ID).unwrap_or_default();
+        OPENED.with(|o| {
+            let mut o = o.borrow_mut();
+            o.retain(|(q, _, _)| *q != query_desc);
+            o.push((query_desc, org, user));
+        });
+    }
+}
+
+// Not #[pg_guard]: see `is_empty`.
+unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
+    if !is_empty(&OPENED) {
+        OPENED.with(|o| {
+            if let Ok(mut o) = o.try_borrow_mut() {
+                o.retain(|(q, _, _)| *q != query_desc);
+            }
+        });
+    }
+    // SAFETY: the executor passes a valid QueryDesc; the previous hook or PostgreSQL's own
+    // function takes it on.
+    unsafe {
+        match PREV_EXECUTOR_END {
+            Some(prev) => prev(query_desc),
+            None => executor_end_next(query_desc),
+        }
+    }
+}
+
+/// True when the membership of (`org`, `user`) still holds: the context's own, checked as the
+/// readers check it, or else looked up in the catalog.
+fn context_holds(org: &str, user: &str) -> bool {
+    let same =
+        gucs::read(&gucs::ORG_ID).as_deref() == Some(org) && gucs::read(&gucs::USER_ID).unwrap_or_default() == user;
+    if same {
+        return crate::context::current_org().is_some();
+    }
+    crate::context::parse_uuid(org.as_bytes())
+        .is_some_and(|org| crate::membership::lookup(pgrx::Uuid::from_bytes(org), user).is_some())
+}
+
+/// The name of the portal being run, for errors.
+fn active_portal_name() -> String {
+    // SAFETY: ActivePortal is null or the portal being run.
+    unsafe {
+        let portal = pg_sys::ActivePortal;
+        if portal.is_null() || (*portal).name.is_null() {
+            return String::new();
+        }
+        CStr::from_ptr((*portal).name).to_string_lossy().into_owned()
+    }
+}
+
+/// Raises 42501 when `query_desc` was opened under a context whose membership has ended since.
+fn refuse_portal_of_ended_context(query_desc: *mut pg_sys::QueryDesc) {
+    let opened =
+        OPENED.with(|o| o.borrow().iter().find(|(q, _, _)| *q == query_desc).map(|(_, o, u)| (o.clone(), u.clone())));
+    if let Some((org, user)) = opened {
+        if !context_holds(&org, &user) {
+            TenancyError::CursorContextEnded { cursor: active_portal_name() }.raise()
+        }
+    }
+}
+
+/// Raises 42501 when `FETCH` or `MOVE` reads a holdable cursor filled under a context whose
+/// membership has ended since.
+///
+/// # Safety
+/// `stmt` must be a valid FetchStmt.
+unsafe fn refuse_held_cursor_of_ended_context(stmt: *mut pg_sys::FetchStmt) {
+    // SAFETY: as the function's contract says.
+    let name = unsafe {
+        if (*stmt).portalname.is_null() {
+            return;
+        }
+        CStr::from_ptr((*stmt).portalname).to_string_lossy().into_owned()
+    };
+    let contexts = HELD.with(|h| h.borrow().iter().find(|c| c.name == name && c.committed).map(|c| c.contexts.clone()));
+    if let Some(contexts) = contexts {
+        if contexts.iter().any(|(org, user)| !context_holds(org, user)) {
+            TenancyError::CursorContextEnded { cursor: name }.raise()
+        }
+    }
+}
+
+/// Raises 55000 if `SET CONSTRAINTS ... IMMEDIATE` would run the pending check of a share passed
+/// on (`tenancy.reshare_still_allowed`) now instead of at commit, for a role that row-level
+/// security applies to.
+///
+/// # Safety
+/// `stmt` must be a valid ConstraintsSetStmt.
+unsafe fn refuse_early_reshare_check(stmt: *mut pg_sys::ConstraintsSetStmt) {
+    // SAFETY: as the function's contract says; the list holds RangeVars.
+    unsafe {
+        if (*stmt).deferred || crate::context::caller_bypasses_rls() {
+            return;
+        }
+        let names_it = (*stmt).constraints.is_null()
+            || pointers::<pg_sys::RangeVar>((*stmt).constraints).any(|rv| {
+                CStr::from_ptr((*rv).relname).to_bytes() == b"reshare_still_allowed"
+                    && ((*rv).schemaname.is_null() || CStr::from_ptr((*rv).schemaname).to_bytes() == b"tenancy")
+            });
+        if !names_it {
+            return;
+        }
+        let schema = pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true);
+        let shares = pg_sys::get_relname_relid(c"shares".as_ptr(), schema);
+        if shares != pg_sys::InvalidOid && pg_sys::AfterTriggerPendingOnRel(shares) {
+            TenancyError::ReshareCheckedEarly.raise()
+        }
     }
 }
 
@@ -313,7 +588,13 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
             }
         }),
         // A holdable cursor declared in a transaction that rolls back is gone.
-        XACT_EVENT_ABORT => HELD.with(|h| h.borrow_mut().retain(|c| c.committed)),
+        XACT_EVENT_ABORT => {
+            HELD.with(|h| h.borrow_mut().retain(|c| c.committed));
+            EXPLAINING.with(|e| e.borrow_mut().clear());
+            OPENED.with(|o| o.borrow_mut().clear());
+        }
+        // Holdable portals were read to the end at commit: nothing is fetched in parts any more.
+        XACT_EVENT_COMMIT => OPENED.with(|o| o.borrow_mut().clear()),
         _ => {}
     }
 }

@@ -12,10 +12,11 @@
 //! - [`quota`]: plans, limits and the quota trigger; [`counters`]: its exact shared-memory counters.
 //! - [`usage`]: usage metering (`record_usage()`, active users).
 //! - [`sharing`]: the trigger that keeps shared rows in place, and who owns a row (the sharing
-//!   API is SQL).
-//! - [`hooks`]: EXPLAIN under row-level security, and holdable cursors.
+//!   API is SQL); [`revocation`]: ended shares reaching REPEATABLE READ transactions.
+//! - [`hooks`]: EXPLAIN under row-level security, cursors and their contexts, SET CONSTRAINTS,
+//!   table locks and ALTER ROLE.
 //! - [`error`]: every error we raise, with its SQLSTATE; [`catalog`]: SPI helpers; [`shmem`]:
-//!   attaching shared memory.
+//!   shared memory.
 //!
 //! The SQL half is in `sql/`, one file per concern, in this order: `bootstrap.sql` (roles and
 //! tables), `catalog.sql` (who reads the catalog), `quotas.sql`, `usage.sql`, `sharing.sql`, and
@@ -34,6 +35,7 @@ mod organizations;
 mod privilege;
 mod quota;
 mod registry;
+mod revocation;
 mod session;
 mod sharing;
 mod shmem;
@@ -62,6 +64,8 @@ extension_sql_file!(
         "usage",
         sharing::protect_shared_row,
         sharing::_own_row,
+        sharing::canonical_id,
+        revocation::share_ended_trigger,
         context::has_role,
         context::has_permission,
         context::current_user_id
@@ -87,6 +91,7 @@ pub extern "C-unwind" fn _PG_init() {
     counters::init();
     gucs::reserve_prefix();
     membership::init();
+    revocation::init();
     hooks::init();
 }
 

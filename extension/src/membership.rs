@@ -31,41 +31,23 @@ struct Generations {
 
 // Set once per process by the shmem startup hook (postmaster, then inherited by backends).
 static mut GENERATIONS: *const Generations = std::ptr::null();
-static mut PREV_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
-static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 
 /// Registers the shared memory and the transaction callback; called from `_PG_init`.
 pub fn init() {
-    // SAFETY: _PG_init runs in the postmaster while it loads shared_preload_libraries; chaining
-    // the previous hooks keeps other extensions (and our own counters) working.
-    unsafe {
-        PREV_REQUEST_HOOK = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(shmem_request);
-        PREV_STARTUP_HOOK = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(shmem_startup);
-        pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut());
-    }
+    crate::shmem::register(shmem_request, shmem_startup);
+    // SAFETY: _PG_init runs in the postmaster while it loads shared_preload_libraries.
+    unsafe { pg_sys::RegisterXactCallback(Some(on_xact), std::ptr::null_mut()) };
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_request() {
+unsafe fn shmem_request() {
     // SAFETY: called by the postmaster in its shmem request phase.
-    unsafe {
-        if let Some(prev) = PREV_REQUEST_HOOK {
-            prev();
-        }
-        pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Generations>());
-    }
+    unsafe { pg_sys::RequestAddinShmemSpace(std::mem::size_of::<Generations>()) };
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_startup() {
+unsafe fn shmem_startup() {
     // SAFETY: called by every process at startup; the region is sized as requested above and set
     // to generation 1 once, by the process that creates it.
     unsafe {
-        if let Some(prev) = PREV_STARTUP_HOOK {
-            prev();
-        }
         let base = crate::shmem::attach(SHMEM_NAME, std::mem::size_of::<Generations>(), |base| {
             for slot in (*(base as *mut Generations)).slots.iter() {
                 slot.store(1, Ordering::Relaxed);
