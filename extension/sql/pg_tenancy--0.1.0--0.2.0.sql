@@ -315,6 +315,31 @@ STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', '_revoke_reshares_wrapper';
 
+-- shares_of() casts ids as the table's owner (a domain's CHECK may run that owner's code).
+CREATE FUNCTION tenancy."canonical_id"(
+	"relation" oid,
+	"id" TEXT
+) RETURNS TEXT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'canonical_id_wrapper';
+
+-- Ended shares reach REPEATABLE READ transactions (src/revocation.rs).
+CREATE FUNCTION tenancy."share_ended_trigger"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'share_ended_trigger_wrapper';
+
+-- tenancy verify runs the audited tables' code in a security-restricted operation.
+CREATE FUNCTION tenancy."run_restricted"(
+	"role" TEXT,
+	"statement" TEXT,
+	"ignore_force" bool DEFAULT false
+) RETURNS jsonb
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'run_restricted_wrapper';
+
 -- Makes a tenant table shareable: registers it, and adds the triggers that keep shares sound.
 -- The policy compiler emits calls to it for `kind = "shareable"`; DBAs may too.
 CREATE OR REPLACE FUNCTION tenancy.enable_sharing(
@@ -566,7 +591,13 @@ BEGIN
 END
 $$;
 CREATE CONSTRAINT TRIGGER reshare_still_allowed AFTER INSERT OR UPDATE ON tenancy.shares
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tenancy._check_reshare();
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.granted_by_org IS DISTINCT FROM NEW.owner_org)
+    EXECUTE FUNCTION tenancy._check_reshare();
+CREATE TRIGGER share_ended AFTER DELETE ON tenancy.shares
+    FOR EACH ROW EXECUTE FUNCTION tenancy.share_ended_trigger();
+CREATE TRIGGER share_narrowed AFTER UPDATE ON tenancy.shares
+    FOR EACH ROW WHEN ((OLD.can_write AND NOT NEW.can_write) OR (OLD.can_reshare AND NOT NEW.can_reshare))
+    EXECUTE FUNCTION tenancy.share_ended_trigger();
 
 -- Stops sharing a row with an organization, and everything that organization shared on.
 -- The owning organization may end any share of its rows; a grantee those it granted.
@@ -615,7 +646,8 @@ DECLARE
 BEGIN
     SELECT t.id_type INTO id_type FROM tenancy.shareable_tables t WHERE t.relation = shares_of.relation;
     IF id IS NOT NULL AND id_type IS NOT NULL THEN
-        EXECUTE format('SELECT ($1::%s)::text', id_type) INTO canonical USING id;
+        -- Cast by the table's owner: the id's type may run code that owner wrote.
+        canonical := tenancy.canonical_id(relation, id);
     END IF;
     RETURN QUERY
     SELECT s.row_id, s.grantee_org,
@@ -677,7 +709,8 @@ GRANT EXECUTE ON FUNCTION
     tenancy.user_organizations(text), tenancy.org_id(text, text),
     tenancy.quota(uuid, text), tenancy.quotas(uuid),
     tenancy.usage(uuid, text, timestamptz, timestamptz), tenancy.usage_report(timestamptz, timestamptz),
-    tenancy.shares_of(regclass, text), tenancy.shares_of(regclass), tenancy.shares_of(regclass, anyelement)
+    tenancy.shares_of(regclass, text), tenancy.shares_of(regclass), tenancy.shares_of(regclass, anyelement),
+    tenancy.canonical_id(oid, text)
 TO PUBLIC;
 
 GRANT EXECUTE ON FUNCTION

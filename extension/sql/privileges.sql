@@ -20,7 +20,8 @@ GRANT EXECUTE ON FUNCTION
     tenancy.user_organizations(text), tenancy.org_id(text, text),
     tenancy.quota(uuid, text), tenancy.quotas(uuid),
     tenancy.usage(uuid, text, timestamptz, timestamptz), tenancy.usage_report(timestamptz, timestamptz),
-    tenancy.shares_of(regclass, text), tenancy.shares_of(regclass), tenancy.shares_of(regclass, anyelement)
+    tenancy.shares_of(regclass, text), tenancy.shares_of(regclass), tenancy.shares_of(regclass, anyelement),
+    tenancy.canonical_id(oid, text)
 TO PUBLIC;
 
 GRANT EXECUTE ON FUNCTION

@@ -291,8 +291,20 @@ BEGIN
     RETURN NULL;
 END
 $$;
+-- Only reshares queue the check, so that SET CONSTRAINTS ... IMMEDIATE (refused while one is
+-- pending: it would hold the lock until the transaction ends) stays free for everyone else.
 CREATE CONSTRAINT TRIGGER reshare_still_allowed AFTER INSERT OR UPDATE ON tenancy.shares
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tenancy._check_reshare();
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.granted_by_org IS DISTINCT FROM NEW.owner_org)
+    EXECUTE FUNCTION tenancy._check_reshare();
+
+-- A share that ends, or loses rights, is recorded for the organization that received it, so
+-- that its REPEATABLE READ and SERIALIZABLE transactions that began before cannot go on using
+-- it (tenancy.current_org() fails with 40001 there; see src/revocation.rs).
+CREATE TRIGGER share_ended AFTER DELETE ON tenancy.shares
+    FOR EACH ROW EXECUTE FUNCTION tenancy.share_ended_trigger();
+CREATE TRIGGER share_narrowed AFTER UPDATE ON tenancy.shares
+    FOR EACH ROW WHEN ((OLD.can_write AND NOT NEW.can_write) OR (OLD.can_reshare AND NOT NEW.can_reshare))
+    EXECUTE FUNCTION tenancy.share_ended_trigger();
 
 -- Stops sharing a row with an organization, and everything that organization shared on.
 -- The owning organization may end any share of its rows; a grantee those it granted.
@@ -338,7 +350,8 @@ DECLARE
 BEGIN
     SELECT t.id_type INTO id_type FROM tenancy.shareable_tables t WHERE t.relation = shares_of.relation;
     IF id IS NOT NULL AND id_type IS NOT NULL THEN
-        EXECUTE format('SELECT ($1::%s)::text', id_type) INTO canonical USING id;
+        -- Cast by the table's owner: the id's type may run code that owner wrote.
+        canonical := tenancy.canonical_id(relation, id);
     END IF;
     RETURN QUERY
     SELECT s.row_id, s.grantee_org,

@@ -883,3 +883,267 @@ fn deleting_from_a_partition_forgets_its_rows_shares() {
     admin.batch_execute(&format!("TRUNCATE {partition}")).unwrap();
     assert_eq!(count(&mut admin, "tenancy.shares"), 0);
 }
+
+/// A migration role plants code in its table that tries to become the superuser `tenancy
+/// verify` connects as (`RESET ROLE`): verify runs the table's code, while it writes fixtures as
+/// the owner and while it probes as the application role, in a security-restricted operation.
+/// Sequences keep their values through verify's rollback, so they tell what the code did.
+#[test]
+fn verify_runs_the_audited_tables_code_without_the_superusers_rights() {
+    let db = TestDb::new();
+    let migrator = migration_schema(&db);
+    migrator
+        .connect()
+        .batch_execute(
+            "CREATE SEQUENCE mig.ran; CREATE SEQUENCE mig.escaped;
+             GRANT USAGE ON SEQUENCE mig.ran, mig.escaped TO PUBLIC;
+             CREATE FUNCTION mig.trap() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM nextval('mig.ran');
+                 BEGIN RESET ROLE; EXCEPTION WHEN OTHERS THEN NULL; END;
+                 BEGIN SET SESSION AUTHORIZATION DEFAULT; EXCEPTION WHEN OTHERS THEN NULL; END;
+                 IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+                     PERFORM nextval('mig.escaped');
+                 END IF;
+                 RETURN coalesce(NEW, OLD);
+             END $$;
+             CREATE TRIGGER trap BEFORE INSERT OR UPDATE OR DELETE ON mig.items
+                 FOR EACH ROW EXECUTE FUNCTION mig.trap();",
+        )
+        .unwrap();
+    let options = pg_tenancy_compiler::verify::Options {
+        schemas: vec!["mig".into()],
+        tenant_column: "org_id".into(),
+        app_roles: vec!["app_user".into()],
+    };
+    pg_tenancy_compiler::verify::verify(&mut db.admin(), &options).expect("verify runs");
+    let mut admin = db.admin();
+    assert_eq!(text(&mut admin, "SELECT is_called FROM mig.ran").as_deref(), Some("true"), "the trap never ran");
+    assert_eq!(
+        text(&mut admin, "SELECT is_called FROM mig.escaped").as_deref(),
+        Some("false"),
+        "the trap became superuser"
+    );
+}
+
+/// `shares_of()` canonicalises the id it is given by casting it to the id column's type, a
+/// domain here whose CHECK is the table owner's code: it runs as that owner, whoever calls.
+#[test]
+fn shares_of_casts_ids_as_the_tables_owner() {
+    let db = TestDb::new();
+    let migrator = migration_schema(&db);
+    let m = &migrator.name;
+    migrator
+        .connect()
+        .batch_execute(
+            "CREATE TABLE mig.ran (who text, superuser boolean);
+             GRANT INSERT ON mig.ran TO PUBLIC;
+             CREATE FUNCTION mig.trap(bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO mig.ran SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+                 RETURN true;
+             END $$;
+             CREATE DOMAIN mig.myid AS bigint CHECK (mig.trap(VALUE));
+             CREATE TABLE mig.docs (org_id uuid NOT NULL, id mig.myid NOT NULL, PRIMARY KEY (org_id, id));
+             ALTER TABLE mig.docs ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY own ON mig.docs TO app_user USING (org_id = (SELECT tenancy.current_org()));
+             GRANT SELECT ON mig.docs TO app_user;",
+        )
+        .unwrap();
+    let mut admin = db.admin();
+    admin.batch_execute("SELECT tenancy.enable_sharing('mig.docs', 'id', 'org_id')").unwrap();
+    admin.batch_execute("SELECT * FROM tenancy.shares_of('mig.docs', '5')").unwrap();
+    db.app_in(ACME, "alice").batch_execute("SELECT * FROM tenancy.shares_of('mig.docs', '6')").unwrap();
+    let ran: Vec<(String, bool)> =
+        admin.query("SELECT who, superuser FROM mig.ran", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(ran.len(), 2, "the domain's check did not run for each call: {ran:?}");
+    assert!(ran.iter().all(|(who, superuser)| who == m && !superuser), "{ran:?}");
+}
+
+/// Deleting counted rows holds a counter too (its release is in flight, so it cannot be
+/// evicted): releases count toward the per-transaction cap like reservations.
+#[test]
+fn releasing_counters_counts_toward_the_transactions_cap() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    let mut orgs = Vec::new();
+    for i in 0..70 {
+        let org =
+            text(&mut c, &format!("SELECT tenancy.create_organization('Shell {i}', 'shell-{i}', 'mallory')")).unwrap();
+        c.batch_execute(&format!(
+            "BEGIN; SELECT tenancy.set_context('{org}', 'mallory'); INSERT INTO app.projects (name) VALUES ('p'); COMMIT;"
+        ))
+        .unwrap();
+        orgs.push(org);
+    }
+    c.batch_execute("BEGIN").unwrap();
+    let mut refused = None;
+    for (i, org) in orgs.iter().enumerate() {
+        c.batch_execute(&format!("SELECT tenancy.set_context('{org}', 'mallory')")).unwrap();
+        if let Err(e) = c.batch_execute("DELETE FROM app.projects") {
+            refused = Some((i, DbError::of(&e)));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("releases on 70 counters in one transaction were accepted");
+    assert_eq!(i, 64, "the 65th counter is refused");
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("53400", "too many quota counters in one transaction"));
+    c.batch_execute("ROLLBACK").unwrap();
+}
+
+/// A grantee passing a share on is checked at commit, with a lock on the share it received
+/// held for that moment. Checking it early (SET CONSTRAINTS ... IMMEDIATE) would hold that lock
+/// for the rest of its transaction, and the owner's unshare() would wait as long: refused.
+#[test]
+fn a_grantee_cannot_check_its_reshare_early_to_hold_up_the_owner() {
+    let db = TestDb::new();
+    let third = text(&mut db.admin(), "SELECT tenancy.create_organization('Initech', 'initech', 'ian')").unwrap();
+    db.app_in(ACME, "alice")
+        .batch_execute(&format!("SELECT tenancy.share('app.documents', '{ACME_DOC}', '{GLOBEX}', '{{read,reshare}}')"))
+        .unwrap();
+    let mut gina = db.app();
+    gina.batch_execute(&format!(
+        "BEGIN; SELECT tenancy.set_context('{GLOBEX}', 'gina');
+         SELECT tenancy.share('app.documents', '{ACME_DOC}', '{third}', '{{read}}');"
+    ))
+    .unwrap();
+    for statement in ["SET CONSTRAINTS ALL IMMEDIATE", "SET CONSTRAINTS tenancy.reshare_still_allowed IMMEDIATE"] {
+        gina.batch_execute("SAVEPOINT s").unwrap();
+        let e = error_of(&mut gina, statement);
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("55000", "SET CONSTRAINTS ... IMMEDIATE is not allowed after passing a share on in this transaction"),
+            "{statement}"
+        );
+        gina.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    }
+    // Other constraints may be checked early.
+    gina.batch_execute("SET CONSTRAINTS app.documents_pkey IMMEDIATE").ok();
+    gina.batch_execute("ROLLBACK").unwrap();
+    // Without a pending reshare (the owner's own shares queue no check), it is allowed.
+    db.app()
+        .batch_execute(&format!(
+            "BEGIN; SELECT tenancy.set_context('{ACME}', 'alice');
+             SELECT tenancy.share('app.documents', '{ACME_DOC}', '{third}', '{{read}}');
+             SET CONSTRAINTS ALL IMMEDIATE; COMMIT;"
+        ))
+        .unwrap();
+}
+
+/// A REPEATABLE READ transaction keeps its snapshot, where an ended share still shows: once the
+/// revocation commits, its next statement fails with a serialization failure (retry), rather than
+/// reading and writing the row the share no longer allows.
+#[test]
+fn an_ended_share_reaches_repeatable_read_transactions() {
+    let db = TestDb::new();
+    db.app_in(ACME, "alice")
+        .batch_execute(&format!("SELECT tenancy.share('app.documents', '{ACME_DOC}', '{GLOBEX}', '{{read,write}}')"))
+        .unwrap();
+    let mut gina = db.app();
+    gina.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT tenancy.set_context('{GLOBEX}', 'gina')"
+    ))
+    .unwrap();
+    let seen = format!("app.documents WHERE id = '{ACME_DOC}'");
+    assert_eq!(count(&mut gina, &seen), 1);
+    db.app_in(ACME, "alice")
+        .batch_execute(&format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')"))
+        .unwrap();
+    for statement in [
+        format!("SELECT count(*) FROM {seen}"),
+        format!("UPDATE app.documents SET body = 'written after revocation' WHERE id = '{ACME_DOC}'"),
+    ] {
+        gina.batch_execute("SAVEPOINT s").unwrap();
+        let e = error_of(&mut gina, &statement);
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            (
+                "40001",
+                "could not serialize access: a share this organization received ended after the transaction began"
+            ),
+            "{statement}"
+        );
+        gina.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    }
+    gina.batch_execute("ROLLBACK").unwrap();
+    // A transaction that begins after the revocation sees it, and runs.
+    gina.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT tenancy.set_context('{GLOBEX}', 'gina')"
+    ))
+    .unwrap();
+    assert_eq!(count(&mut gina, &seen), 0);
+    gina.batch_execute("COMMIT").unwrap();
+    let body = text(&mut db.admin(), &format!("SELECT body FROM {seen}"));
+    assert_ne!(body.as_deref(), Some("written after revocation"));
+}
+
+/// EXPLAIN ANALYZE of a query that reads nothing hidden itself, but calls functions that do:
+/// their queries' buffer counts tell what the policies hide (an existing shared row costs one
+/// more page than a missing one). Refused, the same way for a real and a missing target.
+#[test]
+fn explain_cannot_probe_through_the_functions_a_query_calls() {
+    let db = TestDb::new();
+    db.app_in(ACME, "alice")
+        .batch_execute(&format!("SELECT tenancy.share('app.documents', '{ACME_DOC}', '{GLOBEX}')"))
+        .unwrap();
+    let third = text(&mut db.admin(), "SELECT tenancy.create_organization('Initech', 'initech', 'ian')").unwrap();
+    let mut ian = db.app_in(&third, "ian");
+    let probes = [
+        "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM tenancy.shares_of('app.documents', '{}')",
+        "EXPLAIN (ANALYZE, BUFFERS) SELECT query_to_xml('SELECT * FROM app.documents WHERE id = ''{}''', true, false, '')",
+        "EXPLAIN (ANALYZE, BUFFERS) SELECT tenancy.org_id('{}', 'ian')",
+    ];
+    for template in probes {
+        let [a, b] = [ACME_DOC, NOWHERE].map(|v| error_of(&mut ian, &template.replace("{}", v)));
+        assert_eq!(
+            (a.code.as_str(), a.message.as_str()),
+            ("42501", "EXPLAIN is not allowed on queries that row-level security applies to"),
+            "{template}"
+        );
+        assert_eq!((a.message, a.detail, a.hint), (b.message, b.detail, b.hint), "{template}: real and missing differ");
+    }
+    // What reads nothing hidden stays available.
+    ian.batch_execute(
+        "EXPLAIN (ANALYZE, BUFFERS) SELECT tenancy.current_org(); EXPLAIN (ANALYZE) SELECT * FROM app.countries",
+    )
+    .unwrap();
+}
+
+/// A cursor is read from the snapshot it was opened with: once the membership it was opened for
+/// ends, fetching more of it is refused (in the transaction that declared it, and for a holdable
+/// one, later).
+#[test]
+fn a_cursor_stops_when_its_membership_ends() {
+    let db = TestDb::new();
+    let mut bob = db.app();
+    bob.batch_execute(&format!(
+        "BEGIN; SELECT tenancy.set_context('{ACME}', 'bob');
+         DECLARE held CURSOR WITH HOLD FOR SELECT name FROM app.projects;
+         COMMIT;
+         BEGIN; SELECT tenancy.set_context('{ACME}', 'bob');
+         DECLARE c CURSOR FOR SELECT name FROM app.projects CROSS JOIN generate_series(1, 10);
+         FETCH 1 FROM c;"
+    ))
+    .unwrap();
+    db.app_in(ACME, "alice").batch_execute(&format!("SELECT tenancy.remove_member('{ACME}', 'bob')")).unwrap();
+    let e = error_of(&mut bob, "FETCH ALL FROM c");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42501", "the tenant context cursor \"c\" was opened under has ended")
+    );
+    bob.batch_execute("ROLLBACK").unwrap();
+    let e = error_of(&mut bob, "FETCH ALL FROM held");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42501", "the tenant context cursor \"held\" was opened under has ended")
+    );
+    // A member's cursor reads on.
+    let mut carol = db.app();
+    carol
+        .batch_execute(&format!(
+            "BEGIN; SELECT tenancy.set_context('{ACME}', 'carol');
+             DECLARE c CURSOR FOR SELECT name FROM app.projects CROSS JOIN generate_series(1, 10);
+             FETCH 1 FROM c; FETCH ALL FROM c; COMMIT;"
+        ))
+        .unwrap();
+}

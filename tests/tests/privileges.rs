@@ -55,7 +55,7 @@ fn trigger_and_internal_functions_are_executable_by_superusers_only() {
             "SELECT p.oid::regprocedure::text FROM pg_proc p
               WHERE p.pronamespace = 'tenancy'::regnamespace
                 AND (p.prorettype = 'trigger'::regtype OR p.proname LIKE '\\_%' OR p.proname LIKE 'enable\\_%'
-                     OR p.proname IN ('disable_sharing', 'keep_quotas'))
+                     OR p.proname IN ('disable_sharing', 'keep_quotas', 'run_restricted'))
                 AND (has_function_privilege('app_user', p.oid, 'EXECUTE')
                      OR has_function_privilege('app_readonly', p.oid, 'EXECUTE')
                      OR has_function_privilege('tenancy_admin', p.oid, 'EXECUTE'))
