@@ -11,11 +11,12 @@ BEGIN
 END
 $$;
 
--- application roles: the writing functions (tenancy_writer) for read-write roles only; no temporary
--- tables, other sessions' activity, table statistics or large objects (PUBLIC's rights to them go;
--- monitoring keeps the statistics through pg_read_all_stats)
+-- application roles: the writing functions (tenancy_writer) for read-write roles only, tenancy_reader
+-- for read-only ones; no temporary tables, other sessions' activity, table statistics or large
+-- objects (PUBLIC's rights to them go; monitoring keeps the statistics through pg_read_all_stats)
 GRANT tenancy_writer TO app_user;
 REVOKE tenancy_writer FROM app_readonly;
+GRANT tenancy_reader TO app_readonly;
 DO $$ BEGIN EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, app_readonly, app_user', current_database()); END $$;
 DO $$
 DECLARE

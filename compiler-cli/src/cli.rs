@@ -120,7 +120,8 @@ pub struct AuditArgs {
     #[arg(long, default_value = "org_id", value_name = "COLUMN")]
     pub tenant_column: String,
     /// Application roles [default: lint: the roles named in policies on tenant tables; verify:
-    /// also the roles granted privileges on the tables, except superusers and owners]
+    /// the members of tenancy_writer and tenancy_reader (tenancy apply grants them), except
+    /// superusers and owners; verify runs the tables' code as each role it acts as]
     #[arg(long = "app-role", value_name = "ROLE")]
     pub app_roles: Vec<String>,
     /// How to print the findings or the matrix

@@ -216,16 +216,16 @@ fn database_block(compiled: &Compiled, all_roles: &[String]) -> Block {
         units.push(vec![hardening::grant_writer(&compiled.read_write)]);
     }
     for role in compiled.read_only.iter().filter(|r| !compiled.read_write.contains(r)) {
-        units.push(vec![hardening::revoke_writer(role)]);
+        units.push(hardening::read_only(role));
     }
     units.push(vec![hardening::revoke_temporary(all_roles)]);
     units.push(vec![hardening::RESTRICT_STATISTICS.to_string()]);
     units.push(vec![hardening::REVOKE_LARGE_OBJECTS.to_string()]);
     Block {
         header: Some(
-            "-- application roles: the writing functions (tenancy_writer) for read-write roles only; no temporary\n\
-             -- tables, other sessions' activity, table statistics or large objects (PUBLIC's rights to them go;\n\
-             -- monitoring keeps the statistics through pg_read_all_stats)"
+            "-- application roles: the writing functions (tenancy_writer) for read-write roles only, tenancy_reader\n\
+             -- for read-only ones; no temporary tables, other sessions' activity, table statistics or large\n\
+             -- objects (PUBLIC's rights to them go; monitoring keeps the statistics through pg_read_all_stats)"
                 .to_string(),
         ),
         object: Object::Database,

@@ -4,7 +4,9 @@
 //! take them from PUBLIC; what monitoring needs moves to `pg_read_all_stats` (`pg_monitor`).
 //!
 //! - **The writing functions** (members, sharing, usage, sign-up) are for read-write roles:
-//!   `tenancy_writer` is granted to them and taken from read-only roles.
+//!   `tenancy_writer` is granted to them and taken from read-only roles, which get
+//!   `tenancy_reader` instead. Both mark the roles as application roles, the DBA's way (a table's
+//!   owner controls its grants and policies): `tenancy verify` acts as those roles.
 //! - **No temporary tables**: a temporary table filled under one organization's context stays
 //!   readable under the next context on the same pooled connection.
 //! - **No view of other sessions or of table statistics**: every tenant runs as the same role,
@@ -23,9 +25,12 @@ pub fn grant_writer(roles: &[String]) -> String {
     format!("GRANT tenancy_writer TO {};", list(roles))
 }
 
-/// `REVOKE tenancy_writer FROM` a read-only role.
-pub fn revoke_writer(role: &str) -> String {
-    format!("REVOKE tenancy_writer FROM {};", quote_ident(role))
+/// `REVOKE tenancy_writer FROM` a read-only role, and `GRANT tenancy_reader` to it.
+pub fn read_only(role: &str) -> Vec<String> {
+    vec![
+        format!("REVOKE tenancy_writer FROM {};", quote_ident(role)),
+        format!("GRANT tenancy_reader TO {};", quote_ident(role)),
+    ]
 }
 
 /// No temporary tables for PUBLIC (and the application roles, should they hold it themselves).
@@ -79,8 +84,8 @@ $$;";
 pub const DATABASE_STATE: &str = r"
 SELECT concat_ws(E'\n',
     (SELECT coalesce(datacl::text, '') FROM pg_database WHERE datname = current_database()),
-    (SELECT string_agg(m.member::regrole::text, ',' ORDER BY m.member::regrole::text) FROM pg_auth_members m
-      WHERE m.roleid = 'tenancy_writer'::regrole),
+    (SELECT string_agg(m.roleid::regrole::text || ':' || m.member::regrole::text, ',' ORDER BY 1) FROM pg_auth_members m
+      WHERE m.roleid IN ('tenancy_writer'::regrole, 'tenancy_reader'::regrole)),
     (SELECT string_agg(c.oid::text || coalesce(c.relacl::text, ''), ';' ORDER BY c.oid) FROM pg_class c
       WHERE c.relkind = 'v' AND ((c.relnamespace = 'pg_catalog'::regnamespace AND (c.relname LIKE 'pg\_stat\_%' OR c.relname LIKE 'pg\_statio\_%'))
                                  OR c.relname LIKE 'pg\_stat\_statements%')),

@@ -12,8 +12,8 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What to verify: the same as what `lint` audits. Without application roles, verify acts as
-/// every role named in a policy, or granted a privilege, on a table of those schemas (except
-/// superusers, table owners and the caller).
+/// the members of `tenancy_writer` and `tenancy_reader` (except superusers, table owners and the
+/// caller): the roles the DBA marked as application roles, which `tenancy apply` does.
 pub use crate::lint::Options;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -264,7 +264,7 @@ fn run(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<Report, 
     let roles = app_roles(tx, options, &tables)?;
     if roles.is_empty() {
         return Err(VerifyError::Unusable(
-            "no application role: no role other than superusers and owners is named in a policy or granted a privilege on these tables (pass --app-role)".into(),
+            "no application role: no role other than superusers and the tables' owners is a member of tenancy_writer or tenancy_reader (tenancy apply grants them to the roles of the policy files; or pass --app-role)".into(),
         ));
     }
     // Nothing the audited schemas define may resolve in the verifier's own statements.
@@ -401,16 +401,17 @@ fn app_roles(
     if !options.app_roles.is_empty() {
         return Ok(options.app_roles.clone());
     }
+    // The application roles as the DBA marked them (`tenancy apply` grants tenancy_writer to the
+    // read-write roles and tenancy_reader to the read-only ones), never a role found through the
+    // tables' grants or policies: their owner controls those, and verify runs the tables' code as
+    // each role it acts as.
     let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
     let rows = tx.query(
         "WITH t AS (SELECT n::regclass AS oid FROM unnest($1::text[]) n)
-         SELECT DISTINCT r.rolname::text FROM pg_roles r
-          WHERE NOT r.rolsuper AND r.rolname <> current_user AND r.rolname NOT LIKE 'pg\\_%'
+         SELECT DISTINCT r.rolname::text FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid
+          WHERE m.roleid IN ('tenancy_writer'::regrole, 'tenancy_reader'::regrole)
+            AND NOT r.rolsuper AND r.rolname <> current_user
             AND NOT EXISTS (SELECT FROM pg_class c JOIN t ON t.oid = c.oid WHERE c.relowner = r.oid)
-            AND (EXISTS (SELECT FROM pg_policy p JOIN t ON t.oid = p.polrelid WHERE r.oid = ANY (p.polroles))
-                 OR EXISTS (SELECT FROM t WHERE has_table_privilege(r.oid, t.oid, 'SELECT, INSERT, UPDATE, DELETE')
-                              AND EXISTS (SELECT FROM pg_class c, aclexplode(c.relacl) x
-                                           WHERE c.oid = t.oid AND x.grantee = r.oid)))
           ORDER BY 1",
         &[&names],
     )?;

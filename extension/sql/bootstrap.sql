@@ -12,6 +12,12 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_writer') THEN
         CREATE ROLE tenancy_writer NOLOGIN;
     END IF;
+    -- Members of tenancy_reader are the read-only application roles (`tenancy apply` makes
+    -- them members): a mark, with no privileges of its own. With tenancy_writer it tells, the
+    -- DBA's way, which roles are application roles (`tenancy verify` acts as them).
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_reader') THEN
+        CREATE ROLE tenancy_reader NOLOGIN;
+    END IF;
 END
 $$;
 

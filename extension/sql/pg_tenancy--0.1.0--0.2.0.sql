@@ -9,7 +9,8 @@
 -- - The functions that write (sign-up, members, sharing, record_usage) need the new role
 --   tenancy_writer. This script grants it to the roles the compiled policies let write
 --   (their tenancy_insert/update/delete policies), so running applications keep working;
---   `tenancy apply` keeps it so, and takes it from read-only roles.
+--   `tenancy apply` keeps it so, and takes it from read-only roles, which get the new mark
+--   tenancy_reader instead (run it again after this update).
 -- - user_organizations() and org_id() answer only for the context's user: call
 --   tenancy.set_user_context(user_id) first (or pass a DBA's connection).
 -- - usage() and usage_report() return numeric amounts.
@@ -24,6 +25,9 @@ DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_writer') THEN
         CREATE ROLE tenancy_writer NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_reader') THEN
+        CREATE ROLE tenancy_reader NOLOGIN;
     END IF;
 END
 $$;
@@ -324,12 +328,6 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'canonical_id_wrapper';
 
--- Ended shares reach REPEATABLE READ transactions (src/revocation.rs).
-CREATE FUNCTION tenancy."share_ended_trigger"()
-	RETURNS TRIGGER
-	LANGUAGE c
-	AS 'MODULE_PATHNAME', 'share_ended_trigger_wrapper';
-
 -- tenancy verify runs the audited tables' code in a security-restricted operation.
 CREATE FUNCTION tenancy."run_restricted"(
 	"role" TEXT,
@@ -593,11 +591,6 @@ $$;
 CREATE CONSTRAINT TRIGGER reshare_still_allowed AFTER INSERT OR UPDATE ON tenancy.shares
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.granted_by_org IS DISTINCT FROM NEW.owner_org)
     EXECUTE FUNCTION tenancy._check_reshare();
-CREATE TRIGGER share_ended AFTER DELETE ON tenancy.shares
-    FOR EACH ROW EXECUTE FUNCTION tenancy.share_ended_trigger();
-CREATE TRIGGER share_narrowed AFTER UPDATE ON tenancy.shares
-    FOR EACH ROW WHEN ((OLD.can_write AND NOT NEW.can_write) OR (OLD.can_reshare AND NOT NEW.can_reshare))
-    EXECUTE FUNCTION tenancy.share_ended_trigger();
 
 -- Stops sharing a row with an organization, and everything that organization shared on.
 -- The owning organization may end any share of its rows; a grantee those it granted.

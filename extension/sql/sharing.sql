@@ -297,15 +297,6 @@ CREATE CONSTRAINT TRIGGER reshare_still_allowed AFTER INSERT OR UPDATE ON tenanc
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.granted_by_org IS DISTINCT FROM NEW.owner_org)
     EXECUTE FUNCTION tenancy._check_reshare();
 
--- A share that ends, or loses rights, is recorded for the organization that received it, so
--- that its REPEATABLE READ and SERIALIZABLE transactions that began before cannot go on using
--- it (tenancy.current_org() fails with 40001 there; see src/revocation.rs).
-CREATE TRIGGER share_ended AFTER DELETE ON tenancy.shares
-    FOR EACH ROW EXECUTE FUNCTION tenancy.share_ended_trigger();
-CREATE TRIGGER share_narrowed AFTER UPDATE ON tenancy.shares
-    FOR EACH ROW WHEN ((OLD.can_write AND NOT NEW.can_write) OR (OLD.can_reshare AND NOT NEW.can_reshare))
-    EXECUTE FUNCTION tenancy.share_ended_trigger();
-
 -- Stops sharing a row with an organization, and everything that organization shared on.
 -- The owning organization may end any share of its rows; a grantee those it granted.
 -- Returns whether there was such a share.

@@ -99,8 +99,8 @@ pub enum TenancyError {
     #[error("quota counter of resource \"{resource}\" is out of range")]
     CounterOutOfRange { resource: String },
 
-    #[error("could not serialize access: a share this organization received ended after the transaction began")]
-    ShareEndedMeanwhile,
+    #[error("could not serialize access: the share that lets your organization write this row of {table} has ended")]
+    ShareEndedMeanwhile { table: String },
 
     #[error("SET CONSTRAINTS ... IMMEDIATE is not allowed after passing a share on in this transaction")]
     ReshareCheckedEarly,
@@ -138,7 +138,7 @@ impl TenancyError {
             TenancyError::CursorFromAnotherContext { .. } | TenancyError::ReshareCheckedEarly => {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
-            TenancyError::ShareEndedMeanwhile => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            TenancyError::ShareEndedMeanwhile { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
             TenancyError::CursorContextEnded { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             TenancyError::TooManyCounters { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             TenancyError::AmountOutOfRange { .. } | TenancyError::CounterOutOfRange { .. } => {
@@ -191,8 +191,8 @@ impl TenancyError {
             TenancyError::PrepareWithMembershipChange => Some(
                 "Sessions are told of membership changes when the transaction commits, which a prepared transaction does elsewhere.".into(),
             ),
-            TenancyError::ShareEndedMeanwhile => Some(
-                "A REPEATABLE READ or SERIALIZABLE transaction keeps the snapshot it began with, which still shows the share.".into(),
+            TenancyError::ShareEndedMeanwhile { .. } => Some(
+                "The statement's snapshot still shows the share (a REPEATABLE READ transaction keeps the one it began with); it was ended or narrowed since.".into(),
             ),
             TenancyError::ReshareCheckedEarly => Some(
                 "tenancy.share() checks a share passed on when the transaction commits, locking the share it passes on for that moment; checked now, the lock would keep the row's owner from revoking until the transaction ends.".into(),
@@ -248,7 +248,7 @@ impl TenancyError {
                 Some("Lock the rows instead (SELECT ... FOR UPDATE), or take a lock in ROW EXCLUSIVE mode at most.".into())
             }
             TenancyError::PrepareWithMembershipChange => Some("Commit it instead of preparing it.".into()),
-            TenancyError::ShareEndedMeanwhile => Some("Retry the transaction.".into()),
+            TenancyError::ShareEndedMeanwhile { .. } => Some("Retry the transaction.".into()),
             TenancyError::ReshareCheckedEarly => Some(
                 "Set constraints IMMEDIATE before calling tenancy.share(), or pass the share on in a transaction of its own.".into(),
             ),

@@ -15,7 +15,7 @@
 //!   it gave itself (`ALTER ROLE app_user SET default_transaction_read_only = on`,
 //!   `statement_timeout = '1ms'`) or a new password would break every organization's
 //!   connections: `ALTER ROLE` of itself is refused for application roles (members of
-//!   `tenancy_writer`, or roles named in a row-level security policy).
+//!   `tenancy_writer` or `tenancy_reader`).
 //! - **Holdable cursors are remembered with the context they were filled under**, so that
 //!   [`refuse_if_cursor_from_another_context`] keeps a `WITH HOLD` cursor's rows from crossing
 //!   into another organization's context on the same connection (a connection pool's).
@@ -294,14 +294,33 @@ unsafe extern "C-unwind" fn executor_run(
     // SAFETY: the executor passes a valid QueryDesc; the previous hook or PostgreSQL's own
     // function takes it on.
     unsafe {
+        // A query started before an EXPLAIN began (a cursor) and run while it runs (by
+        // `cursor_to_xml()`, say) counts its buffers into the explained plan too.
+        if !is_empty(&EXPLAINING) {
+            refuse_nested_reads_while_explaining(query_desc);
+        }
         let again = (*query_desc).already_executed;
-        if (again && !is_empty(&OPENED)) || (!again && count != 0) {
+        if (again && !is_empty(&OPENED)) || (!again && (count != 0 || runs_a_cursor(query_desc))) {
             note_or_check_portal(query_desc, again);
         }
         match PREV_EXECUTOR_RUN {
             Some(prev) => prev(query_desc, direction, count, execute_once),
             None => executor_run_next(query_desc, direction, count, execute_once),
         }
+    }
+}
+
+/// True when `query_desc` is the query of a named portal being run: a cursor (`DECLARE`, SPI's
+/// and PL/pgSQL's), whose first run may be `MOVE ALL` and whose rows may be fetched again
+/// (`FETCH BACKWARD`). A statement's own portal is unnamed; SPI's plain statements run no portal.
+///
+/// # Safety
+/// `query_desc` must be valid.
+unsafe fn runs_a_cursor(query_desc: *mut pg_sys::QueryDesc) -> bool {
+    // SAFETY: ActivePortal is null or the portal being run.
+    unsafe {
+        let portal = pg_sys::ActivePortal;
+        !portal.is_null() && (*portal).queryDesc == query_desc && !(*portal).name.is_null() && *(*portal).name != 0
     }
 }
 
@@ -473,7 +492,7 @@ unsafe fn refuse_changing_own_role(role: *mut pg_sys::RoleSpec) {
     let application: Option<bool> = crate::privilege::as_catalog_owner(|| {
         crate::catalog::one(
             "SELECT pg_catalog.pg_has_role($1, 'tenancy_writer', 'MEMBER')
-                 OR EXISTS (SELECT FROM pg_catalog.pg_policy p WHERE $1 OPERATOR(pg_catalog.=) ANY (p.polroles))",
+                 OR pg_catalog.pg_has_role($1, 'tenancy_reader', 'MEMBER')",
             &[me.into()],
         )
     });

@@ -12,7 +12,7 @@
 //! - [`quota`]: plans, limits and the quota trigger; [`counters`]: its exact shared-memory counters.
 //! - [`usage`]: usage metering (`record_usage()`, active users).
 //! - [`sharing`]: the trigger that keeps shared rows in place, and who owns a row (the sharing
-//!   API is SQL); [`revocation`]: ended shares reaching REPEATABLE READ transactions.
+//!   API is SQL).
 //! - [`hooks`]: EXPLAIN under row-level security, cursors and their contexts, SET CONSTRAINTS,
 //!   table locks and ALTER ROLE.
 //! - [`error`]: every error we raise, with its SQLSTATE; [`catalog`]: SPI helpers; [`shmem`]:
@@ -35,7 +35,6 @@ mod organizations;
 mod privilege;
 mod quota;
 mod registry;
-mod revocation;
 mod session;
 mod sharing;
 mod shmem;
@@ -65,7 +64,6 @@ extension_sql_file!(
         sharing::protect_shared_row,
         sharing::_own_row,
         sharing::canonical_id,
-        revocation::share_ended_trigger,
         context::has_role,
         context::has_permission,
         context::current_user_id
@@ -91,7 +89,6 @@ pub extern "C-unwind" fn _PG_init() {
     counters::init();
     gucs::reserve_prefix();
     membership::init();
-    revocation::init();
     hooks::init();
 }
 

@@ -4,7 +4,7 @@
 //! row. This module holds the row trigger that keeps a shared row where its shares point, and
 //! the check of who owns a row, which reads the application table as the table's owner.
 
-use crate::catalog::{arg, latest};
+use crate::catalog::{arg, count_latest, latest};
 use crate::context::current_org;
 use crate::error::TenancyError;
 use crate::privilege::{as_catalog_owner, as_table_owner};
@@ -269,7 +269,7 @@ fn _revoke_reshares(
 fn protect_shared_row<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
-    registry::require(registry::Kind::Sharing, trigger);
+    let relation = registry::require(registry::Kind::Sharing, trigger);
     let args = trigger.extra_args()?;
     let (Some(tenant_column), Some(id_column)) = (args.first(), args.get(1)) else {
         pgrx::error!("tenancy.protect_shared_row() needs (tenant column, id column, visibility column)");
@@ -294,9 +294,9 @@ fn protect_shared_row<'a>(
             .raise()
         }
     }
+    let owner = trigger.old().and_then(|t| t.get_by_name::<pgrx::Uuid>(tenant_column).ok().flatten());
+    let cur = current_org();
     if let Some(column) = visibility_column {
-        let owner = trigger.old().and_then(|t| t.get_by_name::<pgrx::Uuid>(tenant_column).ok().flatten());
-        let cur = current_org();
         if cur.is_some() && owner != cur && !same(column) {
             TenancyError::PermissionDenied {
                 message: format!("only the organization that owns a row of {} may change its visibility", table()),
@@ -306,5 +306,50 @@ fn protect_shared_row<'a>(
             .raise()
         }
     }
+    // Another organization writes the row: the share that allows it must hold now, not only in
+    // the statement's snapshot (a REPEATABLE READ transaction keeps the one it began with).
+    if let (Some(cur), Some(owner)) = (cur, owner) {
+        if cur != owner {
+            // SAFETY: the trigger manager passes a valid relation and old tuple.
+            let id = unsafe { column_text((*data.tg_relation).rd_att, data.tg_trigtuple, id_column) };
+            let id = id.and_then(|id| canonical_id(relation, &id));
+            let shares = as_catalog_owner(|| {
+                count_latest(
+                    "SELECT pg_catalog.count(*) FROM tenancy.shares s
+                      WHERE s.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+                        AND s.owner_org OPERATOR(pg_catalog.=) $2 AND s.row_id OPERATOR(pg_catalog.=) $3
+                        AND s.grantee_org OPERATOR(pg_catalog.=) $4 AND s.can_write",
+                    &[arg(relation), arg(owner), arg(id), arg(cur)],
+                )
+            });
+            if shares == 0 {
+                TenancyError::ShareEndedMeanwhile { table: table() }.raise()
+            }
+        }
+    }
     Ok(trigger.new())
+}
+
+/// The value of `column` of `tuple` in its type's text form (the type's output function: for
+/// the types ids have, PostgreSQL's own), or None when it is null.
+///
+/// # Safety
+/// `desc` and `tuple` must be a valid tuple descriptor and a tuple of it.
+unsafe fn column_text(desc: pg_sys::TupleDesc, tuple: pg_sys::HeapTuple, column: &str) -> Option<String> {
+    unsafe {
+        let natts = (*desc).natts as usize;
+        let attrs = (*desc).attrs.as_slice(natts);
+        let (index, attr) = attrs.iter().enumerate().find(|(_, a)| {
+            !a.attisdropped && CStr::from_ptr(a.attname.data.as_ptr()).to_bytes() == column.as_bytes()
+        })?;
+        let mut is_null = false;
+        let datum = pg_sys::heap_getattr(tuple, (index + 1) as i32, desc, &mut is_null);
+        if is_null {
+            return None;
+        }
+        let (mut output, mut varlena) = (pg_sys::InvalidOid, false);
+        pg_sys::getTypeOutputInfo(attr.atttypid, &mut output, &mut varlena);
+        let text = pg_sys::OidOutputFunctionCall(output, datum);
+        Some(CStr::from_ptr(text).to_string_lossy().into_owned())
+    }
 }

@@ -1,6 +1,6 @@
-//! Shared memory regions of pg_tenancy ([`crate::counters`], [`crate::membership`],
-//! [`crate::revocation`]): each module registers how to request its region and how to attach
-//! it; this module chains PostgreSQL's two shared-memory hooks once for all of them.
+//! Shared memory regions of pg_tenancy ([`crate::counters`], [`crate::membership`]): each module
+//! registers how to request its region and how to attach it; this module chains PostgreSQL's two
+//! shared-memory hooks once for all of them.
 
 use pgrx::pg_sys;
 use std::ffi::CStr;

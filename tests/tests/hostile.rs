@@ -885,21 +885,27 @@ fn deleting_from_a_partition_forgets_its_rows_shares() {
 }
 
 /// A migration role plants code in its table that tries to become the superuser `tenancy
-/// verify` connects as (`RESET ROLE`): verify runs the table's code, while it writes fixtures as
-/// the owner and while it probes as the application role, in a security-restricted operation.
-/// Sequences keep their values through verify's rollback, so they tell what the code did.
+/// verify` connects as (`RESET ROLE`), and grants the table to roles it would like to act as:
+/// verify runs the table's code in a security-restricted operation, and only as the application
+/// roles the DBA marked. Sequences keep their values through verify's rollback, so they tell what
+/// the code did.
 #[test]
 fn verify_runs_the_audited_tables_code_without_the_superusers_rights() {
     let db = TestDb::new();
     let migrator = migration_schema(&db);
+    let ops = TempRole::new(&db, "ops", "NOSUPERUSER");
+    let (m, o) = (&migrator.name, &ops.name);
     migrator
         .connect()
-        .batch_execute(
-            "CREATE SEQUENCE mig.ran; CREATE SEQUENCE mig.escaped;
-             GRANT USAGE ON SEQUENCE mig.ran, mig.escaped TO PUBLIC;
+        .batch_execute(&format!(
+            "CREATE SEQUENCE mig.ran; CREATE SEQUENCE mig.escaped; CREATE SEQUENCE mig.other;
+             GRANT USAGE ON SEQUENCE mig.ran, mig.escaped, mig.other TO PUBLIC;
+             GRANT USAGE ON SCHEMA mig TO {o}, tenancy_admin;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON mig.items TO {o}, tenancy_admin;
              CREATE FUNCTION mig.trap() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
                  PERFORM nextval('mig.ran');
+                 IF current_user NOT IN ('{m}', 'app_user', 'app_readonly') THEN PERFORM nextval('mig.other'); END IF;
                  BEGIN RESET ROLE; EXCEPTION WHEN OTHERS THEN NULL; END;
                  BEGIN SET SESSION AUTHORIZATION DEFAULT; EXCEPTION WHEN OTHERS THEN NULL; END;
                  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
@@ -908,15 +914,16 @@ fn verify_runs_the_audited_tables_code_without_the_superusers_rights() {
                  RETURN coalesce(NEW, OLD);
              END $$;
              CREATE TRIGGER trap BEFORE INSERT OR UPDATE OR DELETE ON mig.items
-                 FOR EACH ROW EXECUTE FUNCTION mig.trap();",
-        )
+                 FOR EACH ROW EXECUTE FUNCTION mig.trap();"
+        ))
         .unwrap();
     let options = pg_tenancy_compiler::verify::Options {
         schemas: vec!["mig".into()],
         tenant_column: "org_id".into(),
-        app_roles: vec!["app_user".into()],
+        app_roles: vec![],
     };
-    pg_tenancy_compiler::verify::verify(&mut db.admin(), &options).expect("verify runs");
+    let report = pg_tenancy_compiler::verify::verify(&mut db.admin(), &options).expect("verify runs");
+    assert_eq!(report.roles, ["app_readonly", "app_user"], "the members of tenancy_writer and tenancy_reader");
     let mut admin = db.admin();
     assert_eq!(text(&mut admin, "SELECT is_called FROM mig.ran").as_deref(), Some("true"), "the trap never ran");
     assert_eq!(
@@ -924,6 +931,7 @@ fn verify_runs_the_audited_tables_code_without_the_superusers_rights() {
         Some("false"),
         "the trap became superuser"
     );
+    assert_eq!(text(&mut admin, "SELECT is_called FROM mig.other").as_deref(), Some("false"), "verify acted as {o}");
 }
 
 /// `shares_of()` canonicalises the id it is given by casting it to the id column's type, a
@@ -1030,56 +1038,56 @@ fn a_grantee_cannot_check_its_reshare_early_to_hold_up_the_owner() {
         .unwrap();
 }
 
-/// A REPEATABLE READ transaction keeps its snapshot, where an ended share still shows: once the
-/// revocation commits, its next statement fails with a serialization failure (retry), rather than
-/// reading and writing the row the share no longer allows.
+/// A REPEATABLE READ transaction keeps its snapshot, where an ended share still shows: it may go
+/// on reading the row as of that snapshot (as for every change, under MVCC), but writing it after
+/// the share ended or lost `write` fails with a serialization failure (retry): the write is
+/// checked against the shares as they are now.
 #[test]
-fn an_ended_share_reaches_repeatable_read_transactions() {
+fn an_ended_share_stops_writes_of_transactions_that_began_before() {
     let db = TestDb::new();
-    db.app_in(ACME, "alice")
-        .batch_execute(&format!("SELECT tenancy.share('app.documents', '{ACME_DOC}', '{GLOBEX}', '{{read,write}}')"))
-        .unwrap();
-    let mut gina = db.app();
-    gina.batch_execute(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT tenancy.set_context('{GLOBEX}', 'gina')"
-    ))
-    .unwrap();
+    let share = |permissions: &str| {
+        db.app_in(ACME, "alice")
+            .batch_execute(&format!("SELECT tenancy.share('app.documents', '{ACME_DOC}', '{GLOBEX}', '{permissions}')"))
+            .unwrap()
+    };
+    let unshare = || {
+        db.app_in(ACME, "alice")
+            .batch_execute(&format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')"))
+            .unwrap()
+    };
     let seen = format!("app.documents WHERE id = '{ACME_DOC}'");
-    assert_eq!(count(&mut gina, &seen), 1);
-    db.app_in(ACME, "alice")
-        .batch_execute(&format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')"))
+    let write = |body: &str| format!("UPDATE app.documents SET body = '{body}' WHERE id = '{ACME_DOC}'");
+    let refused =
+        "could not serialize access: the share that lets your organization write this row of app.documents has ended";
+    let mut gina = db.app();
+    for (end, what) in [(None, "unshare"), (Some("{read}"), "narrowed to read")] {
+        share("{read,write}");
+        gina.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT tenancy.set_context('{GLOBEX}', 'gina')"
+        ))
         .unwrap();
-    for statement in [
-        format!("SELECT count(*) FROM {seen}"),
-        format!("UPDATE app.documents SET body = 'written after revocation' WHERE id = '{ACME_DOC}'"),
-    ] {
-        gina.batch_execute("SAVEPOINT s").unwrap();
-        let e = error_of(&mut gina, &statement);
-        assert_eq!(
-            (e.code.as_str(), e.message.as_str()),
-            (
-                "40001",
-                "could not serialize access: a share this organization received ended after the transaction began"
-            ),
-            "{statement}"
-        );
-        gina.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+        assert_eq!(count(&mut gina, &seen), 1);
+        gina.batch_execute(&write("while shared")).unwrap();
+        match end {
+            None => unshare(),
+            Some(permissions) => share(permissions),
+        }
+        let e = error_of(&mut gina, &write("written after revocation"));
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("40001", refused), "{what}");
+        gina.batch_execute("ROLLBACK").unwrap();
     }
-    gina.batch_execute("ROLLBACK").unwrap();
-    // A transaction that begins after the revocation sees it, and runs.
-    gina.batch_execute(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT tenancy.set_context('{GLOBEX}', 'gina')"
-    ))
-    .unwrap();
-    assert_eq!(count(&mut gina, &seen), 0);
-    gina.batch_execute("COMMIT").unwrap();
     let body = text(&mut db.admin(), &format!("SELECT body FROM {seen}"));
     assert_ne!(body.as_deref(), Some("written after revocation"));
+    // In READ COMMITTED the next statement sees the share gone.
+    unshare();
+    gina.batch_execute(&format!("SELECT tenancy.set_session_context('{GLOBEX}', 'gina')")).unwrap();
+    assert_eq!(count(&mut gina, &seen), 0);
 }
 
-/// EXPLAIN ANALYZE of a query that reads nothing hidden itself, but calls functions that do:
-/// their queries' buffer counts tell what the policies hide (an existing shared row costs one
-/// more page than a missing one). Refused, the same way for a real and a missing target.
+/// EXPLAIN ANALYZE of a query that reads nothing hidden itself, but calls functions that do, or
+/// runs a cursor opened before it: their queries' buffer counts tell what the policies hide (an
+/// existing shared row costs one more page than a missing one). Refused, the same way for a real
+/// and a missing target.
 #[test]
 fn explain_cannot_probe_through_the_functions_a_query_calls() {
     let db = TestDb::new();
@@ -1088,6 +1096,7 @@ fn explain_cannot_probe_through_the_functions_a_query_calls() {
         .unwrap();
     let third = text(&mut db.admin(), "SELECT tenancy.create_organization('Initech', 'initech', 'ian')").unwrap();
     let mut ian = db.app_in(&third, "ian");
+    let refused = ("42501", "EXPLAIN is not allowed on queries that row-level security applies to");
     let probes = [
         "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM tenancy.shares_of('app.documents', '{}')",
         "EXPLAIN (ANALYZE, BUFFERS) SELECT query_to_xml('SELECT * FROM app.documents WHERE id = ''{}''', true, false, '')",
@@ -1095,13 +1104,18 @@ fn explain_cannot_probe_through_the_functions_a_query_calls() {
     ];
     for template in probes {
         let [a, b] = [ACME_DOC, NOWHERE].map(|v| error_of(&mut ian, &template.replace("{}", v)));
-        assert_eq!(
-            (a.code.as_str(), a.message.as_str()),
-            ("42501", "EXPLAIN is not allowed on queries that row-level security applies to"),
-            "{template}"
-        );
+        assert_eq!((a.code.as_str(), a.message.as_str()), refused, "{template}");
         assert_eq!((a.message, a.detail, a.hint), (b.message, b.detail, b.hint), "{template}: real and missing differ");
     }
+    let [a, b] = [ACME_DOC, NOWHERE].map(|v| {
+        ian.batch_execute(&format!("BEGIN; DECLARE c CURSOR FOR SELECT 1 FROM app.documents WHERE id = '{v}'"))
+            .unwrap();
+        let e = error_of(&mut ian, "EXPLAIN (ANALYZE, BUFFERS) SELECT cursor_to_xml('c', 100, false, false, '')");
+        ian.batch_execute("ROLLBACK").unwrap();
+        e
+    });
+    assert_eq!((a.code.as_str(), a.message.as_str()), refused, "a cursor run by the explained query");
+    assert_eq!((a.message, a.detail, a.hint), (b.message, b.detail, b.hint));
     // What reads nothing hidden stays available.
     ian.batch_execute(
         "EXPLAIN (ANALYZE, BUFFERS) SELECT tenancy.current_org(); EXPLAIN (ANALYZE) SELECT * FROM app.countries",
@@ -1110,8 +1124,8 @@ fn explain_cannot_probe_through_the_functions_a_query_calls() {
 }
 
 /// A cursor is read from the snapshot it was opened with: once the membership it was opened for
-/// ends, fetching more of it is refused (in the transaction that declared it, and for a holdable
-/// one, later).
+/// ends, fetching more of it is refused (in the transaction that declared it, whatever its first
+/// fetch was, and for a holdable one, later), even after the context itself was cleared.
 #[test]
 fn a_cursor_stops_when_its_membership_ends() {
     let db = TestDb::new();
@@ -1122,15 +1136,23 @@ fn a_cursor_stops_when_its_membership_ends() {
          COMMIT;
          BEGIN; SELECT tenancy.set_context('{ACME}', 'bob');
          DECLARE c CURSOR FOR SELECT name FROM app.projects CROSS JOIN generate_series(1, 10);
-         FETCH 1 FROM c;"
+         FETCH 1 FROM c;
+         DECLARE m SCROLL CURSOR FOR SELECT name FROM app.projects;
+         MOVE ALL IN m;"
     ))
     .unwrap();
     db.app_in(ACME, "alice").batch_execute(&format!("SELECT tenancy.remove_member('{ACME}', 'bob')")).unwrap();
-    let e = error_of(&mut bob, "FETCH ALL FROM c");
-    assert_eq!(
-        (e.code.as_str(), e.message.as_str()),
-        ("42501", "the tenant context cursor \"c\" was opened under has ended")
-    );
+    // A reader notices the removal and clears the context.
+    assert_eq!(text(&mut bob, "SELECT tenancy.current_org()"), None);
+    for (cursor, fetch) in [("c", "FETCH ALL FROM c"), ("m", "FETCH BACKWARD ALL FROM m")] {
+        bob.batch_execute("SAVEPOINT s").unwrap();
+        let e = error_of(&mut bob, fetch);
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("42501", format!("the tenant context cursor \"{cursor}\" was opened under has ended").as_str())
+        );
+        bob.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    }
     bob.batch_execute("ROLLBACK").unwrap();
     let e = error_of(&mut bob, "FETCH ALL FROM held");
     assert_eq!(
@@ -1143,7 +1165,9 @@ fn a_cursor_stops_when_its_membership_ends() {
         .batch_execute(&format!(
             "BEGIN; SELECT tenancy.set_context('{ACME}', 'carol');
              DECLARE c CURSOR FOR SELECT name FROM app.projects CROSS JOIN generate_series(1, 10);
-             FETCH 1 FROM c; FETCH ALL FROM c; COMMIT;"
+             FETCH 1 FROM c; FETCH ALL FROM c;
+             DECLARE m SCROLL CURSOR FOR SELECT name FROM app.projects; MOVE ALL IN m; FETCH BACKWARD ALL FROM m;
+             COMMIT;"
         ))
         .unwrap();
 }

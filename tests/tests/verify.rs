@@ -71,7 +71,7 @@ fn every_leak_of_an_unseen_schema_is_found() {
     db.admin()
         .batch_execute(&std::fs::read_to_string(repo_root().join("tests/fixtures/verify_crm.sql")).unwrap())
         .unwrap();
-    let report = verify::verify(&mut db.admin(), &options(&["crm"], &[])).unwrap();
+    let report = verify::verify(&mut db.admin(), &options(&["crm"], &["crm_app"])).unwrap();
     let text = verify::render_human(&report);
     assert_eq!(report.roles, ["crm_app"], "{text}");
     assert_eq!(report.unverified(), 0, "{text}");
@@ -93,7 +93,8 @@ fn every_leak_of_an_unseen_schema_is_found() {
         assert!(c.starts_with("LEAK") && c.contains(what), "{table} {command}: {c}\n{text}");
     }
     assert!(text.contains("error: "), "{text}");
-    let failure = tenancy(&["verify", "--database-url", &admin_url(&db.name), "--schema", "crm"]).unwrap_err();
+    let url = admin_url(&db.name);
+    let failure = tenancy(&["verify", "--database-url", &url, "--schema", "crm", "--app-role", "crm_app"]).unwrap_err();
     assert_eq!(failure.report(), 1);
 }
 
