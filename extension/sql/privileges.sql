@@ -17,6 +17,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy.has_role(text), tenancy.has_permission(text), tenancy.is_admin(),
     tenancy.set_context(uuid, text), tenancy.set_session_context(uuid, text),
     tenancy.set_user_context(text), tenancy.clear_context(),
+    tenancy.set_context_token(text), tenancy.postgrest_pre_request(),
     tenancy.user_organizations(text), tenancy.org_id(text, text),
     tenancy.quota(uuid, text), tenancy.quotas(uuid),
     tenancy.usage(uuid, text, timestamptz, timestamptz), tenancy.usage_report(timestamptz, timestamptz),

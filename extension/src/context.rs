@@ -52,16 +52,45 @@ fn write(name: &CStr, value: &str, scope: Scope) {
     }
 }
 
+/// When and how a context's membership was checked: the membership generation then, and whether
+/// a token the DBA trusts for roles vouched for it (then a recheck looks for the organization
+/// and the role, not for a row of `tenancy.members`). Kept in `tenancy.checked_generation` as
+/// the generation, followed by `t` when trusted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Checked {
+    pub generation: u64,
+    pub trusted: bool,
+}
+
+impl Checked {
+    pub const NONE: Checked = Checked { generation: 0, trusted: false };
+
+    fn text(self) -> String {
+        if self.trusted {
+            format!("{}t", self.generation)
+        } else {
+            self.generation.to_string()
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Checked> {
+        match bytes.split_last() {
+            Some((b't', digits)) => Some(Checked { generation: parse_u64(digits)?, trusted: true }),
+            _ => Some(Checked { generation: parse_u64(bytes)?, trusted: false }),
+        }
+    }
+}
+
 /// Writes a whole context: `org` (canonical uuid text, or "" for none), `user`, the membership
-/// and the generation it was checked at.
-pub(crate) fn write_all(org: &str, user: &str, m: Option<&Membership>, checked: u64, scope: Scope) {
+/// and when it was checked.
+pub(crate) fn write_all(org: &str, user: &str, m: Option<&Membership>, checked: Checked, scope: Scope) {
     let (role, ranks, permissions) = m.map_or(("", "", ""), |m| (&*m.role, &*m.role_ranks, &*m.permissions));
     write(gucs::ORG_ID_NAME, org, scope);
     write(gucs::USER_ID_NAME, user, scope);
     write(gucs::MEMBER_ROLE_NAME, role, scope);
     write(gucs::ROLE_RANKS_NAME, ranks, scope);
     write(gucs::PERMISSIONS_NAME, permissions, scope);
-    write(gucs::CHECKED_NAME, &checked.to_string(), scope);
+    write(gucs::CHECKED_NAME, &checked.text(), scope);
 }
 
 /// The context every reader answers from.
@@ -71,8 +100,9 @@ pub struct Context {
     pub member: Option<Membership>,
 }
 
-/// (organization, user) -> (the generation it was checked at, the membership then, if any).
-type Rechecked = HashMap<([u8; 16], String), (u64, Option<Membership>)>;
+/// (organization, user, trusted role) -> (the generation it was checked at, the membership then,
+/// if any).
+type Rechecked = HashMap<([u8; 16], String, Option<String>), (u64, Option<Membership>)>;
 
 thread_local! {
     /// Memberships checked again after their generation moved, by (organization, user): what a
@@ -104,7 +134,10 @@ fn context_org() -> Option<pgrx::Uuid> {
 #[inline(never)]
 fn still_current(org: &pgrx::Uuid) -> bool {
     let generation = membership::generation(org.as_bytes());
-    gucs::with(&gucs::CHECKED, |bytes| parse_u64(bytes) == Some(generation))
+    gucs::with(&gucs::CHECKED, |bytes| {
+        // The common case without parsing a suffix: the digits are the generation.
+        parse_u64(bytes) == Some(generation) || Checked::parse(bytes).is_some_and(|c| c.generation == generation)
+    })
 }
 
 /// The organization of the context, if it still holds, and the membership checked again when it
@@ -121,12 +154,22 @@ fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
         return None;
     }
     let user = gucs::read(&gucs::USER_ID).unwrap_or_default();
-    let key = (*org.as_bytes(), user.clone());
+    let trusted = gucs::with(&gucs::CHECKED, Checked::parse).is_some_and(|c| c.trusted);
+    // A trusted context keeps the role (and permissions) its token gave it while the
+    // organization stays active and the role exists.
+    let trusted_role = trusted.then(|| gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default());
+    let key = (*org.as_bytes(), user.clone(), trusted_role.clone());
     let memo = RECHECKED.with(|r| r.borrow().get(&key).filter(|(g, _)| *g == generation).map(|(_, m)| m.clone()));
     let member = memo.unwrap_or_else(|| {
         // The generation was read before this lookup takes its snapshot: a change committed
         // after it moves the generation again.
-        let found = membership::lookup(org, &user);
+        let found = match &trusted_role {
+            Some(role) => membership::lookup_trusted(org, role).map(|mut m| {
+                m.permissions = gucs::read(&gucs::PERMISSIONS).unwrap_or_default();
+                m
+            }),
+            None => membership::lookup(org, &user),
+        };
         RECHECKED.with(|r| {
             let mut r = r.borrow_mut();
             if r.len() > 1024 {
@@ -140,9 +183,10 @@ fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
     // the transaction, so that the next reader (and parallel workers) need not check again.
     // SAFETY: reads backend-local state.
     if !unsafe { pg_sys::IsInParallelMode() } {
+        let checked = Checked { generation, trusted };
         match &member {
-            Some(m) => write_all(&org.to_string(), &user, Some(m), generation, Scope::Transaction),
-            None => write_all("", "", None, generation, Scope::Transaction),
+            Some(m) => write_all(&org.to_string(), &user, Some(m), checked, Scope::Transaction),
+            None => write_all("", "", None, checked, Scope::Transaction),
         }
     }
     let member = member?;

@@ -107,6 +107,22 @@ pub enum TenancyError {
 
     #[error("the tenant context cursor \"{cursor}\" was opened under has ended")]
     CursorContextEnded { cursor: String },
+
+    #[error("permission denied for function tenancy.{function}(): role \"{role}\" starts tenant contexts with signed tokens only")]
+    TokenOnly { function: &'static str, role: String },
+
+    #[error(
+        "permission denied for function tenancy.set_session_context(): role \"{role}\" may not keep a session context"
+    )]
+    SessionContextRefused { role: String },
+
+    /// A context token that does not verify. The reason never includes key material.
+    #[error("context token refused: {reason}")]
+    TokenRefused { reason: String, detail: Option<String>, hint: Option<String> },
+
+    /// A row of tenancy.token_keys that cannot be used.
+    #[error("invalid token key \"{kid}\": {reason}")]
+    InvalidTokenKey { kid: String, reason: String },
 }
 
 impl TenancyError {
@@ -139,7 +155,11 @@ impl TenancyError {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             TenancyError::ShareEndedMeanwhile { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
-            TenancyError::CursorContextEnded { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            TenancyError::CursorContextEnded { .. }
+            | TenancyError::TokenOnly { .. }
+            | TenancyError::SessionContextRefused { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            TenancyError::TokenRefused { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            TenancyError::InvalidTokenKey { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             TenancyError::TooManyCounters { .. } => ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
             TenancyError::AmountOutOfRange { .. } | TenancyError::CounterOutOfRange { .. } => {
                 ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
@@ -200,6 +220,13 @@ impl TenancyError {
             TenancyError::CursorContextEnded { .. } => Some(
                 "The membership it was opened for was removed, demoted or suspended since: its remaining rows are no longer readable.".into(),
             ),
+            TenancyError::TokenOnly { .. } => Some(
+                "Its tenancy.context_mode is \"token\": a context names its user and organization only through a token signed by a key in tenancy.token_keys.".into(),
+            ),
+            TenancyError::SessionContextRefused { .. } => Some(
+                "Behind a connection pool a session context reaches whoever gets the connection next; its tenancy.session_context is off.".into(),
+            ),
+            TenancyError::TokenRefused { detail, .. } => detail.clone(),
             _ => None,
         }
     }
@@ -253,6 +280,11 @@ impl TenancyError {
                 "Set constraints IMMEDIATE before calling tenancy.share(), or pass the share on in a transaction of its own.".into(),
             ),
             TenancyError::CursorContextEnded { cursor } => Some(format!("CLOSE {cursor}, and set a context again.")),
+            TenancyError::TokenOnly { .. } => Some("Call tenancy.set_context_token(token) instead.".into()),
+            TenancyError::SessionContextRefused { role } => Some(format!(
+                "Use tenancy.set_context() in each transaction, or declare \"{role}\" a session role in the policy file ([roles] session) and run tenancy apply."
+            )),
+            TenancyError::TokenRefused { hint, .. } => hint.clone(),
             _ => None,
         }
     }

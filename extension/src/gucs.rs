@@ -35,6 +35,30 @@ pub static ALLOW_EXPLAIN: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// DATABASE|ROLE ... SET tenancy.allow_signup = off`.
 pub static ALLOW_SIGNUP: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// How a role may start a tenant context (`tenancy.context_mode`, set per role by `tenancy
+/// apply` with `ALTER ROLE ... SET`): with `token`, only a signed token starts one
+/// (`tenancy.set_context_token()`), so SQL run as that role cannot name another user or
+/// organization. Superuser-only: a role cannot change its own (nor can its startup packet).
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ContextMode {
+    #[name = c"any"]
+    Any,
+    #[name = c"token"]
+    Token,
+}
+pub static CONTEXT_MODE: GucSetting<ContextMode> = GucSetting::<ContextMode>::new(ContextMode::Any);
+/// `tenancy.session_context`: whether the role may keep a context for the whole session
+/// (`tenancy.set_session_context()`). Off by default: behind a pool, a session context reaches
+/// whoever gets the connection next. `tenancy apply` turns it on for the policy files' session
+/// roles.
+pub static SESSION_CONTEXT: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `tenancy.token_leeway`: seconds of clock skew allowed when checking a token's `exp` and `nbf`.
+pub static TOKEN_LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(30);
+/// `tenancy.postgrest_trust_claims`: whether `tenancy.postgrest_pre_request()` takes the context
+/// from `request.jwt.claims` (PostgREST verified the token) instead of verifying the bearer token
+/// of `request.headers` itself. Off by default: any SQL can set `request.jwt.claims`.
+pub static POSTGREST_TRUST_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Names as `set_config_option()` wants them, in the order [`crate::context`] writes them.
 pub const ORG_ID_NAME: &std::ffi::CStr = c"tenancy.org_id";
 pub const USER_ID_NAME: &std::ffi::CStr = c"tenancy.user_id";
@@ -69,6 +93,40 @@ pub fn init() {
         c"Allows EXPLAIN of queries that row-level security applies to.",
         c"Off: refused, because such a plan's row counts, timings and estimates reveal rows the policies hide.",
         &ALLOW_EXPLAIN,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"tenancy.context_mode",
+        c"How this role may start a tenant context: any, or token (signed tokens only).",
+        c"Set per role by tenancy apply (ALTER ROLE ... SET tenancy.context_mode = token).",
+        &CONTEXT_MODE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tenancy.session_context",
+        c"Allows this role to keep a tenant context for the whole session (tenancy.set_session_context).",
+        c"Off: behind a connection pool a session context reaches whoever gets the connection next.",
+        &SESSION_CONTEXT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenancy.token_leeway",
+        c"Seconds of clock skew allowed when checking a context token's exp and nbf claims.",
+        c"",
+        &TOKEN_LEEWAY,
+        0,
+        300,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"tenancy.postgrest_trust_claims",
+        c"Makes tenancy.postgrest_pre_request() trust request.jwt.claims instead of verifying the bearer token.",
+        c"Off: the pre-request function verifies the token of the Authorization header itself.",
+        &POSTGREST_TRUST_CLAIMS,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -10,6 +10,7 @@
 //!   application table, as the table's owner in a security-restricted operation.
 //! - [`registry`]: which tables pg_tenancy's triggers may work on.
 //! - [`quota`]: plans, limits and the quota trigger; [`counters`]: its exact shared-memory counters.
+//! - [`token`]: signed context tokens (`tenancy.set_context_token()`, PostgREST's pre-request).
 //! - [`usage`]: usage metering (`record_usage()`, active users).
 //! - [`sharing`]: the trigger that keeps shared rows in place, and who owns a row (the sharing
 //!   API is SQL).
@@ -19,8 +20,8 @@
 //!   shared memory.
 //!
 //! The SQL half is in `sql/`, one file per concern, in this order: `bootstrap.sql` (roles and
-//! tables), `catalog.sql` (who reads the catalog), `quotas.sql`, `usage.sql`, `sharing.sql`, and
-//! `privileges.sql` (who may execute each function; last).
+//! tables), `catalog.sql` (who reads the catalog), `quotas.sql`, `usage.sql`, `sharing.sql`,
+//! `tokens.sql`, and `privileges.sql` (who may execute each function; last).
 
 use pgrx::prelude::*;
 
@@ -38,6 +39,7 @@ mod registry;
 mod session;
 mod sharing;
 mod shmem;
+mod token;
 mod usage;
 
 pgrx::pg_module_magic!(name, version);
@@ -69,6 +71,7 @@ extension_sql_file!(
         context::current_user_id
     ]
 );
+extension_sql_file!("../sql/tokens.sql", name = "tokens", requires = ["sharing", token::token_keys_trigger]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]

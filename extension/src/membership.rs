@@ -27,6 +27,9 @@ const SHMEM_NAME: &CStr = c"pg_tenancy membership generations";
 #[repr(C)]
 struct Generations {
     slots: [AtomicU64; SLOTS],
+    /// Moves when `tenancy.token_keys` changes: every backend reloads its keys and forgets the
+    /// tokens it verified ([`crate::token`]).
+    keys: AtomicU64,
 }
 
 // Set once per process by the shmem startup hook (postmaster, then inherited by backends).
@@ -52,6 +55,7 @@ unsafe fn shmem_startup() {
             for slot in (*(base as *mut Generations)).slots.iter() {
                 slot.store(1, Ordering::Relaxed);
             }
+            (*(base as *mut Generations)).keys.store(1, Ordering::Relaxed);
         });
         GENERATIONS = base as *const Generations;
     }
@@ -77,10 +81,21 @@ pub fn generation(org: &[u8; 16]) -> u64 {
     generations().slots[slot_of(org)].load(Ordering::Acquire)
 }
 
+/// The current generation of the token keys.
+pub fn keys_generation() -> u64 {
+    generations().keys.load(Ordering::Acquire)
+}
+
+/// Makes the token keys' generation move when this transaction commits.
+pub fn keys_changed() {
+    PENDING.with(|p| p.borrow_mut().keys = true);
+}
+
 #[derive(Default)]
 struct Pending {
     orgs: Vec<[u8; 16]>,
     all: bool,
+    keys: bool,
 }
 
 thread_local! {
@@ -94,7 +109,9 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
     match event {
         // A prepared transaction's changes become visible at COMMIT PREPARED, in a session
         // whose callbacks know nothing of them: the generations would move too early.
-        XACT_EVENT_PRE_PREPARE if PENDING.with(|p| !p.borrow().orgs.is_empty() || p.borrow().all) => {
+        XACT_EVENT_PRE_PREPARE
+            if PENDING.with(|p| !p.borrow().orgs.is_empty() || p.borrow().all || p.borrow().keys) =>
+        {
             TenancyError::PrepareWithMembershipChange.raise()
         }
         // After the commit is visible to every snapshot: a reader that sees the new generation
@@ -102,6 +119,9 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
             let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
             let g = generations();
+            if pending.keys {
+                g.keys.fetch_add(1, Ordering::AcqRel);
+            }
             if pending.all {
                 for slot in g.slots.iter() {
                     slot.fetch_add(1, Ordering::AcqRel);
@@ -214,17 +234,17 @@ fn catalog() -> Catalog {
 }
 
 /// An open relation and the attribute numbers of its columns, closed when dropped.
-struct Table {
+pub(crate) struct Table {
     rel: pg_sys::Relation,
 }
 
 impl Table {
-    fn open(oid: pg_sys::Oid) -> Table {
+    pub(crate) fn open(oid: pg_sys::Oid) -> Table {
         // SAFETY: the oid names one of our catalog tables; the lock is released at close.
         Table { rel: unsafe { pg_sys::table_open(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) } }
     }
 
-    fn attnum(&self, column: &CStr) -> i16 {
+    pub(crate) fn attnum(&self, column: &CStr) -> i16 {
         // SAFETY: a syscache lookup on an open relation.
         let n = unsafe { pg_sys::get_attnum((*self.rel).rd_id, column.as_ptr()) };
         if n <= 0 {
@@ -238,7 +258,7 @@ impl Table {
     ///
     /// # Safety
     /// `snapshot` must be registered; `keys` must hold valid datums for their columns.
-    unsafe fn scan(
+    pub(crate) unsafe fn scan(
         &self,
         index: pg_sys::Oid,
         snapshot: pg_sys::Snapshot,
@@ -279,7 +299,7 @@ impl Drop for Table {
 ///
 /// # Safety
 /// `tuple` and `desc` must belong together.
-unsafe fn column<T: FromDatum>(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, attnum: i16) -> Option<T> {
+pub(crate) unsafe fn column<T: FromDatum>(tuple: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, attnum: i16) -> Option<T> {
     unsafe {
         let mut is_null = false;
         let datum = pgrx::pg_sys::heap_getattr(tuple, i32::from(attnum), desc, &mut is_null);
@@ -301,26 +321,10 @@ fn equal_key(attnum: i16, procedure: pg_sys::RegProcedure, value: pg_sys::Datum)
 /// past). Reads the tables directly, so callers need no privilege on them.
 pub fn lookup(org: pgrx::Uuid, user: &str) -> Option<Membership> {
     let c = catalog();
-    let org_datum = org.into_datum().expect("uuid datum");
-    let user_datum = user.into_datum().expect("text datum");
-    // SAFETY: the latest snapshot is registered for the scans and unregistered after them; each
-    // key holds a datum of its column's type (uuid, text).
-    unsafe {
-        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
-        let found = (|| {
-            let orgs = Table::open(c.organizations);
-            let (org_id, status) = (orgs.attnum(c"id"), orgs.attnum(c"status"));
-            let mut active = false;
-            orgs.scan(
-                c.organizations_pkey,
-                snapshot,
-                &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org_datum)],
-                |t, d| {
-                    active = column::<String>(t, d, status).as_deref() == Some("active");
-                    false
-                },
-            );
-            if !active {
+    with_latest_snapshot(|snapshot| {
+        // SAFETY: the snapshot is registered; each key holds a datum of its column's type.
+        unsafe {
+            if !org_active(&c, snapshot, org) {
                 return None;
             }
             let members = Table::open(c.members);
@@ -328,33 +332,118 @@ pub fn lookup(org: pgrx::Uuid, user: &str) -> Option<Membership> {
                 (members.attnum(c"org_id"), members.attnum(c"user_id"), members.attnum(c"role"));
             let mut role = None;
             let mut keys = [
-                equal_key(m_org, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org_datum),
-                equal_key(m_user, pg_sys::Oid::from(pg_sys::F_TEXTEQ), user_datum),
+                equal_key(m_org, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org.into_datum().expect("uuid datum")),
+                equal_key(m_user, pg_sys::Oid::from(pg_sys::F_TEXTEQ), user.into_datum().expect("text datum")),
             ];
             members.scan(c.members_pkey, snapshot, &mut keys, |t, d| {
                 role = column::<String>(t, d, m_role);
                 false
             });
-            let role = role?;
-            let roles = Table::open(c.roles);
-            let (r_name, r_rank, r_perms) =
-                (roles.attnum(c"name"), roles.attnum(c"rank"), roles.attnum(c"permissions"));
-            let mut ranks: Vec<(i32, String)> = Vec::new();
-            let mut permissions = String::new();
-            roles.scan(pg_sys::InvalidOid, snapshot, &mut [], |t, d| {
-                let name = column::<String>(t, d, r_name).unwrap_or_default();
-                if name == role {
-                    let perms: Vec<Option<String>> = column(t, d, r_perms).unwrap_or_default();
-                    permissions = perms.into_iter().flatten().collect::<Vec<_>>().join(",");
-                }
-                ranks.push((column::<i32>(t, d, r_rank).unwrap_or(0), name));
-                true
-            });
-            ranks.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            let role_ranks = ranks.iter().map(|(rank, name)| format!("{name}:{rank}")).collect::<Vec<_>>().join(",");
-            Some(Membership { role, role_ranks, permissions })
-        })();
+            role_of(&c, snapshot, &role?)
+        }
+    })
+}
+
+/// A membership in `org` with member role `role`, vouched for by a signed token whose key the DBA
+/// trusts for roles ([`crate::token`]): the organization must exist and be active and the role
+/// must exist; nobody need be listed in `tenancy.members`.
+pub fn lookup_trusted(org: pgrx::Uuid, role: &str) -> Option<Membership> {
+    let c = catalog();
+    with_latest_snapshot(|snapshot| {
+        // SAFETY: as in lookup.
+        unsafe {
+            if !org_active(&c, snapshot, org) {
+                return None;
+            }
+            role_of(&c, snapshot, role)
+        }
+    })
+}
+
+/// (organization, user) -> (the generation it was checked at, the membership then).
+type Checked = std::collections::HashMap<(pg_sys::Oid, [u8; 16], String), (u64, Membership)>;
+
+thread_local! {
+    /// Memberships found by [`lookup_at`], by (catalog schema, organization, user).
+    static FOUND: RefCell<Checked> = RefCell::new(Checked::new());
+}
+
+/// [`lookup`], remembered per backend while the organization's generation stays `generation`
+/// (read by the caller before this call): whatever could take the membership away moves it. Only
+/// memberships found are remembered; a user added later is found by the next call.
+pub fn lookup_at(org: pgrx::Uuid, user: &str, generation: u64) -> Option<Membership> {
+    let key = (catalog().schema, *org.as_bytes(), user.to_string());
+    let hit = FOUND.with(|f| f.borrow().get(&key).filter(|(g, _)| *g == generation).map(|(_, m)| m.clone()));
+    if hit.is_some() {
+        return hit;
+    }
+    let found = lookup(org, user)?;
+    FOUND.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() >= 4096 {
+            f.clear();
+        }
+        f.insert(key, (generation, found.clone()));
+    });
+    Some(found)
+}
+
+fn with_latest_snapshot<R>(f: impl FnOnce(pg_sys::Snapshot) -> R) -> R {
+    // SAFETY: the latest snapshot is registered for the scans and unregistered after them (on an
+    // error, the transaction's abort releases it).
+    unsafe {
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        let result = f(snapshot);
         pg_sys::UnregisterSnapshot(snapshot);
-        found
+        result
+    }
+}
+
+/// Whether `org` exists and is active.
+///
+/// # Safety
+/// `snapshot` must be registered.
+unsafe fn org_active(c: &Catalog, snapshot: pg_sys::Snapshot, org: pgrx::Uuid) -> bool {
+    unsafe {
+        let orgs = Table::open(c.organizations);
+        let (org_id, status) = (orgs.attnum(c"id"), orgs.attnum(c"status"));
+        let mut active = false;
+        orgs.scan(
+            c.organizations_pkey,
+            snapshot,
+            &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org.into_datum().expect("uuid datum"))],
+            |t, d| {
+                active = column::<String>(t, d, status).as_deref() == Some("active");
+                false
+            },
+        );
+        active
+    }
+}
+
+/// The membership of a member with role `role`: every role's rank and this role's permissions
+/// (None: no such role).
+///
+/// # Safety
+/// `snapshot` must be registered.
+unsafe fn role_of(c: &Catalog, snapshot: pg_sys::Snapshot, role: &str) -> Option<Membership> {
+    unsafe {
+        let roles = Table::open(c.roles);
+        let (r_name, r_rank, r_perms) = (roles.attnum(c"name"), roles.attnum(c"rank"), roles.attnum(c"permissions"));
+        let mut ranks: Vec<(i32, String)> = Vec::new();
+        let mut permissions = None;
+        roles.scan(pg_sys::InvalidOid, snapshot, &mut [], |t, d| {
+            let name = column::<String>(t, d, r_name).unwrap_or_default();
+            if name == role {
+                let perms: Vec<Option<String>> = column(t, d, r_perms).unwrap_or_default();
+                permissions = Some(perms.into_iter().flatten().collect::<Vec<_>>().join(","));
+            }
+            ranks.push((column::<i32>(t, d, r_rank).unwrap_or(0), name));
+            true
+        });
+        let permissions = permissions?;
+        ranks.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let role_ranks = ranks.iter().map(|(rank, name)| format!("{name}:{rank}")).collect::<Vec<_>>().join(",");
+        Some(Membership { role: role.to_string(), role_ranks, permissions })
     }
 }

@@ -15,6 +15,19 @@ use pgrx::PgOid;
 pub const ADMIN_ROLE: &std::ffi::CStr = c"tenancy_admin";
 
 /// True when the calling role is a superuser or has the privileges of `tenancy_admin`.
+/// The current role's name, for messages.
+pub fn session_role_name() -> String {
+    // SAFETY: a syscache lookup of the current user; noerr returns NULL for a dropped role.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), true);
+        if name.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
+    }
+}
+
 pub fn caller_is_admin() -> bool {
     // SAFETY: plain catalog lookups in a backend with a valid transaction; get_role_oid with
     // missing_ok = true returns InvalidOid instead of raising.

@@ -5,7 +5,7 @@
 
 use crate::context::{self, Scope};
 use crate::error::{self, TenancyError};
-use crate::membership;
+use crate::{gucs, membership, privilege};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -26,7 +26,7 @@ pub fn user_id<'a>(param: &'static str, value: Option<&'a str>) -> &'a str {
     user
 }
 
-fn warn_outside_transaction(scope: Scope) {
+pub(crate) fn warn_outside_transaction(scope: Scope) {
     // SAFETY: reads backend-local transaction state.
     if scope == Scope::Transaction && !unsafe { pg_sys::IsTransactionBlock() } {
         error::warn(
@@ -36,20 +36,60 @@ fn warn_outside_transaction(scope: Scope) {
     }
 }
 
-fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {
-    let org_id = error::required("org_id", org_id);
-    let user = self::user_id("user_id", user_id);
+/// Refuses `function` to roles that must start their contexts with signed tokens
+/// (`tenancy.context_mode = token`, set for the role by `tenancy apply`).
+pub(crate) fn refuse_unless_any_mode(function: &'static str) {
+    if gucs::CONTEXT_MODE.get() == gucs::ContextMode::Token && !context::caller_bypasses_rls() {
+        TenancyError::TokenOnly { function, role: privilege::session_role_name() }.raise()
+    }
+}
+
+/// Who the context is for, once known to be true: a member the catalog lists, or (a token whose
+/// key the DBA trusts for roles) the member role the token names.
+pub(crate) enum Vouched<'a> {
+    Member,
+    Trusted { role: &'a str, permissions: Option<&'a [String]> },
+}
+
+/// Starts a context for `user` in `org`, checking the membership (or, trusted, that the
+/// organization is active and the role exists).
+pub(crate) fn start(org_id: pgrx::Uuid, user: &str, vouched: Vouched, scope: Scope) {
     let org = org_id.to_string();
     crate::hooks::refuse_if_cursor_from_another_context(Some(&org), user);
     // Read before the lookup takes its snapshot: a membership change committed after it moves
     // the generation past this one, so readers check again.
     let generation = membership::generation(org_id.as_bytes());
-    let Some(membership) = membership::lookup(org_id, user) else {
+    let (found, trusted) = match vouched {
+        Vouched::Member => (membership::lookup_at(org_id, user, generation), false),
+        Vouched::Trusted { role, permissions } => {
+            let found = membership::lookup_trusted(org_id, role).map(|mut m| {
+                if let Some(p) = permissions {
+                    m.permissions = p.join(",");
+                }
+                m
+            });
+            (found, true)
+        }
+    };
+    let Some(membership) = found else {
         TenancyError::ContextRefused { org_id: org, user_id: user.to_string() }.raise()
     };
     warn_outside_transaction(scope);
-    context::write_all(&org, user, Some(&membership), generation, scope);
+    context::write_all(&org, user, Some(&membership), context::Checked { generation, trusted }, scope);
     crate::usage::note_active_user(org_id, user);
+}
+
+/// Starts a user-only context (no organization) for the current transaction.
+pub(crate) fn start_user_only(user: &str) {
+    crate::hooks::refuse_if_cursor_from_another_context(None, user);
+    warn_outside_transaction(Scope::Transaction);
+    context::write_all("", user, None, context::Checked::NONE, Scope::Transaction);
+}
+
+fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {
+    let org_id = error::required("org_id", org_id);
+    let user = self::user_id("user_id", user_id);
+    start(org_id, user, Vouched::Member, scope)
 }
 
 /// Sets the tenant context for the current transaction, after checking that the organization
@@ -57,13 +97,21 @@ fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {
 /// message whether or not the organization exists.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
+    refuse_unless_any_mode("set_context");
     set(org_id, user_id, Scope::Transaction)
 }
 
 /// Like `set_context`, but lasts for the rest of the session (for session-pooled connections and
-/// interactive use). A later `set_context` overrides it for one transaction.
+/// interactive use). A later `set_context` overrides it for one transaction. Only for roles
+/// allowed one (`tenancy.session_context = on`, which `tenancy apply` sets for the policy
+/// files' session roles) and for DBAs: behind a pool, a session context would reach whoever gets
+/// the connection next.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_session_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
+    refuse_unless_any_mode("set_session_context");
+    if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
+        TenancyError::SessionContextRefused { role: privilege::session_role_name() }.raise()
+    }
     set(org_id, user_id, Scope::Session)
 }
 
@@ -72,14 +120,13 @@ fn set_session_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
 /// and nothing else: every tenant table reads as empty and refuses writes.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_user_context(user_id: Option<&str>) {
+    refuse_unless_any_mode("set_user_context");
     let user = self::user_id("user_id", user_id);
-    crate::hooks::refuse_if_cursor_from_another_context(None, user);
-    warn_outside_transaction(Scope::Transaction);
-    context::write_all("", user, None, 0, Scope::Transaction);
+    start_user_only(user)
 }
 
 /// Clears the tenant context, both the session's and the current transaction's.
 #[pg_extern(volatile, parallel_unsafe)]
 fn clear_context() {
-    context::write_all("", "", None, 0, Scope::Session);
+    context::write_all("", "", None, context::Checked::NONE, Scope::Session);
 }
