@@ -31,6 +31,7 @@ SQL
 echo "| per call (ns; best of ${ROUNDS} rounds of ${CALLS} calls) | cost | vs reading the raw setting |"
 echo "|---|---|---|"
 psql_admin <<SQL 2>&1 | sed -n 's/^.*NOTICE:  //p'
+SET tenancy.session_context = on;
 SET ROLE app_user;
 SELECT tenancy.set_session_context('00000000-0000-0000-0000-000000000001', 'u1');
 SET client_min_messages = notice;

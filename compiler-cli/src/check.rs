@@ -121,6 +121,10 @@ pub struct Compiled {
     pub schemas: Vec<String>,
     pub read_write: Vec<String>,
     pub read_only: Vec<String>,
+    /// Roles that may keep a session context (`[roles] session`).
+    pub session: Vec<String>,
+    /// Roles that start contexts with signed tokens only (`[roles.context]`: `"token"`).
+    pub token_only: Vec<String>,
     pub tables: Vec<CompiledTable>,
     pub quotas: Vec<CompiledQuota>,
     /// Metrics recorded from tenant tables (`SELECT tenancy.enable_usage(...)`).
@@ -247,6 +251,10 @@ pub fn check(
             diags.push(d);
             (vec![], vec![])
         }
+    };
+    let (session, token_only) = match &roles {
+        Some(r) => context_roles(r, &read_write, &read_only, &mut diags),
+        None => (vec![], vec![]),
     };
     if let (Some(live), Some(r)) = (live, &roles) {
         check_live_roles(live, r, catalog, &governed, &mut diags);
@@ -488,6 +496,8 @@ pub fn check(
             schemas: governed,
             read_write,
             read_only,
+            session,
+            token_only,
             tables: compiled_tables,
             quotas: compiled_quotas,
             usage: compiled_usage,
@@ -889,6 +899,59 @@ fn check_counted(
         out.push(CompiledQuota { resource, table: table.name.clone(), tenant_column: column.clone(), sum_column });
     }
     out
+}
+
+/// The session roles and the token-only roles of `[roles]`, each of which must be one of its
+/// application roles.
+fn context_roles(
+    roles: &Setting<crate::policy::AppRoles>,
+    read_write: &[String],
+    read_only: &[String],
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<String>, Vec<String>) {
+    let mut declared = |role: &Spanned<String>, key: &str| {
+        let known = read_write.contains(role.get_ref()) || read_only.contains(role.get_ref());
+        if !known {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::undeclared-app-role",
+                    format!("`{}` is not an application role of this policy set", role.get_ref()),
+                )
+                .label(roles.source, role.span(), format!("named in [roles] {key}"))
+                .help("declare it in `[roles] read_write` or `read_only` first"),
+            );
+        }
+        known
+    };
+    let mut session: Vec<String> =
+        roles.value.session.iter().filter(|r| declared(r, "session")).map(|r| r.get_ref().clone()).collect();
+    let mut token_only: Vec<String> = roles
+        .value
+        .context
+        .iter()
+        .filter(|(r, _)| declared(r, "context"))
+        .filter(|(_, mode)| *mode.get_ref() == crate::policy::ContextMode::Token)
+        .map(|(r, _)| r.get_ref().clone())
+        .collect();
+    for (role, mode) in &roles.value.context {
+        if *mode.get_ref() == crate::policy::ContextMode::Token && session.contains(role.get_ref()) {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::token-session-role",
+                    format!(
+                        "`{}` starts contexts with tokens only, so it cannot keep a session context",
+                        role.get_ref()
+                    ),
+                )
+                .label(roles.source, mode.span(), "token only")
+                .help("a token sets a context for one transaction: take the role out of `[roles] session`"),
+            );
+        }
+    }
+    session.sort();
+    session.dedup();
+    token_only.sort();
+    (session, token_only)
 }
 
 fn check_live_roles(

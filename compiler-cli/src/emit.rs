@@ -218,14 +218,22 @@ fn database_block(compiled: &Compiled, all_roles: &[String]) -> Block {
     for role in compiled.read_only.iter().filter(|r| !compiled.read_write.contains(r)) {
         units.push(hardening::read_only(role));
     }
+    for role in all_roles {
+        units.push(hardening::context_settings(
+            role,
+            compiled.token_only.contains(role),
+            compiled.session.contains(role),
+        ));
+    }
     units.push(vec![hardening::revoke_temporary(all_roles)]);
     units.push(vec![hardening::RESTRICT_STATISTICS.to_string()]);
     units.push(vec![hardening::REVOKE_LARGE_OBJECTS.to_string()]);
     Block {
         header: Some(
             "-- application roles: the writing functions (tenancy_writer) for read-write roles only, tenancy_reader\n\
-             -- for read-only ones; no temporary tables, other sessions' activity, table statistics or large\n\
-             -- objects (PUBLIC's rights to them go; monitoring keeps the statistics through pg_read_all_stats)"
+             -- for read-only ones; how each starts a tenant context (signed tokens only? a session context?);\n\
+             -- no temporary tables, other sessions' activity, table statistics or large objects (PUBLIC's\n\
+             -- rights to them go; monitoring keeps the statistics through pg_read_all_stats)"
                 .to_string(),
         ),
         object: Object::Database,

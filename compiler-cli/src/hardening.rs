@@ -13,6 +13,10 @@
 //!   so `pg_stat_activity` would show other tenants' statements, literals included, and
 //!   `pg_stat_user_tables` and friends how many rows every organization together has and writes.
 //! - **No large objects**: they belong to the role that created them, and all tenants are it.
+//! - **How each role may start a context** (`ALTER ROLE ... SET`, for the role's new
+//!   connections): `tenancy.context_mode = token` for token-only roles, so SQL run as them cannot
+//!   name another user or organization; `tenancy.session_context = on` only for session roles,
+//!   because behind a pool a session context reaches whoever gets the connection next.
 
 use crate::schema::quote_ident;
 
@@ -30,6 +34,23 @@ pub fn read_only(role: &str) -> Vec<String> {
     vec![
         format!("REVOKE tenancy_writer FROM {};", quote_ident(role)),
         format!("GRANT tenancy_reader TO {};", quote_ident(role)),
+    ]
+}
+
+/// The role's context settings: token-only or not, session contexts or not.
+pub fn context_settings(role: &str, token_only: bool, session: bool) -> Vec<String> {
+    let role = quote_ident(role);
+    vec![
+        if token_only {
+            format!("ALTER ROLE {role} SET tenancy.context_mode = 'token';")
+        } else {
+            format!("ALTER ROLE {role} RESET tenancy.context_mode;")
+        },
+        if session {
+            format!("ALTER ROLE {role} SET tenancy.session_context = on;")
+        } else {
+            format!("ALTER ROLE {role} RESET tenancy.session_context;")
+        },
     ]
 }
 
@@ -86,6 +107,8 @@ SELECT concat_ws(E'\n',
     (SELECT coalesce(datacl::text, '') FROM pg_database WHERE datname = current_database()),
     (SELECT string_agg(m.roleid::regrole::text || ':' || m.member::regrole::text, ',' ORDER BY 1) FROM pg_auth_members m
       WHERE m.roleid IN ('tenancy_writer'::regrole, 'tenancy_reader'::regrole)),
+    (SELECT string_agg(s.setrole::text || ':' || array_to_string(s.setconfig, ','), ';' ORDER BY 1) FROM pg_db_role_setting s
+      WHERE s.setdatabase = 0 AND array_to_string(s.setconfig, ',') LIKE '%tenancy.%'),
     (SELECT string_agg(c.oid::text || coalesce(c.relacl::text, ''), ';' ORDER BY c.oid) FROM pg_class c
       WHERE c.relkind = 'v' AND ((c.relnamespace = 'pg_catalog'::regnamespace AND (c.relname LIKE 'pg\_stat\_%' OR c.relname LIKE 'pg\_statio\_%'))
                                  OR c.relname LIKE 'pg\_stat\_statements%')),

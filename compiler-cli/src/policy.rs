@@ -45,6 +45,22 @@ pub struct AppRoles {
     pub read_write: Vec<Spanned<String>>,
     #[serde(default)]
     pub read_only: Vec<Spanned<String>>,
+    /// Roles that may keep a context for a whole session (`tenancy.set_session_context()`):
+    /// for connections nobody else shares. Others may not (behind a pool it would leak).
+    #[serde(default)]
+    pub session: Vec<Spanned<String>>,
+    /// How each role may start a context: `"any"` (the default: `set_context()` or a token) or
+    /// `"token"` (only a signed token: `set_context_token()`).
+    #[serde(default)]
+    pub context: BTreeMap<Spanned<String>, Spanned<ContextMode>>,
+}
+
+/// How a role may start a tenant context (`[roles.context]`).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextMode {
+    Any,
+    Token,
 }
 
 /// Who may run a command on a tenant table's rows. Written either as a minimum member role

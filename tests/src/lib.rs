@@ -173,6 +173,14 @@ impl TestDb {
         admin
             .batch_execute(&format!("REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC, app_user, app_readonly"))
             .unwrap();
+        // Many tests keep a session context as the application roles (`app_in`): in this
+        // database only, they are session roles (the example policy declares none).
+        admin
+            .batch_execute(&format!(
+                "ALTER ROLE app_user IN DATABASE {name} SET tenancy.session_context = on;
+                 ALTER ROLE app_readonly IN DATABASE {name} SET tenancy.session_context = on"
+            ))
+            .unwrap();
         TestDb { name }
     }
 
@@ -200,7 +208,7 @@ impl TestDb {
     pub fn explaining_in(&self, org: &str, user: &str) -> Client {
         let mut c = self.admin();
         c.batch_execute(&format!(
-            "SET tenancy.allow_explain = on; SET ROLE app_user;
+            "SET tenancy.allow_explain = on; SET tenancy.session_context = on; SET ROLE app_user;
              SELECT tenancy.set_session_context('{org}', '{user}');"
         ))
         .unwrap();
