@@ -71,7 +71,7 @@ test-e2e: setup ## end-to-end tests against a throwaway cluster (port 28816), fr
 
 bench: install cli ## benchmarks (RLS, quotas, usage, context readers) on their own cluster (port 28817); Markdown tables
 	scripts/cluster.sh restart bench
-	{ bench/rls.sh && echo && bench/quota_usage.sh && echo && bench/context.sh; } | tee target/bench-results.md; \
+	{ bench/rls.sh && echo && bench/quota_usage.sh && echo && bench/context.sh && echo && bench/instructions.sh; } | tee target/bench-results.md; \
 	  status=$${PIPESTATUS[0]}; scripts/cluster.sh stop bench; exit $$status
 
 psql: ## psql into the demo cluster as the application role (PSQL_ROLE=postgres for the DBA)

@@ -131,7 +131,26 @@ WITH gone AS (DELETE FROM app.documents WHERE title = 'Acme handbook' RETURNING 
 SELECT count(*) AS rows_globex_could_delete FROM gone;
 ROLLBACK;"
 
-bold "13. tenancy verify: as each application role and organization, try every command on every table (rolled back)"
+bold "13. Signed context tokens: the identity provider signs who and which organization, the database checks the signature and the membership"
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+secret="$(openssl rand -hex 32)"
+admin -c "INSERT INTO tenancy.token_keys (kid, algorithm, key, issuer) VALUES ('demo', 'HS256', '$secret', 'demo-idp')" >/dev/null
+echo "    -- the DBA registered an HS256 key (kid 'demo', issuer 'demo-idp') in tenancy.token_keys"
+jwt() {  # jwt USER ORG: a token signed with the demo key, valid for five minutes
+    local header payload
+    header="$(printf '{"alg":"HS256","typ":"JWT","kid":"demo"}' | b64url)"
+    payload="$(printf '{"sub":"%s","org_id":"%s","iss":"demo-idp","exp":%s}' "$1" "$2" "$(($(date +%s) + 300))" | b64url)"
+    printf '%s.%s.%s' "$header" "$payload" "$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -hmac "$secret" -binary | b64url)"
+}
+ALICE_TOKEN="$(jwt alice "$ACME_ID")"
+app "BEGIN; SELECT tenancy.set_context_token('$ALICE_TOKEN') \\gset
+SELECT tenancy.current_user_id() AS user_id, tenancy.current_member_role() AS role, count(*) AS acme_projects FROM app.projects;
+ROLLBACK;"
+# The same signature over a payload that names globex instead: refused.
+forged="$(jwt alice "$GLOBEX_ID" | cut -d. -f1,2).$(echo "$ALICE_TOKEN" | cut -d. -f3)"
+app "SELECT tenancy.set_context_token('$forged');"
+
+bold "14. tenancy verify: as each application role and organization, try every command on every table (rolled back)"
 "$TENANCY" verify --database-url "$ADMIN_URL" | sed 's/^/    /'
 
 bold "The demo cluster is still running."

@@ -19,7 +19,7 @@ fi
 # --- 1. Debian packages ------------------------------------------------------
 packages=(
     "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" "postgresql-contrib"
-    libclang-dev clang sudo pkg-config libssl-dev make pgbouncer
+    libclang-dev clang sudo pkg-config libssl-dev make pgbouncer openssl valgrind
 )
 missing=()
 for p in "${packages[@]}"; do

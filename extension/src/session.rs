@@ -27,8 +27,11 @@ pub fn user_id<'a>(param: &'static str, value: Option<&'a str>) -> &'a str {
 }
 
 pub(crate) fn warn_outside_transaction(scope: Scope) {
-    // SAFETY: reads backend-local transaction state.
-    if scope == Scope::Transaction && !unsafe { pg_sys::IsTransactionBlock() } {
+    // Outside a transaction block and outside a procedure or DO block (which may run many
+    // statements in one transaction, and commit themselves): a statement of its own.
+    // SAFETY: reads backend-local transaction and SPI state.
+    if scope == Scope::Transaction && !unsafe { pg_sys::IsTransactionBlock() || pg_sys::SPI_inside_nonatomic_context() }
+    {
         error::warn(
             "tenant context set outside a transaction block lasts only for this statement",
             "Call tenancy.set_context() after BEGIN, or use tenancy.set_session_context().",
@@ -54,7 +57,7 @@ pub(crate) enum Vouched<'a> {
 /// Starts a context for `user` in `org`, checking the membership (or, trusted, that the
 /// organization is active and the role exists).
 pub(crate) fn start(org_id: pgrx::Uuid, user: &str, vouched: Vouched, scope: Scope) {
-    let org = org_id.to_string();
+    let org = context::uuid_text(&org_id);
     crate::hooks::refuse_if_cursor_from_another_context(Some(&org), user);
     // Read before the lookup takes its snapshot: a membership change committed after it moves
     // the generation past this one, so readers check again.

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Instruction counts (run by `make bench`): what the tenant context and the policies cost inside
+# the server, in CPU instructions, which repeat exactly from run to run where timings on these
+# machines wander by 30%. A single-user backend (`postgres --single`) runs a fixed loop under
+# `valgrind --tool=callgrind`, once with N and once with 2N iterations; the difference divided by
+# N is the cost of one iteration, startup and setup excluded.
+#
+#   BENCH_N (default 2000): iterations of the shorter loop.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+N="${BENCH_N:-2000}"
+bin=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
+command -v valgrind >/dev/null || { echo "valgrind is missing: scripts/setup.sh installs it" >&2; exit 1; }
+state="$(scripts/state-dir.sh)"
+work="$state/instructions"
+data="$work/data"
+as_pg=()
+[ "$(id -u)" = 0 ] && as_pg=(runuser -u postgres --)
+
+[ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"
+mkdir -p "$data"
+[ "$(id -u)" = 0 ] && chown -R postgres: "$work"
+"${as_pg[@]}" "$bin/initdb" -D "$data" -A trust -U postgres >/dev/null
+echo "shared_preload_libraries = 'pg_tenancy'" >>"$data/postgresql.conf"
+
+ORG=00000000-0000-0000-0000-000000000001
+SECRET=an-instruction-count-secret-of-32-bytes
+single() {  # single FILE: runs FILE's statements in a single-user backend, prints instructions
+    local out="$work/callgrind.out"
+    "${as_pg[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$bin/postgres" --single -j -D "$data" -c log_min_messages=warning postgres <"$1" >/dev/null 2>"$out.log" \
+        || { cat "$out.log" >&2; exit 1; }
+    sed -n 's/^summary: //p' "$out"
+    rm -f "$out" "$out.log"
+}
+
+setup="$work/setup.sql"
+cat >"$setup" <<SQL
+CREATE EXTENSION pg_tenancy;
+
+CREATE EXTENSION pgcrypto;
+
+INSERT INTO tenancy.organizations (id, slug, name) VALUES ('$ORG', 'one', 'One');
+
+INSERT INTO tenancy.members (org_id, user_id, role) VALUES ('$ORG', 'u1', 'member');
+
+INSERT INTO tenancy.token_keys (kid, algorithm, key) VALUES ('cg', 'HS256', '$SECRET');
+
+CREATE ROLE app_user;
+
+CREATE ROLE bench_hand BYPASSRLS;
+
+CREATE SCHEMA app;
+
+GRANT USAGE ON SCHEMA app TO app_user, bench_hand;
+
+CREATE TABLE app.items (org_id uuid NOT NULL, id int NOT NULL, name text, PRIMARY KEY (org_id, id));
+
+INSERT INTO app.items SELECT CASE WHEN i % 2 = 0 THEN '$ORG'::uuid ELSE gen_random_uuid() END, i, 'item ' || i FROM generate_series(1, 10000) i;
+
+ANALYZE app.items;
+
+ALTER TABLE app.items ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE app.items FORCE ROW LEVEL SECURITY;
+
+CREATE POLICY tenant ON app.items USING (org_id = (SELECT tenancy.current_org()));
+
+GRANT SELECT ON app.items TO app_user, bench_hand;
+
+CREATE FUNCTION b64url(bytea) RETURNS text LANGUAGE sql IMMUTABLE
+    AS \$\$ SELECT translate(rtrim(replace(encode(\$1, 'base64'), E'\n', ''), '='), '+/', '-_') \$\$;
+
+-- An HS256 token for u1 in the organization, different for every i (its jti).
+CREATE FUNCTION mint(i int) RETURNS text LANGUAGE sql
+    AS \$\$ SELECT h || '.' || p || '.' || b64url(hmac(h || '.' || p, '$SECRET', 'sha256'))
+          FROM (SELECT b64url('{"alg":"HS256","kid":"cg"}'::bytea) AS h,
+                       b64url(convert_to(format('{"sub":"u1","org_id":"$ORG","exp":4102444800,"jti":%s}', i), 'utf8')) AS p) t \$\$;
+
+GRANT EXECUTE ON FUNCTION mint(int), b64url(bytea) TO app_user;
+
+SQL
+# The setup runs on a normal server: objects a single-user backend creates right after initdb get
+# oids below FirstNormalObjectId, and PostgreSQL treats those as built in (no row-level security).
+"${as_pg[@]}" "$bin/pg_ctl" -D "$data" -w -l "$work/server.log" -o "-k $work -c listen_addresses='' -p 28818" start >/dev/null
+"${as_pg[@]}" "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p 28818 -U postgres -d postgres -f "$setup" \
+    || { "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -m fast stop >/dev/null; exit 1; }
+"${as_pg[@]}" "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null
+
+# measure LABEL ROLE BODY: the instructions of one iteration of BODY (PL/pgSQL, loop variable i)
+# run by ROLE inside a procedure that commits after each iteration (a whole transaction).
+declare -A cost
+measure() {
+    local label="$1" role="$2" body="$3" file="$work/loop.sql" n counts=()
+    for n in "$N" "$((2 * N))"; do
+        cat >"$file" <<SQL
+SET tenancy.session_context = on;
+
+CREATE OR REPLACE PROCEDURE pg_temp_loop() LANGUAGE plpgsql AS \$\$
+DECLARE tok text := mint(0); r record;
+BEGIN
+    FOR i IN 1..$n LOOP
+        $body
+        COMMIT;
+    END LOOP;
+END \$\$;
+
+GRANT EXECUTE ON PROCEDURE pg_temp_loop() TO PUBLIC;
+
+SET ROLE $role;
+
+CALL pg_temp_loop();
+
+SQL
+        counts+=("$(single "$file")")
+    done
+    cost[$label]=$(( (counts[1] - counts[0]) / N ))
+}
+
+echo "measuring (each case: two single-user runs under callgrind)" >&2
+measure empty app_user "NULL;"
+measure set_config app_user "PERFORM set_config('app.org_id', '$ORG', true);"
+measure set_context app_user "PERFORM tenancy.set_context('$ORG', 'u1');"
+measure token_cached app_user "PERFORM tenancy.set_context_token(tok);"
+measure mint app_user "PERFORM mint(i);"
+measure token_fresh app_user "PERFORM tenancy.set_context_token(mint(i));"
+measure hand bench_hand "PERFORM set_config('app.org_id', '$ORG', true); SELECT * INTO r FROM app.items WHERE org_id = current_setting('app.org_id')::uuid AND id = 2 * (i % 5000) + 2;"
+measure policy app_user "PERFORM tenancy.set_context('$ORG', 'u1'); SELECT * INTO r FROM app.items WHERE id = 2 * (i % 5000) + 2;"
+measure hand_lookup bench_hand "SELECT * INTO r FROM app.items WHERE org_id = '$ORG' AND id = 2 * (i % 5000) + 2;"
+measure context_only app_user "PERFORM tenancy.set_context('$ORG', 'u1');"
+
+e=${cost[empty]}
+per() { echo $(( cost[$1] - e )); }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo "| instructions per call (callgrind, loops of $N and $((2 * N)), one transaction each) | instructions | ratio |"
+echo "|---|---|---|"
+echo "| \`set_config('app.org_id', ...)\` (the hand-rolled pattern) | $(per set_config) | 1.00 |"
+echo "| \`tenancy.set_context(org, user)\` | $(per set_context) | $(ratio "$(per set_context)" "$(per set_config)")x |"
+echo "| \`tenancy.set_context_token()\`, a token verified before | $(per token_cached) | $(ratio "$(per token_cached)" "$(per set_config)")x |"
+echo "| \`tenancy.set_context_token()\`, a fresh HS256 token | $(( cost[token_fresh] - cost[mint] )) | $(ratio "$(( cost[token_fresh] - cost[mint] ))" "$(per set_config)")x |"
+echo
+echo "| a whole transaction (callgrind) | instructions | vs hand-written |"
+echo "|---|---|---|"
+echo "| hand-written: \`set_config\`, point lookup with \`WHERE org_id = ...\`, COMMIT | ${cost[hand]} | 1.00 |"
+echo "| pg_tenancy: \`set_context\`, the same lookup under the policy, COMMIT | ${cost[policy]} | $(ratio "${cost[hand]}" "${cost[policy]}")x as fast |"
+echo "| the policy alone (policy lookup minus its set_context, against the hand-written lookup) | $(( cost[policy] - cost[context_only] - cost[hand_lookup] + e )) more | $(ratio "$(( cost[policy] - cost[context_only] - cost[hand_lookup] + e ))" "${cost[hand]}") of a transaction |"
+[ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"
