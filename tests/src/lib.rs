@@ -250,10 +250,12 @@ impl TempRole {
 impl Drop for TempRole {
     fn drop(&mut self) {
         if let Ok(mut admin) = env_config("TENANCY_TEST_ADMIN_URL").dbname(&self.db).connect(NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "REASSIGN OWNED BY {0} TO postgres; DROP OWNED BY {0}; DROP ROLE IF EXISTS {0}",
-                self.name
-            ));
+            let _ = admin.batch_execute(&format!("REASSIGN OWNED BY {0} TO postgres; DROP OWNED BY {0}", self.name));
+        }
+        // The role is cluster-wide: drop it even when its database went first (what it owned
+        // there went with it).
+        if let Ok(mut admin) = env_config("TENANCY_TEST_ADMIN_URL").dbname("postgres").connect(NoTls) {
+            let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name));
         }
     }
 }
