@@ -11,7 +11,8 @@
 //! - [`registry`]: which tables pg_tenancy's triggers may work on.
 //! - [`quota`]: plans, limits and the quota trigger; [`counters`]: its exact shared-memory counters.
 //! - [`token`]: signed context tokens (`tenancy.set_context_token()`, PostgREST's pre-request).
-//! - [`usage`]: usage metering (`record_usage()`, active users).
+//! - [`usage`]: usage metering (`record_usage()`, active users); [`active`]: active users of
+//!   read-only transactions, queued in shared memory for a background worker.
 //! - [`sharing`]: the trigger that keeps shared rows in place, and who owns a row (the sharing
 //!   API is SQL).
 //! - [`hooks`]: EXPLAIN under row-level security, cursors and their contexts, SET CONSTRAINTS,
@@ -25,6 +26,7 @@
 
 use pgrx::prelude::*;
 
+mod active;
 mod catalog;
 mod context;
 mod counters;
@@ -92,6 +94,7 @@ pub extern "C-unwind" fn _PG_init() {
     counters::init();
     gucs::reserve_prefix();
     membership::init();
+    active::init();
     hooks::init();
 }
 

@@ -280,8 +280,10 @@ fn verify(token: &str) -> Verified {
     for key in candidates {
         let decoding = match &key.decoding {
             Ok(d) => d,
-            Err(e) => {
-                last = Some(format!("key \"{}\" cannot be used: {e}", key.kid));
+            Err(_) => {
+                // The reason is the DBA's to see (registering the key again raises it): it is
+                // about key material, which this caller must not learn anything of.
+                last = Some(format!("key \"{}\" cannot be used", key.kid));
                 continue;
             }
         };
@@ -346,6 +348,11 @@ fn claims(c: &serde_json::Map<String, serde_json::Value>, key: &Key) -> Verified
         Some(_) => refuse(format!("claim \"{name}\" is not a string"), None),
     };
     let user = string("sub").unwrap_or_else(|| refuse("claim \"sub\" is missing", None));
+    // Exactly the user the token names: no trimming (" alice" is not "alice"), no control
+    // characters, at most MAX_USER_ID bytes.
+    if user.is_empty() || user.trim() != user || user.chars().any(char::is_control) {
+        refuse("claim \"sub\" is empty, or has surrounding blanks or control characters", None)
+    }
     let user = session::user_id("sub", Some(&user)).to_string();
     let org = string("org_id").map(|o| match crate::context::parse_uuid(o.as_bytes()) {
         Some(bytes) if o.len() == 36 || o.len() == 32 => pgrx::Uuid::from_bytes(bytes),

@@ -211,13 +211,23 @@ fn usage_trigger<'a>(
 /// Notes that `user` acted for `org` this month (the `active_users` metric). Skipped where
 /// nothing may be written: read-only transactions and standbys.
 pub fn note_active_user(org: Uuid, user: &str) {
-    // SAFETY: reads backend-local transaction state.
-    if unsafe { pg_sys::XactReadOnly || pg_sys::RecoveryInProgress() } {
+    // SAFETY: reads backend-local state (a standby records nothing: it cannot write).
+    if unsafe { pg_sys::RecoveryInProgress() } {
         return;
     }
     let month = Month::current();
     let entry = (org, user.to_string(), month);
     if ACTIVE_SEEN.with(|s| s.borrow().contains(&entry)) {
+        return;
+    }
+    // SAFETY: reads backend-local transaction state.
+    if unsafe { pg_sys::XactReadOnly } {
+        // A read-only transaction cannot insert: a background worker does ([`crate::active`]).
+        if crate::active::enqueue(org.as_bytes(), user, &month.first_day()) {
+            ACTIVE_SEEN.with(|s| s.borrow_mut().insert(entry));
+        } else {
+            pgrx::log!("pg_tenancy: the queue of active users in read-only transactions is full; user not counted");
+        }
         return;
     }
     // A kept statement: a pooled connection meets each of its organizations once a month. No

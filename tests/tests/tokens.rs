@@ -173,6 +173,13 @@ fn bad_tokens_are_refused_each_with_its_own_reason_and_no_key_material() {
     no_exp.as_object_mut().unwrap().remove("exp");
     cases.push(("no exp", hs256("k1", &no_exp), "context token refused: claim \"exp\" is missing"));
     cases.push(("unknown kid", hs256("k9", &good()), "context token refused: unknown key id \"k9\""));
+    let mut padded = good();
+    padded["sub"] = json!(" alice");
+    cases.push((
+        "padded sub",
+        hs256("k1", &padded),
+        "context token refused: claim \"sub\" is empty, or has surrounding blanks or control characters",
+    ));
     // alg "none": an unsigned token.
     let b64 = |v: &Value| {
         use base64::Engine;

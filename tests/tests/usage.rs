@@ -99,11 +99,36 @@ fn active_users_are_counted_once_per_month_when_they_set_a_context() {
         let mut c = db.app();
         c.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{ACME}', '{user}'); COMMIT;")).unwrap();
     }
-    // A read-only transaction (or a standby) can still set a context; it just is not recorded.
-    let mut ro = db.app();
-    ro.batch_execute(&format!("BEGIN READ ONLY; SELECT tenancy.set_context('{ACME}', 'gus'); COMMIT;")).unwrap();
     assert_eq!(usage(&mut db.admin(), ACME, "active_users"), 3);
     assert_eq!(usage(&mut db.admin(), GLOBEX, "active_users"), 0);
+}
+
+#[test]
+fn users_who_only_read_are_counted_too_without_their_reads_writing() {
+    let db = TestDb::new();
+    // gus reads in read-only transactions, from two connections, many times; sam reads as
+    // app_readonly with default_transaction_read_only.
+    for _ in 0..2 {
+        let mut ro = db.app();
+        for _ in 0..20 {
+            ro.batch_execute(&format!("BEGIN READ ONLY; SELECT tenancy.set_context('{ACME}', 'gus'); SELECT count(*) FROM app.projects; COMMIT;")).unwrap();
+        }
+    }
+    let mut reader = db.connect_as("app_readonly");
+    reader
+        .batch_execute(&format!(
+            "SET default_transaction_read_only = on; BEGIN; SELECT tenancy.set_context('{GLOBEX}', 'sam'); COMMIT;"
+        ))
+        .unwrap();
+    // A background worker records them, shortly after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while (usage(&mut db.admin(), ACME, "active_users"), usage(&mut db.admin(), GLOBEX, "active_users")) != (1, 1) {
+        assert!(std::time::Instant::now() < deadline, "read-only users were not recorded");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Once per backend at most: two connections, forty read-only transactions.
+    let rows = count(&mut db.admin(), &format!("tenancy.active_users WHERE org_id = '{ACME}' AND user_id = 'gus'"));
+    assert!((1..=2).contains(&rows), "{rows} rows for gus");
 }
 
 #[test]
