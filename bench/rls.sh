@@ -130,6 +130,33 @@ BEGIN;
 SELECT tenancy.set_context($org, 'u1');
 SELECT id, title FROM rlsbench.items WHERE org_id = $org AND id = $own;
 COMMIT;"
+# The hand-rolled pattern pg_tenancy replaces: the application puts the org id in a setting
+# with set_config() and every query filters on it; against BEGIN; set_context; the policy.
+script ctx_point "\\set o random(1, 1000)
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+SELECT id, title FROM rlsbench.items WHERE id = $own;
+COMMIT;"
+script cfg_point "\\set o random(1, 1000)
+BEGIN;
+SELECT set_config('app.org_id', $org::text, true);
+SELECT id, title FROM rlsbench.items WHERE org_id = current_setting('app.org_id')::uuid AND id = $own;
+COMMIT;"
+# The same, pipelined (pgbench \\startpipeline: the statements of a transaction in one round trip).
+script ctx_point_pipelined "\\set o random(1, 1000)
+\\startpipeline
+BEGIN;
+SELECT tenancy.set_context($org, 'u1');
+SELECT id, title FROM rlsbench.items WHERE id = $own;
+COMMIT;
+\\endpipeline"
+script cfg_point_pipelined "\\set o random(1, 1000)
+\\startpipeline
+BEGIN;
+SELECT set_config('app.org_id', $org::text, true);
+SELECT id, title FROM rlsbench.items WHERE org_id = current_setting('app.org_id')::uuid AND id = $own;
+COMMIT;
+\\endpipeline"
 # A known cost, to show what a real gap looks like here: an InitPlan counting 10 rows of
 # generate_series, about 12 µs per execution inside the server.
 script point_costlier "\\set o random(1, 1000)
@@ -211,6 +238,10 @@ done
 compare "control: the hand-written point lookup against itself" 4 point_hand "$HAND_URL" point_hand "$HAND_URL"
 compare "calibration: a known cost (the hand-written lookup plus ~12 µs of server work) vs the hand-written lookup" 4 point_costlier "$HAND_URL" point_hand "$HAND_URL"
 compare "cost of set_context: the hand-written listing with vs without it" 1 list_hand "$HAND_URL" list_hand_noctx "$HAND_URL"
+for c in 1 4; do
+    compare "BEGIN; set_context; lookup under the policy; COMMIT vs the same with set_config('app.org_id') and a hand-written WHERE" "$c" ctx_point "$APP_URL" cfg_point "$HAND_URL"
+    compare "the same, in pipeline mode (\\startpipeline)" "$c" ctx_point_pipelined "$APP_URL" cfg_point_pipelined "$HAND_URL"
+done
 
 # The same lookups timed inside the server: 20,000 executions of each in one session (plans
 # cached as with -M prepared), best of 5 rounds; the policy path as app_user, the hand-written
