@@ -18,9 +18,9 @@ $$;
 GRANT tenancy_writer TO app_user;
 REVOKE tenancy_writer FROM app_readonly;
 GRANT tenancy_reader TO app_readonly;
-ALTER ROLE app_readonly RESET tenancy.context_mode;
+REVOKE tenancy_token_only FROM app_readonly;
 ALTER ROLE app_readonly RESET tenancy.session_context;
-ALTER ROLE app_user RESET tenancy.context_mode;
+REVOKE tenancy_token_only FROM app_user;
 ALTER ROLE app_user RESET tenancy.session_context;
 DO $$ BEGIN EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, app_readonly, app_user', current_database()); END $$;
 DO $$

@@ -13,10 +13,11 @@
 //!   so `pg_stat_activity` would show other tenants' statements, literals included, and
 //!   `pg_stat_user_tables` and friends how many rows every organization together has and writes.
 //! - **No large objects**: they belong to the role that created them, and all tenants are it.
-//! - **How each role may start a context** (`ALTER ROLE ... SET`, for the role's new
-//!   connections): `tenancy.context_mode = token` for token-only roles, so SQL run as them cannot
-//!   name another user or organization; `tenancy.session_context = on` only for session roles,
-//!   because behind a pool a session context reaches whoever gets the connection next.
+//! - **How each role may start a context**: token-only roles are made members of
+//!   `tenancy_token_only`, so SQL run as them (logged in as them or switched to them) cannot
+//!   name another user or organization; `tenancy.session_context = on` (`ALTER ROLE ... SET`,
+//!   for the role's new connections) only for session roles, because behind a pool a session
+//!   context reaches whoever gets the connection next.
 
 use crate::schema::quote_ident;
 
@@ -42,9 +43,9 @@ pub fn context_settings(role: &str, token_only: bool, session: bool) -> Vec<Stri
     let role = quote_ident(role);
     vec![
         if token_only {
-            format!("ALTER ROLE {role} SET tenancy.context_mode = 'token';")
+            format!("GRANT tenancy_token_only TO {role};")
         } else {
-            format!("ALTER ROLE {role} RESET tenancy.context_mode;")
+            format!("REVOKE tenancy_token_only FROM {role};")
         },
         if session {
             format!("ALTER ROLE {role} SET tenancy.session_context = on;")
@@ -106,7 +107,7 @@ pub const DATABASE_STATE: &str = r"
 SELECT concat_ws(E'\n',
     (SELECT coalesce(datacl::text, '') FROM pg_database WHERE datname = current_database()),
     (SELECT string_agg(m.roleid::regrole::text || ':' || m.member::regrole::text, ',' ORDER BY 1) FROM pg_auth_members m
-      WHERE m.roleid IN ('tenancy_writer'::regrole, 'tenancy_reader'::regrole)),
+      WHERE m.roleid::regrole::text IN ('tenancy_writer', 'tenancy_reader', 'tenancy_token_only')),
     (SELECT string_agg(s.setrole::text || ':' || array_to_string(s.setconfig, ','), ';' ORDER BY 1) FROM pg_db_role_setting s
       WHERE s.setdatabase = 0 AND array_to_string(s.setconfig, ',') LIKE '%tenancy.%'),
     (SELECT string_agg(c.oid::text || coalesce(c.relacl::text, ''), ';' ORDER BY c.oid) FROM pg_class c

@@ -18,6 +18,13 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_reader') THEN
         CREATE ROLE tenancy_reader NOLOGIN;
     END IF;
+    -- Members of tenancy_token_only start tenant contexts only with signed tokens
+    -- (tenancy.set_context_token()): a mark, with no privileges of its own. It holds for the
+    -- session's login role and for the current role (SET ROLE), so mark every role the
+    -- application logs in as or switches to (PostgREST's authenticator too).
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_token_only') THEN
+        CREATE ROLE tenancy_token_only NOLOGIN;
+    END IF;
 END
 $$;
 

@@ -10,10 +10,18 @@
 --   in the policy file ([roles] session = [...]) and run `tenancy apply`, which sets
 --   tenancy.session_context = on for them (ALTER ROLE; new connections).
 -- - New: tenancy.set_context_token(), tenancy.postgrest_pre_request() and the DBA's table of
---   keys, tenancy.token_keys; roles whose policy file says `context = "token"` may start
---   contexts only with tokens.
+--   keys, tenancy.token_keys; members of the new role tenancy_token_only (roles whose policy
+--   file says `context = "token"`) may start contexts only with tokens.
 
 \echo Use "ALTER EXTENSION pg_tenancy UPDATE TO '0.3.0'" to load this file. \quit
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_token_only') THEN
+        CREATE ROLE tenancy_token_only NOLOGIN;
+    END IF;
+END
+$$;
 
 CREATE FUNCTION tenancy.set_context_token("token" text) RETURNS void
     VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'set_context_token_wrapper';

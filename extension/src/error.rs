@@ -108,6 +108,12 @@ pub enum TenancyError {
     #[error("the tenant context cursor \"{cursor}\" was opened under has ended")]
     CursorContextEnded { cursor: String },
 
+    #[error("cursor \"{cursor}\" was opened under another tenant context")]
+    CursorOfAnotherContext { cursor: String },
+
+    #[error("WITH HOLD cursors are not allowed on queries that row-level security applies to")]
+    HoldableCursorRefused { cursor: String },
+
     #[error("permission denied for function tenancy.{function}(): role \"{role}\" starts tenant contexts with signed tokens only")]
     TokenOnly { function: &'static str, role: String },
 
@@ -156,6 +162,8 @@ impl TenancyError {
             }
             TenancyError::ShareEndedMeanwhile { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
             TenancyError::CursorContextEnded { .. }
+            | TenancyError::CursorOfAnotherContext { .. }
+            | TenancyError::HoldableCursorRefused { .. }
             | TenancyError::TokenOnly { .. }
             | TenancyError::SessionContextRefused { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             TenancyError::TokenRefused { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
@@ -221,12 +229,18 @@ impl TenancyError {
                 "The membership it was opened for was removed, demoted or suspended since: its remaining rows are no longer readable.".into(),
             ),
             TenancyError::TokenOnly { .. } => Some(
-                "Its tenancy.context_mode is \"token\": a context names its user and organization only through a token signed by a key in tenancy.token_keys.".into(),
+                "It (or the role this session logged in as) is a member of tenancy_token_only: a context names its user and organization only through a token signed by a key in tenancy.token_keys.".into(),
             ),
             TenancyError::SessionContextRefused { .. } => Some(
                 "Behind a connection pool a session context reaches whoever gets the connection next; its tenancy.session_context is off.".into(),
             ),
             TenancyError::TokenRefused { detail, .. } => detail.clone(),
+            TenancyError::CursorOfAnotherContext { .. } => Some(
+                "Its rows are the organization and user it was opened for; the transaction has switched to another context since.".into(),
+            ),
+            TenancyError::HoldableCursorRefused { .. } => Some(
+                "A holdable cursor's rows outlive the transaction and its tenant context: behind a connection pool, whoever gets the connection next could read them.".into(),
+            ),
             _ => None,
         }
     }
@@ -285,6 +299,12 @@ impl TenancyError {
                 "Use tenancy.set_context() in each transaction, or declare \"{role}\" a session role in the policy file ([roles] session) and run tenancy apply."
             )),
             TenancyError::TokenRefused { hint, .. } => hint.clone(),
+            TenancyError::CursorOfAnotherContext { cursor } => {
+                Some(format!("CLOSE {cursor}, or switch back to the context it was opened under."))
+            }
+            TenancyError::HoldableCursorRefused { cursor } => Some(format!(
+                "Declare {cursor} without WITH HOLD and read it within the transaction."
+            )),
             _ => None,
         }
     }

@@ -35,18 +35,6 @@ pub static ALLOW_EXPLAIN: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// DATABASE|ROLE ... SET tenancy.allow_signup = off`.
 pub static ALLOW_SIGNUP: GucSetting<bool> = GucSetting::<bool>::new(true);
 
-/// How a role may start a tenant context (`tenancy.context_mode`, set per role by `tenancy
-/// apply` with `ALTER ROLE ... SET`): with `token`, only a signed token starts one
-/// (`tenancy.set_context_token()`), so SQL run as that role cannot name another user or
-/// organization. Superuser-only: a role cannot change its own (nor can its startup packet).
-#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
-pub enum ContextMode {
-    #[name = c"any"]
-    Any,
-    #[name = c"token"]
-    Token,
-}
-pub static CONTEXT_MODE: GucSetting<ContextMode> = GucSetting::<ContextMode>::new(ContextMode::Any);
 /// `tenancy.session_context`: whether the role may keep a context for the whole session
 /// (`tenancy.set_session_context()`). Off by default: behind a pool, a session context reaches
 /// whoever gets the connection next. `tenancy apply` turns it on for the policy files' session
@@ -93,14 +81,6 @@ pub fn init() {
         c"Allows EXPLAIN of queries that row-level security applies to.",
         c"Off: refused, because such a plan's row counts, timings and estimates reveal rows the policies hide.",
         &ALLOW_EXPLAIN,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_enum_guc(
-        c"tenancy.context_mode",
-        c"How this role may start a tenant context: any, or token (signed tokens only).",
-        c"Set per role by tenancy apply (ALTER ROLE ... SET tenancy.context_mode = token).",
-        &CONTEXT_MODE,
         GucContext::Suset,
         GucFlags::default(),
     );

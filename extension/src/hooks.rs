@@ -130,7 +130,14 @@ unsafe extern "C-unwind" fn process_utility(
             pg_sys::NodeTag::T_DeclareCursorStmt => {
                 let declare = stmt as *mut pg_sys::DeclareCursorStmt;
                 if (*declare).options & pg_sys::CURSOR_OPT_HOLD as i32 != 0 && !(*declare).portalname.is_null() {
-                    holdable = Some(CStr::from_ptr((*declare).portalname).to_string_lossy().into_owned());
+                    let name = CStr::from_ptr((*declare).portalname).to_string_lossy().into_owned();
+                    // A holdable cursor's rows outlive the transaction and its context, and are
+                    // then read without the executor (FETCH, cursor_to_xml(), PL/pgSQL): whoever
+                    // gets the connection next could read them. Not over rows policies hide.
+                    if !crate::context::caller_bypasses_rls() && analysed_reads_hidden_rows((*declare).query) {
+                        TenancyError::HoldableCursorRefused { cursor: name }.raise()
+                    }
+                    holdable = Some(name);
                 }
             }
             _ => {}
@@ -173,8 +180,21 @@ unsafe fn refuse_explain_under_rls(query: *mut pg_sys::Node) {
     if gucs::ALLOW_EXPLAIN.get() || crate::context::caller_bypasses_rls() {
         return;
     }
+    // SAFETY: as the function's contract says.
+    if unsafe { analysed_reads_hidden_rows(query) } {
+        TenancyError::ExplainRefused.raise()
+    }
+}
+
+/// True when `query` (an analysed statement: EXPLAIN's or DECLARE's) reads anything through
+/// row-level security or a security-barrier view once rewritten (planning may add more: an
+/// inlined SQL function; [`refuse_nested_reads_while_explaining`] sees those).
+///
+/// # Safety
+/// `query` must be a valid analysed Query node.
+unsafe fn analysed_reads_hidden_rows(query: *mut pg_sys::Node) -> bool {
     // SAFETY: as the function's contract says; rewriting works on a copy, as ExplainQuery does.
-    let hidden = unsafe {
+    unsafe {
         let mut query = query as *mut pg_sys::Query;
         loop {
             if tag(query as *mut pg_sys::Node) != pg_sys::NodeTag::T_Query {
@@ -194,9 +214,6 @@ unsafe fn refuse_explain_under_rls(query: *mut pg_sys::Node) {
                 break false;
             }
         }
-    };
-    if hidden {
-        TenancyError::ExplainRefused.raise()
     }
 }
 
@@ -246,10 +263,10 @@ unsafe extern "C-unwind" fn refuse_nested_reads_while_explaining(query_desc: *mu
     let explained = EXPLAINING.with(|e| e.borrow().last().copied());
     // SAFETY: a valid QueryDesc with its planned statement, whose relations are locked.
     unsafe {
-        if let Some(text) = explained {
-            if (*query_desc).sourceText != text && reads_hidden_rows_planned((*query_desc).plannedstmt) {
-                TenancyError::ExplainRefused.raise()
-            }
+        // The explained query itself too: planning may have inlined an SQL function that reads a
+        // governed table, which the check of the analysed statement could not see.
+        if explained.is_some() && reads_hidden_rows_planned((*query_desc).plannedstmt) {
+            TenancyError::ExplainRefused.raise()
         }
     }
 }
@@ -388,8 +405,13 @@ fn refuse_portal_of_ended_context(query_desc: *mut pg_sys::QueryDesc) {
     let opened =
         OPENED.with(|o| o.borrow().iter().find(|(q, _, _)| *q == query_desc).map(|(_, o, u)| (o.clone(), u.clone())));
     if let Some((org, user)) = opened {
+        let same = gucs::read(&gucs::ORG_ID).as_deref() == Some(org.as_str())
+            && gucs::read(&gucs::USER_ID).unwrap_or_default() == user;
         if !context_holds(&org, &user) {
             TenancyError::CursorContextEnded { cursor: active_portal_name() }.raise()
+        }
+        if !same {
+            TenancyError::CursorOfAnotherContext { cursor: active_portal_name() }.raise()
         }
     }
 }

@@ -39,10 +39,21 @@ pub(crate) fn warn_outside_transaction(scope: Scope) {
     }
 }
 
-/// Refuses `function` to roles that must start their contexts with signed tokens
-/// (`tenancy.context_mode = token`, set for the role by `tenancy apply`).
+/// Refuses `function` to roles that must start their contexts with signed tokens: members of
+/// `tenancy_token_only` (`tenancy apply` grants it to the roles a policy file says `context =
+/// "token"` of), whether the session logged in as one or switched to one (`SET ROLE`).
 pub(crate) fn refuse_unless_any_mode(function: &'static str) {
-    if gucs::CONTEXT_MODE.get() == gucs::ContextMode::Token && !context::caller_bypasses_rls() {
+    if context::caller_bypasses_rls() {
+        return;
+    }
+    // SAFETY: role lookups inside a transaction (membership answers are cached by PostgreSQL).
+    let token_only = unsafe {
+        let mark = pg_sys::get_role_oid(c"tenancy_token_only".as_ptr(), true);
+        mark != pg_sys::InvalidOid
+            && (pg_sys::is_member_of_role_nosuper(pg_sys::GetUserId(), mark)
+                || pg_sys::is_member_of_role_nosuper(pg_sys::GetSessionUserId(), mark))
+    };
+    if token_only {
         TenancyError::TokenOnly { function, role: privilege::session_role_name() }.raise()
     }
 }

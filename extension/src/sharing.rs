@@ -319,15 +319,69 @@ fn protect_shared_row<'a>(
                       WHERE s.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
                         AND s.owner_org OPERATOR(pg_catalog.=) $2 AND s.row_id OPERATOR(pg_catalog.=) $3
                         AND s.grantee_org OPERATOR(pg_catalog.=) $4 AND s.can_write",
-                    &[arg(relation), arg(owner), arg(id), arg(cur)],
+                    &[arg(relation), arg(owner), arg(id.clone()), arg(cur)],
                 )
             });
             if shares == 0 {
                 TenancyError::ShareEndedMeanwhile { table: table() }.raise()
             }
+            recheck_at_commit(relation, owner, id, cur, table());
         }
     }
     Ok(trigger.new())
+}
+
+/// A grantee's write to check again when its transaction commits: (relation, owner, row id,
+/// grantee, table name).
+type GranteeWrite = (pg_sys::Oid, pgrx::Uuid, Option<String>, pgrx::Uuid, String);
+
+thread_local! {
+    /// The writes of the transaction whose local id is the first field.
+    static GRANTEE_WRITES: std::cell::RefCell<(u32, Vec<GranteeWrite>)> = const { std::cell::RefCell::new((0, Vec::new())) };
+}
+
+/// Checks the share behind a grantee's write once more as the transaction commits, locking it
+/// (`FOR KEY SHARE`) for that moment: an `unshare()` that committed while the write was open
+/// makes the commit fail (40001), and one still running waits for the commit, never the other
+/// way round; the lock is held only while committing, so a grantee cannot keep the owner from
+/// revoking.
+fn recheck_at_commit(relation: pg_sys::Oid, owner: pgrx::Uuid, id: Option<String>, grantee: pgrx::Uuid, table: String) {
+    // SAFETY: MyProc is this backend's PGPROC.
+    let lxid = unsafe { (*pg_sys::MyProc).lxid };
+    let first = GRANTEE_WRITES.with(|w| {
+        let mut w = w.borrow_mut();
+        let first = w.0 != lxid;
+        if first {
+            *w = (lxid, Vec::new());
+        }
+        if !w.1.iter().any(|(r, o, i, g, _)| *r == relation && *o == owner && *i == id && *g == grantee) {
+            w.1.push((relation, owner, id, grantee, table));
+        }
+        first
+    });
+    if first {
+        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::PreCommit, || {
+            let writes = GRANTEE_WRITES.with(|w| std::mem::take(&mut w.borrow_mut().1));
+            for (relation, owner, id, grantee, table) in writes {
+                let held = as_catalog_owner(|| {
+                    latest(
+                        "SELECT s.grantee_org FROM tenancy.shares s
+                          WHERE s.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+                            AND s.owner_org OPERATOR(pg_catalog.=) $2 AND s.row_id OPERATOR(pg_catalog.=) $3
+                            AND s.grantee_org OPERATOR(pg_catalog.=) $4 AND s.can_write
+                          FOR KEY SHARE OF s",
+                        &[arg(relation), arg(owner), arg(id), arg(grantee)],
+                    )
+                });
+                if held.is_empty() {
+                    TenancyError::ShareEndedMeanwhile { table }.raise()
+                }
+            }
+        });
+        pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, || {
+            GRANTEE_WRITES.with(|w| w.borrow_mut().1.clear());
+        });
+    }
 }
 
 /// The value of `column` of `tuple` in its type's text form (the type's output function: for

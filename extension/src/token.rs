@@ -218,6 +218,42 @@ fn header(token: &str) -> (String, Option<String>) {
     (alg.to_string(), kid)
 }
 
+/// The first key a JSON object has twice at its top level. Parsers differ on which of the two
+/// counts (serde_json: the last; others: the first), so a token with one means different things
+/// to the identity provider, a gateway and the database: refused.
+fn duplicate_key(json: &[u8]) -> Option<String> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut twice = None;
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if !seen.insert(key.clone()) && twice.is_none() {
+                    twice = Some(key);
+                }
+            }
+            Ok(twice)
+        }
+    }
+    use serde::Deserializer;
+    serde_json::Deserializer::from_slice(json).deserialize_map(Keys).ok().flatten()
+}
+
+/// Refuses a token whose header or payload has a key twice.
+fn refuse_duplicate_keys(token: &str) {
+    for (part, what) in token.split('.').take(2).zip(["header", "payload"]) {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap_or_default();
+        if let Some(key) = duplicate_key(&bytes) {
+            refuse(format!("its {what} has \"{key}\" twice"), None)
+        }
+    }
+}
+
 /// Verifies `token` and returns what it says, or raises 28000 with the reason.
 fn verify(token: &str) -> Verified {
     if token.len() > MAX_TOKEN {
@@ -303,6 +339,7 @@ fn verify(token: &str) -> Verified {
         use jsonwebtoken::errors::ErrorKind as E;
         match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, decoding, &validation) {
             Ok(data) => {
+                refuse_duplicate_keys(token);
                 let v = claims(&data.claims, key);
                 VERIFIED.with(|c| {
                     let mut c = c.borrow_mut();
@@ -444,6 +481,8 @@ fn setting(name: &std::ffi::CStr) -> Option<String> {
 #[pg_extern(volatile, parallel_unsafe)]
 fn postgrest_pre_request() {
     if gucs::POSTGREST_TRUST_CLAIMS.get() {
+        // Claims any SQL can set: no context from them for a role that must show a signature.
+        session::refuse_unless_any_mode("postgrest_pre_request");
         let Some(raw) = setting(c"request.jwt.claims") else { return };
         let given: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&raw).unwrap_or_else(|_| refuse("request.jwt.claims is not a JSON object", None));

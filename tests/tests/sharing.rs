@@ -487,6 +487,41 @@ fn a_reshare_in_progress_fails_when_its_share_is_revoked_meanwhile() {
     }
 }
 
+/// A grantee's write through a share, still open when the owner revokes the share, does not
+/// commit after the revocation; the owner is not kept waiting.
+#[test]
+fn a_write_in_progress_fails_when_its_share_is_revoked_meanwhile() {
+    let db = db();
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read,write}").unwrap();
+    let mut writing = db.app();
+    writing
+        .batch_execute(&format!(
+            "BEGIN; SELECT tenancy.set_context('{GLOBEX}', 'gina');
+             UPDATE app.documents SET title = 'written by globex' WHERE id = '{ACME_DOC}';"
+        ))
+        .unwrap();
+    let mut owner = db.app_in(ACME, "alice");
+    owner.batch_execute("SET lock_timeout = '5s'").unwrap();
+    owner.batch_execute(&format!("SELECT tenancy.unshare('app.documents', '{ACME_DOC}', '{GLOBEX}')")).unwrap();
+    let e = match writing.batch_execute("COMMIT") {
+        Ok(()) => panic!("the write committed after the share ended"),
+        Err(e) => DbError::of(&e),
+    };
+    assert_eq!(e.code, "40001", "{}", e.message);
+    assert_eq!(
+        text(&mut db.admin(), &format!("SELECT title FROM app.documents WHERE id = '{ACME_DOC}'")).as_deref(),
+        Some("Acme plan")
+    );
+    // While the share holds, the write commits.
+    share(&db, ACME, "alice", ACME_DOC, GLOBEX, "{read,write}").unwrap();
+    writing
+        .batch_execute(&format!(
+            "BEGIN; SELECT tenancy.set_context('{GLOBEX}', 'gina');
+             UPDATE app.documents SET title = 'written by globex' WHERE id = '{ACME_DOC}'; COMMIT;"
+        ))
+        .unwrap();
+}
+
 /// An owner in a REPEATABLE READ transaction, whose snapshot predates a reshare, still takes the
 /// reshare away when it ends the share passed on.
 #[test]

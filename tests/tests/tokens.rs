@@ -186,6 +186,24 @@ fn bad_tokens_are_refused_each_with_its_own_reason_and_no_key_material() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
     let none = format!("{}.{}.", b64(&json!({"alg": "none", "kid": "k1"})), b64(&good()));
+    // A claim given twice (parsers differ on which one counts), signed properly.
+    let twice = {
+        use base64::Engine;
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let head = enc(r#"{"alg":"HS256","kid":"k1"}"#);
+        let body = enc(&format!(
+            r#"{{"sub":"alice","org_id":"{GLOBEX}","org_id":"{ACME}","exp":{},"iss":"https://id.example","aud":"crm"}}"#,
+            now() + 600
+        ));
+        let mac = jsonwebtoken::crypto::sign(
+            format!("{head}.{body}").as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{head}.{body}.{mac}")
+    };
+    cases.push(("a claim twice", twice, "context token refused: its payload has \"org_id\" twice"));
     cases.push(("alg none", none, "context token refused: unsigned tokens (alg \"none\") are never accepted"));
     // Algorithm confusion: the RS256 key's public PEM used as an HS256 secret.
     let confused = sign(
@@ -349,21 +367,36 @@ fn a_token_only_role_cannot_name_a_user_itself() {
         assert!(e.message.contains("starts tenant contexts with signed tokens only"), "{sql}: {}", e.message);
         assert_eq!(e.hint.as_deref(), Some("Call tenancy.set_context_token(token) instead."));
     }
-    // It cannot change its own mode, in any way a role may try.
-    for sql in [
-        "SET tenancy.context_mode = 'any'",
-        "RESET tenancy.context_mode",
-        "SELECT set_config('tenancy.context_mode', 'any', false)",
-    ] {
-        assert_eq!(error_of(&mut c, sql).code, "42501", "{sql}");
-    }
+    // It cannot take itself out of tenancy_token_only, and DISCARD ALL changes nothing.
+    assert_eq!(error_of(&mut c, &format!("REVOKE tenancy_token_only FROM {}", role.name)).code, "42501");
     c.batch_execute("DISCARD ALL").unwrap();
     assert_eq!(error_of(&mut c, &format!("SELECT tenancy.set_context('{ACME}', 'alice')")).code, "42501");
     assert_eq!(context_of(&mut c, &hs256("k1", &claims("alice", Some(ACME)))).unwrap().0.as_deref(), Some(ACME));
-    // The role's startup packet cannot choose its mode either.
-    let mut config: postgres::Config = app_url(&db.name).parse().unwrap();
-    config.user(&role.name).options("-c tenancy.context_mode=any");
-    assert!(config.connect(postgres::NoTls).is_err());
+    // Switching to the role (as PostgREST's authenticator does) is the same as logging in as it.
+    let authenticator = TempRole::new(&db, "auth", "NOINHERIT NOSUPERUSER NOBYPASSRLS");
+    db.admin().batch_execute(&format!("GRANT {} TO {}", role.name, authenticator.name)).unwrap();
+    let mut a = authenticator.connect();
+    a.batch_execute(&format!("BEGIN; SET LOCAL ROLE {}", role.name)).unwrap();
+    assert_eq!(error_of(&mut a, &format!("SELECT tenancy.set_context('{ACME}', 'alice')")).code, "42501");
+    a.batch_execute("ROLLBACK").unwrap();
+    // And a session that logged in as a token-only role stays one whatever role it switches to.
+    db.admin().batch_execute(&format!("GRANT app_user TO {}", role.name)).unwrap();
+    c.batch_execute("SET ROLE app_user").unwrap();
+    assert_eq!(error_of(&mut c, &format!("SELECT tenancy.set_context('{ACME}', 'alice')")).code, "42501");
+    // A deployment that trusts PostgREST's claims cannot get a context from them for it either.
+    db.admin()
+        .batch_execute(&format!(
+            "ALTER ROLE {} IN DATABASE {} SET tenancy.postgrest_trust_claims = on",
+            role.name, db.name
+        ))
+        .unwrap();
+    let mut trusting = role.connect();
+    trusting
+        .batch_execute(&format!(
+            "BEGIN; SELECT set_config('request.jwt.claims', '{{\"sub\": \"alice\", \"org_id\": \"{ACME}\"}}', true)"
+        ))
+        .unwrap();
+    assert_eq!(error_of(&mut trusting, "SELECT tenancy.postgrest_pre_request()").code, "42501");
     // Another application role of the same policy keeps set_context().
     let mut app = db.app();
     app.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{ACME}', 'alice'); ROLLBACK")).unwrap();
