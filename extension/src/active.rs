@@ -13,7 +13,14 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+
+/// Seconds after which a worker's claim is taken to have failed.
+const STALE: i64 = 10;
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
 
 /// Entries the queue holds.
 const CAPACITY: usize = 1024;
@@ -34,8 +41,11 @@ struct Entry {
 struct Queue {
     /// A spinlock over `len` and `entries`: held only to copy entries in or out.
     lock: AtomicBool,
-    /// The database a flushing worker runs for (0: none).
+    /// The database a flushing worker runs for (0: none), and since when (Unix seconds): a
+    /// worker that could not even connect (its database dropped meanwhile) never clears it, so a
+    /// claim older than [`STALE`] seconds is taken over.
     flusher: AtomicU32,
+    since: AtomicI64,
     len: usize,
     entries: [Entry; CAPACITY],
 }
@@ -108,9 +118,13 @@ pub fn enqueue(org: &[u8; 16], user: &str, period: &str) -> bool {
 /// Starts a worker for `db` unless one runs (for any database).
 fn start_flusher(db: u32) {
     let q = queue();
-    if q.flusher.compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        return;
+    if let Err(running) = q.flusher.compare_exchange(0, db, Ordering::AcqRel, Ordering::Acquire) {
+        let stale = now() - q.since.load(Ordering::Acquire) > STALE;
+        if !stale || q.flusher.compare_exchange(running, db, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return;
+        }
     }
+    q.since.store(now(), Ordering::Release);
     let started = BackgroundWorkerBuilder::new("pg_tenancy active users")
         .set_type("pg_tenancy active users")
         .set_library("pg_tenancy")
@@ -164,6 +178,7 @@ pub extern "C-unwind" fn pg_tenancy_active_users_flusher(arg: pg_sys::Datum) {
     }
     let _done = Done(db);
     loop {
+        q.since.store(now(), Ordering::Release);
         let batch = take(db, 256);
         if batch.is_empty() {
             q.flusher.store(0, Ordering::Release);
