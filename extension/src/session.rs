@@ -46,15 +46,44 @@ pub(crate) fn refuse_unless_any_mode(function: &'static str) {
     if context::caller_bypasses_rls() {
         return;
     }
-    // SAFETY: role lookups inside a transaction (membership answers are cached by PostgreSQL).
-    let token_only = unsafe {
-        let mark = pg_sys::get_role_oid(c"tenancy_token_only".as_ptr(), true);
-        mark != pg_sys::InvalidOid
-            && (pg_sys::is_member_of_role_nosuper(pg_sys::GetUserId(), mark)
-                || pg_sys::is_member_of_role_nosuper(pg_sys::GetSessionUserId(), mark))
-    };
-    if token_only {
+    if token_only() {
         TenancyError::TokenOnly { function, role: privilege::session_role_name() }.raise()
+    }
+}
+
+thread_local! {
+    /// (current role, login role) -> whether either is token-only; forgotten whenever a role or a
+    /// role membership changes (registered with the syscache on first use).
+    static TOKEN_ONLY: std::cell::Cell<Option<(pg_sys::Oid, pg_sys::Oid, bool)>> = const { std::cell::Cell::new(None) };
+    static WATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+unsafe extern "C-unwind" fn forget_token_only(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    TOKEN_ONLY.with(|t| t.set(None));
+}
+
+/// Whether the current role or the role the session logged in as is a member of
+/// `tenancy_token_only`.
+fn token_only() -> bool {
+    // SAFETY: backend-local identity, syscache callbacks registered once per backend, and role
+    // lookups inside a transaction.
+    unsafe {
+        let (me, login) = (pg_sys::GetUserId(), pg_sys::GetSessionUserId());
+        if let Some((m, l, answer)) = TOKEN_ONLY.with(|t| t.get()) {
+            if m == me && l == login {
+                return answer;
+            }
+        }
+        if !WATCHING.with(|w| w.replace(true)) {
+            for cache in [pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM, pg_sys::SysCacheIdentifier::AUTHOID] {
+                pg_sys::CacheRegisterSyscacheCallback(cache as i32, Some(forget_token_only), pg_sys::Datum::from(0));
+            }
+        }
+        let mark = pg_sys::get_role_oid(c"tenancy_token_only".as_ptr(), true);
+        let answer = mark != pg_sys::InvalidOid
+            && (pg_sys::is_member_of_role_nosuper(me, mark) || pg_sys::is_member_of_role_nosuper(login, mark));
+        TOKEN_ONLY.with(|t| t.set(Some((me, login, answer))));
+        answer
     }
 }
 

@@ -397,9 +397,15 @@ fn a_token_only_role_cannot_name_a_user_itself() {
         ))
         .unwrap();
     assert_eq!(error_of(&mut trusting, "SELECT tenancy.postgrest_pre_request()").code, "42501");
-    // Another application role of the same policy keeps set_context().
+    // Another application role of the same policy keeps set_context(), until it is marked: an
+    // open session learns of the mark by its next statement.
     let mut app = db.app();
     app.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{ACME}', 'alice'); ROLLBACK")).unwrap();
+    let other = TempRole::new(&db, "late", "NOSUPERUSER NOBYPASSRLS");
+    let mut late = other.connect();
+    late.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{ACME}', 'alice'); ROLLBACK")).unwrap();
+    db.admin().batch_execute(&format!("GRANT tenancy_token_only TO {}", other.name)).unwrap();
+    assert_eq!(error_of(&mut late, &format!("SELECT tenancy.set_context('{ACME}', 'alice')")).code, "42501");
 }
 
 #[test]
