@@ -63,7 +63,7 @@ pub enum Command {
     /// Audit a live database for cross-tenant leaks and slow policies (exit 1 on any error)
     Lint(LintArgs),
     /// Show what apply would change in a live database (policies, indexes, grants, what the
-    /// application roles may use besides the tables, ...), as SQL
+    /// application roles may use besides the tables, how they start a tenant context, ...), as SQL
     Plan {
         #[command(flatten)]
         policies: PolicyArgs,
