@@ -86,18 +86,15 @@ END
 \$\$;
 -- Signed tokens: one verified before (the backend's cache), and a fresh HS256 token per call
 -- (minted in SQL with pgcrypto; the minting alone is timed too and taken off).
-CREATE EXTENSION IF NOT EXISTS pgcrypto;
 INSERT INTO tenancy.token_keys (kid, algorithm, key) VALUES ('bench', 'HS256', 'a-benchmark-secret-of-32-bytes-at-least');
-CREATE OR REPLACE FUNCTION pg_temp.b64url(bytea) RETURNS text LANGUAGE sql IMMUTABLE
-    AS \$f\$ SELECT translate(rtrim(replace(encode(\$1, 'base64'), E'\\n', ''), '='), '+/', '-_') \$f\$;
-CREATE OR REPLACE FUNCTION pg_temp.mint(i int) RETURNS text LANGUAGE sql
-    AS \$f\$ SELECT h || '.' || p || '.' || pg_temp.b64url(hmac(h || '.' || p, 'a-benchmark-secret-of-32-bytes-at-least', 'sha256'))
-          FROM (SELECT pg_temp.b64url('{"alg":"HS256","kid":"bench"}'::bytea) AS h,
-                       pg_temp.b64url(convert_to(format('{"sub":"u1","org_id":"00000000-0000-0000-0000-000000000001","exp":4102444800,"jti":%s}', i), 'utf8')) AS p) t \$f\$;
+\\set secret a-benchmark-secret-of-32-bytes-at-least
+\\set kid bench
+\\set org 00000000-0000-0000-0000-000000000001
+$(cat bench/jwt.sql)
 DO \$\$
 DECLARE
     t timestamptz; n int := 20000; cached numeric := 1e12; fresh numeric := 1e12; minting numeric := 1e12;
-    tok text := pg_temp.mint(0);
+    tok text := mint(0);
 BEGIN
     FOR round IN 1..$ROUNDS LOOP
         t := clock_timestamp();
@@ -107,12 +104,12 @@ BEGIN
         cached := least(cached, extract(epoch FROM clock_timestamp() - t) * 1e6 / n);
         t := clock_timestamp();
         FOR i IN 1..n LOOP
-            PERFORM pg_temp.mint(round * n + i);
+            PERFORM mint(round * n + i);
         END LOOP;
         minting := least(minting, extract(epoch FROM clock_timestamp() - t) * 1e6 / n);
         t := clock_timestamp();
         FOR i IN 1..n LOOP
-            PERFORM tenancy.set_context_token(pg_temp.mint(-(round * n + i)));
+            PERFORM tenancy.set_context_token(mint(-(round * n + i)));
         END LOOP;
         fresh := least(fresh, extract(epoch FROM clock_timestamp() - t) * 1e6 / n);
     END LOOP;

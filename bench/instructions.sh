@@ -69,18 +69,15 @@ CREATE POLICY tenant ON app.items USING (org_id = (SELECT tenancy.current_org())
 
 GRANT SELECT ON app.items TO app_user, bench_hand;
 
-CREATE FUNCTION b64url(bytea) RETURNS text LANGUAGE sql IMMUTABLE
-    AS \$\$ SELECT translate(rtrim(replace(encode(\$1, 'base64'), E'\n', ''), '='), '+/', '-_') \$\$;
+\set secret '$SECRET'
 
--- An HS256 token for u1 in the organization, different for every i (its jti).
-CREATE FUNCTION mint(i int) RETURNS text LANGUAGE sql
-    AS \$\$ SELECT h || '.' || p || '.' || b64url(hmac(h || '.' || p, '$SECRET', 'sha256'))
-          FROM (SELECT b64url('{"alg":"HS256","kid":"cg"}'::bytea) AS h,
-                       b64url(convert_to(format('{"sub":"u1","org_id":"$ORG","exp":4102444800,"jti":%s}', i), 'utf8')) AS p) t \$\$;
+\set kid cg
 
-GRANT EXECUTE ON FUNCTION mint(int), b64url(bytea) TO app_user;
+\set org '$ORG'
+
 
 SQL
+cat bench/jwt.sql >>"$setup"
 # The setup runs on a normal server: objects a single-user backend creates right after initdb get
 # oids below FirstNormalObjectId, and PostgreSQL treats those as built in (no row-level security).
 "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -w -l "$work/server.log" -o "-k $work -c listen_addresses='' -p 28818" start >/dev/null

@@ -388,7 +388,9 @@ pub fn lookup_at(org: pgrx::Uuid, user: &str, generation: u64) -> Option<Members
     Some(found)
 }
 
-fn with_latest_snapshot<R>(f: impl FnOnce(pg_sys::Snapshot) -> R) -> R {
+/// Runs `f` with the latest snapshot, registered (the catalog as committed now, not as the
+/// transaction's snapshot saw it).
+pub(crate) fn with_latest_snapshot<R>(f: impl FnOnce(pg_sys::Snapshot) -> R) -> R {
     // SAFETY: the latest snapshot is registered for the scans and unregistered after them (on an
     // error, the transaction's abort releases it).
     unsafe {

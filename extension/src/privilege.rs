@@ -16,7 +16,7 @@ pub const ADMIN_ROLE: &std::ffi::CStr = c"tenancy_admin";
 
 /// True when the calling role is a superuser or has the privileges of `tenancy_admin`.
 /// The current role's name, for messages.
-pub fn session_role_name() -> String {
+pub fn current_role_name() -> String {
     // SAFETY: a syscache lookup of the current user; noerr returns NULL for a dropped role.
     unsafe {
         let name = pg_sys::GetUserNameFromId(pg_sys::GetUserId(), true);

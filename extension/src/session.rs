@@ -47,7 +47,7 @@ pub(crate) fn refuse_unless_any_mode(function: &'static str) {
         return;
     }
     if token_only() {
-        TenancyError::TokenOnly { function, role: privilege::session_role_name() }.raise()
+        TenancyError::TokenOnly { function, role: privilege::current_role_name() }.raise()
     }
 }
 
@@ -153,7 +153,7 @@ fn set_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
 fn set_session_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
     refuse_unless_any_mode("set_session_context");
     if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
-        TenancyError::SessionContextRefused { role: privilege::session_role_name() }.raise()
+        TenancyError::SessionContextRefused { role: privilege::current_role_name() }.raise()
     }
     set(org_id, user_id, Scope::Session)
 }

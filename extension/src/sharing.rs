@@ -261,6 +261,17 @@ fn _revoke_reshares(
     });
 }
 
+/// The share that lets organization $4 write row $3 of relation $1, owned by $2: what a
+/// grantee's write is checked against, as it writes and as it commits.
+macro_rules! write_share {
+    () => {
+        "FROM tenancy.shares s
+          WHERE s.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
+            AND s.owner_org OPERATOR(pg_catalog.=) $2 AND s.row_id OPERATOR(pg_catalog.=) $3
+            AND s.grantee_org OPERATOR(pg_catalog.=) $4 AND s.can_write"
+    };
+}
+
 /// BEFORE UPDATE row trigger of shareable tables, with (tenant column, id column, visibility
 /// column or ''). A row never moves to another organization and keeps its id (shares name it by
 /// organization and id); only its own organization changes its visibility, so an organization
@@ -315,10 +326,7 @@ fn protect_shared_row<'a>(
             let id = id.and_then(|id| canonical_id(relation, &id));
             let shares = as_catalog_owner(|| {
                 count_latest(
-                    "SELECT pg_catalog.count(*) FROM tenancy.shares s
-                      WHERE s.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
-                        AND s.owner_org OPERATOR(pg_catalog.=) $2 AND s.row_id OPERATOR(pg_catalog.=) $3
-                        AND s.grantee_org OPERATOR(pg_catalog.=) $4 AND s.can_write",
+                    concat!("SELECT pg_catalog.count(*) ", write_share!()),
                     &[arg(relation), arg(owner), arg(id.clone()), arg(cur)],
                 )
             });
@@ -365,11 +373,7 @@ fn recheck_at_commit(relation: pg_sys::Oid, owner: pgrx::Uuid, id: Option<String
             for (relation, owner, id, grantee, table) in writes {
                 let held = as_catalog_owner(|| {
                     latest(
-                        "SELECT s.grantee_org FROM tenancy.shares s
-                          WHERE s.relation OPERATOR(pg_catalog.=) $1::pg_catalog.regclass
-                            AND s.owner_org OPERATOR(pg_catalog.=) $2 AND s.row_id OPERATOR(pg_catalog.=) $3
-                            AND s.grantee_org OPERATOR(pg_catalog.=) $4 AND s.can_write
-                          FOR KEY SHARE OF s",
+                        concat!("SELECT s.grantee_org ", write_share!(), " FOR KEY SHARE OF s"),
                         &[arg(relation), arg(owner), arg(id), arg(grantee)],
                     )
                 });

@@ -77,10 +77,14 @@ fn refuse(reason: impl Into<String>, hint: Option<&str>) -> ! {
     TenancyError::TokenRefused { reason: reason.into(), detail: None, hint: hint.map(str::to_string) }.raise()
 }
 
+/// A PostgreSQL timestamp (microseconds since 2000-01-01) in Unix seconds.
+fn unix_seconds(pg: i64) -> i64 {
+    pg.div_euclid(1_000_000) + PG_EPOCH_UNIX
+}
+
 fn now_unix() -> i64 {
     // SAFETY: reads the clock.
-    let now = unsafe { pg_sys::GetCurrentTimestamp() };
-    now.div_euclid(1_000_000) + PG_EPOCH_UNIX
+    unix_seconds(unsafe { pg_sys::GetCurrentTimestamp() })
 }
 
 /// The algorithm's name for messages ("an RS256 key"): its JOSE name.
@@ -170,11 +174,9 @@ fn keys() -> std::rc::Rc<Vec<Key>> {
     let valid_from = table.attnum(c"valid_from");
     let valid_until = table.attnum(c"valid_until");
     let trust_claims = table.attnum(c"trust_claims");
-    let to_unix = |pg: i64| pg.div_euclid(1_000_000) + PG_EPOCH_UNIX;
-    // SAFETY: the latest snapshot is registered around the scan; the columns are read with the
-    // types the table declares (text, timestamptz as its int8 datum, boolean).
-    unsafe {
-        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+    // SAFETY: the snapshot is registered around the scan; the columns are read with the types
+    // the table declares (text, timestamptz as its int8 datum, boolean).
+    membership::with_latest_snapshot(|snapshot| unsafe {
         table.scan(pg_sys::InvalidOid, snapshot, &mut [], |t, d| {
             let id: String = membership::column(t, d, kid).unwrap_or_default();
             let algorithm = parse_algorithm(&id, &membership::column::<String>(t, d, algorithm).unwrap_or_default());
@@ -185,22 +187,28 @@ fn keys() -> std::rc::Rc<Vec<Key>> {
                 algorithm,
                 issuer: membership::column(t, d, issuer),
                 audience: membership::column(t, d, audience),
-                valid_from: membership::column::<i64>(t, d, valid_from).map_or(i64::MIN, to_unix),
-                valid_until: membership::column::<i64>(t, d, valid_until).map(to_unix),
+                valid_from: membership::column::<i64>(t, d, valid_from).map_or(i64::MIN, unix_seconds),
+                valid_until: membership::column::<i64>(t, d, valid_until).map(unix_seconds),
                 trust_claims: membership::column(t, d, trust_claims).unwrap_or(false),
             });
             true
-        });
-        pg_sys::UnregisterSnapshot(snapshot);
-    }
+        })
+    });
     let keys = std::rc::Rc::new(keys);
     KEYS.with(|k| *k.borrow_mut() = Some((generation, keys.clone())));
     keys
 }
 
-/// The token's header: its algorithm's name and key id. Read by hand (not by the library) so that
-/// `alg: none` and unknown algorithms get errors of their own.
-fn header(token: &str) -> (String, Option<String>) {
+/// The token's header, read by hand (not by the library) so that `alg: none` and unknown
+/// algorithms get errors of their own.
+struct TokenHeader {
+    alg: String,
+    kid: Option<String>,
+    /// A key the header has twice ([`duplicate_key`]), refused once the signature verifies.
+    twice: Option<String>,
+}
+
+fn header(token: &str) -> TokenHeader {
     let malformed = || refuse("it is not a JWT (header.payload.signature, base64url)", None);
     let mut parts = token.split('.');
     let (Some(head), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
@@ -215,7 +223,7 @@ fn header(token: &str) -> (String, Option<String>) {
         Some(serde_json::Value::String(k)) => Some(k.clone()),
         Some(_) => refuse("its key id (kid) is not a string", None),
     };
-    (alg.to_string(), kid)
+    TokenHeader { alg: alg.to_string(), kid, twice: duplicate_key(&bytes) }
 }
 
 /// The first key a JSON object has twice at its top level. Parsers differ on which of the two
@@ -244,13 +252,15 @@ fn duplicate_key(json: &[u8]) -> Option<String> {
     serde_json::Deserializer::from_slice(json).deserialize_map(Keys).ok().flatten()
 }
 
-/// Refuses a token whose header or payload has a key twice.
-fn refuse_duplicate_keys(token: &str) {
-    for (part, what) in token.split('.').take(2).zip(["header", "payload"]) {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap_or_default();
-        if let Some(key) = duplicate_key(&bytes) {
-            refuse(format!("its {what} has \"{key}\" twice"), None)
-        }
+/// Refuses a token whose header (`twice`, from [`header`]) or payload has a key twice.
+fn refuse_duplicate_keys(token: &str, twice: Option<&str>) {
+    if let Some(key) = twice {
+        refuse(format!("its header has \"{key}\" twice"), None)
+    }
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap_or_default();
+    if let Some(key) = duplicate_key(&bytes) {
+        refuse(format!("its payload has \"{key}\" twice"), None)
     }
 }
 
@@ -267,7 +277,7 @@ fn verify(token: &str) -> Verified {
     if let Some(v) = cached.filter(|v| now <= v.exp + leeway && v.key_until.is_none_or(|until| now < until)) {
         return v;
     }
-    let (alg, kid) = header(token);
+    let TokenHeader { alg, kid, twice } = header(token);
     if alg.eq_ignore_ascii_case("none") {
         refuse("unsigned tokens (alg \"none\") are never accepted", None)
     }
@@ -339,8 +349,8 @@ fn verify(token: &str) -> Verified {
         use jsonwebtoken::errors::ErrorKind as E;
         match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, decoding, &validation) {
             Ok(data) => {
-                refuse_duplicate_keys(token);
-                let v = claims(&data.claims, key);
+                refuse_duplicate_keys(token, twice.as_deref());
+                let v = claims(&data.claims, key.trust_claims, key.valid_until);
                 VERIFIED.with(|c| {
                     let mut c = c.borrow_mut();
                     if c.len() >= 1024 {
@@ -377,8 +387,9 @@ fn verify(token: &str) -> Verified {
     refuse(last.unwrap_or_else(|| "its signature does not verify".into()), None)
 }
 
-/// The context claims of a verified token.
-fn claims(c: &serde_json::Map<String, serde_json::Value>, key: &Key) -> Verified {
+/// The context claims of a verified token; `trusted`: its key trusts the token's role, and
+/// `key_until` is the end of its key's validity.
+fn claims(c: &serde_json::Map<String, serde_json::Value>, trusted: bool, key_until: Option<i64>) -> Verified {
     let string = |name: &str| match c.get(name) {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -409,15 +420,7 @@ fn claims(c: &serde_json::Map<String, serde_json::Value>, key: &Key) -> Verified
         Some(_) => refuse("claim \"org_permissions\" must be an array of permission names", None),
     };
     let exp = c.get("exp").and_then(serde_json::Value::as_i64).unwrap_or(0);
-    Verified {
-        user,
-        org,
-        role: string("org_role"),
-        permissions,
-        trusted: key.trust_claims,
-        exp,
-        key_until: key.valid_until,
-    }
+    Verified { user, org, role: string("org_role"), permissions, trusted, exp, key_until }
 }
 
 /// Starts the context a verified token names, for the current transaction.
@@ -490,17 +493,8 @@ fn postgrest_pre_request() {
             // PostgREST's anonymous role: no context.
             return;
         }
-        let untrusted = Key {
-            kid: String::new(),
-            algorithm: Algorithm::HS256,
-            decoding: Err(String::new()),
-            issuer: None,
-            audience: None,
-            valid_from: i64::MIN,
-            valid_until: None,
-            trust_claims: false,
-        };
-        return start(&claims(&given, &untrusted));
+        // Claims PostgREST verified: the membership is checked, the role never taken from them.
+        return start(&claims(&given, false, None));
     }
     let Some(raw) = setting(c"request.headers") else { return };
     let headers: serde_json::Map<String, serde_json::Value> =
