@@ -127,6 +127,44 @@ measure policy app_user "PERFORM tenancy.set_context('$ORG', 'u1'); SELECT * INT
 measure hand_lookup bench_hand "SELECT * INTO r FROM app.items WHERE org_id = '$ORG' AND id = 2 * (i % 5000) + 2;"
 measure context_only app_user "PERFORM tenancy.set_context('$ORG', 'u1');"
 
+# wire LABEL ROLE SCRIPT: the instructions one whole transaction costs the backend that serves
+# it, over the wire (pgbench -M prepared, one client): the server runs under callgrind, which
+# writes one file per process; the pgbench backend is the one that ran the most instructions.
+wire() {
+    local label="$1" role="$2" script="$work/$1.pgbench" n counts=() port=28819
+    printf '%s\n' "$3" >"$script"
+    for n in "$N" "$((2 * N))"; do
+        rm -f "$work"/cg.*
+        "${as_pg[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" \
+            "$bin/postgres" -D "$data" -k "$work" -p "$port" -c listen_addresses='' -c autovacuum=off \
+            >"$work/wire.log" 2>&1 &
+        for _ in $(seq 120); do "${as_pg[@]}" "$bin/pg_isready" -q -h "$work" -p "$port" && break; sleep 0.5; done
+        "${as_pg[@]}" "$bin/pgbench" -n -M prepared -h "$work" -p "$port" -U "$role" -f "$script" -t "$n" postgres >/dev/null \
+            || { cat "$work/wire.log" >&2; exit 1; }
+        "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null
+        wait
+        counts+=("$(for f in "$work"/cg.*; do sed -n 's/^summary: //p' "$f"; done | sort -n | tail -1)")
+    done
+    cost[$label]=$(( (counts[1] - counts[0]) / N ))
+}
+echo "ALTER ROLE app_user LOGIN; ALTER ROLE bench_hand LOGIN; ALTER ROLE app_user SET tenancy.session_context = on;" >"$work/login.sql"
+single "$work/login.sql" >/dev/null
+wire wire_hand bench_hand "\set id random(1, 5000)
+BEGIN;
+SELECT set_config('app.org_id', '$ORG', true);
+SELECT * FROM app.items WHERE org_id = current_setting('app.org_id')::uuid AND id = 2 * :id;
+COMMIT;"
+wire wire_policy app_user "\set id random(1, 5000)
+BEGIN;
+SELECT tenancy.set_context('$ORG', 'u1');
+SELECT * FROM app.items WHERE id = 2 * :id;
+COMMIT;"
+wire wire_context bench_hand "\set id random(1, 5000)
+BEGIN;
+SELECT tenancy.set_context('$ORG', 'u1');
+SELECT * FROM app.items WHERE org_id = '$ORG' AND id = 2 * :id;
+COMMIT;"
+
 e=${cost[empty]}
 per() { echo $(( cost[$1] - e )); }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -142,4 +180,10 @@ echo "|---|---|---|"
 echo "| hand-written: \`set_config\`, point lookup with \`WHERE org_id = ...\`, COMMIT | ${cost[hand]} | 1.00 |"
 echo "| pg_tenancy: \`set_context\`, the same lookup under the policy, COMMIT | ${cost[policy]} | $(ratio "${cost[hand]}" "${cost[policy]}")x as fast |"
 echo "| the policy alone (policy lookup minus its set_context, against the hand-written lookup) | $(( cost[policy] - cost[context_only] - cost[hand_lookup] + e )) more | $(ratio "$(( cost[policy] - cost[context_only] - cost[hand_lookup] + e ))" "${cost[hand]}") of a transaction |"
+echo
+echo "| a whole prepared transaction over the wire (callgrind on the server, pgbench -M prepared, one client) | instructions | vs hand-written |"
+echo "|---|---|---|"
+echo "| hand-written: \`set_config\`, point lookup with \`WHERE org_id = current_setting(...)::uuid\`, COMMIT | ${cost[wire_hand]} | 1.00 |"
+echo "| pg_tenancy: \`set_context\`, the same lookup under the policy, COMMIT | ${cost[wire_policy]} | $(ratio "${cost[wire_hand]}" "${cost[wire_policy]}")x as fast |"
+echo "| the policy alone (against the same pg_tenancy transaction run by a role that bypasses row-level security, with \`org_id = '...'\` written out) | $(( cost[wire_policy] - cost[wire_context] )) more | $(awk -v a="$(( cost[wire_policy] - cost[wire_context] ))" -v b="${cost[wire_hand]}" 'BEGIN { printf "%.1f%%", 100 * a / b }') of the hand-written transaction |"
 [ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"

@@ -14,7 +14,6 @@ use crate::membership::{self, Membership};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
 /// How long a context lasts.
@@ -85,12 +84,49 @@ impl Checked {
 /// and when it was checked.
 pub(crate) fn write_all(org: &str, user: &str, m: Option<&Membership>, checked: Checked, scope: Scope) {
     let (role, ranks, permissions) = m.map_or(("", "", ""), |m| (&*m.role, &*m.role_ranks, &*m.permissions));
+    let mut membership = checked.text();
+    membership.reserve(3 + role.len() + ranks.len() + permissions.len());
+    for part in [role, ranks, permissions] {
+        membership.push(';');
+        membership.push_str(part);
+    }
     write(gucs::ORG_ID_NAME, org, scope);
     write(gucs::USER_ID_NAME, user, scope);
-    write(gucs::MEMBER_ROLE_NAME, role, scope);
-    write(gucs::ROLE_RANKS_NAME, ranks, scope);
-    write(gucs::PERMISSIONS_NAME, permissions, scope);
-    write(gucs::CHECKED_NAME, &checked.text(), scope);
+    write(gucs::MEMBERSHIP_NAME, &membership, scope);
+}
+
+/// The parts of `tenancy.membership` (see [`gucs::MEMBERSHIP`]), read in place.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    checked: &'a [u8],
+    role: &'a [u8],
+    ranks: &'a [u8],
+    permissions: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    fn of(bytes: &'a [u8]) -> Parts<'a> {
+        let mut parts = bytes.splitn(4, |b| *b == b';');
+        let mut next = || parts.next().unwrap_or_default();
+        Parts { checked: next(), role: next(), ranks: next(), permissions: next() }
+    }
+
+    fn role(&self) -> Option<String> {
+        (!self.role.is_empty()).then(|| String::from_utf8_lossy(self.role).into_owned())
+    }
+
+    fn membership(&self) -> Option<Membership> {
+        Some(Membership {
+            role: self.role()?,
+            role_ranks: String::from_utf8_lossy(self.ranks).into_owned(),
+            permissions: String::from_utf8_lossy(self.permissions).into_owned(),
+        })
+    }
+}
+
+/// Calls `f` with the parts of `tenancy.membership`, without copying them.
+fn with_membership<R>(f: impl FnOnce(Parts) -> R) -> R {
+    gucs::with(&gucs::MEMBERSHIP, |bytes| f(Parts::of(bytes)))
 }
 
 /// The context every reader answers from.
@@ -102,12 +138,14 @@ pub struct Context {
 
 /// (organization, user, trusted role) -> (the generation it was checked at, the membership then,
 /// if any).
-type Rechecked = HashMap<([u8; 16], String, Option<String>), (u64, Option<Membership>)>;
+type Rechecked = foldhash::HashMap<([u8; 16], String, Option<String>), (u64, Option<Membership>)>;
 
 thread_local! {
+    /// The last organization text [`context_org`] parsed, and its bytes.
+    static LAST_ORG: std::cell::Cell<Option<([u8; 36], [u8; 16])>> = const { std::cell::Cell::new(None) };
     /// Memberships checked again after their generation moved, by (organization, user): what a
     /// session context whose settings cannot be rewritten (inside a parallel query) answers with.
-    static RECHECKED: RefCell<Rechecked> = RefCell::new(HashMap::new());
+    static RECHECKED: RefCell<Rechecked> = RefCell::new(Rechecked::default());
 }
 
 /// The organization of the context, parsed (None: no context). Reads the setting in place.
@@ -116,8 +154,18 @@ fn context_org() -> Option<pgrx::Uuid> {
         if bytes.is_empty() {
             return None;
         }
+        // The readers run once per statement each: the last text parsed is remembered (a
+        // comparison of 36 bytes instead of parsing them).
+        if let Some(org) = LAST_ORG.with(|last| last.get().filter(|(text, _)| text[..] == *bytes).map(|(_, org)| org)) {
+            return Some(pgrx::Uuid::from_bytes(org));
+        }
         match parse_uuid(bytes) {
-            Some(org) => Some(pgrx::Uuid::from_bytes(org)),
+            Some(org) => {
+                if let Ok(text) = <[u8; 36]>::try_from(bytes) {
+                    LAST_ORG.with(|last| last.set(Some((text, org))));
+                }
+                Some(pgrx::Uuid::from_bytes(org))
+            }
             None => TenancyError::CorruptContext(format!(
                 "tenancy.org_id is not a uuid: \"{}\"",
                 String::from_utf8_lossy(bytes)
@@ -134,8 +182,9 @@ fn context_org() -> Option<pgrx::Uuid> {
 #[inline(never)]
 fn still_current(org: &pgrx::Uuid) -> bool {
     let generation = membership::generation(org.as_bytes());
-    gucs::with(&gucs::CHECKED, |bytes| {
+    with_membership(|parts| {
         // The common case without parsing a suffix: the digits are the generation.
+        let bytes = parts.checked;
         parse_u64(bytes) == Some(generation) || Checked::parse(bytes).is_some_and(|c| c.generation == generation)
     })
 }
@@ -154,10 +203,13 @@ fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
         return None;
     }
     let user = gucs::read(&gucs::USER_ID).unwrap_or_default();
-    let trusted = gucs::with(&gucs::CHECKED, Checked::parse).is_some_and(|c| c.trusted);
+    let (trusted, role, permissions) = with_membership(|parts| {
+        let trusted = Checked::parse(parts.checked).is_some_and(|c| c.trusted);
+        (trusted, parts.role().unwrap_or_default(), String::from_utf8_lossy(parts.permissions).into_owned())
+    });
     // A trusted context keeps the role (and permissions) its token gave it while the
     // organization stays active and the role exists.
-    let trusted_role = trusted.then(|| gucs::read(&gucs::MEMBER_ROLE).unwrap_or_default());
+    let trusted_role = trusted.then_some(role);
     let key = (*org.as_bytes(), user.clone(), trusted_role.clone());
     let memo = RECHECKED.with(|r| r.borrow().get(&key).filter(|(g, _)| *g == generation).map(|(_, m)| m.clone()));
     let member = memo.unwrap_or_else(|| {
@@ -165,7 +217,7 @@ fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
         // after it moves the generation again.
         let found = match &trusted_role {
             Some(role) => membership::lookup_trusted(org, role).map(|mut m| {
-                m.permissions = gucs::read(&gucs::PERMISSIONS).unwrap_or_default();
+                m.permissions = permissions;
                 m
             }),
             None => membership::lookup(org, &user),
@@ -200,11 +252,7 @@ pub fn current() -> Context {
         Some((org, None)) => Context {
             org: Some(org),
             user: gucs::read(&gucs::USER_ID),
-            member: gucs::read(&gucs::MEMBER_ROLE).map(|role| Membership {
-                role,
-                role_ranks: gucs::read(&gucs::ROLE_RANKS).unwrap_or_default(),
-                permissions: gucs::read(&gucs::PERMISSIONS).unwrap_or_default(),
-            }),
+            member: with_membership(|parts| parts.membership()),
         },
         // No organization: a user-only context (tenancy.set_user_context()) or none; a context
         // whose membership no longer holds has neither.
@@ -242,7 +290,7 @@ fn current_user_id() -> Option<String> {
 #[pg_extern(stable, parallel_safe)]
 fn current_member_role() -> Option<String> {
     match checked_org() {
-        Some((_, None)) => gucs::read(&gucs::MEMBER_ROLE),
+        Some((_, None)) => with_membership(|parts| parts.role()),
         Some((_, Some(m))) => Some(m.role),
         None => None,
     }
@@ -268,14 +316,12 @@ pub fn has_role(role: &str) -> bool {
     };
     match checked_org() {
         // The settings hold the context: read them in place.
-        Some((_, None)) => gucs::with(&gucs::MEMBER_ROLE, |mine| {
-            gucs::with(&gucs::ROLE_RANKS, |ranks| {
-                !mine.is_empty()
-                    && ranked(
-                        std::str::from_utf8(mine).unwrap_or_default(),
-                        std::str::from_utf8(ranks).unwrap_or_default(),
-                    )
-            })
+        Some((_, None)) => with_membership(|parts| {
+            !parts.role.is_empty()
+                && ranked(
+                    std::str::from_utf8(parts.role).unwrap_or_default(),
+                    std::str::from_utf8(parts.ranks).unwrap_or_default(),
+                )
         }),
         Some((_, Some(m))) => ranked(&m.role, &m.role_ranks),
         None => false,
@@ -287,7 +333,7 @@ pub fn has_role(role: &str) -> bool {
 pub fn has_permission(permission: &str) -> bool {
     match checked_org() {
         Some((_, None)) => {
-            gucs::with(&gucs::PERMISSIONS, |p| p.split(|b| *b == b',').any(|x| x == permission.as_bytes()))
+            with_membership(|parts| parts.permissions.split(|b| *b == b',').any(|x| x == permission.as_bytes()))
         }
         Some((_, Some(m))) => m.permissions.split(',').any(|x| x == permission),
         None => false,
@@ -366,16 +412,18 @@ pub(crate) fn caller_bypasses_rls() -> bool {
 /// (`Display` costs about 6,000 instructions; `set_context` writes one per call).
 pub(crate) fn uuid_text(org: &pgrx::Uuid) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(36);
+    let mut out = [b'-'; 36];
+    let mut at = 0;
     for (i, b) in org.as_bytes().iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out.push(b'-');
+            at += 1;
         }
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+        out[at] = HEX[usize::from(b >> 4)];
+        out[at + 1] = HEX[usize::from(b & 0xf)];
+        at += 2;
     }
     // SAFETY: only ASCII hex digits and dashes were written.
-    unsafe { String::from_utf8_unchecked(out) }
+    unsafe { String::from_utf8_unchecked(out.to_vec()) }
 }
 
 /// Parses a canonical or dash-less uuid, without allocating.

@@ -10,7 +10,7 @@
 //! committed change that can take rights away (a member removed or given another role, an
 //! organization suspended or deleted, any change to the roles) moves the generation of the
 //! organizations it touched; a context remembers the generation it was checked at
-//! (`tenancy.checked_generation`), and a reader that finds it moved checks the membership again
+//! (in `tenancy.membership`), and a reader that finds it moved checks the membership again
 //! ([`crate::context`]). Unrelated organizations that share a slot only cost a recheck.
 
 use crate::error::TenancyError;
@@ -361,11 +361,11 @@ pub fn lookup_trusted(org: pgrx::Uuid, role: &str) -> Option<Membership> {
 }
 
 /// (organization, user) -> (the generation it was checked at, the membership then).
-type Checked = std::collections::HashMap<(pg_sys::Oid, [u8; 16], String), (u64, Membership)>;
+type Checked = foldhash::HashMap<(pg_sys::Oid, [u8; 16], String), (u64, Membership)>;
 
 thread_local! {
     /// Memberships found by [`lookup_at`], by (catalog schema, organization, user).
-    static FOUND: RefCell<Checked> = RefCell::new(Checked::new());
+    static FOUND: RefCell<Checked> = RefCell::new(Checked::default());
 }
 
 /// [`lookup`], remembered per backend while the organization's generation stays `generation`

@@ -19,12 +19,12 @@ use crate::membership::{self, Table};
 use crate::session::{self, Vouched};
 use crate::{context::Scope, gucs};
 use base64::Engine;
+use foldhash::HashMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use sha2::Digest;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::str::FromStr;
 
 /// Longest token accepted, in bytes.
@@ -70,7 +70,7 @@ thread_local! {
     /// The keys, as of the keys' generation they were loaded at.
     static KEYS: RefCell<Option<(u64, std::rc::Rc<Vec<Key>>)>> = const { RefCell::new(None) };
     /// Tokens verified, by SHA-256, with the keys' generation they were verified at.
-    static VERIFIED: RefCell<HashMap<[u8; 32], (u64, Verified)>> = RefCell::new(HashMap::new());
+    static VERIFIED: RefCell<HashMap<[u8; 32], (u64, Verified)>> = RefCell::new(HashMap::default());
 }
 
 fn refuse(reason: impl Into<String>, hint: Option<&str>) -> ! {

@@ -12,7 +12,6 @@ use crate::registry;
 use pgrx::prelude::*;
 use pgrx::Uuid;
 use std::cell::RefCell;
-use std::collections::HashSet;
 
 /// A calendar month in UTC.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -66,7 +65,7 @@ thread_local! {
     static INSERT: KeptStatement = const { RefCell::new(None) };
     static ACTIVE_INSERT: KeptStatement = const { RefCell::new(None) };
     /// (org, user, month) already recorded as active by this backend.
-    static ACTIVE_SEEN: RefCell<HashSet<(Uuid, String, Month)>> = RefCell::new(HashSet::new());
+    static ACTIVE_SEEN: RefCell<foldhash::HashSet<(Uuid, String, Month)>> = RefCell::new(foldhash::HashSet::default());
 }
 
 fn metric(name: &str) -> Resource {

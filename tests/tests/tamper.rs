@@ -26,7 +26,7 @@ fn set_config_is_refused_for_session_and_transaction() {
         let e = error_of(&mut c, &format!("SELECT set_config('tenancy.org_id', '{ACME}', {local})"));
         assert_refused(e, "set_config");
     }
-    for setting in ["tenancy.user_id", "tenancy.member_role", "tenancy.role_ranks", "tenancy.permissions"] {
+    for setting in ["tenancy.user_id", "tenancy.membership"] {
         let e = error_of(&mut c, &format!("SELECT set_config('{setting}', 'owner', false)"));
         assert_eq!(e.code, "42501", "{setting}");
     }
