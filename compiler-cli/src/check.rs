@@ -131,6 +131,9 @@ pub struct Compiled {
     pub usage: Vec<CompiledQuota>,
     /// Views over governed tables: made `security_invoker` so the tables' policies apply.
     pub views: Vec<QualifiedName>,
+    /// Names of the relations the schema already has (tables, views, indexes, with the table of
+    /// each index), which the indexes the compiler adds must not take.
+    pub taken_names: std::collections::BTreeMap<QualifiedName, Option<QualifiedName>>,
 }
 
 impl Compiled {
@@ -502,10 +505,23 @@ pub fn check(
             quotas: compiled_quotas,
             usage: compiled_usage,
             views,
+            taken_names: relation_names(catalog),
         })
     } else {
         Err(diags)
     }
+}
+
+/// Every relation name the catalog knows of: tables, views and named indexes (with their table).
+fn relation_names(catalog: &Catalog) -> std::collections::BTreeMap<QualifiedName, Option<QualifiedName>> {
+    let mut names: std::collections::BTreeMap<QualifiedName, Option<QualifiedName>> =
+        catalog.tables.keys().chain(catalog.views.keys()).map(|n| (n.clone(), None)).collect();
+    for table in catalog.tables.values() {
+        for name in table.indexes.iter().filter_map(|i| i.name.as_ref()) {
+            names.insert(QualifiedName::new(table.name.schema.clone(), name.clone()), Some(table.name.clone()));
+        }
+    }
+    names
 }
 
 /// Checks one command's rule against the table; None when the command is not allowed (or the

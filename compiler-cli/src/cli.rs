@@ -70,6 +70,11 @@ pub enum Command {
         /// libpq URL of the database, as a superuser (it tries each change, then rolls back)
         #[arg(long, env = "DATABASE_URL", value_name = "URL")]
         database_url: String,
+        /// Print only the indexes the plan adds, as CREATE INDEX CONCURRENTLY statements to run
+        /// (outside a transaction, e.g. `psql -f`) before `apply`, so that building them on
+        /// large tables never blocks writes; `apply` then finds them built
+        #[arg(long)]
+        concurrent_indexes: bool,
     },
     /// Prove isolation: as each application role and organization, try every command on every
     /// table, in a transaction that is rolled back (exit 1 on any leak)
@@ -376,6 +381,33 @@ pub fn plan_in(policies: &PolicyArgs, url: &str, commit: bool) -> Result<(Compil
     Ok((compiled, planned))
 }
 
+/// The plan's new indexes as `CREATE INDEX CONCURRENTLY` statements, each a transaction of its
+/// own (PostgreSQL refuses CONCURRENTLY inside a transaction block).
+pub fn concurrent_index_script(planned: &[emit::Block]) -> String {
+    const PLAIN: &str = "CREATE INDEX IF NOT EXISTS ";
+    let statements: Vec<String> = planned
+        .iter()
+        .flat_map(|b| &b.units)
+        .flatten()
+        .filter_map(|s| s.strip_prefix(PLAIN).map(|rest| format!("CREATE INDEX CONCURRENTLY IF NOT EXISTS {rest}")))
+        .collect();
+    if statements.is_empty() {
+        return "-- no index to build: the plan adds none\n".to_string();
+    }
+    let mut out = format!(
+        "-- {} index{} to build before `tenancy apply`, without blocking writes. Run outside a transaction\n\
+         -- (psql -f FILE, not psql -1); `tenancy apply` then finds them built. A build that fails\n\
+         -- leaves an INVALID index behind: DROP INDEX CONCURRENTLY it, then plan again.\n",
+        statements.len(),
+        if statements.len() == 1 { "" } else { "es" }
+    );
+    for s in statements {
+        out.push_str(&s);
+        out.push('\n');
+    }
+    out
+}
+
 /// "5 tables in app": what a successful check or apply covered.
 fn summary(compiled: &Compiled) -> String {
     let n = compiled.tables.len();
@@ -440,9 +472,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             }
         }
-        Command::Plan { policies, database_url } => {
+        Command::Plan { policies, database_url, concurrent_indexes } => {
             let paths = policy_paths(&policies)?;
             let (compiled, planned) = plan_in(&policies, &database_url, false)?;
+            if concurrent_indexes {
+                print!("{}", concurrent_index_script(&planned));
+                return Ok(());
+            }
             if planned.is_empty() {
                 println!("-- nothing to change: the database matches {} ({})", origin(&paths), summary(&compiled));
             } else {

@@ -151,6 +151,7 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
             });
         }
     }
+    let mut names = IndexNames::new(compiled);
     for table in &compiled.tables {
         // The quotas and metrics the policies count from this table; any other goes.
         let counted: Vec<&str> = compiled
@@ -160,7 +161,7 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
             .filter(|q| q.table == table.name)
             .map(|q| q.resource.as_str())
             .collect();
-        out.push(table_block(table, &all_roles, &counted));
+        out.push(table_block(table, &all_roles, &counted, &mut names));
     }
     for view in &compiled.views {
         let mut units = vec![vec![format!("ALTER VIEW {view} SET (security_invoker = true);")]];
@@ -246,7 +247,67 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str]) -> Block {
+/// PostgreSQL's longest identifier, in bytes (NAMEDATALEN - 1); longer names are cut.
+const MAX_IDENTIFIER: usize = 63;
+
+/// Names for the indexes the compiler adds, `<table>_<columns>_idx` as PostgreSQL would choose,
+/// but each within 63 bytes and unique in its schema: a name PostgreSQL would cut (silently, so
+/// that two of them could become one, and `CREATE INDEX IF NOT EXISTS` skip the second) is cut
+/// here and ends with a hash of the whole; a name some relation already has gets a number.
+struct IndexNames {
+    /// Relation name -> the table it indexes (None: not an index of a known table).
+    taken: std::collections::BTreeMap<QualifiedName, Option<QualifiedName>>,
+}
+
+impl IndexNames {
+    fn new(compiled: &Compiled) -> IndexNames {
+        IndexNames { taken: compiled.taken_names.clone() }
+    }
+
+    /// A fresh name for an index on `table` over `what` (column names joined by `_`).
+    fn next(&mut self, table: &QualifiedName, what: &str) -> String {
+        let full = format!("{}_{what}", table.name);
+        for n in 1.. {
+            let suffix = if n == 1 { "_idx".to_string() } else { format!("{n}_idx") };
+            let name = fit(&full, &suffix);
+            let key = QualifiedName::new(table.schema.clone(), name.clone());
+            if !self.taken.contains_key(&key) {
+                self.taken.insert(key, Some(table.clone()));
+                return name;
+            }
+        }
+        unreachable!("an unbounded range ends")
+    }
+
+    /// The name of an index the compiler always declares (`CREATE INDEX IF NOT EXISTS`, which
+    /// `plan` drops when the index is there): the one `table` already has under the first name
+    /// [`Self::next`] would give, else a fresh one.
+    fn own(&mut self, table: &QualifiedName, what: &str) -> String {
+        let name = fit(&format!("{}_{what}", table.name), "_idx");
+        match self.taken.get(&QualifiedName::new(table.schema.clone(), name.clone())) {
+            Some(Some(owner)) if owner == table => name,
+            _ => self.next(table, what),
+        }
+    }
+}
+
+/// `stem` + `suffix` when that fits in 63 bytes; else the stem cut at a character boundary,
+/// followed by 8 hex digits of a hash of the whole stem (FNV-1a: the same on every machine,
+/// so `plan` and `apply` name an index the same), then `suffix`.
+fn fit(stem: &str, suffix: &str) -> String {
+    if stem.len() + suffix.len() <= MAX_IDENTIFIER {
+        return format!("{stem}{suffix}");
+    }
+    let hash = stem.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let tag = format!("_{:08x}", hash as u32);
+    let mut cut = MAX_IDENTIFIER - tag.len() - suffix.len();
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{tag}{suffix}", &stem[..cut])
+}
+
+fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str], names: &mut IndexNames) -> Block {
     let name = table.name.to_string();
     let mut units: Vec<Vec<String>> = Vec::new();
     let header;
@@ -317,23 +378,23 @@ fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str]) ->
                 units.push(unit);
             }
             if *add_index {
-                let index = quote_ident(&format!("{}_{}_idx", table.name.name, column));
+                let index = quote_ident(&names.next(&table.name, column));
                 units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({col});")]);
             }
             for columns in extra_indexes {
                 // Foreign-key checks and cascades, and policies, look rows up by these columns.
-                let index = quote_ident(&format!("{}_{}_idx", table.name.name, columns.join("_")));
+                let index = quote_ident(&names.next(&table.name, &columns.join("_")));
                 let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
                 units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});")]);
             }
             if let Some(sharing) = sharing {
                 let id = quote_ident(&sharing.id_column);
                 if sharing.add_id_index {
-                    let index = quote_ident(&format!("{}_{}_idx", table.name.name, sharing.id_column));
+                    let index = quote_ident(&names.next(&table.name, &sharing.id_column));
                     units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({id});")]);
                 }
                 if let Some(v) = &sharing.visibility_column {
-                    let index = quote_ident(&format!("{}_public_idx", table.name.name));
+                    let index = quote_ident(&names.own(&table.name, "public"));
                     units.push(vec![format!(
                         "CREATE INDEX IF NOT EXISTS {index} ON {name} ({id}) WHERE {} = 'public';",
                         quote_ident(v)
@@ -386,4 +447,53 @@ fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str]) ->
     let keep: Vec<String> = counted.iter().map(|r| literal(r)).collect();
     units.push(vec![format!("SELECT tenancy.keep_quotas({}, ARRAY[{}]::text[]);", literal(&name), keep.join(", "))]);
     Block { header: Some(header), object: Object::Relation(name), units }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(taken: &[&str]) -> IndexNames {
+        IndexNames {
+            taken: taken
+                .iter()
+                .map(|n| (QualifiedName::new("app", *n), Some(QualifiedName::new("app", "projects"))))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn short_index_names_are_the_ones_postgres_would_choose() {
+        let mut n = names(&[]);
+        assert_eq!(n.next(&QualifiedName::new("app", "projects"), "org_id"), "projects_org_id_idx");
+    }
+
+    #[test]
+    fn long_index_names_fit_in_63_bytes_and_never_collide() {
+        let mut n = names(&[]);
+        let table = QualifiedName::new("app", "a_table_name_long_enough_to_need_cutting_by_postgres");
+        let a = n.next(&table, "organization_id_and_some_more");
+        let b = n.next(&table, "organization_id_and_some_other");
+        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+        assert_ne!(a, b);
+        assert!(a.ends_with("_idx"));
+        // The same input gives the same name on every run (plan and apply agree).
+        assert_eq!(names(&[]).next(&table, "organization_id_and_some_more"), a);
+        // Multi-byte names are cut at a character boundary.
+        let wide = QualifiedName::new("app", "é".repeat(40));
+        let w = names(&[]).next(&wide, "org_id");
+        assert!(w.len() <= 63 && w.is_char_boundary(w.len()), "{w}");
+    }
+
+    #[test]
+    fn a_name_a_relation_already_has_gets_a_number() {
+        let mut n = names(&["projects_org_id_idx"]);
+        let table = QualifiedName::new("app", "projects");
+        assert_eq!(n.next(&table, "org_id"), "projects_org_id2_idx");
+        assert_eq!(n.next(&table, "org_id"), "projects_org_id3_idx");
+        // An index the compiler always declares keeps the name its table has it under.
+        let mut n = names(&["projects_public_idx"]);
+        assert_eq!(n.own(&table, "public"), "projects_public_idx");
+        assert_eq!(n.own(&QualifiedName::new("app", "other"), "public"), "other_public_idx");
+    }
 }

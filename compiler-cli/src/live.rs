@@ -57,7 +57,8 @@ pub fn read(
                         FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
                        WHERE k.ord <= x.indnkeyatts
-                       ORDER BY k.ord)
+                       ORDER BY k.ord),
+                x.indisvalid
            FROM pg_index x
            JOIN pg_class c ON c.oid = x.indrelid
            JOIN pg_class i ON i.oid = x.indexrelid
@@ -69,11 +70,14 @@ pub fn read(
     for row in indexes {
         let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
         if let Some(table) = catalog.tables.get_mut(&name) {
+            // An invalid index (a CREATE INDEX CONCURRENTLY that failed) serves no query and
+            // enforces nothing: only its name counts (no index the compiler adds may take it).
+            let valid: bool = row.get(6);
             table.indexes.push(Index {
                 name: Some(row.get(2)),
-                columns: row.get::<_, Vec<Option<String>>>(5),
-                unique: row.get(3),
-                primary: row.get(4),
+                columns: if valid { row.get::<_, Vec<Option<String>>>(5) } else { vec![] },
+                unique: valid && row.get::<_, bool>(3),
+                primary: valid && row.get::<_, bool>(4),
             });
         }
     }

@@ -118,3 +118,50 @@ fn a_tenant_table_made_global_loses_its_write_guard() {
     let policies = text(&mut admin, "SELECT string_agg(policyname || ':' || cmd, ',' ORDER BY policyname) FROM pg_policies WHERE tablename = 'labels'");
     assert_eq!(policies.as_deref(), Some("tenancy_select:SELECT"));
 }
+
+#[test]
+fn long_index_names_fit_never_collide_and_build_concurrently_before_apply() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    // A table whose name has PostgreSQL's longest 63 bytes: `<table>_org_id_idx` cut to 63 bytes
+    // is the table's own name (CREATE INDEX IF NOT EXISTS would skip it with a notice), and a
+    // table whose natural index name an index on another column already has.
+    let long = "a_table_whose_name_has_the_sixty_three_bytes_postgres_allows_xy";
+    assert_eq!(long.len(), 63);
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE app.{long} (id uuid NOT NULL, org_id uuid NOT NULL, PRIMARY KEY (id, org_id));
+             CREATE TABLE app.notes (id uuid NOT NULL, org_id uuid NOT NULL, body text, PRIMARY KEY (id, org_id));
+             CREATE INDEX notes_org_id_idx ON app.notes (body);"
+        ))
+        .unwrap();
+    let policy =
+        format!("{}\n[tables.{long}]\nkind = \"tenant\"\n\n[tables.notes]\nkind = \"tenant\"\n", example_policy());
+    let dir = std::env::temp_dir().join(format!("tenancy-concurrent-{}-{}", std::process::id(), db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.toml"), &policy).unwrap();
+    let args = pg_tenancy_compiler::cli::PolicyArgs {
+        policies: vec![dir.join("app.toml")],
+        format: pg_tenancy_compiler::cli::Format::Human,
+    };
+    let (_, planned) = pg_tenancy_compiler::cli::plan_in(&args, &admin_url(&db.name), false).expect("plan");
+    let script = pg_tenancy_compiler::cli::concurrent_index_script(&planned);
+    let statements: Vec<&str> = script.lines().filter(|l| l.starts_with("CREATE INDEX CONCURRENTLY")).collect();
+    assert_eq!(statements.len(), 2, "{script}");
+    for statement in &statements {
+        // Each in a transaction of its own, as psql -f runs them: CONCURRENTLY refuses a block.
+        admin.batch_execute(statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let names = |c: &mut postgres::Client| {
+        text(c, &format!("SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY indexrelid::regclass::text) FROM pg_index x JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0] WHERE x.indrelid IN ('app.{long}'::regclass, 'app.notes'::regclass) AND a.attname = 'org_id'"))
+            .unwrap_or_default()
+    };
+    let built = names(&mut admin);
+    let built: Vec<&str> = built.split(',').collect();
+    assert_eq!(built.len(), 2, "{built:?}");
+    assert!(built.iter().all(|n| n.trim_start_matches("app.").len() <= 63), "{built:?}");
+    assert!(built.contains(&"app.notes_org_id2_idx"), "{built:?}");
+    try_apply_policy(&db, &policy).unwrap();
+    assert_eq!(names(&mut admin).split(',').count(), 2, "apply found the indexes built and added none");
+    std::fs::remove_dir_all(dir).ok();
+}
