@@ -104,7 +104,9 @@ pub struct PolicyArgs {
 pub struct SchemaArgs {
     #[command(flatten)]
     pub policies: PolicyArgs,
-    /// DDL files with the application schema (CREATE TABLE, CREATE INDEX, ...)
+    /// DDL files with the application schema: CREATE TABLE, CREATE INDEX, ... (pg_dump
+    /// --schema-only output and Rails' structure.sql too; statements that define no tables,
+    /// keys, indexes or views are skipped with a note)
     #[arg(long = "schema", value_name = "FILE", conflicts_with = "database_url")]
     pub schema: Vec<PathBuf>,
     /// Read the schema from this database instead [env: DATABASE_URL, used when no --schema]
@@ -355,8 +357,15 @@ fn compile(args: &SchemaArgs) -> Result<(Compiled, Vec<PathBuf>), Failure> {
         for path in &args.schema {
             let text = read_file(path)?;
             let id = sources.add(path.display().to_string(), text);
-            if let Err(d) = ddl::read(&sources, id, &mut catalog) {
-                diags.push(d);
+            match ddl::read(&sources, id, &mut catalog) {
+                Ok(skipped) => {
+                    if let (Some(note), Format::Human) =
+                        (skipped.note(&path.display().to_string()), args.policies.format)
+                    {
+                        eprintln!("note: {note}");
+                    }
+                }
+                Err(d) => diags.push(d),
             }
         }
         if !diags.is_empty() {

@@ -271,8 +271,8 @@ impl IndexNames {
             let suffix = if n == 1 { "_idx".to_string() } else { format!("{n}_idx") };
             let name = fit(&full, &suffix);
             let key = QualifiedName::new(table.schema.clone(), name.clone());
-            if !self.taken.contains_key(&key) {
-                self.taken.insert(key, Some(table.clone()));
+            if let std::collections::btree_map::Entry::Vacant(free) = self.taken.entry(key) {
+                free.insert(Some(table.clone()));
                 return name;
             }
         }
