@@ -71,8 +71,23 @@ pub enum CompiledKind {
         extra_indexes: Vec<Vec<String>>,
         /// Shareable tables: how rows are shared.
         sharing: Option<Sharing>,
+        /// Foreign keys to other tenant tables without the tenant column, which the policies
+        /// make safe.
+        references: Vec<Reference>,
     },
     Global,
+}
+
+/// A foreign key to a tenant table that leaves out the tenant column. The policies make it safe
+/// without changing the keys: INSERT and UPDATE require the referenced row to belong to the
+/// current organization (an index probe on the target's key), so no row can point into another
+/// organization, and another organization's key is refused exactly like one that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub columns: Vec<String>,
+    pub target: QualifiedName,
+    pub target_columns: Vec<String>,
+    pub target_tenant: String,
 }
 
 /// How a shareable table's rows are shared (`tenancy.enable_sharing()`).
@@ -276,6 +291,7 @@ pub fn check(
     tables.sort_by_key(|(source, key, _)| (*source, key.span().start));
     let default_column = tenant_column.as_ref().map_or(DEFAULT_TENANT_COLUMN.to_string(), |t| t.value.clone());
     let mut covered: BTreeMap<QualifiedName, (SourceId, Range<usize>)> = BTreeMap::new();
+    let mut waivers: Waivers = BTreeMap::new();
     let mut compiled_tables = Vec::new();
     // Tables an ambiguous key could mean: not reported again as uncovered.
     let mut maybe_covered: Vec<QualifiedName> = Vec::new();
@@ -299,6 +315,9 @@ pub fn check(
             continue;
         }
         covered.insert(table.name.clone(), (*source, key.span()));
+        for (columns, reason) in &policy.get_ref().globally_unique {
+            waivers.entry(table.name.clone()).or_default().push((*source, columns.clone(), reason.clone()));
+        }
         let policy = policy.get_ref();
         if *policy.kind.get_ref() != TableKind::Shareable {
             for (name, value) in [
@@ -409,6 +428,7 @@ pub fn check(
                     .flatten();
                 CompiledKind::Tenant {
                     sharing,
+                    references: vec![],
                     add_index: !table.has_index_leading_with(&column),
                     set_not_null: !col.not_null,
                     column,
@@ -488,7 +508,7 @@ pub fn check(
         }
     }
 
-    check_tenant_keys(sources, catalog, &compiled_tables, &covered, &mut diags);
+    check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, &mut diags);
     let views = check_views(catalog, &covered, &mut diags);
     let compiled_quotas = check_counted(Counted::QUOTA, catalog, &governed, &compiled_tables, quotas, live, &mut diags);
     let compiled_usage = check_counted(Counted::USAGE, catalog, &governed, &compiled_tables, usage, live, &mut diags);
@@ -734,26 +754,32 @@ fn check_views(
     out
 }
 
-/// Refuses tenant tables whose unique keys or foreign keys to other tenant tables leave out the
-/// tenant column: unique violations would reveal other organizations' values, and a row could
-/// point into another organization. Changing keys is not safe to automate, so the error shows
-/// the fix.
+/// Per table, the `globally_unique` entries of its policy: (file, columns, reason).
+type Waivers = BTreeMap<QualifiedName, Vec<(SourceId, Spanned<String>, Spanned<String>)>>;
+
+/// Unique keys and foreign keys of tenant tables ([`crate::rules`]). A unique key must include
+/// the tenant column, be a random uuid the server generates, or be declared globally unique with
+/// a reason; else unique violations would reveal other organizations' values. A foreign key to
+/// another tenant table without the tenant column becomes a [`Reference`] the policies check.
 fn check_tenant_keys(
     sources: &Sources,
     catalog: &Catalog,
-    compiled: &[CompiledTable],
+    compiled: &mut [CompiledTable],
     covered: &BTreeMap<QualifiedName, (SourceId, Range<usize>)>,
+    waivers: &Waivers,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let tenant_column: BTreeMap<&QualifiedName, &str> = compiled
+    let tenant_column: BTreeMap<QualifiedName, String> = compiled
         .iter()
         .filter_map(|t| match &t.kind {
-            CompiledKind::Tenant { column, .. } => Some((&t.name, column.as_str())),
+            CompiledKind::Tenant { column, .. } => Some((t.name.clone(), column.clone())),
             CompiledKind::Global => None,
         })
         .collect();
-    for (name, column) in &tenant_column {
-        let (Some(table), Some((source, span))) = (catalog.tables.get(*name), covered.get(*name)) else { continue };
+    for compiled_table in compiled.iter_mut() {
+        let name = compiled_table.name.clone();
+        let CompiledKind::Tenant { column, references, .. } = &mut compiled_table.kind else { continue };
+        let (Some(table), Some((source, span))) = (catalog.tables.get(&name), covered.get(&name)) else { continue };
         let defined = match &table.origin {
             Origin::Ddl { source, span } => {
                 let (line, col) = sources.line_col(*source, span.start);
@@ -761,11 +787,31 @@ fn check_tenant_keys(
             }
             Origin::Live => String::new(),
         };
+        let table_waivers = waivers.get(&name).map_or(&[][..], Vec::as_slice);
+        let mut used = vec![false; table_waivers.len()];
         for index in table.indexes.iter().filter(|i| i.unique) {
-            if index.columns.iter().any(|c| c.as_deref() == Some(*column)) {
+            let key: Vec<crate::rules::KeyColumn> = index
+                .columns
+                .iter()
+                .map(|c| {
+                    let col = c.as_deref().and_then(|c| table.column(c));
+                    crate::rules::KeyColumn {
+                        name: c.as_deref(),
+                        data_type: col.map_or("", |c| c.data_type.as_str()),
+                        default: col.and_then(|c| c.default.as_deref()),
+                    }
+                })
+                .collect();
+            let cols: Vec<&str> = index.columns.iter().map(|c| c.as_deref().unwrap_or("<expression>")).collect();
+            let wanted = crate::rules::waiver_key(cols.iter().copied());
+            let waiver = table_waivers.iter().position(|(_, k, _)| normalize_key(k.get_ref()) == wanted);
+            if let Some(i) = waiver {
+                used[i] = true;
+            }
+            let reason = waiver.map(|i| table_waivers[i].2.get_ref().as_str());
+            if crate::rules::unique_key(&key, column, reason) != crate::rules::UniqueKey::Unsafe {
                 continue;
             }
-            let cols: Vec<&str> = index.columns.iter().map(|c| c.as_deref().unwrap_or("<expression>")).collect();
             let what = if index.primary { "PRIMARY KEY" } else { "UNIQUE" };
             diags.push(
                 Diagnostic::error(
@@ -774,41 +820,82 @@ fn check_tenant_keys(
                 )
                 .label(*source, span.clone(), "tenant table declared here")
                 .help(format!(
-                    "unique violations would reveal other organizations' values: use {what} ({column}, {}){defined}",
+                    "unique violations would reveal other organizations' values: use {what} ({column}, {}){defined}; \
+                     or, if the values are meant to be unique across organizations, declare it in the policy: \
+                     globally_unique = {{ \"{wanted}\" = \"why\" }}",
                     cols.join(", ")
                 )),
             );
         }
-        for fk in &table.foreign_keys {
-            let Some(target_column) = tenant_column.get(&fk.references) else { continue };
-            let scoped = match fk.columns.iter().position(|c| c == column) {
-                Some(i) => fk.referred.is_empty() || fk.referred.get(i).map(String::as_str) == Some(*target_column),
-                None => false,
-            };
-            if !scoped {
-                let referred =
-                    if fk.referred.is_empty() { "its primary key".to_string() } else { fk.referred.join(", ") };
+        for (i, (file, key, reason)) in table_waivers.iter().enumerate() {
+            if !used[i] {
+                let keys: Vec<String> = table
+                    .indexes
+                    .iter()
+                    .filter(|x| x.unique)
+                    .map(|x| {
+                        format!(
+                            "\"{}\"",
+                            crate::rules::waiver_key(x.columns.iter().map(|c| c.as_deref().unwrap_or("<expression>")))
+                        )
+                    })
+                    .collect();
                 diags.push(
                     Diagnostic::error(
-                        "tenancy::fk-not-tenant-scoped",
-                        format!(
-                            "foreign key ({}) of `{name}` references tenant table `{}` ({referred}) without `{column}`",
-                            fk.columns.join(", "),
-                            fk.references
-                        ),
+                        "tenancy::unknown-unique-key",
+                        format!("`{name}` has no unique key ({})", key.get_ref()),
                     )
-                    .label(*source, span.clone(), "tenant table declared here")
-                    .help(format!(
-                        "a row could point into another organization: use FOREIGN KEY ({column}, {}) REFERENCES {} ({target_column}, {}), with UNIQUE or PRIMARY KEY ({target_column}, {}) on the target{defined}",
-                        fk.columns.join(", "),
-                        fk.references,
-                        if fk.referred.is_empty() { "id".to_string() } else { fk.referred.join(", ") },
-                        if fk.referred.is_empty() { "id".to_string() } else { fk.referred.join(", ") },
-                    )),
+                    .label(*file, key.span(), "declared globally unique here")
+                    .help(if keys.is_empty() {
+                        "the table has no unique keys".to_string()
+                    } else {
+                        format!("its unique keys: {}", keys.join(", "))
+                    }),
+                );
+            } else if reason.get_ref().trim().is_empty() {
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::missing-reason",
+                        format!("globally unique key ({}) of `{name}` has no reason", key.get_ref()),
+                    )
+                    .label(*file, reason.span(), "say why here")
+                    .help("a key unique across organizations is an exception: write down why"),
                 );
             }
         }
+        for fk in &table.foreign_keys {
+            let Some(target_column) = tenant_column.get(&fk.references) else { continue };
+            let scoped = match fk.columns.iter().position(|c| c == &*column) {
+                Some(i) => fk.referred.is_empty() || fk.referred.get(i) == Some(target_column),
+                None => false,
+            };
+            if scoped {
+                continue;
+            }
+            let target_columns = if fk.referred.is_empty() {
+                catalog.tables.get(&fk.references).map_or(vec![], Table::primary_key)
+            } else {
+                fk.referred.clone()
+            };
+            if target_columns.len() != fk.columns.len() {
+                continue; // not a foreign key PostgreSQL would accept: its own error says so
+            }
+            let reference = Reference {
+                columns: fk.columns.clone(),
+                target: fk.references.clone(),
+                target_columns,
+                target_tenant: target_column.clone(),
+            };
+            if !references.contains(&reference) {
+                references.push(reference);
+            }
+        }
     }
+}
+
+/// A `globally_unique` key as written (`"a,b"`, `"a, b"`) in the canonical `a, b` form.
+fn normalize_key(key: &str) -> String {
+    crate::rules::waiver_key(key.split(',').map(str::trim).filter(|c| !c.is_empty()))
 }
 
 /// Resolves `[quotas]`: each names a tenant table of this policy set and, for sums, an integer

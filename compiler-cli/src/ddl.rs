@@ -402,9 +402,11 @@ fn add_table(catalog: &mut Catalog, create: CreateTable, source: SourceId, span:
     for col in &create.columns {
         let column_name = fold(&col.name);
         let mut not_null = false;
+        let mut default = None;
         for opt in &col.options {
             match &opt.option {
                 ColumnOption::NotNull => not_null = true,
+                ColumnOption::Default(expr) => default = Some(expr.to_string().to_lowercase()),
                 ColumnOption::Unique { is_primary, .. } => {
                     not_null |= *is_primary;
                     table.indexes.push(Index {
@@ -425,7 +427,12 @@ fn add_table(catalog: &mut Catalog, create: CreateTable, source: SourceId, span:
                 _ => {}
             }
         }
-        table.columns.push(Column { name: column_name, data_type: col.data_type.to_string().to_lowercase(), not_null });
+        table.columns.push(Column {
+            name: column_name,
+            data_type: col.data_type.to_string().to_lowercase(),
+            not_null,
+            default,
+        });
     }
     for c in &create.constraints {
         table.foreign_keys.extend(constraint_foreign_key(c));

@@ -60,6 +60,28 @@ fn predicate(
     parts.join(" AND ")
 }
 
+/// What makes a [`crate::check::Reference`] safe: the referenced row exists in the current
+/// organization (or the foreign key's columns hold a NULL, which references nothing). One probe
+/// of the target's unique index on its key; the target's own policies apply too. Another
+/// organization's key fails exactly as a missing one does, before the foreign key is checked.
+fn reference_check(table: &QualifiedName, r: &crate::check::Reference) -> String {
+    let this = quote_ident(&table.name);
+    let nulls: Vec<String> = r.columns.iter().map(|c| format!("{this}.{} IS NULL", quote_ident(c))).collect();
+    let matches: Vec<String> = r
+        .columns
+        .iter()
+        .zip(&r.target_columns)
+        .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
+        .collect();
+    format!(
+        "({} OR EXISTS (SELECT FROM {} t WHERE {} AND t.{} = (SELECT tenancy.current_org())))",
+        nulls.join(" OR "),
+        r.target,
+        matches.join(" AND "),
+        quote_ident(&r.target_tenant)
+    )
+}
+
 /// Rows shared with the current organization (for writing, with `write`). The array is computed
 /// once per statement and drives an index scan on the id column; the correlated check then
 /// makes sure the row's organization is the one that shared it. It runs only for rows whose id
@@ -337,7 +359,16 @@ fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str], na
             }
             units.push(grants);
         }
-        CompiledKind::Tenant { column, add_index, set_not_null, commands, owner_columns, extra_indexes, sharing } => {
+        CompiledKind::Tenant {
+            column,
+            add_index,
+            set_not_null,
+            commands,
+            owner_columns,
+            extra_indexes,
+            sharing,
+            references,
+        } => {
             let col = quote_ident(column);
             header = match sharing {
                 None => format!("-- {name}: tenant table, tenant column {col}"),
@@ -362,10 +393,16 @@ fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str], na
                     if command == Command::Select { table.readers() } else { table.read_write.clone() };
                 if let (Some(Some(rule)), false) = (commands.get(&command), roles.is_empty()) {
                     let p = predicate(&table.name, column, rule, sharing.as_ref(), command);
+                    // New rows may only point at rows of the current organization.
+                    let mut checked = p.clone();
+                    for r in references {
+                        checked.push_str("\n        AND ");
+                        checked.push_str(&reference_check(&table.name, r));
+                    }
                     let clause = match command {
                         Command::Select | Command::Delete => format!("USING ({p})"),
-                        Command::Insert => format!("WITH CHECK ({p})"),
-                        Command::Update => format!("USING ({p})\n    WITH CHECK ({p})"),
+                        Command::Insert => format!("WITH CHECK ({checked})"),
+                        Command::Update => format!("USING ({p})\n    WITH CHECK ({checked})"),
                     };
                     unit.push(format!(
                         "CREATE POLICY {} ON {name} AS PERMISSIVE FOR {} TO {}\n    {clause};",

@@ -18,5 +18,6 @@ pub mod live;
 pub mod plan;
 pub mod policy;
 pub mod predicate;
+pub mod rules;
 pub mod schema;
 pub mod verify;

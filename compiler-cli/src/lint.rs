@@ -17,8 +17,10 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("nullable-tenant-column", Severity::Error, "the tenant column allows NULL (rows that belong to no organization)"),
     ("app-role-bypasses-rls", Severity::Error, "an application role is SUPERUSER or BYPASSRLS"),
     ("app-role-owns-table", Severity::Error, "an application role owns a tenant table (and can disable its policies)"),
-    ("unique-not-tenant-scoped", Severity::Error, "a PRIMARY KEY or UNIQUE constraint without the tenant column (values leak across tenants through unique violations)"),
-    ("fk-not-tenant-scoped", Severity::Error, "a foreign key between tenant tables without the tenant column (a row can point into another tenant)"),
+    ("no-tenant-tables", Severity::Error, "no table has the tenant column: nothing was audited (the likely columns are suggested)"),
+    ("unique-not-tenant-scoped", Severity::Error, "a PRIMARY KEY, UNIQUE constraint or index, or EXCLUDE constraint without the tenant column, other than a random uuid the server generates (values leak across tenants through unique violations)"),
+    ("fk-not-tenant-scoped", Severity::Error, "a foreign key between tenant tables without the tenant column that the policies do not check (a row can point into another tenant)"),
+    ("fk-cross-tenant-rows", Severity::Error, "rows whose foreign key points at another tenant's row (the rows are listed by the fix)"),
     ("view-not-security-invoker", Severity::Error, "a view over a tenant table runs with its owner's rights, bypassing policies"),
     ("materialized-view-of-tenant-table", Severity::Error, "a materialized view copies tenant rows out of reach of row-level security"),
     ("policy-per-row-function", Severity::Warning, "a policy calls a context function per row instead of once per statement"),
@@ -126,6 +128,9 @@ pub fn lint(
     }
     let col = quote_ident(&options.tenant_column);
     let mut out = Vec::new();
+    if tables.is_empty() {
+        out.push(no_tenant_tables(client, &schemas, &options.tenant_column)?);
+    }
     for t in tables.values() {
         if !t.rls {
             out.push(finding(
@@ -163,6 +168,7 @@ pub fn lint(
     lint_roles(client, options, &tables, &mut out)?;
     lint_policies(client, &tables, &mut out)?;
     lint_constraints(client, &tables, &col, &mut out)?;
+    lint_unique_keys(client, &tables, &options.tenant_column, &col, &mut out)?;
     lint_views(client, &tables, &mut out)?;
     lint_security_definers(client, &tables, &mut out)?;
     out.sort_by(|a, b| (a.severity, &a.object, a.rule).cmp(&(b.severity, &b.object, b.rule)));
@@ -355,7 +361,7 @@ fn lint_constraints(
                 ARRAY(SELECT quote_ident(a.attname) FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
                         JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
            FROM pg_constraint c
-          WHERE c.conrelid::int8 = ANY($1) AND c.contype IN ('p', 'u', 'f')
+          WHERE c.conrelid::int8 = ANY($1) AND c.contype = 'f'
           ORDER BY 1, 2",
         &[&oids(tables)],
     )? {
@@ -366,20 +372,6 @@ fn lint_constraints(
         let key_names: Vec<String> = row.get(6);
         let object = format!("constraint {} on {}", quote_ident(&name), table.name);
         match kind.as_str() {
-            "p" | "u" if !keys.contains(&table.tenant_attnum) => {
-                let what = if kind == "p" { "PRIMARY KEY" } else { "UNIQUE" };
-                out.push(finding(
-                    "unique-not-tenant-scoped",
-                    object,
-                    format!("{what} ({}) of {} does not include {col}", key_names.join(", "), table.name),
-                    format!(
-                        "ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} {what} ({col}, {k});",
-                        t = table.name,
-                        c = quote_ident(&name),
-                        k = key_names.join(", ")
-                    ),
-                ));
-            }
             "f" => {
                 let target = row.get::<_, i64>(4) as u32;
                 let target_keys: Vec<i16> = row.get::<_, Option<Vec<i16>>>(5).unwrap_or_default();
@@ -391,7 +383,8 @@ fn lint_constraints(
                             .iter()
                             .zip(&target_keys)
                             .any(|(k, f)| *k == table.tenant_attnum && *f == parent.tenant_attnum);
-                    if !scoped {
+                    let checked = checked_by_policies(client, table.oid, target)?;
+                    if !scoped && !checked {
                         out.push(finding(
                             "fk-not-tenant-scoped",
                             object.clone(),
@@ -403,7 +396,7 @@ fn lint_constraints(
                                 target_names.join(", ")
                             ),
                             format!(
-                                "ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} FOREIGN KEY ({col}, {k}) REFERENCES {p} ({col}, {pk}); -- needs UNIQUE ({col}, {pk}) on {p}",
+                                "tenancy apply (its INSERT and UPDATE policies on {t} require the referenced row to be the organization's); or composite keys: ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} FOREIGN KEY ({col}, {k}) REFERENCES {p} ({col}, {pk}); -- needs UNIQUE ({col}, {pk}) on {p}",
                                 t = table.name,
                                 c = quote_ident(&name),
                                 k = key_names.join(", "),
@@ -411,6 +404,9 @@ fn lint_constraints(
                                 pk = target_names.join(", ")
                             ),
                         ));
+                    }
+                    if !scoped {
+                        cross_tenant_rows(client, table, parent, &key_names, &target_names, &object, col, out)?;
                     }
                 }
                 let wanted: BTreeSet<i16> = keys.iter().copied().collect();
@@ -434,6 +430,193 @@ fn lint_constraints(
             }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// The finding for a tenant column that no table has, with the columns that look like one:
+/// uuid, text or integer columns named like an organization, tenant, account, team, workspace,
+/// company or project id, by how many tables have them.
+fn no_tenant_tables(
+    client: &mut impl postgres::GenericClient,
+    schemas: &[String],
+    tenant_column: &str,
+) -> Result<Finding, postgres::Error> {
+    let likely: Vec<String> = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, NULL), count(DISTINCT c.oid)
+               FROM pg_attribute a
+               JOIN pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p')
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
+                AND a.attname ~ '(org|organi[sz]ation|tenant|account|team|workspace|company|project)_?id$'
+                AND a.atttypid IN ('uuid'::regtype, 'text'::regtype, 'varchar'::regtype, 'int4'::regtype, 'int8'::regtype)
+              GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 5",
+            &[&schemas],
+        )?
+        .iter()
+        .map(|r| {
+            let n: i64 = r.get(2);
+            format!("{} ({}, {n} table{})", r.get::<_, String>(0), r.get::<_, String>(1), if n == 1 { "" } else { "s" })
+        })
+        .collect();
+    let message = format!(
+        "no table in {} has a uuid column {}: nothing was audited",
+        schemas.join(", "),
+        quote_ident(tenant_column)
+    );
+    let fix = match likely.first() {
+        Some(_) => format!(
+            "tenancy lint --tenant-column <column> (columns that look like tenant columns: {})",
+            likely.join(", ")
+        ),
+        None => "tenancy lint --tenant-column <the column that holds the organization id>".to_string(),
+    };
+    Ok(finding("no-tenant-tables", "database".into(), message, fix))
+}
+
+/// True when every policy of `table` that lets rows in (INSERT, UPDATE, ALL) reads `target`:
+/// what `tenancy apply` compiles for a foreign key without the tenant column (the referenced row
+/// must be the organization's). Read from the policies' dependencies.
+fn checked_by_policies(
+    client: &mut impl postgres::GenericClient,
+    table: u32,
+    target: u32,
+) -> Result<bool, postgres::Error> {
+    let row = client.query_one(
+        "SELECT count(*) > 0 AND bool_and(EXISTS (
+                    SELECT FROM pg_depend d
+                     WHERE d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+                       AND d.refclassid = 'pg_class'::regclass AND d.refobjid::int8 = $2))
+           FROM pg_policy p
+          WHERE p.polrelid::int8 = $1 AND p.polcmd IN ('a', 'w', '*') AND p.polpermissive",
+        &[&i64::from(table), &i64::from(target)],
+    )?;
+    Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
+}
+
+/// Rows of `table` whose foreign key (`keys`, to `parent`'s `target_keys`) points at a row of
+/// another organization, counted as a role that bypasses row-level security (else a finding
+/// says they could not be counted).
+#[allow(clippy::too_many_arguments)]
+fn cross_tenant_rows(
+    client: &mut impl postgres::GenericClient,
+    table: &TenantTable,
+    parent: &TenantTable,
+    keys: &[String],
+    target_keys: &[String],
+    object: &str,
+    col: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    let join: Vec<String> = keys.iter().zip(target_keys).map(|(k, t)| format!("p.{t} = c.{k}")).collect();
+    let listing = format!(
+        "SELECT c.* FROM {} c JOIN {} p ON {} WHERE p.{col} IS DISTINCT FROM c.{col}",
+        table.name,
+        parent.name,
+        join.join(" AND ")
+    );
+    let bypasses: bool =
+        client.query_one("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user", &[])?.get(0);
+    if !bypasses {
+        return Ok(());
+    }
+    let n: i64 = client.query_one(&format!("SELECT count(*) FROM ({listing}) x"), &[])?.get(0);
+    if n > 0 {
+        out.push(finding(
+            "fk-cross-tenant-rows",
+            object.to_string(),
+            format!(
+                "{n} row{} of {} point{} at a row of {} that belongs to another organization",
+                if n == 1 { "" } else { "s" },
+                table.name,
+                if n == 1 { "s" } else { "" },
+                parent.name
+            ),
+            format!("{listing}; -- then UPDATE or DELETE each of these rows"),
+        ));
+    }
+    Ok(())
+}
+
+/// Unique keys of tenant tables: primary keys, unique constraints and unique indexes (partial
+/// ones too), and exclusion constraints, whose conflicts tell one organization that another has
+/// a value. Safe: with the tenant column, or one uuid column the server fills at random
+/// ([`crate::rules`], the rule `tenancy check` applies).
+fn lint_unique_keys(
+    client: &mut impl postgres::GenericClient,
+    tables: &BTreeMap<u32, TenantTable>,
+    tenant: &str,
+    col: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    for row in client.query(
+        "SELECT x.indrelid::int8, i.relname::text, coalesce(c.contype::text, ''), x.indisprimary, x.indisexclusion,
+                ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)
+                        LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
+                       WHERE k.o <= x.indnkeyatts ORDER BY k.o),
+                ARRAY(SELECT coalesce(format_type(a.atttypid, a.atttypmod), '') FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)
+                        LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
+                       WHERE k.o <= x.indnkeyatts ORDER BY k.o),
+                ARRAY(SELECT coalesce(lower(pg_get_expr(d.adbin, d.adrelid)), '') FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)
+                        LEFT JOIN pg_attrdef d ON d.adrelid = x.indrelid AND d.adnum = k.n
+                       WHERE k.o <= x.indnkeyatts ORDER BY k.o),
+                pg_get_indexdef(x.indexrelid), x.indpred IS NOT NULL
+           FROM pg_index x
+           JOIN pg_class i ON i.oid = x.indexrelid
+           LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid
+          WHERE x.indrelid::int8 = ANY($1) AND (x.indisunique OR x.indisexclusion)
+          ORDER BY 1, 2",
+        &[&oids(tables)],
+    )? {
+        let table = &tables[&(row.get::<_, i64>(0) as u32)];
+        let (name, contype, primary, exclusion): (String, String, bool, bool) = (row.get(1), row.get(2), row.get(3), row.get(4));
+        let names: Vec<Option<String>> = row.get(5);
+        let types: Vec<String> = row.get(6);
+        let defaults: Vec<String> = row.get(7);
+        let (definition, partial): (String, bool) = (row.get(8), row.get(9));
+        let key: Vec<crate::rules::KeyColumn> = names
+            .iter()
+            .zip(types.iter().zip(&defaults))
+            .map(|(n, (t, d))| crate::rules::KeyColumn {
+                name: n.as_deref(),
+                data_type: t,
+                default: (!d.is_empty()).then_some(d.as_str()),
+            })
+            .collect();
+        if crate::rules::unique_key(&key, tenant, None) != crate::rules::UniqueKey::Unsafe {
+            continue;
+        }
+        let shown: Vec<String> = names.iter().map(|n| n.as_deref().map_or("<expression>".into(), quote_ident)).collect();
+        let what = match (contype.as_str(), primary, exclusion) {
+            (_, true, _) => "PRIMARY KEY",
+            (_, _, true) => "EXCLUDE constraint",
+            ("u", ..) => "UNIQUE constraint",
+            _ if partial => "partial unique index",
+            _ => "unique index",
+        };
+        let fix = if contype.is_empty() {
+            // An index: build the tenant-scoped one first, then drop the old one.
+            let scoped = definition.replacen(" (", &format!(" ({col}, "), 1);
+            let scoped = scoped.replacen(&format!("INDEX {} ON", quote_ident(&name)), &format!("INDEX CONCURRENTLY {} ON", quote_ident(&format!("{name}_scoped"))), 1);
+            format!("{scoped}; DROP INDEX CONCURRENTLY {};", quote_ident(&name))
+        } else if exclusion {
+            format!("-- add {col} WITH = to the constraint: {definition}")
+        } else {
+            let kind = if primary { "PRIMARY KEY" } else { "UNIQUE" };
+            format!(
+                "ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} {kind} ({col}, {k}); -- or, if the values are meant to be unique across organizations, declare the key in the policy file: globally_unique",
+                t = table.name,
+                c = quote_ident(&name),
+                k = shown.join(", ")
+            )
+        };
+        out.push(finding(
+            "unique-not-tenant-scoped",
+            format!("index {} on {}", quote_ident(&name), table.name),
+            format!("{what} ({}) of {} does not include {col}", shown.join(", "), table.name),
+            fix,
+        ));
     }
     Ok(())
 }

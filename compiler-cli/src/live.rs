@@ -29,10 +29,12 @@ pub fn read(
     let mut facts = LiveFacts::default();
     let columns = client.query(
         "SELECT n.nspname::text, c.relname::text, pg_get_userbyid(c.relowner)::text,
-                a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull
+                a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                lower(pg_get_expr(d.adbin, d.adrelid))
            FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
            LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
           WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)
           ORDER BY 1, 2, a.attnum",
         &[&schemas],
@@ -48,7 +50,12 @@ pub fn read(
             origin: Origin::Live,
         });
         if let Some(column) = row.get::<_, Option<String>>(3) {
-            table.columns.push(Column { name: column, data_type: row.get(4), not_null: row.get(5) });
+            table.columns.push(Column {
+                name: column,
+                data_type: row.get(4),
+                not_null: row.get(5),
+                default: row.get(6),
+            });
         }
     }
     let indexes = client.query(

@@ -188,6 +188,10 @@ pub struct TablePolicy {
     pub visibility_column: Option<Spanned<String>>,
     /// Shareable tables: a permission that lets members below admin share rows.
     pub share_permission: Option<Spanned<String>>,
+    /// Unique keys without the tenant column that are meant to be unique across organizations
+    /// (an API key looked up before the tenant is known): the key's columns (`"a, b"`) and why.
+    #[serde(default)]
+    pub globally_unique: BTreeMap<Spanned<String>, Spanned<String>>,
     // The commands are spelled out rather than `#[serde(flatten)]`ed, which would lose spans.
     pub select: Option<Spanned<CommandRule>>,
     pub insert: Option<Spanned<CommandRule>>,

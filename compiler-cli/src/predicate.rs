@@ -204,7 +204,7 @@ mod tests {
             name: QualifiedName::new("app", "docs"),
             columns: ["org_id", "created_by", "status"]
                 .iter()
-                .map(|c| Column { name: c.to_string(), data_type: "text".into(), not_null: true })
+                .map(|c| Column { name: c.to_string(), data_type: "text".into(), not_null: true, default: None })
                 .collect(),
             indexes: vec![],
             foreign_keys: vec![],

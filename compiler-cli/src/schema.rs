@@ -39,6 +39,8 @@ pub struct Column {
     /// The type as written (DDL) or as `format_type` prints it (live), lowercased.
     pub data_type: String,
     pub not_null: bool,
+    /// The default expression, lowercased (`gen_random_uuid()`), if any.
+    pub default: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -101,6 +103,11 @@ impl Table {
     /// True when some index's first key column is `column`, so lookups by it are indexed.
     pub fn has_index_leading_with(&self, column: &str) -> bool {
         self.indexes.iter().any(|i| i.columns.first().and_then(|c| c.as_deref()) == Some(column))
+    }
+
+    /// The primary key's columns (empty without one, or with expressions).
+    pub fn primary_key(&self) -> Vec<String> {
+        self.indexes.iter().find(|i| i.primary).map_or(vec![], |i| i.columns.iter().flatten().cloned().collect())
     }
 }
 

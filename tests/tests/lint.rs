@@ -43,20 +43,52 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
              CREATE MATERIALIZED VIEW bad.mv AS SELECT * FROM bad.parent;
              CREATE FUNCTION bad.peek() RETURNS bigint SECURITY DEFINER LANGUAGE sql AS 'SELECT count(*) FROM bad.parent';
              GRANT SELECT ON pg_catalog.pg_stat_activity, pg_catalog.pg_stat_user_tables TO lint_app;
-             GRANT EXECUTE ON FUNCTION pg_catalog.lo_create(oid) TO lint_app;",
+             GRANT EXECUTE ON FUNCTION pg_catalog.lo_create(oid) TO lint_app;
+             -- Safe as they are: a random uuid primary key, a unique index with the tenant column.
+             CREATE TABLE bad.fine (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL, email text);
+             CREATE UNIQUE INDEX fine_email ON bad.fine (org_id, email);
+             ALTER TABLE bad.fine ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             -- Unsafe: a partial unique index and an exclusion constraint without the tenant column.
+             CREATE UNIQUE INDEX fine_default ON bad.fine (email) WHERE email <> '';
+             ALTER TABLE bad.fine ADD CONSTRAINT fine_no_twins EXCLUDE USING btree (email WITH =);
+             -- A row pointing into another organization.
+             INSERT INTO bad.loose VALUES ('e1000000-0000-0000-0000-000000000001', 'a0000000-0000-0000-0000-000000000001');
+             INSERT INTO bad.child VALUES ('b0000000-0000-0000-0000-000000000002', 'e2000000-0000-0000-0000-000000000001', 'e1000000-0000-0000-0000-000000000001');",
         )
         .unwrap();
     // What `tenancy apply` took from PUBLIC in the template, given back to this role alone.
     admin.batch_execute(&format!("GRANT TEMPORARY ON DATABASE {} TO lint_app", db.name)).unwrap();
     let (findings, tables) = lint::lint(&mut admin, &options(&["bad"])).unwrap();
-    assert_eq!(tables, 3);
+    assert_eq!(tables, 4);
     let fired: BTreeSet<&str> = findings.iter().map(|f| f.rule).collect();
-    let all: BTreeSet<&str> = RULES.iter().map(|r| r.0).collect();
+    // A run that finds no tenant table at all is the next test's.
+    let all: BTreeSet<&str> = RULES.iter().map(|r| r.0).filter(|r| *r != "no-tenant-tables").collect();
     assert_eq!(fired, all, "{findings:#?}");
     assert!(findings.iter().all(|f| !f.fix.is_empty() && !f.object.is_empty()));
     assert_eq!(findings[0].severity, Severity::Error, "errors come first");
     let per_row = findings.iter().find(|f| f.rule == "policy-per-row-function").unwrap();
     assert_eq!(per_row.object, "policy p on bad.parent");
+    let unique: BTreeSet<&str> =
+        findings.iter().filter(|f| f.rule == "unique-not-tenant-scoped").map(|f| f.object.as_str()).collect();
+    assert_eq!(
+        unique,
+        BTreeSet::from([
+            "index fine_default on bad.fine",
+            "index fine_no_twins on bad.fine",
+            "index loose_pkey on bad.loose"
+        ]),
+        "a random uuid primary key and a key with the tenant column are safe"
+    );
+    let partial = findings.iter().find(|f| f.object == "index fine_default on bad.fine").unwrap();
+    assert!(
+        partial.fix.contains("(org_id, email) WHERE (email <> ''::text)"),
+        "the fix keeps the predicate: {}",
+        partial.fix
+    );
+    let crossing = findings.iter().find(|f| f.rule == "fk-cross-tenant-rows").unwrap();
+    assert!(crossing.message.starts_with("1 row of bad.child points at a row of bad.loose"), "{}", crossing.message);
+    let listed = text(&mut admin, &format!("SELECT count(*) FROM ({}) x", crossing.fix.split(';').next().unwrap()));
+    assert_eq!(listed.as_deref(), Some("1"), "the fix lists the row: {}", crossing.fix);
     let forced = findings.iter().find(|f| f.rule == "rls-not-forced").unwrap();
     assert_eq!(forced.fix, "ALTER TABLE bad.loose FORCE ROW LEVEL SECURITY;");
     // The CLI exits non-zero (1) when any error is found.
@@ -64,4 +96,17 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
         tenancy(&["lint", "--database-url", &admin_url(&db.name), "--schema", "bad", "--format", "json"]).unwrap_err();
     assert!(matches!(failure, pg_tenancy_compiler::cli::Failure::LintErrors));
     admin.batch_execute("DROP SCHEMA bad CASCADE").unwrap();
+}
+
+#[test]
+fn a_tenant_column_that_matches_nothing_is_an_error_that_names_the_likely_columns() {
+    let db = TestDb::new();
+    let mut o = options(&["app"]);
+    o.tenant_column = "organization_id".into();
+    let (findings, tables) = lint::lint(&mut db.admin(), &o).unwrap();
+    assert_eq!(tables, 0);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0].rule, "no-tenant-tables");
+    assert_eq!(findings[0].severity, Severity::Error);
+    assert!(findings[0].fix.contains("org_id (uuid, 5 tables)"), "{}", findings[0].fix);
 }
