@@ -367,68 +367,55 @@ fn lint_constraints(
     )? {
         let table = &tables[&(row.get::<_, i64>(0) as u32)];
         let name: String = row.get(1);
-        let kind: String = row.get(2);
         let keys: Vec<i16> = row.get(3);
         let key_names: Vec<String> = row.get(6);
         let object = format!("constraint {} on {}", quote_ident(&name), table.name);
-        match kind.as_str() {
-            "f" => {
-                let target = row.get::<_, i64>(4) as u32;
-                let target_keys: Vec<i16> = row.get::<_, Option<Vec<i16>>>(5).unwrap_or_default();
-                let target_names: Vec<String> = row.get(7);
-                if let Some(parent) = tables.get(&target) {
-                    let scoped = keys.first() == Some(&table.tenant_attnum)
-                        && target_keys.first() == Some(&parent.tenant_attnum)
-                        || keys
-                            .iter()
-                            .zip(&target_keys)
-                            .any(|(k, f)| *k == table.tenant_attnum && *f == parent.tenant_attnum);
-                    let checked = checked_by_policies(client, table.oid, target)?;
-                    if !scoped && !checked {
-                        out.push(finding(
-                            "fk-not-tenant-scoped",
-                            object.clone(),
-                            format!(
-                                "foreign key ({}) of {} references {} ({}) without {col}",
-                                key_names.join(", "),
-                                table.name,
-                                parent.name,
-                                target_names.join(", ")
-                            ),
-                            format!(
-                                "tenancy apply (its INSERT and UPDATE policies on {t} require the referenced row to be the organization's); or composite keys: ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} FOREIGN KEY ({col}, {k}) REFERENCES {p} ({col}, {pk}); -- needs UNIQUE ({col}, {pk}) on {p}",
-                                t = table.name,
-                                c = quote_ident(&name),
-                                k = key_names.join(", "),
-                                p = parent.name,
-                                pk = target_names.join(", ")
-                            ),
-                        ));
-                    }
-                    if !scoped {
-                        cross_tenant_rows(client, table, parent, &key_names, &target_names, &object, col, out)?;
-                    }
-                }
-                let wanted: BTreeSet<i16> = keys.iter().copied().collect();
-                let indexed = index_keys.get(&table.oid).is_some_and(|all| {
-                    all.iter().any(|idx| {
-                        idx.len() >= keys.len() && idx[..keys.len()].iter().copied().collect::<BTreeSet<_>>() == wanted
-                    })
-                });
-                if !indexed {
-                    out.push(finding(
-                        "fk-missing-index",
-                        object,
-                        format!(
-                            "no index of {} leads with the foreign key's columns ({})",
-                            table.name,
-                            key_names.join(", ")
-                        ),
-                        format!("CREATE INDEX ON {} ({});", table.name, key_names.join(", ")),
-                    ));
-                }
+        let target = row.get::<_, i64>(4) as u32;
+        let target_keys: Vec<i16> = row.get::<_, Option<Vec<i16>>>(5).unwrap_or_default();
+        let target_names: Vec<String> = row.get(7);
+        if let Some(parent) = tables.get(&target) {
+            let scoped = keys.first() == Some(&table.tenant_attnum)
+                && target_keys.first() == Some(&parent.tenant_attnum)
+                || keys.iter().zip(&target_keys).any(|(k, f)| *k == table.tenant_attnum && *f == parent.tenant_attnum);
+            let checked = checked_by_policies(client, table.oid, target)?;
+            if !scoped && !checked {
+                out.push(finding(
+                    "fk-not-tenant-scoped",
+                    object.clone(),
+                    format!(
+                        "foreign key ({}) of {} references {} ({}) without {col}",
+                        key_names.join(", "),
+                        table.name,
+                        parent.name,
+                        target_names.join(", ")
+                    ),
+                    format!(
+                        "tenancy apply (its INSERT and UPDATE policies on {t} require the referenced row to be the organization's); or composite keys: ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} FOREIGN KEY ({col}, {k}) REFERENCES {p} ({col}, {pk}); -- needs UNIQUE ({col}, {pk}) on {p}",
+                        t = table.name,
+                        c = quote_ident(&name),
+                        k = key_names.join(", "),
+                        p = parent.name,
+                        pk = target_names.join(", ")
+                    ),
+                ));
             }
-            _ => {}
+            if !scoped {
+                cross_tenant_rows(client, table, parent, &key_names, &target_names, &object, col, out)?;
+            }
+        }
+        let wanted: BTreeSet<i16> = keys.iter().copied().collect();
+        let indexed = index_keys.get(&table.oid).is_some_and(|all| {
+            all.iter().any(|idx| {
+                idx.len() >= keys.len() && idx[..keys.len()].iter().copied().collect::<BTreeSet<_>>() == wanted
+            })
+        });
+        if !indexed {
+            out.push(finding(
+                "fk-missing-index",
+                object,
+                format!("no index of {} leads with the foreign key's columns ({})", table.name, key_names.join(", ")),
+                format!("CREATE INDEX ON {} ({});", table.name, key_names.join(", ")),
+            ));
         }
     }
     Ok(())
