@@ -149,6 +149,37 @@ pub struct Compiled {
     /// Names of the relations the schema already has (tables, views, indexes, with the table of
     /// each index), which the indexes the compiler adds must not take.
     pub taken_names: std::collections::BTreeMap<QualifiedName, Option<QualifiedName>>,
+    /// The application's own organizations and memberships, kept in the extension's tables.
+    pub sync: SyncMaps,
+}
+
+/// `[organizations]` and `[memberships]`, checked against the schema.
+#[derive(Debug, Clone, Default)]
+pub struct SyncMaps {
+    pub organizations: Option<OrganizationsSync>,
+    pub memberships: Option<MembershipsSync>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OrganizationsSync {
+    pub table: QualifiedName,
+    pub id: String,
+    pub name: String,
+    pub slug: Option<String>,
+    /// A checked predicate over the row (unqualified columns).
+    pub active: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MembershipsSync {
+    pub table: QualifiedName,
+    pub organization: String,
+    pub user: String,
+    pub role: Option<String>,
+    /// (application value as text, member role); empty: the values are member roles.
+    pub roles: Vec<(String, String)>,
+    pub default_role: String,
+    pub active: Option<String>,
 }
 
 impl Compiled {
@@ -209,6 +240,8 @@ pub fn check(
     let mut tenant_column: Option<Setting<String>> = None;
     let mut roles: Option<Setting<crate::policy::AppRoles>> = None;
     let mut defaults: Option<Setting<crate::policy::Commands>> = None;
+    let mut organizations: Option<Setting<crate::policy::OrganizationsMap>> = None;
+    let mut memberships: Option<Setting<crate::policy::MembershipsMap>> = None;
     let mut tables: Vec<(SourceId, Spanned<String>, Spanned<TablePolicy>)> = Vec::new();
     let mut quotas: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let mut usage: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
@@ -219,6 +252,8 @@ pub fn check(
         once(sources, &mut tenant_column, "tenant_column", source, file.tenant_column, &mut diags);
         once(sources, &mut roles, "roles", source, file.roles, &mut diags);
         once(sources, &mut defaults, "defaults", source, file.defaults, &mut diags);
+        once(sources, &mut organizations, "organizations", source, file.organizations, &mut diags);
+        once(sources, &mut memberships, "memberships", source, file.memberships, &mut diags);
         for (key, policy) in file.tables {
             tables.push((source, key, policy));
         }
@@ -510,6 +545,7 @@ pub fn check(
 
     check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, &mut diags);
     let views = check_views(catalog, &covered, &mut diags);
+    let sync = check_sync(sources, catalog, &governed, organizations.as_ref(), memberships.as_ref(), &mut diags);
     let compiled_quotas = check_counted(Counted::QUOTA, catalog, &governed, &compiled_tables, quotas, live, &mut diags);
     let compiled_usage = check_counted(Counted::USAGE, catalog, &governed, &compiled_tables, usage, live, &mut diags);
 
@@ -526,6 +562,7 @@ pub fn check(
             usage: compiled_usage,
             views,
             taken_names: relation_names(catalog),
+            sync,
         })
     } else {
         Err(diags)
@@ -752,6 +789,131 @@ fn check_views(
         }
     }
     out
+}
+
+/// Resolves `[organizations]` and `[memberships]`: their tables, columns, role values and
+/// `active` predicates.
+fn check_sync(
+    sources: &Sources,
+    catalog: &Catalog,
+    governed: &[String],
+    organizations: Option<&Setting<crate::policy::OrganizationsMap>>,
+    memberships: Option<&Setting<crate::policy::MembershipsMap>>,
+    diags: &mut Vec<Diagnostic>,
+) -> SyncMaps {
+    let before = diags.len();
+    let mut unused = Vec::new();
+    let column =
+        |table: &Table, source: SourceId, c: &Spanned<String>, diags: &mut Vec<Diagnostic>| -> Option<String> {
+            match table.column(c.get_ref()) {
+                Some(col) => Some(col.name.clone()),
+                None => {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::unknown-column",
+                            format!("`{}` has no column `{}`", table.name, c.get_ref()),
+                        )
+                        .label(source, c.span(), "no such column")
+                        .help(format!(
+                            "its columns: {}",
+                            table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                        )),
+                    );
+                    None
+                }
+            }
+        };
+    let predicate =
+        |table: &Table, source: SourceId, p: &Spanned<String>, diags: &mut Vec<Diagnostic>| -> Option<String> {
+            let base = p.span().start + crate::predicate::content_start(&sources.get(source).text, p.span().start);
+            match crate::predicate::compile(p.get_ref(), table) {
+                Ok(compiled) => Some(compiled.sql),
+                Err(problems) => {
+                    for problem in problems {
+                        let mut d = Diagnostic::error(problem.code, problem.message).label(
+                            source,
+                            base + problem.range.start..base + problem.range.end,
+                            "in this predicate",
+                        );
+                        if let Some(h) = problem.help {
+                            d = d.help(h);
+                        }
+                        diags.push(d);
+                    }
+                    None
+                }
+            }
+        };
+    let member_role = |source: SourceId, r: &Spanned<String>, diags: &mut Vec<Diagnostic>| {
+        if !MEMBER_ROLES.contains(&r.get_ref().as_str()) {
+            diags.push(
+                Diagnostic::error("tenancy::unknown-member-role", format!("unknown member role `{}`", r.get_ref()))
+                    .label(source, r.span(), "not a member role")
+                    .help(format!("member roles: {}", MEMBER_ROLES.join(", "))),
+            );
+        }
+    };
+    let orgs = organizations.and_then(|s| {
+        let map = &s.value;
+        let table = resolve(catalog, governed, s.source, &map.table, diags, &mut unused)?;
+        let default = |v: &Option<Spanned<String>>, d: &str| {
+            v.clone().unwrap_or_else(|| Spanned::new(map.table.span(), d.to_string()))
+        };
+        let id = column(table, s.source, &default(&map.id, "id"), diags)?;
+        if table.column(&id).is_some_and(|c| c.data_type != "uuid") {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::tenant-column-type",
+                    format!("organization id `{}.{id}` is not uuid", table.name),
+                )
+                .label(s.source, map.id.as_ref().map_or(map.table.span(), |i| i.span()), "its id column")
+                .help("tenancy.organizations keys organizations by uuid"),
+            );
+        }
+        let name = column(table, s.source, &default(&map.name, "name"), diags)?;
+        let slug = match &map.slug {
+            Some(c) => Some(column(table, s.source, c, diags)?),
+            None => None,
+        };
+        let active = match &map.active {
+            Some(p) => Some(predicate(table, s.source, p, diags)?),
+            None => None,
+        };
+        Some(OrganizationsSync { table: table.name.clone(), id, name, slug, active })
+    });
+    let members = memberships.and_then(|s| {
+        let map = &s.value;
+        let table = resolve(catalog, governed, s.source, &map.table, diags, &mut unused)?;
+        let organization = column(table, s.source, &map.organization, diags)?;
+        let user = column(table, s.source, &map.user, diags)?;
+        let role = match &map.role {
+            Some(c) => Some(column(table, s.source, c, diags)?),
+            None => None,
+        };
+        for r in map.roles.values() {
+            member_role(s.source, r, diags);
+        }
+        if let Some(r) = &map.default_role {
+            member_role(s.source, r, diags);
+        }
+        let active = match &map.active {
+            Some(p) => Some(predicate(table, s.source, p, diags)?),
+            None => None,
+        };
+        Some(MembershipsSync {
+            table: table.name.clone(),
+            organization,
+            user,
+            role,
+            roles: map.roles.iter().map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone())).collect(),
+            default_role: map.default_role.as_ref().map_or("member".to_string(), |r| r.get_ref().clone()),
+            active,
+        })
+    });
+    if diags.len() > before {
+        return SyncMaps::default();
+    }
+    SyncMaps { organizations: orgs, memberships: members }
 }
 
 /// Per table, the `globally_unique` entries of its policy: (file, columns, reason).

@@ -111,6 +111,9 @@ pub enum Object {
     Schema(String),
     /// A table or a view, as SQL (`app.projects`).
     Relation(String),
+    /// The application's organizations and memberships kept in `tenancy.organizations` and
+    /// `tenancy.members`: the sync functions, their triggers and the rows.
+    Sync,
 }
 
 /// Statements about one object, in units that are applied (or skipped) together: a policy's
@@ -183,8 +186,12 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
             .filter(|q| q.table == table.name)
             .map(|q| q.resource.as_str())
             .collect();
-        out.push(table_block(table, &all_roles, &counted, &mut names));
+        // The application's organizations table is keyed by the organization itself: its ids
+        // come from the application (or the DBA), never from the current context.
+        let org_root = compiled.sync.organizations.as_ref().is_some_and(|o| o.table == table.name);
+        out.push(table_block(table, &all_roles, &counted, &mut names, org_root));
     }
+    out.extend(sync_blocks(&compiled.sync));
     for view in &compiled.views {
         let mut units = vec![vec![format!("ALTER VIEW {view} SET (security_invoker = true);")]];
         if !all_roles.is_empty() {
@@ -264,6 +271,202 @@ fn database_block(compiled: &Compiled, all_roles: &[String]) -> Block {
     }
 }
 
+/// The slug `tenancy.organizations` gets for application row `r`: the application's own when it is
+/// a valid slug no other organization has (and, in a batch, no other row of the batch), else one
+/// made from the id.
+fn slug_expr(sync: &crate::check::OrganizationsSync, batch: bool) -> String {
+    let from_id = format!("'org-' || replace(r.{}::text, '-', '')", quote_ident(&sync.id));
+    let Some(slug) = &sync.slug else { return from_id };
+    let own = format!("lower(r.{}::text)", quote_ident(slug));
+    let alone = if batch { format!(" AND count(*) OVER (PARTITION BY {own}) = 1") } else { String::new() };
+    format!(
+        "CASE WHEN {own} ~ '^[a-z0-9]([a-z0-9-]{{0,61}}[a-z0-9])?$'{alone}\n                   AND NOT EXISTS (SELECT FROM tenancy.organizations o WHERE o.slug = {own} AND o.id <> r.{id})\n              THEN {own} ELSE {from_id} END",
+        id = quote_ident(&sync.id)
+    )
+}
+
+/// The row of `tenancy.organizations` for application row `r`: id, slug, name, status.
+fn organization_row(sync: &crate::check::OrganizationsSync, batch: bool) -> String {
+    let slug = slug_expr(sync, batch);
+    let status = sync
+        .active
+        .as_ref()
+        .map_or("'active'".to_string(), |a| format!("CASE WHEN ({a}) THEN 'active' ELSE 'suspended' END"));
+    format!(
+        "r.{id}, {slug},\n           coalesce(nullif(btrim(left(r.{name}::text, 200)), ''), {slug}),\n           {status}",
+        id = quote_ident(&sync.id),
+        name = quote_ident(&sync.name)
+    )
+}
+
+/// The member role of application membership row `r` (NULL: no membership).
+fn member_role_expr(sync: &crate::check::MembershipsSync) -> String {
+    match &sync.role {
+        None => literal(&sync.default_role),
+        Some(column) if sync.roles.is_empty() => {
+            let roles: Vec<String> = crate::policy::MEMBER_ROLES.iter().map(|r| literal(r)).collect();
+            format!("CASE WHEN r.{c}::text IN ({}) THEN r.{c}::text END", roles.join(", "), c = quote_ident(column))
+        }
+        Some(column) => {
+            let arms: Vec<String> = sync
+                .roles
+                .iter()
+                .map(|(value, role)| format!("WHEN {} THEN {}", literal(value), literal(role)))
+                .collect();
+            format!("CASE r.{}::text {} END", quote_ident(column), arms.join(" "))
+        }
+    }
+}
+
+/// Whether application membership row `r` is a membership: active, with a member role and a user
+/// id tenancy accepts.
+fn membership_holds(sync: &crate::check::MembershipsSync) -> String {
+    let user = format!("r.{}::text", quote_ident(&sync.user));
+    let mut parts = vec![
+        format!("r.{} IS NOT NULL", quote_ident(&sync.organization)),
+        format!("btrim({user}) <> '' AND octet_length({user}) <= 256"),
+        format!("({}) IS NOT NULL", member_role_expr(sync)),
+    ];
+    if let Some(a) = &sync.active {
+        parts.push(format!("({a})"));
+    }
+    parts.join(" AND ")
+}
+
+/// The sync of `[organizations]` and `[memberships]`: backfills, then triggers that keep
+/// `tenancy.organizations` and `tenancy.members` right as the application writes its own rows.
+/// Organizations are copied as they are (row-level security on the application's table already
+/// limits who writes which). Memberships written by an application role go through
+/// `tenancy.add_member()`, `update_member()` and `remove_member()`, so the rights of that role's
+/// context apply (only owners make owners, nobody removes the last owner); the table's owner
+/// and DBAs (migrations, cascades) write `tenancy.members` directly.
+fn sync_blocks(sync: &crate::check::SyncMaps) -> Vec<Block> {
+    let mut out = Vec::new();
+    if let Some(o) = &sync.organizations {
+        let t = &o.table;
+        let f = format!("{}.tenancy_sync_organizations", quote_ident(&t.schema));
+        let id = quote_ident(&o.id);
+        let function = format!(
+            "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+BEGIN\n\
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND NEW.{id} IS DISTINCT FROM OLD.{id}) THEN\n\
+        DELETE FROM tenancy.organizations WHERE id = OLD.{id};\n\
+    END IF;\n\
+    IF TG_OP <> 'DELETE' THEN\n\
+        INSERT INTO tenancy.organizations (id, slug, name, status)\n\
+        SELECT {row}\n\
+          FROM (SELECT NEW.*) r\n\
+        ON CONFLICT (id) DO UPDATE SET slug = EXCLUDED.slug, name = EXCLUDED.name, status = EXCLUDED.status, updated_at = now()\n\
+         WHERE (organizations.slug, organizations.name, organizations.status) IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.name, EXCLUDED.status);\n\
+    END IF;\n\
+    RETURN NULL;\n\
+END\n$tenancy$;",
+            row = organization_row(o, false)
+        );
+        out.push(Block {
+            header: Some(format!("-- {t}: the application's organizations, kept in tenancy.organizations")),
+            object: Object::Sync,
+            units: vec![
+                vec![function, format!("REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;")],
+                vec![format!(
+                    "CREATE OR REPLACE TRIGGER tenancy_sync AFTER INSERT OR UPDATE OR DELETE ON {t}\n    FOR EACH ROW EXECUTE FUNCTION {f}();"
+                )],
+                vec![format!(
+                    "INSERT INTO tenancy.organizations (id, slug, name, status)\nSELECT {row}\n  FROM {t} r\nON CONFLICT (id) DO UPDATE SET slug = EXCLUDED.slug, name = EXCLUDED.name, status = EXCLUDED.status, updated_at = now()\n WHERE (organizations.slug, organizations.name, organizations.status) IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.name, EXCLUDED.status);",
+                    row = organization_row(o, true)
+                )],
+            ],
+        });
+    }
+    if let Some(m) = &sync.memberships {
+        let t = &m.table;
+        let schema = quote_ident(&t.schema);
+        let f = format!("{schema}.tenancy_sync_memberships");
+        let direct = format!("{schema}.tenancy_sync_memberships_direct");
+        let (org, user) = (quote_ident(&m.organization), quote_ident(&m.user));
+        let role = member_role_expr(m);
+        let holds = membership_holds(m);
+        let helper = format!(
+            "CREATE OR REPLACE FUNCTION {direct}(old_org uuid, old_user text, new_org uuid, new_user text, new_role text) RETURNS void\n    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+    DELETE FROM tenancy.members\n\
+     WHERE org_id = old_org AND user_id = old_user\n\
+       AND (new_org IS DISTINCT FROM old_org OR new_user IS DISTINCT FROM old_user OR new_role IS NULL);\n\
+    INSERT INTO tenancy.members (org_id, user_id, role)\n\
+    SELECT new_org, new_user, new_role\n\
+     WHERE new_role IS NOT NULL AND EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = new_org)\n\
+    ON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()\n\
+     WHERE members.role IS DISTINCT FROM EXCLUDED.role;\n$tenancy$;"
+        );
+        let grant_owner = format!(
+            "DO $tenancy$ BEGIN EXECUTE format('GRANT EXECUTE ON FUNCTION {direct}(uuid, text, uuid, text, text) TO %I', (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = {}::regclass)); END $tenancy$;",
+            literal(&t.to_string())
+        );
+        let function = format!(
+            "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+DECLARE\n\
+    old_org uuid; old_user text; old_role text; new_org uuid; new_user text; new_role text;\n\
+BEGIN\n\
+    IF TG_OP <> 'INSERT' THEN\n\
+        SELECT r.{org}, r.{user}::text, {role} INTO old_org, old_user, old_role FROM (SELECT OLD.*) r WHERE {holds};\n\
+    END IF;\n\
+    IF TG_OP <> 'DELETE' THEN\n\
+        SELECT r.{org}, r.{user}::text, {role} INTO new_org, new_user, new_role FROM (SELECT NEW.*) r WHERE {holds};\n\
+    END IF;\n\
+    IF (old_org, old_user, old_role) IS NOT DISTINCT FROM (new_org, new_user, new_role) THEN\n\
+        RETURN NULL;\n\
+    END IF;\n\
+    -- The table's owner (migrations, cascades) and DBAs copy the row as it is.\n\
+    IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')\n\
+       OR pg_has_role(current_user, 'tenancy_admin', 'USAGE') THEN\n\
+        PERFORM {direct}(old_org, old_user, new_org, new_user, new_role);\n\
+        RETURN NULL;\n\
+    END IF;\n\
+    -- Anyone else, with the rights of their tenant context. A row that moved, or stopped being a\n\
+    -- membership, is removed; one that is a membership now is added or updated.\n\
+    IF old_org IS NOT NULL AND (new_org IS DISTINCT FROM old_org OR new_user IS DISTINCT FROM old_user) THEN\n\
+        PERFORM tenancy.remove_member(old_org, old_user);\n\
+    END IF;\n\
+    IF new_org IS NOT NULL THEN\n\
+        IF new_org IS NOT DISTINCT FROM old_org AND new_user IS NOT DISTINCT FROM old_user THEN\n\
+            PERFORM tenancy.update_member(new_org, new_user, new_role);\n\
+        ELSE\n\
+            BEGIN\n\
+                PERFORM tenancy.add_member(new_org, new_user, new_role);\n\
+            EXCEPTION WHEN unique_violation THEN\n\
+                PERFORM tenancy.update_member(new_org, new_user, new_role);\n\
+            END;\n\
+        END IF;\n\
+    END IF;\n\
+    RETURN NULL;\n\
+END\n$tenancy$;"
+        );
+        let orgs_of = match &sync.organizations {
+            Some(o) => format!("SELECT {} FROM {}", quote_ident(&o.id), o.table),
+            None => format!("SELECT {org} FROM {t}"),
+        };
+        out.push(Block {
+            header: Some(format!("-- {t}: the application's memberships, kept in tenancy.members")),
+            object: Object::Sync,
+            units: vec![
+                vec![helper, format!("REVOKE ALL ON FUNCTION {direct}(uuid, text, uuid, text, text) FROM PUBLIC;"), grant_owner],
+                vec![function, format!("REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;")],
+                vec![format!(
+                    "CREATE OR REPLACE TRIGGER tenancy_sync AFTER INSERT OR UPDATE OR DELETE ON {t}\n    FOR EACH ROW EXECUTE FUNCTION {f}();"
+                )],
+                vec![
+                    format!(
+                        "INSERT INTO tenancy.members (org_id, user_id, role)\nSELECT DISTINCT ON (r.{org}, r.{user}::text) r.{org}, r.{user}::text, {role}\n  FROM {t} r\n WHERE {holds} AND EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = r.{org})\n ORDER BY r.{org}, r.{user}::text\nON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()\n WHERE members.role IS DISTINCT FROM EXCLUDED.role;"
+                    ),
+                    format!(
+                        "DELETE FROM tenancy.members m\n WHERE m.org_id IN ({orgs_of})\n   AND NOT EXISTS (SELECT FROM {t} r WHERE r.{org} = m.org_id AND r.{user}::text = m.user_id AND {holds});"
+                    ),
+                ],
+            ],
+        });
+    }
+    out
+}
+
 /// A SQL string literal.
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -329,7 +532,13 @@ fn fit(stem: &str, suffix: &str) -> String {
     format!("{}{tag}{suffix}", &stem[..cut])
 }
 
-fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str], names: &mut IndexNames) -> Block {
+fn table_block(
+    table: &CompiledTable,
+    all_roles: &[String],
+    counted: &[&str],
+    names: &mut IndexNames,
+    org_root: bool,
+) -> Block {
     let name = table.name.to_string();
     let mut units: Vec<Vec<String>> = Vec::new();
     let header;
@@ -377,7 +586,9 @@ fn table_block(table: &CompiledTable, all_roles: &[String], counted: &[&str], na
             if *set_not_null {
                 units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET NOT NULL;")]);
             }
-            units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT tenancy.current_org();")]);
+            if !org_root {
+                units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT tenancy.current_org();")]);
+            }
             for owner in owner_columns {
                 units.push(vec![format!(
                     "ALTER TABLE {name} ALTER COLUMN {} SET DEFAULT tenancy.current_user_id();",

@@ -28,6 +28,18 @@ SELECT concat_ws(E'\\n',
     (SELECT concat_ws('|', tenant_column, id_column, id_type, visibility_column, share_permission)
        FROM tenancy.shareable_tables WHERE relation = $1::text::regclass))";
 
+/// What the sync of the application's organizations and memberships can change: its functions
+/// and triggers, and the rows of tenancy.organizations and tenancy.members (as digests).
+const SYNC_STATE: &str = "
+SELECT concat_ws(E'\\n',
+    (SELECT string_agg(pg_get_functiondef(p.oid) || coalesce(p.proacl::text, ''), ';' ORDER BY p.oid)
+       FROM pg_proc p WHERE p.proname LIKE 'tenancy\\_sync\\_%'),
+    (SELECT string_agg(pg_get_triggerdef(t.oid), ';' ORDER BY t.oid) FROM pg_trigger t WHERE t.tgname = 'tenancy_sync'),
+    (SELECT md5(coalesce(string_agg(id::text || '|' || slug || '|' || name || '|' || status, ',' ORDER BY id), ''))
+       FROM tenancy.organizations),
+    (SELECT md5(coalesce(string_agg(org_id::text || '|' || user_id || '|' || role, ',' ORDER BY org_id, user_id), ''))
+       FROM tenancy.members))";
+
 const SCHEMA_STATE: &str = "SELECT coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = $1";
 
 fn state(tx: &mut postgres::Transaction<'_>, object: &Object) -> Result<String, postgres::Error> {
@@ -35,6 +47,7 @@ fn state(tx: &mut postgres::Transaction<'_>, object: &Object) -> Result<String, 
         Object::Database => tx.query_one(crate::hardening::DATABASE_STATE, &[])?,
         Object::Schema(s) => tx.query_one(SCHEMA_STATE, &[s])?,
         Object::Relation(r) => tx.query_one(RELATION_STATE, &[r])?,
+        Object::Sync => tx.query_one(SYNC_STATE, &[])?,
     };
     Ok(row.get::<_, Option<String>>(0).unwrap_or_default())
 }

@@ -26,6 +26,48 @@ pub struct PolicyFile {
     /// a column), by the extension's usage trigger.
     #[serde(default)]
     pub usage: BTreeMap<Spanned<String>, Spanned<QuotaSource>>,
+    /// The application's own organizations table, kept in `tenancy.organizations`.
+    pub organizations: Option<Spanned<OrganizationsMap>>,
+    /// The application's own memberships table, kept in `tenancy.members`.
+    pub memberships: Option<Spanned<MembershipsMap>>,
+}
+
+/// `[organizations]`: the application's organizations table. `tenancy apply` copies its rows
+/// into `tenancy.organizations` (keeping their ids) and a trigger keeps them in sync.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationsMap {
+    pub table: Spanned<String>,
+    /// The uuid id column (default `id`).
+    pub id: Option<Spanned<String>>,
+    /// The name column (default `name`).
+    pub name: Option<Spanned<String>>,
+    /// A slug column, if the application has one (else slugs are made from the ids).
+    pub slug: Option<Spanned<String>>,
+    /// A predicate over the row: organizations it does not hold for are suspended.
+    pub active: Option<Spanned<String>>,
+}
+
+/// `[memberships]`: the application's memberships table. `tenancy apply` copies its rows into
+/// `tenancy.members` and a trigger keeps them in sync, with the rights of whoever writes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipsMap {
+    pub table: Spanned<String>,
+    /// The column holding the organization's id.
+    pub organization: Spanned<String>,
+    /// The column holding the user's id (any type: compared as text).
+    pub user: Spanned<String>,
+    /// The column holding the member's role, if any (else every member has `default_role`).
+    pub role: Option<Spanned<String>>,
+    /// The application's role values (as text: `"0"`, `"admin"`) and the member role each is;
+    /// a value not listed makes no membership. Without it, values are member roles themselves.
+    #[serde(default)]
+    pub roles: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// The member role without a role column (default `member`).
+    pub default_role: Option<Spanned<String>>,
+    /// A predicate over the row: memberships it does not hold for are not memberships.
+    pub active: Option<Spanned<String>>,
 }
 
 /// `[quotas] projects = { table = "projects" }` counts rows;

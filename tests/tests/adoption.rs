@@ -149,3 +149,156 @@ fn a_random_uuid_primary_key_reveals_nothing_and_other_keys_stay_apart() {
     assert_eq!(count(&mut tx, "crm.customers"), 2);
     tx.commit().unwrap();
 }
+
+/// An application with its own organizations and memberships tables: integer role enum,
+/// invitations that are not memberships until accepted, soft-deleted organizations, user ids
+/// that are bigints, slugs that tenancy would not accept.
+const SAAS: &str = "
+CREATE SCHEMA saas;
+CREATE TABLE saas.organizations (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name text NOT NULL,
+    slug text,
+    deleted_at timestamp(6) without time zone
+);
+CREATE TABLE saas.memberships (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    organization_id uuid NOT NULL REFERENCES saas.organizations (id) ON DELETE CASCADE,
+    user_id bigint NOT NULL,
+    role integer NOT NULL,
+    accepted_at timestamp(6) without time zone
+);
+CREATE INDEX ON saas.memberships (organization_id);
+GRANT USAGE ON SCHEMA saas TO app_user, app_readonly;
+INSERT INTO saas.organizations (id, name, slug) VALUES
+    ('5a000000-0000-0000-0000-000000000001', 'Saas One', 'saas-one'),
+    ('5b000000-0000-0000-0000-000000000002', 'Saas Two', 'Not A Slug!');
+INSERT INTO saas.memberships (organization_id, user_id, role, accepted_at) VALUES
+    ('5a000000-0000-0000-0000-000000000001', 1, 2, now()),
+    ('5a000000-0000-0000-0000-000000000001', 2, 0, now()),
+    ('5a000000-0000-0000-0000-000000000001', 3, 1, NULL),
+    ('5b000000-0000-0000-0000-000000000002', 4, 2, now());
+";
+const ONE: &str = "5a000000-0000-0000-0000-000000000001";
+const TWO: &str = "5b000000-0000-0000-0000-000000000002";
+
+fn saas_policy() -> String {
+    example_policy().replace("schemas = [\"app\"]", "schemas = [\"app\", \"saas\"]")
+        + r#"
+[tables.organizations]
+kind = "tenant"
+tenant_column = "id"
+insert = "none"
+update = "admin"
+delete = "owner"
+
+[tables.memberships]
+kind = "tenant"
+tenant_column = "organization_id"
+insert = "admin"
+update = "admin"
+delete = "admin"
+
+[organizations]
+table = "organizations"
+slug = "slug"
+active = "deleted_at IS NULL"
+
+[memberships]
+table = "memberships"
+organization = "organization_id"
+user = "user_id"
+role = "role"
+roles = { "0" = "member", "1" = "admin", "2" = "owner" }
+active = "accepted_at IS NOT NULL"
+"#
+}
+
+fn members(c: &mut postgres::Client) -> String {
+    text(c, "SELECT string_agg(substr(org_id::text, 1, 2) || ':' || user_id || ':' || role, ',' ORDER BY org_id, user_id) FROM tenancy.members WHERE org_id IN (SELECT id FROM saas.organizations UNION SELECT '5b000000-0000-0000-0000-000000000002')")
+        .unwrap_or_default()
+}
+
+fn in_context(c: &mut postgres::Client, org: &str, user: &str, sql: &str) -> Result<(), DbError> {
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{org}', '{user}')")).map_err(|e| DbError::of(&e))?;
+    tx.batch_execute(sql).map_err(|e| DbError::of(&e))?;
+    tx.commit().map_err(|e| DbError::of(&e))
+}
+
+#[test]
+fn the_applications_own_organizations_and_memberships_are_kept_in_sync() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(SAAS).unwrap();
+    apply_policy(&db, &saas_policy());
+    // The backfill: the application's ids, its slug where tenancy accepts it, accepted members.
+    let orgs = text(&mut admin, &format!("SELECT string_agg(slug || ':' || name || ':' || status, ',' ORDER BY id) FROM tenancy.organizations WHERE id IN ('{ONE}', '{TWO}')"));
+    assert_eq!(orgs.as_deref(), Some("saas-one:Saas One:active,org-5b000000000000000000000000000002:Saas Two:active"));
+    assert_eq!(members(&mut admin), "5a:1:owner,5a:2:member,5b:4:owner");
+    // Applying again changes nothing.
+    let policies = {
+        let dir = std::env::temp_dir().join(format!("tenancy-saas-{}-{}", std::process::id(), db.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("app.toml"), saas_policy()).unwrap();
+        pg_tenancy_compiler::cli::PolicyArgs {
+            policies: vec![dir.join("app.toml")],
+            format: pg_tenancy_compiler::cli::Format::Human,
+        }
+    };
+    let (_, planned) = pg_tenancy_compiler::cli::plan_in(&policies, &admin_url(&db.name), false).unwrap();
+    assert_eq!(pg_tenancy_compiler::plan::changes(&planned), 0, "{}", pg_tenancy_compiler::emit::render(&planned));
+
+    // Every existing member can start a context at once, and sees only its organization.
+    let mut c = db.app();
+    in_context(&mut c, ONE, "1", "SELECT 1").expect("an existing owner");
+    let invited = in_context(&mut c, ONE, "3", "SELECT 1").unwrap_err();
+    assert_eq!(invited.code, "42501", "an invitation not accepted is no membership");
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ONE}', '1')")).unwrap();
+    assert_eq!(count(&mut tx, "saas.organizations"), 1);
+    assert_eq!(count(&mut tx, "saas.memberships"), 3);
+    drop(tx);
+
+    // The owner accepts an invitation and adds an admin: both become members.
+    in_context(&mut c, ONE, "1", "UPDATE saas.memberships SET accepted_at = now() WHERE user_id = 3").unwrap();
+    in_context(
+        &mut c,
+        ONE,
+        "1",
+        &format!(
+            "INSERT INTO saas.memberships (organization_id, user_id, role, accepted_at) VALUES ('{ONE}', 5, 1, now())"
+        ),
+    )
+    .unwrap();
+    assert_eq!(members(&mut admin), "5a:1:owner,5a:2:member,5a:3:admin,5a:5:admin,5b:4:owner");
+    // A member cannot make themselves an owner; an admin cannot make an owner: the rights of
+    // tenancy.update_member() apply to the application's table too.
+    let own = in_context(&mut c, ONE, "2", "UPDATE saas.memberships SET role = 2 WHERE user_id = 2").unwrap_err();
+    assert_eq!(own.code, "42501", "{}", own.message);
+    let by_admin = in_context(&mut c, ONE, "5", "UPDATE saas.memberships SET role = 2 WHERE user_id = 2").unwrap_err();
+    assert_eq!(by_admin.code, "42501", "{}", by_admin.message);
+    let last_owner = in_context(&mut c, ONE, "1", "DELETE FROM saas.memberships WHERE user_id = 1").unwrap_err();
+    assert_eq!(last_owner.code, "55000", "the last owner stays: {}", last_owner.message);
+    assert_eq!(members(&mut admin), "5a:1:owner,5a:2:member,5a:3:admin,5a:5:admin,5b:4:owner");
+    // Removing a membership removes the member: its context ends at once.
+    in_context(&mut c, ONE, "5", "DELETE FROM saas.memberships WHERE user_id = 2").unwrap();
+    assert_eq!(in_context(&mut c, ONE, "2", "SELECT 1").unwrap_err().code, "42501");
+    // Renaming and soft-deleting an organization reach tenancy.organizations; a DBA's delete
+    // cascades through the memberships.
+    in_context(&mut c, ONE, "1", &format!("UPDATE saas.organizations SET name = 'Saas Uno' WHERE id = '{ONE}'"))
+        .unwrap();
+    assert_eq!(
+        text(&mut admin, &format!("SELECT name FROM tenancy.organizations WHERE id = '{ONE}'")).as_deref(),
+        Some("Saas Uno")
+    );
+    admin.batch_execute(&format!("UPDATE saas.organizations SET deleted_at = now() WHERE id = '{ONE}'")).unwrap();
+    assert_eq!(
+        in_context(&mut c, ONE, "1", "SELECT 1").unwrap_err().code,
+        "42501",
+        "a soft-deleted organization is suspended"
+    );
+    admin.batch_execute(&format!("DELETE FROM saas.organizations WHERE id = '{TWO}'")).unwrap();
+    assert_eq!(count(&mut admin, &format!("tenancy.organizations WHERE id = '{TWO}'")), 0);
+    assert_eq!(count(&mut admin, &format!("tenancy.members WHERE org_id = '{TWO}'")), 0);
+}
