@@ -271,31 +271,25 @@ fn database_block(compiled: &Compiled, all_roles: &[String]) -> Block {
     }
 }
 
-/// The slug `tenancy.organizations` gets for application row `r`: the application's own when it is
-/// a valid slug no other organization has (and, in a batch, no other row of the batch), else one
-/// made from the id.
-fn slug_expr(sync: &crate::check::OrganizationsSync, batch: bool) -> String {
-    let from_id = format!("'org-' || replace(r.{}::text, '-', '')", quote_ident(&sync.id));
-    let Some(slug) = &sync.slug else { return from_id };
-    let own = format!("lower(r.{}::text)", quote_ident(slug));
-    let alone = if batch { format!(" AND count(*) OVER (PARTITION BY {own}) = 1") } else { String::new() };
+/// What `tenancy.organizations` takes from application row `r`, as plain values (computed with
+/// the rights of whoever writes the row): id, the slug the application gives (lowercased; the
+/// helper decides whether tenancy can use it), name, and whether it is active.
+fn organization_values(sync: &crate::check::OrganizationsSync) -> String {
+    let slug = sync.slug.as_ref().map_or("NULL::text".to_string(), |s| format!("lower(r.{}::text)", quote_ident(s)));
+    let active = sync.active.as_ref().map_or("true".to_string(), |a| format!("coalesce(({a}), false)"));
     format!(
-        "CASE WHEN {own} ~ '^[a-z0-9]([a-z0-9-]{{0,61}}[a-z0-9])?$'{alone}\n                   AND NOT EXISTS (SELECT FROM tenancy.organizations o WHERE o.slug = {own} AND o.id <> r.{id})\n              THEN {own} ELSE {from_id} END",
-        id = quote_ident(&sync.id)
+        "r.{}, {slug}, nullif(btrim(left(r.{}::text, 200)), ''), {active}",
+        quote_ident(&sync.id),
+        quote_ident(&sync.name)
     )
 }
 
-/// The row of `tenancy.organizations` for application row `r`: id, slug, name, status.
-fn organization_row(sync: &crate::check::OrganizationsSync, batch: bool) -> String {
-    let slug = slug_expr(sync, batch);
-    let status = sync
-        .active
-        .as_ref()
-        .map_or("'active'".to_string(), |a| format!("CASE WHEN ({a}) THEN 'active' ELSE 'suspended' END"));
+/// Lets the owner of `table` and DBAs (`tenancy_admin`) run `function`: the sync writes for them
+/// without the checks a tenant context's rights need.
+fn grant_to_owner(function: &str, args: &str, table: &QualifiedName) -> String {
     format!(
-        "r.{id}, {slug},\n           coalesce(nullif(btrim(left(r.{name}::text, 200)), ''), {slug}),\n           {status}",
-        id = quote_ident(&sync.id),
-        name = quote_ident(&sync.name)
+        "DO $tenancy$ BEGIN EXECUTE format('GRANT EXECUTE ON FUNCTION {function}{args} TO %I, tenancy_admin', (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = {}::regclass)); END $tenancy$;",
+        literal(&table.to_string())
     )
 }
 
@@ -344,36 +338,82 @@ fn sync_blocks(sync: &crate::check::SyncMaps) -> Vec<Block> {
     let mut out = Vec::new();
     if let Some(o) = &sync.organizations {
         let t = &o.table;
-        let f = format!("{}.tenancy_sync_organizations", quote_ident(&t.schema));
+        let schema = quote_ident(&t.schema);
+        let f = format!("{schema}.tenancy_sync_organizations");
+        let direct = format!("{schema}.tenancy_sync_organizations_direct");
+        let checked = format!("{schema}.tenancy_sync_organizations_checked");
+        let args = "(text, uuid, uuid, text, text, boolean)";
         let id = quote_ident(&o.id);
-        let function = format!(
-            "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+        let values = organization_values(o);
+        // Plain values only: nothing the table's owner defines (types, casts, operators) runs
+        // with the definer's rights.
+        let direct_fn = format!(
+            "CREATE OR REPLACE FUNCTION {direct}(p_op text, p_old_id uuid, p_id uuid, p_slug text, p_name text, p_active boolean) RETURNS void\n    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+    DELETE FROM tenancy.organizations WHERE id = p_old_id AND (p_op = 'DELETE' OR p_old_id IS DISTINCT FROM p_id);\n\
+    INSERT INTO tenancy.organizations (id, slug, name, status)\n\
+    SELECT p_id, s.slug, coalesce(p_name, s.slug), CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
+      FROM (SELECT CASE WHEN p_slug ~ '^[a-z0-9]([a-z0-9-]{{0,61}}[a-z0-9])?$'\n\
+                         AND NOT EXISTS (SELECT FROM tenancy.organizations o WHERE o.slug = p_slug AND o.id <> p_id)\n\
+                        THEN p_slug ELSE 'org-' || replace(p_id::text, '-', '') END AS slug) s\n\
+     WHERE p_op <> 'DELETE'\n\
+    ON CONFLICT (id) DO UPDATE SET slug = EXCLUDED.slug, name = EXCLUDED.name, status = EXCLUDED.status, updated_at = now()\n\
+     WHERE (organizations.slug, organizations.name, organizations.status) IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.name, EXCLUDED.status);\n$tenancy$;"
+        );
+        let checked_fn = format!(
+            "CREATE OR REPLACE FUNCTION {checked}(p_op text, p_old_id uuid, p_id uuid, p_slug text, p_name text, p_active boolean) RETURNS void\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
 BEGIN\n\
-    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND NEW.{id} IS DISTINCT FROM OLD.{id}) THEN\n\
-        DELETE FROM tenancy.organizations WHERE id = OLD.{id};\n\
+    -- An application role writes its own organization's row only (row-level security saw to\n\
+    -- that): admins rename it, owners delete or suspend it. Organizations are created by DBAs\n\
+    -- or with tenancy.create_organization().\n\
+    IF p_op = 'INSERT' OR p_old_id IS DISTINCT FROM tenancy.current_org() OR (p_op = 'UPDATE' AND p_id IS DISTINCT FROM p_old_id) THEN\n\
+        RAISE EXCEPTION 'permission denied to % this organization', lower(p_op)\n\
+            USING ERRCODE = '42501', HINT = 'Organizations are created by DBAs or with tenancy.create_organization(), and never change their id.';\n\
+    END IF;\n\
+    IF NOT tenancy.has_role(CASE WHEN p_op = 'DELETE' OR NOT p_active THEN 'owner' ELSE 'admin' END) THEN\n\
+        RAISE EXCEPTION 'permission denied to % this organization', CASE WHEN p_op = 'DELETE' THEN 'delete' WHEN NOT p_active THEN 'suspend' ELSE 'change' END\n\
+            USING ERRCODE = '42501', HINT = 'Owners delete and suspend an organization; admins and owners change it.';\n\
+    END IF;\n\
+    PERFORM {direct}(p_op, p_old_id, p_id, p_slug, p_name, p_active);\n\
+END\n$tenancy$;"
+        );
+        let function = format!(
+            "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+DECLARE\n\
+    new_id uuid; new_slug text; new_name text; new_active boolean; old_id uuid;\n\
+BEGIN\n\
+    IF TG_OP <> 'INSERT' THEN\n\
+        old_id := OLD.{id};\n\
     END IF;\n\
     IF TG_OP <> 'DELETE' THEN\n\
-        INSERT INTO tenancy.organizations (id, slug, name, status)\n\
-        SELECT {row}\n\
-          FROM (SELECT NEW.*) r\n\
-        ON CONFLICT (id) DO UPDATE SET slug = EXCLUDED.slug, name = EXCLUDED.name, status = EXCLUDED.status, updated_at = now()\n\
-         WHERE (organizations.slug, organizations.name, organizations.status) IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.name, EXCLUDED.status);\n\
+        SELECT {values} INTO new_id, new_slug, new_name, new_active FROM (SELECT NEW.*) r;\n\
+    END IF;\n\
+    -- The table's owner (migrations, cascades) and DBAs copy the row as it is; anyone else with\n\
+    -- the rights of their tenant context.\n\
+    IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')\n\
+       OR pg_has_role(current_user, 'tenancy_admin', 'USAGE') THEN\n\
+        PERFORM {direct}(TG_OP, old_id, new_id, new_slug, new_name, new_active);\n\
+    ELSE\n\
+        PERFORM {checked}(TG_OP, old_id, new_id, new_slug, new_name, new_active);\n\
     END IF;\n\
     RETURN NULL;\n\
-END\n$tenancy$;",
-            row = organization_row(o, false)
+END\n$tenancy$;"
         );
         out.push(Block {
             header: Some(format!("-- {t}: the application's organizations, kept in tenancy.organizations")),
             object: Object::Sync,
             units: vec![
+                vec![direct_fn, format!("REVOKE ALL ON FUNCTION {direct}{args} FROM PUBLIC;"), grant_to_owner(&direct, args, t)],
+                vec![
+                    checked_fn,
+                    format!("REVOKE ALL ON FUNCTION {checked}{args} FROM PUBLIC;"),
+                    format!("GRANT EXECUTE ON FUNCTION {checked}{args} TO tenancy_writer;"),
+                ],
                 vec![function, format!("REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;")],
                 vec![format!(
                     "CREATE OR REPLACE TRIGGER tenancy_sync AFTER INSERT OR UPDATE OR DELETE ON {t}\n    FOR EACH ROW EXECUTE FUNCTION {f}();"
                 )],
                 vec![format!(
-                    "INSERT INTO tenancy.organizations (id, slug, name, status)\nSELECT {row}\n  FROM {t} r\nON CONFLICT (id) DO UPDATE SET slug = EXCLUDED.slug, name = EXCLUDED.name, status = EXCLUDED.status, updated_at = now()\n WHERE (organizations.slug, organizations.name, organizations.status) IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.name, EXCLUDED.status);",
-                    row = organization_row(o, true)
+                    "SELECT {direct}('INSERT', NULL, v.id, v.slug, v.name, v.active)\n  FROM (SELECT {values} FROM {t} r ORDER BY r.{id}) AS v(id, slug, name, active);",
                 )],
             ],
         });
@@ -397,10 +437,7 @@ END\n$tenancy$;",
     ON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()\n\
      WHERE members.role IS DISTINCT FROM EXCLUDED.role;\n$tenancy$;"
         );
-        let grant_owner = format!(
-            "DO $tenancy$ BEGIN EXECUTE format('GRANT EXECUTE ON FUNCTION {direct}(uuid, text, uuid, text, text) TO %I', (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = {}::regclass)); END $tenancy$;",
-            literal(&t.to_string())
-        );
+        let grant_owner = grant_to_owner(&direct, "(uuid, text, uuid, text, text)", t);
         let function = format!(
             "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
 DECLARE\n\

@@ -281,6 +281,27 @@ fn the_applications_own_organizations_and_memberships_are_kept_in_sync() {
     let last_owner = in_context(&mut c, ONE, "1", "DELETE FROM saas.memberships WHERE user_id = 1").unwrap_err();
     assert_eq!(last_owner.code, "55000", "the last owner stays: {}", last_owner.message);
     assert_eq!(members(&mut admin), "5a:1:owner,5a:2:member,5a:3:admin,5a:5:admin,5b:4:owner");
+    // The sync's helpers are no way around it: the direct ones are the table owner's and the
+    // DBAs', the checked one writes only the context's own organization, as its admin.
+    for helper in [
+        format!("SELECT saas.tenancy_sync_memberships_direct(NULL, NULL, '{TWO}', '2', 'owner')"),
+        format!("SELECT saas.tenancy_sync_organizations_direct('UPDATE', '{TWO}', '{TWO}', 'x', 'x', false)"),
+    ] {
+        assert_eq!(in_context(&mut c, ONE, "1", &helper).unwrap_err().code, "42501", "{helper}");
+    }
+    let other = in_context(
+        &mut c,
+        ONE,
+        "1",
+        &format!("SELECT saas.tenancy_sync_organizations_checked('UPDATE', '{TWO}', '{TWO}', 'x', 'x', false)"),
+    )
+    .unwrap_err();
+    assert_eq!(other.code, "42501", "{}", other.message);
+    let suspend =
+        in_context(&mut c, ONE, "5", &format!("UPDATE saas.organizations SET deleted_at = now() WHERE id = '{ONE}'"))
+            .unwrap_err();
+    assert_eq!(suspend.code, "42501", "only owners suspend: {}", suspend.message);
+    assert_eq!(members(&mut admin), "5a:1:owner,5a:2:member,5a:3:admin,5a:5:admin,5b:4:owner");
     // Removing a membership removes the member: its context ends at once.
     in_context(&mut c, ONE, "5", "DELETE FROM saas.memberships WHERE user_id = 2").unwrap();
     assert_eq!(in_context(&mut c, ONE, "2", "SELECT 1").unwrap_err().code, "42501");
