@@ -121,6 +121,9 @@ pub struct CompiledTable {
     /// The application roles that may write this table, and those that may only read it.
     pub read_write: Vec<String>,
     pub read_only: Vec<String>,
+    /// Partitions (at any depth) the policies cover with this table: they get its policies, so
+    /// that reading one directly is governed like reading the table, and no grants.
+    pub partitions: Vec<QualifiedName>,
 }
 
 impl CompiledTable {
@@ -319,6 +322,18 @@ pub fn check(
                     .label(src, 0..0, "these policies need it")
                     .help("run `CREATE EXTENSION pg_tenancy;` as a superuser (the server needs shared_preload_libraries = 'pg_tenancy')"),
             );
+        } else if version_below(&live.extension_version, MIN_EXTENSION_VERSION) {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::extension-outdated",
+                    format!(
+                        "pg_tenancy {} is installed in this database; these policies need {MIN_EXTENSION_VERSION} or later",
+                        live.extension_version
+                    ),
+                )
+                .label(src, 0..0, "these policies need it")
+                .help("install the new library (make install), restart the server, then run `ALTER EXTENSION pg_tenancy UPDATE;` as a superuser"),
+            );
         }
     }
 
@@ -511,6 +526,7 @@ pub fn check(
             }
         }
         compiled_tables.push(CompiledTable {
+            partitions: vec![],
             name: table.name.clone(),
             kind,
             read_write: table_rw,
@@ -518,9 +534,29 @@ pub fn check(
         });
     }
 
+    // Partitions not covered themselves are covered with the table they partition.
+    let root_of = |table: &Table| -> Option<QualifiedName> {
+        let mut at = table.partition_of.clone();
+        let mut depth = 0;
+        while let Some(parent) = at {
+            if covered.contains_key(&parent) {
+                return Some(parent);
+            }
+            depth += 1;
+            at = catalog.tables.get(&parent).and_then(|p| p.partition_of.clone()).filter(|_| depth < 32);
+        }
+        None
+    };
+    for table in catalog.tables.values().filter(|t| !covered.contains_key(&t.name)) {
+        if let Some(root) = root_of(table) {
+            if let Some(c) = compiled_tables.iter_mut().find(|c: &&mut CompiledTable| c.name == root) {
+                c.partitions.push(table.name.clone());
+            }
+        }
+    }
     for schema in &schemas.value {
         for table in catalog.tables_in_schema(schema.get_ref()) {
-            if !covered.contains_key(&table.name) && !maybe_covered.contains(&table.name) {
+            if !covered.contains_key(&table.name) && !maybe_covered.contains(&table.name) && root_of(table).is_none() {
                 let defined = match &table.origin {
                     Origin::Ddl { source, span } => {
                         let (line, col) = sources.line_col(*source, span.start);
@@ -567,6 +603,15 @@ pub fn check(
     } else {
         Err(diags)
     }
+}
+
+/// The oldest extension version whose objects the compiled SQL uses (tenancy.governed_schemas).
+const MIN_EXTENSION_VERSION: &str = "0.4.0";
+
+/// True when dotted version `a` is older than `b`.
+fn version_below(a: &str, b: &str) -> bool {
+    let parts = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+    parts(a) < parts(b)
 }
 
 /// Every relation name the catalog knows of: tables, views and named indexes (with their table).

@@ -67,6 +67,10 @@ pub fn read(sources: &Sources, source: SourceId, catalog: &mut Catalog) -> Resul
     let text = &sources.get(source).text;
     let mut skipped = Skipped::default();
     for piece in split(text) {
+        if let Some(link) = partition_link(piece.text) {
+            add_partition(catalog, link, source, piece.start..piece.start + piece.text.len());
+            continue;
+        }
         let Some(kind) = needed(piece.text) else {
             let kind = kind_of(piece.text);
             // Schemas are known from their tables: not worth a note.
@@ -130,6 +134,67 @@ fn add_statement(catalog: &mut Catalog, statement: Statement, source: SourceId, 
             }
         }
         _ => {}
+    }
+}
+
+/// A partition and its parent, from `CREATE TABLE child PARTITION OF parent ...` (created) or
+/// `ALTER TABLE [ONLY] parent ATTACH PARTITION child ...` (attached), which sqlparser does not
+/// read.
+enum PartitionLink {
+    Created { child: QualifiedName, parent: QualifiedName },
+    Attached { child: QualifiedName, parent: QualifiedName },
+}
+
+fn partition_link(sql: &str) -> Option<PartitionLink> {
+    use sqlparser::keywords::Keyword;
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(sql).ok()?;
+    if p.parse_keyword(Keyword::CREATE) {
+        let _ = p.parse_keyword(Keyword::UNLOGGED);
+        if !p.parse_keyword(Keyword::TABLE) {
+            return None;
+        }
+        let _ = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let child = p.parse_object_name(false).ok()?;
+        if !p.parse_keywords(&[Keyword::PARTITION, Keyword::OF]) {
+            return None;
+        }
+        let parent = p.parse_object_name(false).ok()?;
+        return Some(PartitionLink::Created { child: qualified(&child), parent: qualified(&parent) });
+    }
+    if p.parse_keywords(&[Keyword::ALTER, Keyword::TABLE]) {
+        let _ = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let _ = p.parse_keyword(Keyword::ONLY);
+        let parent = p.parse_object_name(false).ok()?;
+        if !p.parse_keywords(&[Keyword::ATTACH, Keyword::PARTITION]) {
+            return None;
+        }
+        let child = p.parse_object_name(false).ok()?;
+        return Some(PartitionLink::Attached { child: qualified(&child), parent: qualified(&parent) });
+    }
+    None
+}
+
+/// Records a partition: a created one has its parent's columns, keys and indexes.
+fn add_partition(catalog: &mut Catalog, link: PartitionLink, source: SourceId, span: std::ops::Range<usize>) {
+    match link {
+        PartitionLink::Created { child, parent } => {
+            let Some(of) = catalog.tables.get(&parent) else { return };
+            let table = Table {
+                name: child.clone(),
+                columns: of.columns.clone(),
+                indexes: of.indexes.iter().map(|i| Index { name: None, ..i.clone() }).collect(),
+                foreign_keys: of.foreign_keys.clone(),
+                origin: Origin::Ddl { source, span },
+                partition_of: Some(parent),
+            };
+            catalog.tables.insert(child, table);
+        }
+        PartitionLink::Attached { child, parent } => {
+            if let Some(table) = catalog.tables.get_mut(&child) {
+                table.partition_of = Some(parent);
+            }
+        }
     }
 }
 
@@ -398,6 +463,7 @@ fn add_table(catalog: &mut Catalog, create: CreateTable, source: SourceId, span:
         indexes: vec![],
         foreign_keys: vec![],
         origin: Origin::Ddl { source, span },
+        partition_of: None,
     };
     for col in &create.columns {
         let column_name = fold(&col.name);
@@ -533,9 +599,10 @@ mod tests {
         assert!(t.indexes.iter().any(|i| i.primary && i.columns == vec![Some("org_id".into()), Some("id".into())]));
         assert!(c.views[&QualifiedName::new("app", "m")].materialized);
         let note = skipped.note("dump.sql").unwrap();
-        assert!(note.starts_with("dump.sql: skipped 6 statements"), "{note}");
+        assert_eq!(t.partition_of, Some(QualifiedName::new("app", "p")), "ATTACH PARTITION is read");
+        assert!(note.starts_with("dump.sql: skipped 5 statements"), "{note}");
         assert!(
-            note.contains("2 ALTER TABLE")
+            note.contains("1 ALTER TABLE")
                 && note.contains("1 CREATE SEQUENCE")
                 && note.contains("1 DROP MATERIALIZED VIEW"),
             "{note}"

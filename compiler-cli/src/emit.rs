@@ -190,6 +190,9 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
         // come from the application (or the DBA), never from the current context.
         let org_root = compiled.sync.organizations.as_ref().is_some_and(|o| o.table == table.name);
         out.push(table_block(table, &all_roles, &counted, &mut names, org_root));
+        for partition in &table.partitions {
+            out.push(partition_block(table, partition, &all_roles));
+        }
     }
     out.extend(sync_blocks(&compiled.sync));
     for view in &compiled.views {
@@ -256,6 +259,15 @@ fn database_block(compiled: &Compiled, all_roles: &[String]) -> Block {
         ));
     }
     units.push(vec![hardening::revoke_temporary(all_roles)]);
+    // New tables in these schemas are closed at once (the extension's event trigger).
+    let schemas: Vec<String> = compiled.schemas.iter().map(|s| literal(s)).collect();
+    units.push(vec![
+        format!(
+            "INSERT INTO tenancy.governed_schemas (schema_name) SELECT unnest(ARRAY[{}]::name[]) ON CONFLICT DO NOTHING;",
+            schemas.join(", ")
+        ),
+        format!("DELETE FROM tenancy.governed_schemas WHERE schema_name <> ALL (ARRAY[{}]::name[]);", schemas.join(", ")),
+    ]);
     units.push(vec![hardening::RESTRICT_STATISTICS.to_string()]);
     units.push(vec![hardening::REVOKE_LARGE_OBJECTS.to_string()]);
     Block {
@@ -361,17 +373,24 @@ fn sync_blocks(sync: &crate::check::SyncMaps) -> Vec<Block> {
         );
         let checked_fn = format!(
             "CREATE OR REPLACE FUNCTION {checked}(p_op text, p_old_id uuid, p_id uuid, p_slug text, p_name text, p_active boolean) RETURNS void\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+DECLARE\n\
+    current_status text;\n\
 BEGIN\n\
-    -- An application role writes its own organization's row only (row-level security saw to\n\
-    -- that): admins rename it, owners delete or suspend it. Organizations are created by DBAs\n\
-    -- or with tenancy.create_organization().\n\
-    IF p_op = 'INSERT' OR p_old_id IS DISTINCT FROM tenancy.current_org() OR (p_op = 'UPDATE' AND p_id IS DISTINCT FROM p_old_id) THEN\n\
-        RAISE EXCEPTION 'permission denied to % this organization', lower(p_op)\n\
+    -- Callable by any read-write application role, so it trusts no argument: it changes the\n\
+    -- context's own organization only, which must keep its id (row-level security on the\n\
+    -- application's table let the row through on the same terms). Admins rename it; owners\n\
+    -- delete, suspend or reactivate it. Organizations are created by DBAs or with\n\
+    -- tenancy.create_organization().\n\
+    IF p_op IS NULL OR p_op NOT IN ('UPDATE', 'DELETE') OR p_old_id IS NULL OR p_old_id IS DISTINCT FROM tenancy.current_org()\n\
+       OR (p_op = 'UPDATE' AND (p_id IS DISTINCT FROM p_old_id OR p_active IS NULL)) THEN\n\
+        RAISE EXCEPTION 'permission denied to % this organization', coalesce(lower(p_op), 'change')\n\
             USING ERRCODE = '42501', HINT = 'Organizations are created by DBAs or with tenancy.create_organization(), and never change their id.';\n\
     END IF;\n\
-    IF NOT tenancy.has_role(CASE WHEN p_op = 'DELETE' OR NOT p_active THEN 'owner' ELSE 'admin' END) THEN\n\
-        RAISE EXCEPTION 'permission denied to % this organization', CASE WHEN p_op = 'DELETE' THEN 'delete' WHEN NOT p_active THEN 'suspend' ELSE 'change' END\n\
-            USING ERRCODE = '42501', HINT = 'Owners delete and suspend an organization; admins and owners change it.';\n\
+    SELECT status INTO current_status FROM tenancy.organizations WHERE id = p_old_id;\n\
+    IF NOT tenancy.has_role(CASE WHEN p_op = 'DELETE' OR current_status IS DISTINCT FROM CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
+                                 THEN 'owner' ELSE 'admin' END) THEN\n\
+        RAISE EXCEPTION 'permission denied to % this organization', CASE WHEN p_op = 'DELETE' THEN 'delete' ELSE 'suspend or reactivate' END\n\
+            USING ERRCODE = '42501', HINT = 'Owners delete, suspend and reactivate an organization; admins and owners rename it.';\n\
     END IF;\n\
     PERFORM {direct}(p_op, p_old_id, p_id, p_slug, p_name, p_active);\n\
 END\n$tenancy$;"
@@ -502,6 +521,65 @@ END\n$tenancy$;"
         });
     }
     out
+}
+
+/// A partition of a covered table: row-level security enabled and forced with the table's
+/// policies (own rows only: shares name the partitioned table), and no grants, so that the
+/// application reads and writes through the partitioned table; reading a partition directly is
+/// refused, and would be governed. Defaults, indexes and row triggers come from the table.
+fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: &[String]) -> Block {
+    let name = partition.to_string();
+    let mut units = vec![
+        vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")],
+        vec![format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY;")],
+    ];
+    for command in Command::ALL {
+        let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
+        match &table.kind {
+            CompiledKind::Global => {
+                let readers = table.readers();
+                if command == Command::Select && !readers.is_empty() {
+                    unit.push(format!(
+                        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR SELECT TO {} USING (true);",
+                        policy_name(Command::Select),
+                        role_list(&readers)
+                    ));
+                }
+            }
+            CompiledKind::Tenant { column, commands, references, .. } => {
+                let roles: Vec<String> =
+                    if command == Command::Select { table.readers() } else { table.read_write.clone() };
+                if let (Some(Some(rule)), false) = (commands.get(&command), roles.is_empty()) {
+                    let p = predicate(partition, column, rule, None, command);
+                    let mut checked = p.clone();
+                    for r in references {
+                        checked.push_str("\n        AND ");
+                        checked.push_str(&reference_check(partition, r));
+                    }
+                    let clause = match command {
+                        Command::Select | Command::Delete => format!("USING ({p})"),
+                        Command::Insert => format!("WITH CHECK ({checked})"),
+                        Command::Update => format!("USING ({p})\n    WITH CHECK ({checked})"),
+                    };
+                    unit.push(format!(
+                        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR {} TO {}\n    {clause};",
+                        policy_name(command),
+                        command.sql(),
+                        role_list(&roles)
+                    ));
+                }
+            }
+        }
+        units.push(unit);
+    }
+    if !all_roles.is_empty() {
+        units.push(vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))]);
+    }
+    Block {
+        header: Some(format!("-- {name}: partition of {}, governed with it (reached through it)", table.name)),
+        object: Object::Relation(name),
+        units,
+    }
 }
 
 /// A SQL string literal.

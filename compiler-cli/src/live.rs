@@ -16,6 +16,8 @@ pub struct LiveFacts {
     pub roles: BTreeMap<String, RoleInfo>,
     pub table_owners: BTreeMap<QualifiedName, String>,
     pub extension_installed: bool,
+    /// The installed extension's version (empty without it).
+    pub extension_version: String,
     /// Names in `tenancy.resources` (empty without the extension).
     pub resources: Vec<String>,
 }
@@ -48,6 +50,7 @@ pub fn read(
             indexes: vec![],
             foreign_keys: vec![],
             origin: Origin::Live,
+            partition_of: None,
         });
         if let Some(column) = row.get::<_, Option<String>>(3) {
             table.columns.push(Column {
@@ -133,8 +136,24 @@ pub fn read(
     for row in client.query("SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles", &[])? {
         facts.roles.insert(row.get(0), RoleInfo { superuser: row.get(1), bypass_rls: row.get(2) });
     }
-    facts.extension_installed =
-        client.query_opt("SELECT 1 FROM pg_extension WHERE extname = 'pg_tenancy'", &[])?.is_some();
+    let version = client.query_opt("SELECT extversion::text FROM pg_extension WHERE extname = 'pg_tenancy'", &[])?;
+    facts.extension_installed = version.is_some();
+    facts.extension_version = version.map(|r| r.get(0)).unwrap_or_default();
+    for row in client.query(
+        "SELECT n.nspname::text, c.relname::text, pn.nspname::text, p.relname::text
+           FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid AND c.relispartition
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_class p ON p.oid = i.inhparent
+           JOIN pg_namespace pn ON pn.oid = p.relnamespace
+          WHERE n.nspname = ANY($1)",
+        &[&schemas],
+    )? {
+        let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+        if let Some(table) = catalog.tables.get_mut(&name) {
+            table.partition_of = Some(QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3)));
+        }
+    }
     if facts.extension_installed {
         for row in client.query("SELECT name FROM tenancy.resources ORDER BY name", &[])? {
             facts.resources.push(row.get(0));

@@ -209,6 +209,7 @@ mod tests {
             indexes: vec![],
             foreign_keys: vec![],
             origin: Origin::Live,
+            partition_of: None,
         }
     }
 

@@ -68,6 +68,8 @@ pub struct Table {
     pub indexes: Vec<Index>,
     pub foreign_keys: Vec<ForeignKey>,
     pub origin: Origin,
+    /// The partitioned table this table is a partition of.
+    pub partition_of: Option<QualifiedName>,
 }
 
 impl Table {

@@ -74,6 +74,7 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/tokens.sql", name = "tokens", requires = ["sharing", token::token_keys_trigger]);
+extension_sql_file!("../sql/schemas.sql", name = "schemas", requires = ["tokens"]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]

@@ -289,14 +289,26 @@ fn the_applications_own_organizations_and_memberships_are_kept_in_sync() {
     ] {
         assert_eq!(in_context(&mut c, ONE, "1", &helper).unwrap_err().code, "42501", "{helper}");
     }
-    let other = in_context(
-        &mut c,
-        ONE,
-        "1",
-        &format!("SELECT saas.tenancy_sync_organizations_checked('UPDATE', '{TWO}', '{TWO}', 'x', 'x', false)"),
-    )
-    .unwrap_err();
-    assert_eq!(other.code, "42501", "{}", other.message);
+    // Crafted calls of the checked helper (found by an attack round): another organization, an
+    // operation it does not know, a NULL one, a new id, an admin suspending with a NULL status,
+    // an admin deleting.
+    for (user, call) in [
+        ("1", format!("'UPDATE', '{TWO}', '{TWO}', 'x', 'x', false")),
+        ("1", format!("'X', '{ONE}', '{TWO}', 'pwned', 'pwned', false")),
+        ("1", format!("NULL, '{ONE}', NULL, NULL, NULL, true")),
+        ("1", format!("'UPDATE', '{ONE}', 'eeeeeeee-0000-0000-0000-00000000000e', 'chosen', 'chosen', true")),
+        ("5", format!("'UPDATE', '{ONE}', '{ONE}', 'saas-one', 'Saas One', NULL")),
+        ("5", format!("'DELETE', '{ONE}', NULL, NULL, NULL, true")),
+    ] {
+        let e = in_context(&mut c, ONE, user, &format!("SELECT saas.tenancy_sync_organizations_checked({call})"))
+            .unwrap_err();
+        assert_eq!(e.code, "42501", "{call}: {}", e.message);
+    }
+    let orgs = text(
+        &mut admin,
+        &format!("SELECT string_agg(slug || ':' || status, ',' ORDER BY id) FROM tenancy.organizations WHERE id IN ('{ONE}', '{TWO}', 'eeeeeeee-0000-0000-0000-00000000000e')"),
+    );
+    assert_eq!(orgs.as_deref(), Some("saas-one:active,org-5b000000000000000000000000000002:active"));
     let suspend =
         in_context(&mut c, ONE, "5", &format!("UPDATE saas.organizations SET deleted_at = now() WHERE id = '{ONE}'"))
             .unwrap_err();
@@ -322,4 +334,62 @@ fn the_applications_own_organizations_and_memberships_are_kept_in_sync() {
     admin.batch_execute(&format!("DELETE FROM saas.organizations WHERE id = '{TWO}'")).unwrap();
     assert_eq!(count(&mut admin, &format!("tenancy.organizations WHERE id = '{TWO}'")), 0);
     assert_eq!(count(&mut admin, &format!("tenancy.members WHERE org_id = '{TWO}'")), 0);
+}
+
+#[test]
+fn new_tables_are_closed_at_once_and_new_partitions_get_their_parents_policies() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(
+            "CREATE TABLE app.events (org_id uuid NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                      at timestamp(6) without time zone NOT NULL, PRIMARY KEY (org_id, id, at))
+                 PARTITION BY RANGE (at);
+             CREATE TABLE app.events_2026_11 PARTITION OF app.events FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');",
+        )
+        .unwrap();
+    apply_policy(&db, &(example_policy() + "\n[tables.events]\nkind = \"tenant\"\n"));
+    let policies = |c: &mut postgres::Client, t: &str| {
+        text(c, &format!("SELECT string_agg(polname::text, ',' ORDER BY polname) FROM pg_policy WHERE polrelid = '{t}'::regclass"))
+            .unwrap_or_default()
+    };
+    let all = "tenancy_delete,tenancy_insert,tenancy_select,tenancy_update";
+    assert_eq!(policies(&mut admin, "app.events_2026_11"), all, "apply covers the partition with its table");
+    // A partition created later (as pg_partman does), and one attached, get the policies at once.
+    admin
+        .batch_execute(
+            "CREATE TABLE app.events_2026_12 PARTITION OF app.events FOR VALUES FROM ('2026-12-01') TO ('2027-01-01');
+             CREATE TABLE app.events_2027_01 (LIKE app.events);
+             ALTER TABLE app.events ATTACH PARTITION app.events_2027_01 FOR VALUES FROM ('2027-01-01') TO ('2027-02-01');
+             -- A new table nobody covers yet: closed.
+             CREATE TABLE app.later (org_id uuid NOT NULL, secret text);
+             INSERT INTO app.later VALUES ('a0000000-0000-0000-0000-000000000001', 'x');
+             GRANT SELECT ON app.later TO app_user;",
+        )
+        .unwrap();
+    for t in ["app.events_2026_12", "app.events_2027_01"] {
+        assert_eq!(policies(&mut admin, t), all, "{t}");
+    }
+    let closed = text(&mut admin, "SELECT string_agg(relname || ':' || relrowsecurity || relforcerowsecurity, ',' ORDER BY relname) FROM pg_class WHERE oid IN ('app.later'::regclass, 'app.events_2026_12'::regclass, 'app.events_2027_01'::regclass)");
+    assert_eq!(closed.as_deref(), Some("events_2026_12:truetrue,events_2027_01:truetrue,later:truetrue"));
+    let mut c = db.app_in(ACME, "alice");
+    assert_eq!(count(&mut c, "app.later"), 0, "no policy: no rows, even granted");
+    // The application writes and reads through the partitioned table; partitions directly: refused.
+    c.batch_execute("INSERT INTO app.events (at) VALUES ('2026-12-24'), ('2027-01-02')").unwrap();
+    assert_eq!(count(&mut c, "app.events"), 2);
+    assert_eq!(error_of(&mut c, "SELECT * FROM app.events_2026_12").code, "42501");
+    // plan has nothing left to do for the partitions created later (the later table is an error
+    // until the policy files cover it).
+    admin.batch_execute("DROP TABLE app.later").unwrap();
+    let dir = std::env::temp_dir().join(format!("tenancy-partitions-{}-{}", std::process::id(), db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.toml"), example_policy() + "\n[tables.events]\nkind = \"tenant\"\n").unwrap();
+    let args = pg_tenancy_compiler::cli::PolicyArgs {
+        policies: vec![dir.join("app.toml")],
+        format: pg_tenancy_compiler::cli::Format::Human,
+    };
+    let (_, planned) = pg_tenancy_compiler::cli::plan_in(&args, &admin_url(&db.name), false).unwrap();
+    let sql = pg_tenancy_compiler::emit::render(&planned);
+    assert!(!sql.contains("CREATE POLICY"), "{sql}");
+    std::fs::remove_dir_all(dir).ok();
 }
