@@ -154,6 +154,20 @@ pub struct Compiled {
     pub taken_names: std::collections::BTreeMap<QualifiedName, Option<QualifiedName>>,
     /// The application's own organizations and memberships, kept in the extension's tables.
     pub sync: SyncMaps,
+    /// `[lookups]`: functions that find an organization by an exact key before any context.
+    pub lookups: Vec<CompiledLookup>,
+}
+
+/// A `[lookups]` entry, checked.
+#[derive(Debug, Clone)]
+pub struct CompiledLookup {
+    pub name: String,
+    pub table: QualifiedName,
+    pub key: String,
+    /// The argument's SQL type (the key column's, without a length).
+    pub key_type: String,
+    pub organization: String,
+    pub user: Option<String>,
 }
 
 /// `[organizations]` and `[memberships]`, checked against the schema.
@@ -248,6 +262,7 @@ pub fn check(
     let mut tables: Vec<(SourceId, Spanned<String>, Spanned<TablePolicy>)> = Vec::new();
     let mut quotas: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let mut usage: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
+    let mut lookups: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Lookup>)> = Vec::new();
     let first_source = files.first().map(|f| f.source);
 
     for ParsedFile { source, file } in files {
@@ -265,6 +280,9 @@ pub fn check(
         }
         for (key, metric) in file.usage {
             usage.push((source, key, metric));
+        }
+        for (key, lookup) in file.lookups {
+            lookups.push((source, key, lookup));
         }
     }
 
@@ -581,6 +599,7 @@ pub fn check(
 
     check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, &mut diags);
     let views = check_views(catalog, &covered, &mut diags);
+    let compiled_lookups = check_lookups(catalog, &governed, &compiled_tables, lookups, &mut diags);
     let sync = check_sync(sources, catalog, &governed, organizations.as_ref(), memberships.as_ref(), &mut diags);
     let compiled_quotas = check_counted(Counted::QUOTA, catalog, &governed, &compiled_tables, quotas, live, &mut diags);
     let compiled_usage = check_counted(Counted::USAGE, catalog, &governed, &compiled_tables, usage, live, &mut diags);
@@ -599,6 +618,7 @@ pub fn check(
             views,
             taken_names: relation_names(catalog),
             sync,
+            lookups: compiled_lookups,
         })
     } else {
         Err(diags)
@@ -832,6 +852,133 @@ fn check_views(
         } else {
             out.push(view.name.clone());
         }
+    }
+    out
+}
+
+/// Types a lookup compares or returns: built in, so that the function (which reads the table
+/// with the DBA's rights) runs no operator or cast the table's owner defined.
+fn lookup_type(data_type: &str) -> Option<&'static str> {
+    match data_type.split('(').next().unwrap_or("").trim() {
+        "text" => Some("text"),
+        "character varying" | "varchar" => Some("text"),
+        "uuid" => Some("uuid"),
+        "bytea" => Some("bytea"),
+        "integer" | "int" | "int4" => Some("integer"),
+        "bigint" | "int8" => Some("bigint"),
+        _ => None,
+    }
+}
+
+/// Resolves `[lookups]`: a tenant table of these policies, a unique key column of a built-in type,
+/// the organization column (default the tenant column) and an optional user column.
+fn check_lookups(
+    catalog: &Catalog,
+    governed: &[String],
+    compiled: &[CompiledTable],
+    lookups: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Lookup>)>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<CompiledLookup> {
+    let mut out = Vec::new();
+    let mut unused = Vec::new();
+    for (source, name, lookup) in lookups {
+        let lookup = lookup.into_inner();
+        if !name.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            || name.get_ref().len() > 40
+        {
+            diags.push(
+                Diagnostic::error("tenancy::invalid-lookup-name", format!("`{}` is not a lookup name", name.get_ref()))
+                    .label(source, name.span(), "here")
+                    .help("lookup names are lowercase letters, digits and underscores, at most 40 (the function is tenancy_lookup_<name>)"),
+            );
+            continue;
+        }
+        let Some(table) = resolve(catalog, governed, source, &lookup.table, diags, &mut unused) else { continue };
+        let tenant = compiled.iter().find(|c| c.name == table.name).and_then(|c| match &c.kind {
+            CompiledKind::Tenant { column, .. } => Some(column.clone()),
+            CompiledKind::Global => None,
+        });
+        let Some(tenant) = tenant else {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::lookup-on-non-tenant-table",
+                    format!("lookup `{}` reads `{}`, which is not a tenant table", name.get_ref(), table.name),
+                )
+                .label(source, lookup.table.span(), "here")
+                .help("a lookup finds the organization of a row: cover the table as kind = \"tenant\""),
+            );
+            continue;
+        };
+        let mut column = |c: &Spanned<String>, what: &str| -> Option<(String, &'static str)> {
+            let Some(col) = table.column(c.get_ref()) else {
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::unknown-column",
+                        format!("`{}` has no column `{}`", table.name, c.get_ref()),
+                    )
+                    .label(source, c.span(), "no such column"),
+                );
+                return None;
+            };
+            let Some(t) = lookup_type(&col.data_type) else {
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::lookup-column-type",
+                        format!("{what} column `{}.{}` is `{}`", table.name, col.name, col.data_type),
+                    )
+                    .label(source, c.span(), "this column")
+                    .help("lookups compare and return text, varchar, uuid, bytea, integer or bigint columns"),
+                );
+                return None;
+            };
+            Some((col.name.clone(), t))
+        };
+        let key = column(&lookup.key, "key");
+        let organization = match &lookup.organization {
+            Some(o) => column(o, "organization"),
+            None => Some((tenant.clone(), "uuid")),
+        };
+        let user = match &lookup.user {
+            Some(u) => column(u, "user").map(Some),
+            None => Some(None),
+        };
+        let (Some((key, key_type)), Some((organization, org_type)), Some(user)) = (key, organization, user) else {
+            continue;
+        };
+        if org_type != "uuid" {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::lookup-column-type",
+                    format!("organization column `{}.{organization}` is not uuid", table.name),
+                )
+                .label(
+                    source,
+                    lookup.organization.as_ref().map_or(lookup.table.span(), |o| o.span()),
+                    "this column",
+                ),
+            );
+            continue;
+        }
+        let unique = table
+            .indexes
+            .iter()
+            .any(|i| i.unique && i.columns.len() == 1 && i.columns[0].as_deref() == Some(key.as_str()));
+        if !unique {
+            diags.push(
+                Diagnostic::error("tenancy::lookup-key-not-unique", format!("lookup key `{}.{key}` is not unique", table.name))
+                    .label(source, lookup.key.span(), "this column")
+                    .help(format!("a key finds one organization: CREATE UNIQUE INDEX ON {} ({key}), and declare it in globally_unique", table.name)),
+            );
+            continue;
+        }
+        out.push(CompiledLookup {
+            name: name.get_ref().clone(),
+            table: table.name.clone(),
+            key,
+            key_type: key_type.to_string(),
+            organization,
+            user: user.map(|(u, _)| u),
+        });
     }
     out
 }

@@ -195,6 +195,9 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
         }
     }
     out.extend(sync_blocks(&compiled.sync));
+    for lookup in &compiled.lookups {
+        out.push(lookup_block(lookup, &all_roles));
+    }
     for view in &compiled.views {
         let mut units = vec![vec![format!("ALTER VIEW {view} SET (security_invoker = true);")]];
         if !all_roles.is_empty() {
@@ -579,6 +582,37 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
         header: Some(format!("-- {name}: partition of {}, governed with it (reached through it)", table.name)),
         object: Object::Relation(name),
         units,
+    }
+}
+
+/// `tenancy_lookup_<name>(key)`: the organization (and user) of the row whose key column equals
+/// `key`, for the moment before any context (an API key). It reads the table with the rights of
+/// its owner, the DBA who applied it, and runs nothing of the table's: built-in types only, an
+/// equality on one unique column, a fixed search_path.
+fn lookup_block(lookup: &crate::check::CompiledLookup, all_roles: &[String]) -> Block {
+    let f =
+        format!("{}.{}", quote_ident(&lookup.table.schema), quote_ident(&format!("tenancy_lookup_{}", lookup.name)));
+    let user_out = if lookup.user.is_some() { ", user_id text" } else { "" };
+    let user_col = lookup.user.as_ref().map_or(String::new(), |u| format!(", r.{}::text", quote_ident(u)));
+    let function = format!(
+        "CREATE OR REPLACE FUNCTION {f}(lookup_key {kt}) RETURNS TABLE (org_id uuid{user_out})\n    LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+    SELECT r.{org}{user_col} FROM {t} r WHERE r.{key} = lookup_key\n$tenancy$;",
+        kt = lookup.key_type,
+        org = quote_ident(&lookup.organization),
+        t = lookup.table,
+        key = quote_ident(&lookup.key)
+    );
+    let mut grants = vec![format!("REVOKE ALL ON FUNCTION {f}({}) FROM PUBLIC;", lookup.key_type)];
+    if !all_roles.is_empty() {
+        grants.push(format!("GRANT EXECUTE ON FUNCTION {f}({}) TO {};", lookup.key_type, role_list(all_roles)));
+    }
+    Block {
+        header: Some(format!(
+            "-- lookup {}: the organization of a {} row by its {}, before any context",
+            lookup.name, lookup.table, lookup.key
+        )),
+        object: Object::Sync,
+        units: vec![vec![function], grants],
     }
 }
 

@@ -659,6 +659,10 @@ fn lint_security_definers(
         "SELECT p.oid::regprocedure::text, p.prosrc
            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
           WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenancy')
+            -- What `tenancy apply` generates (owned by the superuser who applied it): the sync
+            -- of the application's organizations and memberships, and the lookups.
+            AND NOT ((p.proname LIKE 'tenancy\\_sync\\_%' OR p.proname LIKE 'tenancy\\_lookup\\_%')
+                     AND (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = p.proowner))
           ORDER BY 1",
         &[],
     )? {

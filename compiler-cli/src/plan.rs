@@ -33,7 +33,7 @@ SELECT concat_ws(E'\\n',
 const SYNC_STATE: &str = "
 SELECT concat_ws(E'\\n',
     (SELECT string_agg(pg_get_functiondef(p.oid) || coalesce(p.proacl::text, ''), ';' ORDER BY p.oid)
-       FROM pg_proc p WHERE p.proname LIKE 'tenancy\\_sync\\_%'),
+       FROM pg_proc p WHERE p.proname LIKE 'tenancy\\_sync\\_%' OR p.proname LIKE 'tenancy\\_lookup\\_%'),
     (SELECT string_agg(pg_get_triggerdef(t.oid), ';' ORDER BY t.oid) FROM pg_trigger t WHERE t.tgname = 'tenancy_sync'),
     (SELECT md5(coalesce(string_agg(id::text || '|' || slug || '|' || name || '|' || status, ',' ORDER BY id), ''))
        FROM tenancy.organizations),

@@ -30,6 +30,26 @@ pub struct PolicyFile {
     pub organizations: Option<Spanned<OrganizationsMap>>,
     /// The application's own memberships table, kept in `tenancy.members`.
     pub memberships: Option<Spanned<MembershipsMap>>,
+    /// Lookups before the tenant is known (an API key -> its organization), each compiled into
+    /// a function the application roles may call.
+    #[serde(default)]
+    pub lookups: BTreeMap<Spanned<String>, Spanned<Lookup>>,
+}
+
+/// `[lookups] api_key = { table = "api_keys", key = "token_digest", organization = "org_id",
+/// user = "user_id" }`: `tenancy apply` creates `<schema>.tenancy_lookup_api_key(key)`, which
+/// returns the organization (and user) of the row whose key column equals the key exactly, and
+/// nothing else, whatever the context.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    pub table: Spanned<String>,
+    /// The column compared with the argument (text, varchar, uuid or bytea), unique.
+    pub key: Spanned<String>,
+    /// The column holding the organization id (default: the table's tenant column).
+    pub organization: Option<Spanned<String>>,
+    /// A column holding a user id, returned too.
+    pub user: Option<Spanned<String>>,
 }
 
 /// `[organizations]`: the application's organizations table. `tenancy apply` copies its rows

@@ -45,6 +45,9 @@ kind = "tenant"
 [tables.api_keys]
 kind = "tenant"
 globally_unique = { token_digest = "API keys are looked up before the tenant is known" }
+
+[lookups]
+api_key = { table = "api_keys", key = "token_digest" }
 "#
 }
 
@@ -392,4 +395,22 @@ fn new_tables_are_closed_at_once_and_new_partitions_get_their_parents_policies()
     let sql = pg_tenancy_compiler::emit::render(&planned);
     assert!(!sql.contains("CREATE POLICY"), "{sql}");
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn an_api_key_finds_its_organization_before_any_context_and_nothing_else() {
+    let db = adopted();
+    db.admin()
+        .batch_execute(&format!(
+            "INSERT INTO crm.api_keys (org_id, token_digest) VALUES ('{GLOBEX}', 'digest-of-globex-key')"
+        ))
+        .unwrap();
+    let mut c = db.app();
+    assert_eq!(count(&mut c, "crm.api_keys"), 0, "no context: the table shows nothing");
+    let org = text(&mut c, "SELECT org_id::text FROM crm.tenancy_lookup_api_key('digest-of-globex-key')");
+    assert_eq!(org.as_deref(), Some(GLOBEX));
+    assert_eq!(count(&mut c, "crm.tenancy_lookup_api_key('digest-of-another-key')"), 0);
+    assert_eq!(count(&mut c, "crm.tenancy_lookup_api_key(NULL)"), 0);
+    // Only an exact key: no pattern, no listing.
+    assert_eq!(count(&mut c, "crm.tenancy_lookup_api_key('digest-of-%')"), 0);
 }
