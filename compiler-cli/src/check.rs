@@ -995,26 +995,42 @@ fn check_sync(
 ) -> SyncMaps {
     let before = diags.len();
     let mut unused = Vec::new();
-    let column =
-        |table: &Table, source: SourceId, c: &Spanned<String>, diags: &mut Vec<Diagnostic>| -> Option<String> {
-            match table.column(c.get_ref()) {
-                Some(col) => Some(col.name.clone()),
-                None => {
-                    diags.push(
+    let column = |table: &Table,
+                  source: SourceId,
+                  c: &Spanned<String>,
+                  diags: &mut Vec<Diagnostic>|
+     -> Option<String> {
+        match table.column(c.get_ref()) {
+            // The sync reads these columns with a DBA's rights (the backfill): built-in types
+            // only, so that no cast or operator of the table's owner runs with them.
+            Some(col) if lookup_type(&col.data_type).is_none() => {
+                diags.push(
                         Diagnostic::error(
-                            "tenancy::unknown-column",
-                            format!("`{}` has no column `{}`", table.name, c.get_ref()),
+                            "tenancy::sync-column-type",
+                            format!("column `{}.{}` is `{}`", table.name, col.name, col.data_type),
                         )
-                        .label(source, c.span(), "no such column")
-                        .help(format!(
-                            "its columns: {}",
-                            table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-                        )),
+                        .label(source, c.span(), "this column")
+                        .help("the organizations and memberships sync reads text, varchar, uuid, bytea, integer or bigint columns"),
                     );
-                    None
-                }
+                None
             }
-        };
+            Some(col) => Some(col.name.clone()),
+            None => {
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::unknown-column",
+                        format!("`{}` has no column `{}`", table.name, c.get_ref()),
+                    )
+                    .label(source, c.span(), "no such column")
+                    .help(format!(
+                        "its columns: {}",
+                        table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    )),
+                );
+                None
+            }
+        }
+    };
     let predicate =
         |table: &Table, source: SourceId, p: &Spanned<String>, diags: &mut Vec<Diagnostic>| -> Option<String> {
             let base = p.span().start + crate::predicate::content_start(&sources.get(source).text, p.span().start);

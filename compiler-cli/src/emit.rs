@@ -594,12 +594,30 @@ fn lookup_block(lookup: &crate::check::CompiledLookup, all_roles: &[String]) -> 
         format!("{}.{}", quote_ident(&lookup.table.schema), quote_ident(&format!("tenancy_lookup_{}", lookup.name)));
     let user_out = if lookup.user.is_some() { ", user_id text" } else { "" };
     let user_col = lookup.user.as_ref().map_or(String::new(), |u| format!(", r.{}::text", quote_ident(u)));
+    // The table and its columns are checked again on every call: were the table's owner to make
+    // the table a view or a column a type of their own, the DBA's rights would run their code.
+    let columns: Vec<String> = std::iter::once(&lookup.key)
+        .chain(std::iter::once(&lookup.organization))
+        .chain(lookup.user.iter())
+        .map(|c| literal(c))
+        .collect();
     let function = format!(
-        "CREATE OR REPLACE FUNCTION {f}(lookup_key {kt}) RETURNS TABLE (org_id uuid{user_out})\n    LANGUAGE sql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
-    SELECT r.{org}{user_col} FROM {t} r WHERE r.{key} = lookup_key\n$tenancy$;",
+        "CREATE OR REPLACE FUNCTION {f}(lookup_key {kt}) RETURNS TABLE (org_id uuid{user_out})\n    LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+BEGIN\n\
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = {tl}::regclass) NOT IN ('r', 'p')\n\
+       OR EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = {tl}::regclass AND a.attname IN ({cols})\n\
+                    AND a.atttypid NOT IN ('text'::regtype, 'varchar'::regtype, 'uuid'::regtype, 'bytea'::regtype, 'int4'::regtype, 'int8'::regtype)) THEN\n\
+        RAISE EXCEPTION 'lookup {name} is out of date: {t} changed'\n\
+            USING ERRCODE = '55000', HINT = 'Run tenancy apply again (as a DBA).';\n\
+    END IF;\n\
+    RETURN QUERY SELECT r.{org}{user_col} FROM {t} r WHERE r.{key} = lookup_key;\n\
+END\n$tenancy$;",
         kt = lookup.key_type,
         org = quote_ident(&lookup.organization),
         t = lookup.table,
+        tl = literal(&lookup.table.to_string()),
+        cols = columns.join(", "),
+        name = lookup.name,
         key = quote_ident(&lookup.key)
     );
     let mut grants = vec![format!("REVOKE ALL ON FUNCTION {f}({}) FROM PUBLIC;", lookup.key_type)];

@@ -413,4 +413,12 @@ fn an_api_key_finds_its_organization_before_any_context_and_nothing_else() {
     assert_eq!(count(&mut c, "crm.tenancy_lookup_api_key(NULL)"), 0);
     // Only an exact key: no pattern, no listing.
     assert_eq!(count(&mut c, "crm.tenancy_lookup_api_key('digest-of-%')"), 0);
+    // Were the table's owner to give the key a type of its own (whose casts and operators would
+    // run with the DBA's rights), the lookup refuses until apply runs again.
+    db.admin()
+        .batch_execute(
+            "CREATE DOMAIN crm.digest AS text; ALTER TABLE crm.api_keys ALTER COLUMN token_digest TYPE crm.digest",
+        )
+        .unwrap();
+    assert_eq!(error_of(&mut c, "SELECT * FROM crm.tenancy_lookup_api_key('digest-of-globex-key')").code, "55000");
 }
