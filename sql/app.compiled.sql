@@ -23,6 +23,7 @@ ALTER ROLE app_readonly RESET tenancy.session_context;
 REVOKE tenancy_token_only FROM app_user;
 ALTER ROLE app_user RESET tenancy.session_context;
 DO $$ BEGIN EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, app_readonly, app_user', current_database()); END $$;
+DELETE FROM tenancy.services WHERE name <> ALL (ARRAY[]::text[]);
 INSERT INTO tenancy.governed_schemas (schema_name) SELECT unnest(ARRAY['app']::name[]) ON CONFLICT DO NOTHING;
 DELETE FROM tenancy.governed_schemas WHERE schema_name <> ALL (ARRAY['app']::name[]);
 DO $$

@@ -156,6 +156,8 @@ pub struct Compiled {
     pub sync: SyncMaps,
     /// `[lookups]`: functions that find an organization by an exact key before any context.
     pub lookups: Vec<CompiledLookup>,
+    /// `[services]`: (name, member role, application roles), written to `tenancy.services`.
+    pub services: Vec<(String, String, Vec<String>)>,
 }
 
 /// A `[lookups]` entry, checked.
@@ -263,6 +265,7 @@ pub fn check(
     let mut quotas: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let mut usage: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let mut lookups: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Lookup>)> = Vec::new();
+    let mut services: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Service>)> = Vec::new();
     let first_source = files.first().map(|f| f.source);
 
     for ParsedFile { source, file } in files {
@@ -283,6 +286,9 @@ pub fn check(
         }
         for (key, lookup) in file.lookups {
             lookups.push((source, key, lookup));
+        }
+        for (key, service) in file.services {
+            services.push((source, key, service));
         }
     }
 
@@ -599,6 +605,7 @@ pub fn check(
 
     check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, &mut diags);
     let views = check_views(catalog, &covered, &mut diags);
+    let compiled_services = check_services(&read_write, &read_only, services, &mut diags);
     let compiled_lookups = check_lookups(catalog, &governed, &compiled_tables, lookups, &mut diags);
     let sync = check_sync(sources, catalog, &governed, organizations.as_ref(), memberships.as_ref(), &mut diags);
     let compiled_quotas = check_counted(Counted::QUOTA, catalog, &governed, &compiled_tables, quotas, live, &mut diags);
@@ -619,6 +626,7 @@ pub fn check(
             taken_names: relation_names(catalog),
             sync,
             lookups: compiled_lookups,
+            services: compiled_services,
         })
     } else {
         Err(diags)
@@ -853,6 +861,63 @@ fn check_views(
             out.push(view.name.clone());
         }
     }
+    out
+}
+
+/// Resolves `[services]`: names tenancy accepts, declared application roles, member roles.
+fn check_services(
+    read_write: &[String],
+    read_only: &[String],
+    services: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Service>)>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for (source, name, service) in services {
+        let service = service.into_inner();
+        let mut ok = true;
+        let valid = name.get_ref().len() <= 63
+            && name.get_ref().chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && name.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            ok = false;
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::invalid-service-name",
+                    format!("`{}` is not a service name", name.get_ref()),
+                )
+                .label(source, name.span(), "here")
+                .help("service names are lowercase letters, digits and underscores, starting with a letter"),
+            );
+        }
+        if !MEMBER_ROLES.contains(&service.member_role.get_ref().as_str()) {
+            ok = false;
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::unknown-member-role",
+                    format!("unknown member role `{}`", service.member_role.get_ref()),
+                )
+                .label(source, service.member_role.span(), "not a member role")
+                .help(format!("member roles: {}", MEMBER_ROLES.join(", "))),
+            );
+        }
+        for role in &service.roles {
+            if !read_write.contains(role.get_ref()) && !read_only.contains(role.get_ref()) {
+                ok = false;
+                diags.push(
+                    Diagnostic::error("tenancy::undeclared-app-role", format!("service role `{}` is not an application role", role.get_ref()))
+                        .label(source, role.span(), "not in [roles]")
+                        .help("add it to [roles] read_write or read_only: a service acts on the tables with that role's grants"),
+                );
+            }
+        }
+        if ok {
+            let mut roles: Vec<String> = service.roles.iter().map(|r| r.get_ref().clone()).collect();
+            roles.sort();
+            roles.dedup();
+            out.push((name.get_ref().clone(), service.member_role.get_ref().clone(), roles));
+        }
+    }
+    out.sort();
     out
 }
 

@@ -262,6 +262,20 @@ fn database_block(compiled: &Compiled, all_roles: &[String]) -> Block {
         ));
     }
     units.push(vec![hardening::revoke_temporary(all_roles)]);
+    // Who may act as which service (tenancy.set_service_context()).
+    let names: Vec<String> = compiled.services.iter().map(|(n, _, _)| literal(n)).collect();
+    let mut services = Vec::new();
+    for (name, role, roles) in &compiled.services {
+        let roles: Vec<String> = roles.iter().map(|r| literal(r)).collect();
+        services.push(format!(
+            "INSERT INTO tenancy.services (name, member_role, db_roles) VALUES ({}, {}, ARRAY[{}]::name[])\n    ON CONFLICT (name) DO UPDATE SET member_role = EXCLUDED.member_role, db_roles = EXCLUDED.db_roles\n    WHERE (services.member_role, services.db_roles) IS DISTINCT FROM (EXCLUDED.member_role, EXCLUDED.db_roles);",
+            literal(name),
+            literal(role),
+            roles.join(", ")
+        ));
+    }
+    services.push(format!("DELETE FROM tenancy.services WHERE name <> ALL (ARRAY[{}]::text[]);", names.join(", ")));
+    units.push(services);
     // New tables in these schemas are closed at once (the extension's event trigger).
     let schemas: Vec<String> = compiled.schemas.iter().map(|s| literal(s)).collect();
     units.push(vec![

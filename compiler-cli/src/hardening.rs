@@ -107,6 +107,7 @@ pub const DATABASE_STATE: &str = r"
 SELECT concat_ws(E'\n',
     (SELECT coalesce(datacl::text, '') FROM pg_database WHERE datname = current_database()),
     (SELECT string_agg(schema_name::text, ',' ORDER BY schema_name) FROM tenancy.governed_schemas),
+    (SELECT string_agg(name || ':' || member_role || ':' || db_roles::text, ',' ORDER BY name) FROM tenancy.services),
     (SELECT string_agg(m.roleid::regrole::text || ':' || m.member::regrole::text, ',' ORDER BY 1) FROM pg_auth_members m
       WHERE m.roleid::regrole::text IN ('tenancy_writer', 'tenancy_reader', 'tenancy_token_only')),
     (SELECT string_agg(s.setrole::text || ':' || array_to_string(s.setconfig, ','), ';' ORDER BY 1) FROM pg_db_role_setting s

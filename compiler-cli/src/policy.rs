@@ -34,6 +34,19 @@ pub struct PolicyFile {
     /// a function the application roles may call.
     #[serde(default)]
     pub lookups: BTreeMap<Spanned<String>, Spanned<Lookup>>,
+    /// Services that act in an organization without a user (`tenancy.set_service_context()`).
+    #[serde(default)]
+    pub services: BTreeMap<Spanned<String>, Spanned<Service>>,
+}
+
+/// `[services] billing = { roles = ["app_jobs"], member_role = "admin" }`: the application roles
+/// that may call `tenancy.set_service_context(org, 'billing')`, and the member role the service
+/// acts with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub roles: Vec<Spanned<String>>,
+    pub member_role: Spanned<String>,
 }
 
 /// `[lookups] api_key = { table = "api_keys", key = "token_digest", organization = "org_id",

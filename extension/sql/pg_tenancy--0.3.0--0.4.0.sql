@@ -1,5 +1,5 @@
--- pg_tenancy 0.3.0 -> 0.4.0: new tables of governed schemas are closed at once, and partitions
--- get their parent's policies.
+-- pg_tenancy 0.3.0 -> 0.4.0: new tables of governed schemas are closed at once, partitions get
+-- their parent's policies, and services act in an organization without a user.
 --
 -- Install the 0.4.0 library first (make install), restart the server (the library is
 -- preloaded), then, as a superuser, in every database that has the extension:
@@ -99,3 +99,19 @@ CREATE EVENT TRIGGER tenancy_close_new_tables ON ddl_command_end
     EXECUTE FUNCTION tenancy.close_new_tables();
 
 REVOKE ALL ON FUNCTION tenancy.close_new_tables() FROM PUBLIC;
+
+CREATE TABLE tenancy.services (
+    name         text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]*$' AND length(name) <= 63),
+    member_role  text NOT NULL REFERENCES tenancy.roles (name) ON UPDATE CASCADE,
+    -- The database roles (and their members) that may act as the service.
+    db_roles     name[] NOT NULL DEFAULT '{}',
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE tenancy.services IS 'Services that may act in an organization without a user (tenancy.set_service_context); DBA only.';
+REVOKE ALL ON tenancy.services FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tenancy.services', '');
+
+CREATE FUNCTION tenancy.set_service_context("org_id" uuid, "service" text) RETURNS void
+    VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'set_service_context_wrapper';
+REVOKE ALL ON FUNCTION tenancy.set_service_context(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenancy.set_service_context(uuid, text) TO PUBLIC;

@@ -18,6 +18,7 @@ GRANT EXECUTE ON FUNCTION
     tenancy.set_context(uuid, text), tenancy.set_session_context(uuid, text),
     tenancy.set_user_context(text), tenancy.clear_context(),
     tenancy.set_context_token(text), tenancy.postgrest_pre_request(),
+    tenancy.set_service_context(uuid, text),
     tenancy.user_organizations(text), tenancy.org_id(text, text),
     tenancy.quota(uuid, text), tenancy.quotas(uuid),
     tenancy.usage(uuid, text, timestamptz, timestamptz), tenancy.usage_report(timestamptz, timestamptz),

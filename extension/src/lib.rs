@@ -38,6 +38,7 @@ mod organizations;
 mod privilege;
 mod quota;
 mod registry;
+mod service;
 mod session;
 mod sharing;
 mod shmem;
@@ -75,6 +76,7 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/tokens.sql", name = "tokens", requires = ["sharing", token::token_keys_trigger]);
 extension_sql_file!("../sql/schemas.sql", name = "schemas", requires = ["tokens"]);
+extension_sql_file!("../sql/services.sql", name = "services", requires = ["schemas"]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]

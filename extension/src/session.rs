@@ -91,7 +91,15 @@ fn token_only() -> bool {
 /// key the DBA trusts for roles) the member role the token names.
 pub(crate) enum Vouched<'a> {
     Member,
-    Trusted { role: &'a str, permissions: Option<&'a [String]> },
+    Trusted {
+        role: &'a str,
+        permissions: Option<&'a [String]>,
+    },
+    /// A service of `tenancy.services` ([`crate::service`]): the organization must be active and
+    /// the role exist; a service is no user, so it is not counted as an active one.
+    Service {
+        role: &'a str,
+    },
 }
 
 /// Starts a context for `user` in `org`, checking the membership (or, trusted, that the
@@ -102,8 +110,10 @@ pub(crate) fn start(org_id: pgrx::Uuid, user: &str, vouched: Vouched, scope: Sco
     // Read before the lookup takes its snapshot: a membership change committed after it moves
     // the generation past this one, so readers check again.
     let generation = membership::generation(org_id.as_bytes());
+    let counted = !matches!(vouched, Vouched::Service { .. });
     let (found, trusted) = match vouched {
         Vouched::Member => (membership::lookup_at(org_id, user, generation), false),
+        Vouched::Service { role } => (membership::lookup_trusted(org_id, role), true),
         Vouched::Trusted { role, permissions } => {
             let found = membership::lookup_trusted(org_id, role).map(|mut m| {
                 if let Some(p) = permissions {
@@ -119,7 +129,9 @@ pub(crate) fn start(org_id: pgrx::Uuid, user: &str, vouched: Vouched, scope: Sco
     };
     warn_outside_transaction(scope);
     context::write_all(&org, user, Some(&membership), context::Checked { generation, trusted }, scope);
-    crate::usage::note_active_user(org_id, user);
+    if counted {
+        crate::usage::note_active_user(org_id, user);
+    }
 }
 
 /// Starts a user-only context (no organization) for the current transaction.

@@ -422,3 +422,44 @@ fn an_api_key_finds_its_organization_before_any_context_and_nothing_else() {
         .unwrap();
     assert_eq!(error_of(&mut c, "SELECT * FROM crm.tenancy_lookup_api_key('digest-of-globex-key')").code, "55000");
 }
+
+#[test]
+fn a_background_job_acts_as_a_declared_service_with_its_member_role_and_no_other_role_can() {
+    let db = TestDb::new();
+    apply_policy(
+        &db,
+        &(example_policy() + "\n[services]\nbilling = { roles = [\"app_user\"], member_role = \"admin\" }\n"),
+    );
+    let mut c = db.app();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_service_context('{ACME}', 'billing')")).unwrap();
+    assert_eq!(text(&mut tx, "SELECT tenancy.current_user_id()").as_deref(), Some("service:billing"));
+    assert_eq!(text(&mut tx, "SELECT tenancy.current_member_role()").as_deref(), Some("admin"));
+    assert_eq!(text(&mut tx, "SELECT tenancy.current_org()::text").as_deref(), Some(ACME));
+    assert!(count(&mut tx, "app.projects") > 0, "the service reads its organization's rows");
+    tx.batch_execute("INSERT INTO app.projects (name) VALUES ('made by a job')").unwrap();
+    tx.commit().unwrap();
+    // A service is no user: it is not counted as an active one.
+    let mut admin = db.admin();
+    assert_eq!(count(&mut admin, "tenancy.active_users WHERE user_id LIKE 'service:%'"), 0);
+    // Another role, and a service that does not exist, get the same refusal.
+    let mut ro = db.connect_as("app_readonly");
+    let other_role = error_of(&mut ro, &format!("SELECT tenancy.set_service_context('{ACME}', 'billing')"));
+    let no_service = error_of(&mut c, &format!("SELECT tenancy.set_service_context('{ACME}', 'ghost')"));
+    assert_eq!((other_role.code.as_str(), no_service.code.as_str()), ("42501", "42501"));
+    // Not in a suspended organization, nor in one that does not exist (the same error).
+    admin
+        .batch_execute(&format!("UPDATE tenancy.organizations SET status = 'suspended' WHERE id = '{GLOBEX}'"))
+        .unwrap();
+    let suspended = error_of(&mut c, &format!("BEGIN; SELECT tenancy.set_service_context('{GLOBEX}', 'billing')"));
+    c.batch_execute("ROLLBACK").unwrap();
+    let missing = error_of(&mut c, &format!("BEGIN; SELECT tenancy.set_service_context('{NOWHERE}', 'billing')"));
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(
+        (suspended.code.as_str(), suspended.message.replace(GLOBEX, "?")),
+        (missing.code.as_str(), missing.message.replace(NOWHERE, "?"))
+    );
+    // Removing the service from the policy files takes it away.
+    apply_policy(&db, &example_policy());
+    assert_eq!(error_of(&mut c, &format!("SELECT tenancy.set_service_context('{ACME}', 'billing')")).code, "42501");
+}
