@@ -74,8 +74,14 @@ pub enum CompiledKind {
         /// Foreign keys to other tenant tables without the tenant column, which the policies
         /// make safe.
         references: Vec<Reference>,
+        /// Rows whose tenant column is NULL are global: readable by every organization.
+        global_rows: bool,
     },
     Global,
+    /// Application-wide: the application roles read (and the writers write) every row.
+    Unscoped {
+        reason: String,
+    },
 }
 
 /// A foreign key to a tenant table that leaves out the tenant column. The policies make it safe
@@ -88,6 +94,8 @@ pub struct Reference {
     pub target: QualifiedName,
     pub target_columns: Vec<String>,
     pub target_tenant: String,
+    /// The target's NULL-keyed rows are global: they may be referenced too.
+    pub target_global: bool,
 }
 
 /// How a shareable table's rows are shared (`tenancy.enable_sharing()`).
@@ -437,6 +445,30 @@ pub fn check(
                 }
                 CompiledKind::Global
             }
+            TableKind::Unscoped => {
+                for command in Command::ALL {
+                    if let Some(v) = policy.command(command) {
+                        diags.push(
+                            Diagnostic::error(
+                                "tenancy::unscoped-table-rule",
+                                format!("unscoped table `{}` has no per-command rules", table.name),
+                            )
+                            .label(*source, v.span(), "not used by unscoped tables")
+                            .help("its writers are `read_write`, its readers `read_only`; remove this line"),
+                        );
+                    }
+                }
+                let reason = policy.reason.as_ref().map(|r| r.get_ref().trim().to_string()).filter(|r| !r.is_empty());
+                let Some(reason) = reason else {
+                    diags.push(
+                        Diagnostic::error("tenancy::missing-reason", format!("unscoped table `{}` has no reason", table.name))
+                            .label(*source, policy.kind.span(), "unscoped here")
+                            .help("an application-wide table is an exception: say why, `reason = \"...\"` (lint lists it with the reason)"),
+                    );
+                    continue;
+                };
+                CompiledKind::Unscoped { reason }
+            }
             TableKind::Tenant | TableKind::Shareable => {
                 let (column, column_span) = match &policy.tenant_column {
                     Some(c) => (c.get_ref().clone(), c.span()),
@@ -500,11 +532,13 @@ pub fn check(
                 let sharing = (*policy.kind.get_ref() == TableKind::Shareable)
                     .then(|| check_sharing(*source, key, policy, table, &column, &mut diags))
                     .flatten();
+                let global_rows = policy.global_rows.as_ref().is_some_and(|g| *g.get_ref());
                 CompiledKind::Tenant {
                     sharing,
                     references: vec![],
+                    global_rows,
                     add_index: !table.has_index_leading_with(&column),
-                    set_not_null: !col.not_null,
+                    set_not_null: !col.not_null && !global_rows,
                     column,
                     commands,
                     owner_columns: owner_columns.into_iter().collect(),
@@ -961,7 +995,7 @@ fn check_lookups(
         let Some(table) = resolve(catalog, governed, source, &lookup.table, diags, &mut unused) else { continue };
         let tenant = compiled.iter().find(|c| c.name == table.name).and_then(|c| match &c.kind {
             CompiledKind::Tenant { column, .. } => Some(column.clone()),
-            CompiledKind::Global => None,
+            CompiledKind::Global | CompiledKind::Unscoped { .. } => None,
         });
         let Some(tenant) = tenant else {
             diags.push(
@@ -1208,8 +1242,13 @@ fn check_tenant_keys(
         .iter()
         .filter_map(|t| match &t.kind {
             CompiledKind::Tenant { column, .. } => Some((t.name.clone(), column.clone())),
-            CompiledKind::Global => None,
+            CompiledKind::Global | CompiledKind::Unscoped { .. } => None,
         })
+        .collect();
+    let global_rows: std::collections::BTreeSet<QualifiedName> = compiled
+        .iter()
+        .filter(|t| matches!(t.kind, CompiledKind::Tenant { global_rows: true, .. }))
+        .map(|t| t.name.clone())
         .collect();
     for compiled_table in compiled.iter_mut() {
         let name = compiled_table.name.clone();
@@ -1320,6 +1359,7 @@ fn check_tenant_keys(
                 target: fk.references.clone(),
                 target_columns,
                 target_tenant: target_column.clone(),
+                target_global: global_rows.contains(&fk.references),
             };
             if !references.contains(&reference) {
                 references.push(reference);

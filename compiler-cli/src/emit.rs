@@ -30,11 +30,19 @@ fn predicate(
     rule: &CompiledRule,
     sharing: Option<&Sharing>,
     command: Command,
+    global_rows: bool,
 ) -> String {
     let own = format!("{} = (SELECT tenancy.current_org())", quote_ident(column));
+    // NULL-keyed rows are global: every organization reads them (under a context), nobody
+    // writes them but DBAs.
+    let global = format!("({} IS NULL AND (SELECT tenancy.current_org()) IS NOT NULL)", quote_ident(column));
     let reach = match (sharing, command) {
+        (None, Command::Select) if global_rows => format!("({own}\n        OR {global})"),
         (Some(sharing), Command::Select) => {
             let mut arms = vec![own];
+            if global_rows {
+                arms.push(global);
+            }
             if let Some(v) = &sharing.visibility_column {
                 arms.push(format!("({} = 'public' AND (SELECT tenancy.current_org()) IS NOT NULL)", quote_ident(v)));
             }
@@ -73,12 +81,17 @@ fn reference_check(table: &QualifiedName, r: &crate::check::Reference) -> String
         .zip(&r.target_columns)
         .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
         .collect();
+    let tenant = quote_ident(&r.target_tenant);
+    let owned = if r.target_global {
+        format!("(t.{tenant} = (SELECT tenancy.current_org()) OR t.{tenant} IS NULL)")
+    } else {
+        format!("t.{tenant} = (SELECT tenancy.current_org())")
+    };
     format!(
-        "({} OR EXISTS (SELECT FROM {} t WHERE {} AND t.{} = (SELECT tenancy.current_org())))",
+        "({} OR EXISTS (SELECT FROM {} t WHERE {} AND {owned}))",
         nulls.join(" OR "),
         r.target,
-        matches.join(" AND "),
-        quote_ident(&r.target_tenant)
+        matches.join(" AND ")
     )
 }
 
@@ -563,11 +576,17 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
                     ));
                 }
             }
-            CompiledKind::Tenant { column, commands, references, .. } => {
+            CompiledKind::Unscoped { .. } => {
+                let roles = if command == Command::Select { table.readers() } else { table.read_write.clone() };
+                if !roles.is_empty() {
+                    unit.push(unscoped_policy(command, &name, &roles));
+                }
+            }
+            CompiledKind::Tenant { column, commands, references, global_rows, .. } => {
                 let roles: Vec<String> =
                     if command == Command::Select { table.readers() } else { table.read_write.clone() };
                 if let (Some(Some(rule)), false) = (commands.get(&command), roles.is_empty()) {
-                    let p = predicate(partition, column, rule, None, command);
+                    let p = predicate(partition, column, rule, None, command, *global_rows);
                     let mut checked = p.clone();
                     for r in references {
                         checked.push_str("\n        AND ");
@@ -646,6 +665,21 @@ END\n$tenancy$;",
         object: Object::Sync,
         units: vec![vec![function], grants],
     }
+}
+
+/// A policy of an unscoped table: every row, for these roles.
+fn unscoped_policy(command: Command, name: &str, roles: &[String]) -> String {
+    let clause = match command {
+        Command::Select | Command::Delete => "USING (true)",
+        Command::Insert => "WITH CHECK (true)",
+        Command::Update => "USING (true) WITH CHECK (true)",
+    };
+    format!(
+        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR {} TO {} {clause};",
+        policy_name(command),
+        command.sql(),
+        role_list(roles)
+    )
 }
 
 /// A SQL string literal.
@@ -749,6 +783,38 @@ fn table_block(
             }
             units.push(grants);
         }
+        CompiledKind::Unscoped { reason } => {
+            header = format!("-- {name}: unscoped (application-wide): {reason}");
+            units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
+            units.push(vec![format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY;")]);
+            let readers = table.readers();
+            for command in Command::ALL {
+                let roles = if command == Command::Select { readers.clone() } else { table.read_write.clone() };
+                let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
+                if !roles.is_empty() {
+                    unit.push(unscoped_policy(command, &name, &roles));
+                    if command == Command::Select {
+                        // lint lists unscoped tables with their reason, read from here.
+                        unit.push(format!(
+                            "COMMENT ON POLICY {} ON {name} IS {};",
+                            policy_name(command),
+                            literal(&format!("unscoped: {reason}"))
+                        ));
+                    }
+                }
+                units.push(unit);
+            }
+            units.push(vec![format!("DROP TRIGGER IF EXISTS tenancy_require_context ON {name};")]);
+            let mut grants = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
+            if !readers.is_empty() {
+                grants.push(format!("GRANT SELECT ON TABLE {name} TO {};", role_list(&readers)));
+            }
+            if !table.read_write.is_empty() {
+                grants
+                    .push(format!("GRANT INSERT, UPDATE, DELETE ON TABLE {name} TO {};", role_list(&table.read_write)));
+            }
+            units.push(grants);
+        }
         CompiledKind::Tenant {
             column,
             add_index,
@@ -758,6 +824,7 @@ fn table_block(
             extra_indexes,
             sharing,
             references,
+            global_rows,
         } => {
             let col = quote_ident(column);
             header = match sharing {
@@ -784,7 +851,7 @@ fn table_block(
                 let roles: Vec<String> =
                     if command == Command::Select { table.readers() } else { table.read_write.clone() };
                 if let (Some(Some(rule)), false) = (commands.get(&command), roles.is_empty()) {
-                    let p = predicate(&table.name, column, rule, sharing.as_ref(), command);
+                    let p = predicate(&table.name, column, rule, sharing.as_ref(), command, *global_rows);
                     // New rows may only point at rows of the current organization.
                     let mut checked = p.clone();
                     for r in references {

@@ -30,6 +30,7 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("app-role-temporary", Severity::Error, "an application role may create temporary tables (their rows outlive a context on a pooled connection)"),
     ("app-role-reads-activity", Severity::Error, "an application role sees other sessions' statements in pg_stat_activity (every tenant runs as that role)"),
     ("app-role-large-objects", Severity::Error, "an application role may create and read large objects (they belong to the role, which every tenant shares)"),
+    ("unscoped-table", Severity::Warning, "an application-wide table the policy files declare unscoped: every application role reads it whatever the context (listed with its reason)"),
     ("app-role-reads-statistics", Severity::Warning, "an application role reads table statistics (rows and writes of every organization together)"),
 ];
 
@@ -66,6 +67,8 @@ struct TenantTable {
     forced: bool,
     not_null: bool,
     tenant_attnum: i16,
+    /// Its SELECT policy reads NULL-keyed rows as global (`global_rows = true`).
+    global_rows: bool,
     /// Leading key columns (attnums) of every index.
     indexes: Vec<Vec<i16>>,
 }
@@ -103,7 +106,9 @@ pub fn lint(
         "SELECT c.oid::int8, format('%s.%s', quote_ident(n.nspname), quote_ident(c.relname)),
                 pg_get_userbyid(c.relowner)::text, c.relrowsecurity, c.relforcerowsecurity,
                 a.attnotnull, a.attnum,
-                ARRAY(SELECT x.indkey[0] FROM pg_index x WHERE x.indrelid = c.oid)
+                ARRAY(SELECT x.indkey[0] FROM pg_index x WHERE x.indrelid = c.oid),
+                EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenancy_select'
+                          AND pg_get_expr(p.polqual, p.polrelid) LIKE '%' || quote_ident($2) || ' IS NULL%')
            FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
@@ -123,6 +128,7 @@ pub fn lint(
                 not_null: row.get(5),
                 tenant_attnum: row.get(6),
                 indexes: row.get::<_, Vec<i16>>(7).into_iter().map(|c| vec![c]).collect(),
+                global_rows: row.get(8),
             },
         );
     }
@@ -148,7 +154,7 @@ pub fn lint(
                 format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY;", t.name),
             ));
         }
-        if !t.not_null {
+        if !t.not_null && !t.global_rows {
             out.push(finding(
                 "nullable-tenant-column",
                 format!("{}.{col}", t.name),
@@ -171,6 +177,7 @@ pub fn lint(
     lint_unique_keys(client, &tables, &options.tenant_column, &col, &mut out)?;
     lint_views(client, &tables, &mut out)?;
     lint_security_definers(client, &tables, &mut out)?;
+    lint_unscoped(client, &schemas, &mut out)?;
     out.sort_by(|a, b| (a.severity, &a.object, a.rule).cmp(&(b.severity, &b.object, b.rule)));
     out.dedup();
     Ok((out, tables.len()))
@@ -603,6 +610,34 @@ fn lint_unique_keys(
             format!("index {} on {}", quote_ident(&name), table.name),
             format!("{what} ({}) of {} does not include {col}", shown.join(", "), table.name),
             fix,
+        ));
+    }
+    Ok(())
+}
+
+/// Tables the policy files declare unscoped (`tenancy apply` puts the reason on their SELECT
+/// policy), listed for review with the reason.
+fn lint_unscoped(
+    client: &mut impl postgres::GenericClient,
+    schemas: &[String],
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    for row in client.query(
+        "SELECT p.polrelid::regclass::text, substr(obj_description(p.oid, 'pg_policy'), 11)
+           FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE p.polname = 'tenancy_select' AND n.nspname = ANY($1)
+            AND obj_description(p.oid, 'pg_policy') LIKE 'unscoped: %'
+          ORDER BY 1",
+        &[&schemas],
+    )? {
+        let (table, reason): (String, String) = (row.get(0), row.get(1));
+        out.push(finding(
+            "unscoped-table",
+            table.clone(),
+            format!("{table} is unscoped: {reason}"),
+            format!(
+                "-- review: every application role reads {table} whatever the context; or make it kind = \"tenant\""
+            ),
         ));
     }
     Ok(())

@@ -14,7 +14,8 @@ SELECT concat_ws(E'\\n',
        FROM pg_class WHERE oid = $1::text::regclass),
     (SELECT string_agg(polname::text || polcmd::text || polpermissive::text
                        || (SELECT coalesce(string_agg(r::regrole::text, ',' ORDER BY r::regrole::text), '') FROM unnest(polroles) r)
-                       || coalesce(pg_get_expr(polqual, polrelid), '') || '|' || coalesce(pg_get_expr(polwithcheck, polrelid), ''),
+                       || coalesce(pg_get_expr(polqual, polrelid), '') || '|' || coalesce(pg_get_expr(polwithcheck, polrelid), '')
+                       || '|' || coalesce(obj_description(oid, 'pg_policy'), ''),
                        ';' ORDER BY polname)
        FROM pg_policy WHERE polrelid = $1::text::regclass),
     (SELECT string_agg(pg_get_indexdef(indexrelid), ';' ORDER BY pg_get_indexdef(indexrelid)) FROM pg_index WHERE indrelid = $1::text::regclass),

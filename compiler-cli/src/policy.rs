@@ -234,6 +234,9 @@ pub enum TableKind {
     /// A tenant table whose rows its organization can share with others (`tenancy.share()`)
     /// and, with a visibility column, publish to every organization.
     Shareable,
+    /// Application-wide rows written without a tenant (audit logs, sessions, jobs): the
+    /// application roles read and write them whatever the context. Needs a `reason`.
+    Unscoped,
 }
 
 impl TableKind {
@@ -242,6 +245,7 @@ impl TableKind {
             TableKind::Tenant => "tenant",
             TableKind::Global => "global",
             TableKind::Shareable => "shareable",
+            TableKind::Unscoped => "unscoped",
         }
     }
 }
@@ -267,6 +271,11 @@ pub struct TablePolicy {
     /// (an API key looked up before the tenant is known): the key's columns (`"a, b"`) and why.
     #[serde(default)]
     pub globally_unique: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Tenant tables: rows whose tenant column is NULL are global (built-in templates, prices):
+    /// readable by every organization, written only by DBAs; the column may stay nullable.
+    pub global_rows: Option<Spanned<bool>>,
+    /// `kind = "unscoped"`: why the table is application-wide (required).
+    pub reason: Option<Spanned<String>>,
     // The commands are spelled out rather than `#[serde(flatten)]`ed, which would lose spans.
     pub select: Option<Spanned<CommandRule>>,
     pub insert: Option<Spanned<CommandRule>>,

@@ -463,3 +463,81 @@ fn a_background_job_acts_as_a_declared_service_with_its_member_role_and_no_other
     apply_policy(&db, &example_policy());
     assert_eq!(error_of(&mut c, &format!("SELECT tenancy.set_service_context('{ACME}', 'billing')")).code, "42501");
 }
+
+/// Templates mixing global rows (NULL org_id, seeded by the application's migrations) with each
+/// organization's own; documents that reference either; an application-wide audit log.
+const LIB: &str = "
+CREATE SCHEMA lib;
+CREATE TABLE lib.templates (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid, name text NOT NULL);
+CREATE INDEX ON lib.templates (org_id);
+CREATE TABLE lib.papers (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                            template_id uuid REFERENCES lib.templates (id), title text NOT NULL);
+CREATE INDEX ON lib.papers (template_id);
+CREATE TABLE lib.audit_log (at timestamptz NOT NULL DEFAULT now(), actor text, message text NOT NULL);
+GRANT USAGE ON SCHEMA lib TO app_user, app_readonly;
+INSERT INTO lib.templates (id, org_id, name) VALUES
+    ('7e000000-0000-0000-0000-000000000000', NULL, 'Built-in'),
+    ('7e000000-0000-0000-0000-00000000000a', 'a0000000-0000-0000-0000-000000000001', 'Acme own'),
+    ('7e000000-0000-0000-0000-00000000000b', 'b0000000-0000-0000-0000-000000000002', 'Globex own');
+";
+
+#[test]
+fn global_rows_inside_a_tenant_table_and_an_unscoped_table() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(LIB).unwrap();
+    let policy = example_policy().replace("schemas = [\"app\"]", "schemas = [\"app\", \"lib\"]")
+        + r#"
+[tables.templates]
+kind = "tenant"
+global_rows = true
+
+[tables.papers]
+kind = "tenant"
+
+[tables.audit_log]
+kind = "unscoped"
+reason = "the application's audit trail, written by every request before its tenant is known"
+"#;
+    apply_policy(&db, &policy);
+    let nullable = text(
+        &mut admin,
+        "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = 'lib.templates'::regclass AND attname = 'org_id'",
+    );
+    assert_eq!(nullable.as_deref(), Some("true"), "no SET NOT NULL on a table with global rows");
+    let mut c = db.app();
+    assert_eq!(count(&mut c, "lib.templates"), 0, "no context: not even global rows");
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+    let seen = text(&mut tx, "SELECT string_agg(name, ',' ORDER BY name) FROM lib.templates");
+    assert_eq!(seen.as_deref(), Some("Acme own,Built-in"));
+    // Global rows are the DBA's: no organization changes them.
+    assert_eq!(affected(&mut tx, "UPDATE lib.templates SET name = 'mine' WHERE org_id IS NULL"), 0);
+    assert_eq!(affected(&mut tx, "DELETE FROM lib.templates WHERE org_id IS NULL"), 0);
+    let e = error_of(&mut tx, "INSERT INTO lib.templates (org_id, name) VALUES (NULL, 'forged global')");
+    assert_eq!(e.code, "42501", "{}", e.message);
+    drop(tx);
+    // Own documents reference own or global templates, never another organization's.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+    tx.batch_execute("INSERT INTO lib.papers (template_id, title) VALUES ('7e000000-0000-0000-0000-000000000000', 'from built-in'), ('7e000000-0000-0000-0000-00000000000a', 'from own')").unwrap();
+    let e = error_of(
+        &mut tx,
+        "INSERT INTO lib.papers (template_id, title) VALUES ('7e000000-0000-0000-0000-00000000000b', 'from globex')",
+    );
+    assert_eq!(e.code, "42501");
+    drop(tx);
+    // The unscoped table: written and read without a context, by every application role.
+    c.batch_execute("INSERT INTO lib.audit_log (actor, message) VALUES ('anonymous', 'login failed')").unwrap();
+    assert_eq!(count(&mut db.connect_as("app_readonly"), "lib.audit_log"), 1);
+    // lint lists it with its reason, and takes the NULL-keyed rows as meant.
+    let options = pg_tenancy_compiler::lint::Options {
+        schemas: vec!["lib".into()],
+        tenant_column: "org_id".into(),
+        app_roles: vec![],
+    };
+    let (findings, _) = pg_tenancy_compiler::lint::lint(&mut admin, &options).unwrap();
+    let found: Vec<(&str, &str)> = findings.iter().map(|f| (f.rule, f.object.as_str())).collect();
+    assert_eq!(found, vec![("unscoped-table", "lib.audit_log")], "{findings:#?}");
+    assert!(findings[0].message.contains("audit trail"), "{}", findings[0].message);
+}

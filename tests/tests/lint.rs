@@ -51,6 +51,11 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
              -- Unsafe: a partial unique index and an exclusion constraint without the tenant column.
              CREATE UNIQUE INDEX fine_default ON bad.fine (email) WHERE email <> '';
              ALTER TABLE bad.fine ADD CONSTRAINT fine_no_twins EXCLUDE USING btree (email WITH =);
+             -- An unscoped table, as tenancy apply leaves one.
+             CREATE TABLE bad.audit (at timestamptz NOT NULL DEFAULT now(), message text);
+             ALTER TABLE bad.audit ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             CREATE POLICY tenancy_select ON bad.audit USING (true);
+             COMMENT ON POLICY tenancy_select ON bad.audit IS 'unscoped: the audit log of every organization';
              -- A row pointing into another organization.
              INSERT INTO bad.loose VALUES ('e1000000-0000-0000-0000-000000000001', 'a0000000-0000-0000-0000-000000000001');
              INSERT INTO bad.child VALUES ('b0000000-0000-0000-0000-000000000002', 'e2000000-0000-0000-0000-000000000001', 'e1000000-0000-0000-0000-000000000001');",
