@@ -82,6 +82,14 @@ pub enum CompiledKind {
     Unscoped {
         reason: String,
     },
+    /// A tenant table without a tenant column: each row belongs to the organization of the row
+    /// its foreign key `parent` references (a tenant table with a tenant column).
+    Child {
+        parent: Reference,
+        commands: BTreeMap<Command, Option<CompiledRule>>,
+        owner_columns: Vec<String>,
+        extra_indexes: Vec<Vec<String>>,
+    },
 }
 
 /// A foreign key to a tenant table that leaves out the tenant column. The policies make it safe
@@ -469,6 +477,64 @@ pub fn check(
                 };
                 CompiledKind::Unscoped { reason }
             }
+            TableKind::Tenant if policy.parent.is_some() => {
+                let parent = policy.parent.as_ref().expect("checked by the guard");
+                let wanted: Vec<String> = normalize_key(parent.get_ref()).split(", ").map(str::to_string).collect();
+                let Some(fk) = table.foreign_keys.iter().find(|fk| fk.columns == wanted) else {
+                    let keys: Vec<String> =
+                        table.foreign_keys.iter().map(|fk| format!("\"{}\"", fk.columns.join(", "))).collect();
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::unknown-parent-key",
+                            format!("`{}` has no foreign key ({})", table.name, parent.get_ref()),
+                        )
+                        .label(*source, parent.span(), "no such foreign key")
+                        .help(if keys.is_empty() {
+                            "the table has no foreign keys: a table without a tenant column reaches its organization through one".to_string()
+                        } else {
+                            format!("its foreign keys: {}", keys.join(", "))
+                        }),
+                    );
+                    continue;
+                };
+                let mut commands = BTreeMap::new();
+                let mut owner_columns = std::collections::BTreeSet::new();
+                for command in Command::ALL {
+                    let value = policy
+                        .command(command)
+                        .map(|v| (*source, v))
+                        .or_else(|| defaults.as_ref().and_then(|d| d.value.get(command).map(|v| (d.source, v))));
+                    let rule = value.and_then(|(src, v)| compile_rule(sources, src, v, command, table, &mut diags));
+                    if let Some(owner) = rule.as_ref().and_then(|r| r.owner.clone()) {
+                        owner_columns.insert(owner);
+                    }
+                    commands.insert(command, rule);
+                }
+                let extra_indexes: Vec<Vec<String>> = table
+                    .foreign_keys
+                    .iter()
+                    .map(|fk| fk.columns.clone())
+                    .filter(|cols| !table.has_index_leading_with_all(cols))
+                    .collect();
+                let target_columns = if fk.referred.is_empty() {
+                    catalog.tables.get(&fk.references).map_or(vec![], Table::primary_key)
+                } else {
+                    fk.referred.clone()
+                };
+                CompiledKind::Child {
+                    parent: Reference {
+                        columns: fk.columns.clone(),
+                        target: fk.references.clone(),
+                        target_columns,
+                        // Resolved once every table is compiled (check_children).
+                        target_tenant: String::new(),
+                        target_global: false,
+                    },
+                    commands,
+                    owner_columns: owner_columns.into_iter().collect(),
+                    extra_indexes,
+                }
+            }
             TableKind::Tenant | TableKind::Shareable => {
                 let (column, column_span) = match &policy.tenant_column {
                     Some(c) => (c.get_ref().clone(), c.span()),
@@ -638,6 +704,7 @@ pub fn check(
     }
 
     check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, &mut diags);
+    check_children(&mut compiled_tables, &covered, &mut diags);
     let views = check_views(catalog, &covered, &mut diags);
     let compiled_services = check_services(&read_write, &read_only, services, &mut diags);
     let compiled_lookups = check_lookups(catalog, &governed, &compiled_tables, lookups, &mut diags);
@@ -995,7 +1062,7 @@ fn check_lookups(
         let Some(table) = resolve(catalog, governed, source, &lookup.table, diags, &mut unused) else { continue };
         let tenant = compiled.iter().find(|c| c.name == table.name).and_then(|c| match &c.kind {
             CompiledKind::Tenant { column, .. } => Some(column.clone()),
-            CompiledKind::Global | CompiledKind::Unscoped { .. } => None,
+            CompiledKind::Global | CompiledKind::Unscoped { .. } | CompiledKind::Child { .. } => None,
         });
         let Some(tenant) = tenant else {
             diags.push(
@@ -1242,7 +1309,7 @@ fn check_tenant_keys(
         .iter()
         .filter_map(|t| match &t.kind {
             CompiledKind::Tenant { column, .. } => Some((t.name.clone(), column.clone())),
-            CompiledKind::Global | CompiledKind::Unscoped { .. } => None,
+            CompiledKind::Global | CompiledKind::Unscoped { .. } | CompiledKind::Child { .. } => None,
         })
         .collect();
     let global_rows: std::collections::BTreeSet<QualifiedName> = compiled
@@ -1363,6 +1430,47 @@ fn check_tenant_keys(
             };
             if !references.contains(&reference) {
                 references.push(reference);
+            }
+        }
+    }
+}
+
+/// Resolves each table without a tenant column to its parent's tenant column: the parent must be
+/// a tenant table of these policies that has one.
+fn check_children(
+    compiled: &mut [CompiledTable],
+    covered: &BTreeMap<QualifiedName, (SourceId, Range<usize>)>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let tenants: BTreeMap<QualifiedName, (String, bool)> = compiled
+        .iter()
+        .filter_map(|t| match &t.kind {
+            CompiledKind::Tenant { column, global_rows, .. } => Some((t.name.clone(), (column.clone(), *global_rows))),
+            _ => None,
+        })
+        .collect();
+    for table in compiled.iter_mut() {
+        let name = table.name.clone();
+        let CompiledKind::Child { parent, .. } = &mut table.kind else { continue };
+        match tenants.get(&parent.target) {
+            Some((column, global)) if parent.target_columns.len() == parent.columns.len() => {
+                parent.target_tenant = column.clone();
+                parent.target_global = *global;
+            }
+            _ => {
+                if let Some((source, span)) = covered.get(&name).cloned() {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::parent-not-tenant",
+                            format!(
+                                "the parent of `{name}`, `{}`, is not a tenant table with a tenant column",
+                                parent.target
+                            ),
+                        )
+                        .label(source, span, "declared with `parent` here")
+                        .help("a table's parent must be covered as kind = \"tenant\" with its own tenant column"),
+                    );
+                }
             }
         }
     }

@@ -53,6 +53,13 @@ fn predicate(
         _ => own,
     };
     let mut parts = vec![reach];
+    parts.extend(rule_parts(rule));
+    parts.join(" AND ")
+}
+
+/// The parts of a command's rule besides where the row belongs: role, permission, owner, check.
+fn rule_parts(rule: &CompiledRule) -> Vec<String> {
+    let mut parts = Vec::new();
     if !rule.role.is_lowest() {
         parts.push(format!("(SELECT tenancy.has_role({}))", literal(&rule.role.0)));
     }
@@ -65,7 +72,64 @@ fn predicate(
     if let Some(c) = &rule.check {
         parts.push(format!("({c})"));
     }
+    parts
+}
+
+/// The row predicate of a table without a tenant column: its parent row (by the foreign key) is
+/// the current organization's (one probe of the parent's key index), and the rule's parts hold. A
+/// row whose key is NULL belongs to no organization: nobody sees it. With a parent that has global
+/// rows, their children are global too (read by every organization).
+fn child_predicate(
+    table: &QualifiedName,
+    parent: &crate::check::Reference,
+    rule: &CompiledRule,
+    command: Command,
+) -> String {
+    let this = quote_ident(&table.name);
+    let matches: Vec<String> = parent
+        .columns
+        .iter()
+        .zip(&parent.target_columns)
+        .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
+        .collect();
+    let tenant = quote_ident(&parent.target_tenant);
+    let owned = if parent.target_global && command == Command::Select {
+        format!("(t.{tenant} = (SELECT tenancy.current_org()) OR (t.{tenant} IS NULL AND (SELECT tenancy.current_org()) IS NOT NULL))")
+    } else {
+        format!("t.{tenant} = (SELECT tenancy.current_org())")
+    };
+    let mut parts =
+        vec![format!("EXISTS (SELECT FROM {} t WHERE {} AND {owned})", parent.target, matches.join(" AND "))];
+    parts.extend(rule_parts(rule));
     parts.join(" AND ")
+}
+
+/// The CREATE POLICY of one command of a table without a tenant column (None: not allowed).
+fn child_policy(
+    name: &str,
+    table: &QualifiedName,
+    compiled: &CompiledTable,
+    parent: &crate::check::Reference,
+    commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
+    command: Command,
+) -> Option<String> {
+    let roles: Vec<String> = if command == Command::Select { compiled.readers() } else { compiled.read_write.clone() };
+    let rule = commands.get(&command)?.as_ref()?;
+    if roles.is_empty() {
+        return None;
+    }
+    let p = child_predicate(table, parent, rule, command);
+    let clause = match command {
+        Command::Select | Command::Delete => format!("USING ({p})"),
+        Command::Insert => format!("WITH CHECK ({p})"),
+        Command::Update => format!("USING ({p})\n    WITH CHECK ({p})"),
+    };
+    Some(format!(
+        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR {} TO {}\n    {clause};",
+        policy_name(command),
+        command.sql(),
+        role_list(&roles)
+    ))
 }
 
 /// What makes a [`crate::check::Reference`] safe: the referenced row exists in the current
@@ -582,6 +646,9 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
                     unit.push(unscoped_policy(command, &name, &roles));
                 }
             }
+            CompiledKind::Child { parent, commands, .. } => {
+                unit.extend(child_policy(&name, partition, table, parent, commands, command));
+            }
             CompiledKind::Tenant { column, commands, references, global_rows, .. } => {
                 let roles: Vec<String> =
                     if command == Command::Select { table.readers() } else { table.read_write.clone() };
@@ -814,6 +881,58 @@ fn table_block(
                     .push(format!("GRANT INSERT, UPDATE, DELETE ON TABLE {name} TO {};", role_list(&table.read_write)));
             }
             units.push(grants);
+        }
+        CompiledKind::Child { parent, commands, owner_columns, extra_indexes } => {
+            header = format!(
+                "-- {name}: tenant table through its parent {} ({})",
+                parent.target,
+                parent.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+            );
+            for owner in owner_columns {
+                units.push(vec![format!(
+                    "ALTER TABLE {name} ALTER COLUMN {} SET DEFAULT tenancy.current_user_id();",
+                    quote_ident(owner)
+                )]);
+            }
+            units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
+            units.push(vec![format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY;")]);
+            let mut grants: Vec<(Command, Vec<String>)> = Vec::new();
+            for command in Command::ALL {
+                let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
+                if let Some(policy) = child_policy(&name, &table.name, table, parent, commands, command) {
+                    unit.push(policy);
+                    let roles = if command == Command::Select { table.readers() } else { table.read_write.clone() };
+                    grants.push((command, roles));
+                }
+                units.push(unit);
+            }
+            for columns in extra_indexes {
+                let index = quote_ident(&names.next(&table.name, &columns.join("_")));
+                let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+                units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});")]);
+            }
+            let min_role = |c: Command| match commands.get(&c) {
+                Some(Some(rule)) => match &rule.permission {
+                    Some(p) => literal(&format!("{}|{p}", rule.role.0)),
+                    None => literal(&rule.role.0),
+                },
+                _ => "'none'".to_string(),
+            };
+            units.push(vec![format!(
+                "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {});",
+                min_role(Command::Insert),
+                min_role(Command::Update),
+                min_role(Command::Delete)
+            )]);
+            let mut unit = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
+            for role in all_roles {
+                let privileges: Vec<&str> =
+                    grants.iter().filter(|(_, roles)| roles.contains(role)).map(|(c, _)| c.sql()).collect();
+                if !privileges.is_empty() {
+                    unit.push(format!("GRANT {} ON TABLE {name} TO {};", privileges.join(", "), quote_ident(role)));
+                }
+            }
+            units.push(unit);
         }
         CompiledKind::Tenant {
             column,

@@ -274,6 +274,9 @@ pub struct TablePolicy {
     /// Tenant tables: rows whose tenant column is NULL are global (built-in templates, prices):
     /// readable by every organization, written only by DBAs; the column may stay nullable.
     pub global_rows: Option<Spanned<bool>>,
+    /// Tenant tables without a tenant column of their own: the foreign key (its columns, `"a,
+    /// b"`) to the tenant table whose row's organization each row belongs to.
+    pub parent: Option<Spanned<String>>,
     /// `kind = "unscoped"`: why the table is application-wide (required).
     pub reason: Option<Spanned<String>>,
     // The commands are spelled out rather than `#[serde(flatten)]`ed, which would lose spans.

@@ -541,3 +541,60 @@ reason = "the application's audit trail, written by every request before its ten
     assert_eq!(found, vec![("unscoped-table", "lib.audit_log")], "{findings:#?}");
     assert!(findings[0].message.contains("audit trail"), "{}", findings[0].message);
 }
+
+#[test]
+fn a_table_without_a_tenant_column_belongs_to_the_organization_of_its_parent_row() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(SCHEMA).unwrap();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO crm.customers (id, org_id, name) VALUES ('{ACME_CUSTOMER}', '{ACME}', 'a'), ('{GLOBEX_CUSTOMER}', '{GLOBEX}', 'g');
+             INSERT INTO crm.deals (id, org_id, customer_id, title) VALUES
+                 ('d1000000-0000-0000-0000-000000000001', '{ACME}', '{ACME_CUSTOMER}', 'acme deal'),
+                 ('d2000000-0000-0000-0000-000000000001', '{GLOBEX}', '{GLOBEX_CUSTOMER}', 'globex deal');
+             -- A join-like table with no tenant column: its rows belong to their deal's organization.
+             CREATE TABLE crm.deal_notes (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                                          deal_id uuid NOT NULL REFERENCES crm.deals (id) ON DELETE CASCADE,
+                                          body text NOT NULL);
+             INSERT INTO crm.deal_notes (deal_id, body) VALUES ('d1000000-0000-0000-0000-000000000001', 'acme note'),
+                                                             ('d2000000-0000-0000-0000-000000000001', 'globex note');"
+        ))
+        .unwrap();
+    apply_policy(&db, &(policy() + "\n[tables.deal_notes]\nkind = \"tenant\"\nparent = \"deal_id\"\n"));
+    let mut c = db.app();
+    assert_eq!(count(&mut c, "crm.deal_notes"), 0, "no context: nothing");
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+    assert_eq!(text(&mut tx, "SELECT string_agg(body, ',') FROM crm.deal_notes").as_deref(), Some("acme note"));
+    tx.batch_execute(
+        "INSERT INTO crm.deal_notes (deal_id, body) VALUES ('d1000000-0000-0000-0000-000000000001', 'another')",
+    )
+    .unwrap();
+    // A note on another organization's deal is refused like one on a deal that does not exist.
+    let foreign = error_of(
+        &mut tx,
+        "INSERT INTO crm.deal_notes (deal_id, body) VALUES ('d2000000-0000-0000-0000-000000000001', 'x')",
+    );
+    drop(tx);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+    let missing = error_of(
+        &mut tx,
+        "INSERT INTO crm.deal_notes (deal_id, body) VALUES ('d9000000-0000-0000-0000-000000000009', 'x')",
+    );
+    assert_eq!((foreign.code.as_str(), foreign.message.as_str()), (missing.code.as_str(), missing.message.as_str()));
+    assert_eq!(foreign.code, "42501");
+    drop(tx);
+    // Nor can an own note be moved onto another organization's deal, nor theirs be touched.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+    let moved = error_of(&mut tx, "UPDATE crm.deal_notes SET deal_id = 'd2000000-0000-0000-0000-000000000001'");
+    assert_eq!(moved.code, "42501");
+    drop(tx);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+    assert_eq!(affected(&mut tx, "DELETE FROM crm.deal_notes WHERE body = 'globex note'"), 0);
+    drop(tx);
+    assert_eq!(count(&mut admin, "crm.deal_notes WHERE deal_id = 'd2000000-0000-0000-0000-000000000001'"), 1);
+}
