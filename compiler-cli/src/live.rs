@@ -62,7 +62,9 @@ pub fn read(
         }
     }
     let indexes = client.query(
-        "SELECT n.nspname::text, c.relname::text, i.relname::text, x.indisunique, x.indisprimary,
+        "SELECT n.nspname::text, c.relname::text, i.relname::text,
+                -- An exclusion constraint's conflicts reveal values as a unique key's do.
+                x.indisunique OR x.indisexclusion, x.indisprimary,
                 ARRAY(SELECT a.attname::text
                         FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum

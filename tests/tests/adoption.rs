@@ -598,3 +598,16 @@ fn a_table_without_a_tenant_column_belongs_to_the_organization_of_its_parent_row
     drop(tx);
     assert_eq!(count(&mut admin, "crm.deal_notes WHERE deal_id = 'd2000000-0000-0000-0000-000000000001'"), 1);
 }
+
+#[test]
+fn an_exclusion_constraint_without_the_tenant_column_is_refused_like_a_unique_key() {
+    let db = TestDb::new();
+    db.admin()
+        .batch_execute(
+            "CREATE TABLE app.bookings (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL, room text NOT NULL,
+                                        EXCLUDE USING btree (room WITH =))",
+        )
+        .unwrap();
+    let failure = try_apply_policy(&db, &(example_policy() + "\n[tables.bookings]\nkind = \"tenant\"\n")).unwrap_err();
+    assert_eq!(failure.diagnostic_codes(), vec!["tenancy::unique-not-tenant-scoped"]);
+}
