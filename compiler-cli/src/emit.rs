@@ -424,7 +424,7 @@ fn membership_holds(sync: &crate::check::MembershipsSync) -> String {
     let user = format!("r.{}::text", quote_ident(&sync.user));
     let mut parts = vec![
         format!("r.{} IS NOT NULL", quote_ident(&sync.organization)),
-        format!("btrim({user}) <> '' AND octet_length({user}) <= 256"),
+        format!("btrim({user}) <> '' AND octet_length({user}) <= 256 AND {user} NOT LIKE 'service:%'"),
         format!("({}) IS NOT NULL", member_role_expr(sync)),
     ];
     if let Some(a) = &sync.active {

@@ -166,8 +166,8 @@ COMMENT ON TABLE tenancy.usage_events IS 'Metered usage (tenancy.record_usage())
 
 -- Not unique on purpose: two sessions of one user that set their first context of the month at
 -- once would otherwise wait for each other's transaction (a unique index makes the second insert
--- wait for the first to commit). Each backend notes a user once a month; readers count distinct
--- users.
+-- wait for the first to commit). Each backend notes a user once a month, and writes a row only
+-- when none is there yet (so a rare race leaves a duplicate); readers count distinct users.
 CREATE TABLE tenancy.active_users (
     org_id      uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
     period      date NOT NULL CHECK (extract(day FROM period) = 1),

@@ -196,7 +196,9 @@ pub extern "C-unwind" fn pg_tenancy_active_users_flusher(arg: pg_sys::Datum) {
         BackgroundWorker::transaction(|| {
             Spi::run_with_args(
                 "INSERT INTO tenancy.active_users (org_id, period, user_id)
-                 SELECT o, p::pg_catalog.date, u FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.uuid[]), pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[])) AS t(o, p, u)",
+                 SELECT o, p::pg_catalog.date, u FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.uuid[]), pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[])) AS t(o, p, u)
+                  WHERE NOT EXISTS (SELECT FROM tenancy.active_users a
+                                     WHERE a.org_id = t.o AND a.period = t.p::pg_catalog.date AND a.user_id = t.u)",
                 &[orgs.into(), periods.into(), users.into()],
             )
         })

@@ -147,6 +147,21 @@ fn create_organization(
         }
         .raise()
     }
+    // `org-<32 hex digits>` is the slug the sync of an application's organizations falls back to
+    // for the organization with that id: nobody else may take it.
+    let fallback = slug.len() == 36
+        && slug.starts_with("org-")
+        && slug[4..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if fallback
+        && id.map(|i| format!("org-{}", crate::context::uuid_text(&i).replace('-', ""))).as_deref() != Some(slug)
+    {
+        TenancyError::InvalidArgument {
+            param: "slug",
+            reason: format!("\"{slug}\" is reserved"),
+            hint: Some("Slugs of the form org-<32 hex digits> belong to the organization with that id.".into()),
+        }
+        .raise()
+    }
     if id.is_some() && !admin {
         denied("permission denied to choose an organization id".into())
     }

@@ -43,5 +43,10 @@ fn set_service_context(org_id: Option<pgrx::Uuid>, service: Option<&str>) {
         }
         .raise()
     };
-    session::start(org_id, &format!("service:{service}"), Vouched::Service { role: &role }, Scope::Transaction)
+    session::start(
+        org_id,
+        &format!("{}{service}", session::SERVICE_PREFIX),
+        Vouched::Service { role: &role },
+        Scope::Transaction,
+    )
 }

@@ -9,12 +9,23 @@ use crate::{gucs, membership, privilege};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+/// What the user id of a service context starts with ([`crate::service`]): no user's may.
+pub const SERVICE_PREFIX: &str = "service:";
+
 /// Longest user id accepted, in bytes (ids are the application's: uuids, emails, `user_42`).
 pub const MAX_USER_ID: usize = 256;
 
 /// The user id argument: not empty, not too long.
 pub fn user_id<'a>(param: &'static str, value: Option<&'a str>) -> &'a str {
     let user = error::non_empty(param, value);
+    if user.starts_with(SERVICE_PREFIX) {
+        TenancyError::InvalidArgument {
+            param,
+            reason: format!("\"{user}\" starts with \"{SERVICE_PREFIX}\""),
+            hint: Some("User ids starting with \"service:\" are the services' (tenancy.set_service_context()).".into()),
+        }
+        .raise()
+    }
     if user.len() > MAX_USER_ID {
         TenancyError::InvalidArgument {
             param,

@@ -233,7 +233,13 @@ pub fn note_active_user(org: Uuid, user: &str) {
     // unique index to conflict with, so concurrent sessions of one user never wait for each other.
     run_kept(
         &ACTIVE_INSERT,
-        "INSERT INTO tenancy.active_users (org_id, period, user_id) VALUES ($1, $2::pg_catalog.date, $3)",
+        // A row another backend wrote already is found by its index and not written again: a
+        // new connection's first context per user is then a read, not a write (and its commit
+        // no WAL flush).
+        "INSERT INTO tenancy.active_users (org_id, period, user_id)
+         SELECT $1, $2::pg_catalog.date, $3
+          WHERE NOT EXISTS (SELECT FROM tenancy.active_users a
+                             WHERE a.org_id = $1 AND a.period = $2::pg_catalog.date AND a.user_id = $3)",
         &[pg_sys::UUIDOID, pg_sys::TEXTOID, pg_sys::TEXTOID],
         "recording an active user",
         |client, stmt| {

@@ -459,6 +459,22 @@ fn a_background_job_acts_as_a_declared_service_with_its_member_role_and_no_other
         (suspended.code.as_str(), suspended.message.replace(GLOBEX, "?")),
         (missing.code.as_str(), missing.message.replace(NOWHERE, "?"))
     );
+    // Nobody can be a member named like a service (found by an attack round), nor take the slug
+    // the organization sync falls back to for another organization.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+    let posing = error_of(&mut tx, &format!("SELECT tenancy.add_member('{ACME}', 'service:billing', 'owner')"));
+    assert_eq!(posing.code, "22023", "{}", posing.message);
+    drop(tx);
+    assert_eq!(error_of(&mut c, &format!("SELECT tenancy.set_context('{ACME}', 'service:billing')")).code, "22023");
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.set_user_context('mallory')").unwrap();
+    let squat = error_of(
+        &mut tx,
+        "SELECT tenancy.create_organization('Squat', 'org-5a000000000000000000000000000001', 'mallory')",
+    );
+    assert_eq!(squat.code, "22023", "{}", squat.message);
+    drop(tx);
     // Removing the service from the policy files takes it away.
     apply_policy(&db, &example_policy());
     assert_eq!(error_of(&mut c, &format!("SELECT tenancy.set_service_context('{ACME}', 'billing')")).code, "42501");

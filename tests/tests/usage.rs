@@ -101,6 +101,12 @@ fn active_users_are_counted_once_per_month_when_they_set_a_context() {
     }
     assert_eq!(usage(&mut db.admin(), ACME, "active_users"), 3);
     assert_eq!(usage(&mut db.admin(), GLOBEX, "active_users"), 0);
+    // Each connection above was a new backend: alice's second one found her row and wrote none
+    // (a new connection's first context is a read, not a write).
+    assert_eq!(
+        count(&mut db.admin(), &format!("tenancy.active_users WHERE org_id = '{ACME}' AND user_id = 'alice'")),
+        1
+    );
 }
 
 #[test]
