@@ -706,7 +706,7 @@ pub fn check(
     check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, &mut diags);
     check_children(&mut compiled_tables, &covered, &mut diags);
     let views = check_views(catalog, &covered, &mut diags);
-    let compiled_services = check_services(&read_write, &read_only, services, &mut diags);
+    let compiled_services = check_services(&read_write, &read_only, &token_only, services, &mut diags);
     let compiled_lookups = check_lookups(catalog, &governed, &compiled_tables, lookups, &mut diags);
     let sync = check_sync(sources, catalog, &governed, organizations.as_ref(), memberships.as_ref(), &mut diags);
     let compiled_quotas = check_counted(Counted::QUOTA, catalog, &governed, &compiled_tables, quotas, live, &mut diags);
@@ -969,6 +969,7 @@ fn check_views(
 fn check_services(
     read_write: &[String],
     read_only: &[String],
+    token_only: &[String],
     services: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Service>)>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<(String, String, Vec<String>)> {
@@ -1002,6 +1003,17 @@ fn check_services(
             );
         }
         for role in &service.roles {
+            if token_only.contains(role.get_ref()) {
+                ok = false;
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::token-service-role",
+                        format!("token-only role `{}` cannot act as a service", role.get_ref()),
+                    )
+                    .label(source, role.span(), "token-only in [roles] context")
+                    .help("a token-only role starts contexts from signed tokens only; give background jobs a role of their own"),
+                );
+            }
             if !read_write.contains(role.get_ref()) && !read_only.contains(role.get_ref()) {
                 ok = false;
                 diags.push(
