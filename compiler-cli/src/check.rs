@@ -497,19 +497,8 @@ pub fn check(
                     );
                     continue;
                 };
-                let mut commands = BTreeMap::new();
-                let mut owner_columns = std::collections::BTreeSet::new();
-                for command in Command::ALL {
-                    let value = policy
-                        .command(command)
-                        .map(|v| (*source, v))
-                        .or_else(|| defaults.as_ref().and_then(|d| d.value.get(command).map(|v| (d.source, v))));
-                    let rule = value.and_then(|(src, v)| compile_rule(sources, src, v, command, table, &mut diags));
-                    if let Some(owner) = rule.as_ref().and_then(|r| r.owner.clone()) {
-                        owner_columns.insert(owner);
-                    }
-                    commands.insert(command, rule);
-                }
+                let (commands, owner_columns) =
+                    compile_commands(sources, *source, policy, defaults.as_ref(), table, &mut diags);
                 let extra_indexes: Vec<Vec<String>> = table
                     .foreign_keys
                     .iter()
@@ -565,19 +554,8 @@ pub fn check(
                     );
                     continue;
                 }
-                let mut commands = BTreeMap::new();
-                let mut owner_columns = std::collections::BTreeSet::new();
-                for command in Command::ALL {
-                    let value = policy
-                        .command(command)
-                        .map(|v| (*source, v))
-                        .or_else(|| defaults.as_ref().and_then(|d| d.value.get(command).map(|v| (d.source, v))));
-                    let rule = value.and_then(|(src, v)| compile_rule(sources, src, v, command, table, &mut diags));
-                    if let Some(owner) = rule.as_ref().and_then(|r| r.owner.clone()) {
-                        owner_columns.insert(owner);
-                    }
-                    commands.insert(command, rule);
-                }
+                let (commands, owner_columns) =
+                    compile_commands(sources, *source, policy, defaults.as_ref(), table, &mut diags);
                 let extra_indexes = {
                     // Foreign-key columns, and (tenant column, c) for each column a rule
                     // filters on, where no index leads with them yet.
@@ -753,6 +731,32 @@ fn relation_names(catalog: &Catalog) -> std::collections::BTreeMap<QualifiedName
         }
     }
     names
+}
+
+/// Every command's rule of a table: its own, else the files' `[defaults]`; and the owner columns
+/// the rules name.
+fn compile_commands(
+    sources: &Sources,
+    source: SourceId,
+    policy: &TablePolicy,
+    defaults: Option<&Setting<crate::policy::Commands>>,
+    table: &Table,
+    diags: &mut Vec<Diagnostic>,
+) -> (BTreeMap<Command, Option<CompiledRule>>, std::collections::BTreeSet<String>) {
+    let mut commands = BTreeMap::new();
+    let mut owner_columns = std::collections::BTreeSet::new();
+    for command in Command::ALL {
+        let value = policy
+            .command(command)
+            .map(|v| (source, v))
+            .or_else(|| defaults.and_then(|d| d.value.get(command).map(|v| (d.source, v))));
+        let rule = value.and_then(|(src, v)| compile_rule(sources, src, v, command, table, diags));
+        if let Some(owner) = rule.as_ref().and_then(|r| r.owner.clone()) {
+            owner_columns.insert(owner);
+        }
+        commands.insert(command, rule);
+    }
+    (commands, owner_columns)
 }
 
 /// Checks one command's rule against the table; None when the command is not allowed (or the

@@ -734,6 +734,39 @@ END\n$tenancy$;",
     }
 }
 
+/// The statement guard of a tenant table: it refuses writes without a context, or by too low a
+/// role or a missing permission, with a clear error. Each argument is `role` or
+/// `role|permission`.
+fn require_context_trigger(name: &str, commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>) -> String {
+    let min_role = |c: Command| match commands.get(&c) {
+        Some(Some(rule)) => match &rule.permission {
+            Some(p) => literal(&format!("{}|{p}", rule.role.0)),
+            None => literal(&rule.role.0),
+        },
+        _ => "'none'".to_string(),
+    };
+    format!(
+        "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {});",
+        min_role(Command::Insert),
+        min_role(Command::Update),
+        min_role(Command::Delete)
+    )
+}
+
+/// A table's grants: everything taken from the application roles, then each command a role's
+/// policies allow.
+fn table_grants(name: &str, all_roles: &[String], grants: &[(Command, Vec<String>)]) -> Vec<String> {
+    let mut unit = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
+    for role in all_roles {
+        let privileges: Vec<&str> =
+            grants.iter().filter(|(_, roles)| roles.contains(role)).map(|(c, _)| c.sql()).collect();
+        if !privileges.is_empty() {
+            unit.push(format!("GRANT {} ON TABLE {name} TO {};", privileges.join(", "), quote_ident(role)));
+        }
+    }
+    unit
+}
+
 /// A policy of an unscoped table: every row, for these roles.
 fn unscoped_policy(command: Command, name: &str, roles: &[String]) -> String {
     let clause = match command {
@@ -911,28 +944,8 @@ fn table_block(
                 let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
                 units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});")]);
             }
-            let min_role = |c: Command| match commands.get(&c) {
-                Some(Some(rule)) => match &rule.permission {
-                    Some(p) => literal(&format!("{}|{p}", rule.role.0)),
-                    None => literal(&rule.role.0),
-                },
-                _ => "'none'".to_string(),
-            };
-            units.push(vec![format!(
-                "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {});",
-                min_role(Command::Insert),
-                min_role(Command::Update),
-                min_role(Command::Delete)
-            )]);
-            let mut unit = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
-            for role in all_roles {
-                let privileges: Vec<&str> =
-                    grants.iter().filter(|(_, roles)| roles.contains(role)).map(|(c, _)| c.sql()).collect();
-                if !privileges.is_empty() {
-                    unit.push(format!("GRANT {} ON TABLE {name} TO {};", privileges.join(", "), quote_ident(role)));
-                }
-            }
-            units.push(unit);
+            units.push(vec![require_context_trigger(&name, commands)]);
+            units.push(table_grants(&name, all_roles, &grants));
         }
         CompiledKind::Tenant {
             column,
@@ -1025,30 +1038,8 @@ fn table_block(
                     optional(&sharing.share_permission)
                 )]);
             }
-            // The guard refuses writes without a context, or by too low a role or a missing
-            // permission, with a clear error. Each argument is `role` or `role|permission`.
-            let min_role = |c: Command| match commands.get(&c) {
-                Some(Some(rule)) => match &rule.permission {
-                    Some(p) => literal(&format!("{}|{p}", rule.role.0)),
-                    None => literal(&rule.role.0),
-                },
-                _ => "'none'".to_string(),
-            };
-            units.push(vec![format!(
-                "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {});",
-                min_role(Command::Insert),
-                min_role(Command::Update),
-                min_role(Command::Delete)
-            )]);
-            let mut unit = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
-            for role in all_roles {
-                let privileges: Vec<&str> =
-                    grants.iter().filter(|(_, roles)| roles.contains(role)).map(|(c, _)| c.sql()).collect();
-                if !privileges.is_empty() {
-                    unit.push(format!("GRANT {} ON TABLE {name} TO {};", privileges.join(", "), quote_ident(role)));
-                }
-            }
-            units.push(unit);
+            units.push(vec![require_context_trigger(&name, commands)]);
+            units.push(table_grants(&name, all_roles, &grants));
         }
     }
     if !matches!(&table.kind, CompiledKind::Tenant { sharing: Some(_), .. }) {
