@@ -84,6 +84,7 @@ REVOKE ALL ON TABLE app.comments FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.comments TO app_readonly;
 GRANT SELECT, INSERT, DELETE ON TABLE app.comments TO app_user;
 SELECT tenancy.disable_sharing('app.comments');
+DELETE FROM tenancy.unique_waivers WHERE relation = 'app.comments'::regclass AND columns <> ALL (ARRAY[]::text[]);
 SELECT tenancy.keep_quotas('app.comments', ARRAY[]::text[]);
 
 -- app.countries: global reference table, readable by every organization, written by DBAs
@@ -98,6 +99,7 @@ DROP TRIGGER IF EXISTS tenancy_require_context ON app.countries;
 REVOKE ALL ON TABLE app.countries FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.countries TO app_readonly, app_user;
 SELECT tenancy.disable_sharing('app.countries');
+DELETE FROM tenancy.unique_waivers WHERE relation = 'app.countries'::regclass AND columns <> ALL (ARRAY[]::text[]);
 SELECT tenancy.keep_quotas('app.countries', ARRAY[]::text[]);
 
 -- app.documents: shareable tenant table, tenant column org_id
@@ -133,6 +135,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
 REVOKE ALL ON TABLE app.documents FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.documents TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.documents TO app_user;
+DELETE FROM tenancy.unique_waivers WHERE relation = 'app.documents'::regclass AND columns <> ALL (ARRAY[]::text[]);
 SELECT tenancy.keep_quotas('app.documents', ARRAY[]::text[]);
 
 -- app.files: tenant table, tenant column org_id
@@ -159,6 +162,7 @@ REVOKE ALL ON TABLE app.files FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.files TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.files TO app_user;
 SELECT tenancy.disable_sharing('app.files');
+DELETE FROM tenancy.unique_waivers WHERE relation = 'app.files'::regclass AND columns <> ALL (ARRAY[]::text[]);
 SELECT tenancy.keep_quotas('app.files', ARRAY['storage', 'bandwidth_bytes']::text[]);
 
 -- app.projects: tenant table, tenant column org_id
@@ -185,6 +189,7 @@ REVOKE ALL ON TABLE app.projects FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.projects TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.projects TO app_user;
 SELECT tenancy.disable_sharing('app.projects');
+DELETE FROM tenancy.unique_waivers WHERE relation = 'app.projects'::regclass AND columns <> ALL (ARRAY[]::text[]);
 SELECT tenancy.keep_quotas('app.projects', ARRAY['projects']::text[]);
 
 -- app.tasks: tenant table, tenant column org_id
@@ -211,6 +216,7 @@ REVOKE ALL ON TABLE app.tasks FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.tasks TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.tasks TO app_user;
 SELECT tenancy.disable_sharing('app.tasks');
+DELETE FROM tenancy.unique_waivers WHERE relation = 'app.tasks'::regclass AND columns <> ALL (ARRAY[]::text[]);
 SELECT tenancy.keep_quotas('app.tasks', ARRAY[]::text[]);
 
 -- app.open_tasks: a view over governed tables runs with the caller's rights, so their policies apply

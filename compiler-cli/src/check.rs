@@ -140,6 +140,8 @@ pub struct CompiledTable {
     /// Partitions (at any depth) the policies cover with this table: they get its policies, so
     /// that reading one directly is governed like reading the table, and no grants.
     pub partitions: Vec<QualifiedName>,
+    /// Its `globally_unique` keys: (columns as `a, b`, reason), recorded for lint.
+    pub waivers: Vec<(String, String)>,
 }
 
 impl CompiledTable {
@@ -629,6 +631,7 @@ pub fn check(
         }
         compiled_tables.push(CompiledTable {
             partitions: vec![],
+            waivers: vec![],
             name: table.name.clone(),
             kind,
             read_write: table_rw,
@@ -1345,6 +1348,11 @@ fn check_tenant_keys(
             Origin::Live => String::new(),
         };
         let table_waivers = waivers.get(&name).map_or(&[][..], Vec::as_slice);
+        compiled_table.waivers = table_waivers
+            .iter()
+            .filter(|(_, _, reason)| !reason.get_ref().trim().is_empty())
+            .map(|(_, key, reason)| (normalize_key(key.get_ref()), reason.get_ref().trim().to_string()))
+            .collect();
         let mut used = vec![false; table_waivers.len()];
         for index in table.indexes.iter().filter(|i| i.unique) {
             let key: Vec<crate::rules::KeyColumn> = index

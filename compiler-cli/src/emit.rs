@@ -1048,6 +1048,22 @@ fn table_block(
         // drops the call where there is nothing to undo.
         units.push(vec![format!("SELECT tenancy.disable_sharing({});", literal(&name))]);
     }
+    // The keys declared globally unique, with their reasons, for lint; others go.
+    let kept: Vec<String> = table.waivers.iter().map(|(c, _)| literal(c)).collect();
+    let mut waivers = vec![format!(
+        "DELETE FROM tenancy.unique_waivers WHERE relation = {}::regclass AND columns <> ALL (ARRAY[{}]::text[]);",
+        literal(&name),
+        kept.join(", ")
+    )];
+    for (columns, reason) in &table.waivers {
+        waivers.push(format!(
+            "INSERT INTO tenancy.unique_waivers (relation, columns, reason) VALUES ({}, {}, {})\n    ON CONFLICT (relation, columns) DO UPDATE SET reason = EXCLUDED.reason WHERE unique_waivers.reason <> EXCLUDED.reason;",
+            literal(&name),
+            literal(columns),
+            literal(reason)
+        ));
+    }
+    units.push(waivers);
     // Quotas and metrics removed from the policy files (or moved to another table) stop being
     // counted here; `plan` drops the call where there is nothing to undo.
     let keep: Vec<String> = counted.iter().map(|r| literal(r)).collect();

@@ -30,6 +30,7 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("app-role-temporary", Severity::Error, "an application role may create temporary tables (their rows outlive a context on a pooled connection)"),
     ("app-role-reads-activity", Severity::Error, "an application role sees other sessions' statements in pg_stat_activity (every tenant runs as that role)"),
     ("app-role-large-objects", Severity::Error, "an application role may create and read large objects (they belong to the role, which every tenant shares)"),
+    ("unique-waived", Severity::Warning, "a unique key without the tenant column that the policy files declare unique across organizations on purpose (listed with the reason)"),
     ("unscoped-table", Severity::Warning, "an application-wide table the policy files declare unscoped: every application role reads it whatever the context (listed with its reason)"),
     ("app-role-reads-statistics", Severity::Warning, "an application role reads table statistics (rows and writes of every organization together)"),
 ];
@@ -544,6 +545,15 @@ fn lint_unique_keys(
     col: &str,
     out: &mut Vec<Finding>,
 ) -> Result<(), postgres::Error> {
+    // What `tenancy apply` recorded from the policy files' `globally_unique` (a database without
+    // the extension, or an older one, has none).
+    let mut waivers: BTreeMap<(u32, String), String> = BTreeMap::new();
+    let recorded: bool = client.query_one("SELECT to_regclass('tenancy.unique_waivers') IS NOT NULL", &[])?.get(0);
+    if recorded {
+        for row in client.query("SELECT relation::oid::int8, columns, reason FROM tenancy.unique_waivers", &[])? {
+            waivers.insert((row.get::<_, i64>(0) as u32, row.get(1)), row.get(2));
+        }
+    }
     for row in client.query(
         "SELECT x.indrelid::int8, i.relname::text, coalesce(c.contype::text, ''), x.indisprimary, x.indisexclusion,
                 ARRAY(SELECT a.attname::text FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)
@@ -578,8 +588,19 @@ fn lint_unique_keys(
                 default: (!d.is_empty()).then_some(d.as_str()),
             })
             .collect();
-        if crate::rules::unique_key(&key, tenant, None) != crate::rules::UniqueKey::Unsafe {
-            continue;
+        let waived = waivers.get(&(table.oid, crate::rules::waiver_key(names.iter().map(|n| n.as_deref().unwrap_or("<expression>")))));
+        match crate::rules::unique_key(&key, tenant, waived.map(String::as_str)) {
+            crate::rules::UniqueKey::Unsafe => {}
+            crate::rules::UniqueKey::Waived(reason) => {
+                out.push(finding(
+                    "unique-waived",
+                    format!("index {} on {}", quote_ident(&name), table.name),
+                    format!("{} of {} is unique across organizations on purpose: {reason}", shown_names(&names), table.name),
+                    "-- review: a unique violation tells one organization that another has the value".to_string(),
+                ));
+                continue;
+            }
+            _ => continue,
         }
         let shown: Vec<String> = names.iter().map(|n| n.as_deref().map_or("<expression>".into(), quote_ident)).collect();
         let what = match (contype.as_str(), primary, exclusion) {
@@ -613,6 +634,12 @@ fn lint_unique_keys(
         ));
     }
     Ok(())
+}
+
+/// A key's columns as lint shows them: `(a, b)`.
+fn shown_names(names: &[Option<String>]) -> String {
+    let shown: Vec<String> = names.iter().map(|n| n.as_deref().map_or("<expression>".into(), quote_ident)).collect();
+    format!("({})", shown.join(", "))
 }
 
 /// Tables the policy files declare unscoped (`tenancy apply` puts the reason on their SELECT

@@ -27,7 +27,9 @@ SELECT concat_ws(E'\\n',
     (SELECT string_agg(resource || tenant_column || coalesce(sum_column, ''), ';' ORDER BY resource)
        FROM tenancy.quota_sources WHERE relation = $1::text::regclass),
     (SELECT concat_ws('|', tenant_column, id_column, id_type, visibility_column, share_permission)
-       FROM tenancy.shareable_tables WHERE relation = $1::text::regclass))";
+       FROM tenancy.shareable_tables WHERE relation = $1::text::regclass),
+    (SELECT string_agg(columns || ':' || reason, ';' ORDER BY columns)
+       FROM tenancy.unique_waivers WHERE relation = $1::text::regclass))";
 
 /// What the sync of the application's organizations and memberships can change: its functions
 /// and triggers, and the rows of tenancy.organizations and tenancy.members (as digests).

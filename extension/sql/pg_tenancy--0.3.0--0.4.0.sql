@@ -23,6 +23,21 @@ REVOKE ALL ON tenancy.governed_schemas FROM PUBLIC;
 GRANT SELECT ON tenancy.governed_schemas TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('tenancy.governed_schemas', '');
 
+-- Unique keys without the tenant column that the policy files declare unique across
+-- organizations on purpose (`globally_unique`), with the reason: `tenancy apply` records them,
+-- `tenancy lint` shows them as waived.
+CREATE TABLE tenancy.unique_waivers (
+    relation     regclass NOT NULL,
+    columns      text NOT NULL,
+    reason       text NOT NULL CHECK (btrim(reason) <> ''),
+    PRIMARY KEY (relation, columns)
+);
+COMMENT ON TABLE tenancy.unique_waivers IS
+    'Unique keys declared globally unique in the policy files, with the reason (tenancy apply records them).';
+REVOKE ALL ON tenancy.unique_waivers FROM PUBLIC;
+GRANT SELECT ON tenancy.unique_waivers TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('tenancy.unique_waivers', '');
+
 -- Runs as whoever ran the DDL (who owns the new table, and so may change it); only fixed
 -- statements on the new table, with names quoted from the catalog.
 CREATE FUNCTION tenancy.close_new_tables() RETURNS event_trigger

@@ -51,6 +51,11 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
              -- Unsafe: a partial unique index and an exclusion constraint without the tenant column.
              CREATE UNIQUE INDEX fine_default ON bad.fine (email) WHERE email <> '';
              ALTER TABLE bad.fine ADD CONSTRAINT fine_no_twins EXCLUDE USING btree (email WITH =);
+             -- A key declared globally unique, as tenancy apply records it.
+             CREATE TABLE bad.keys (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL, digest text UNIQUE);
+             ALTER TABLE bad.keys ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+             CREATE INDEX ON bad.keys (org_id);
+             INSERT INTO tenancy.unique_waivers VALUES ('bad.keys', 'digest', 'looked up before the tenant is known');
              -- An unscoped table, as tenancy apply leaves one.
              CREATE TABLE bad.audit (at timestamptz NOT NULL DEFAULT now(), message text);
              ALTER TABLE bad.audit ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -64,7 +69,7 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
     // What `tenancy apply` took from PUBLIC in the template, given back to this role alone.
     admin.batch_execute(&format!("GRANT TEMPORARY ON DATABASE {} TO lint_app", db.name)).unwrap();
     let (findings, tables) = lint::lint(&mut admin, &options(&["bad"])).unwrap();
-    assert_eq!(tables, 4);
+    assert_eq!(tables, 5);
     let fired: BTreeSet<&str> = findings.iter().map(|f| f.rule).collect();
     // A run that finds no tenant table at all is the next test's.
     let all: BTreeSet<&str> = RULES.iter().map(|r| r.0).filter(|r| *r != "no-tenant-tables").collect();
