@@ -62,6 +62,9 @@ pub enum Command {
     },
     /// Audit a live database for cross-tenant leaks and slow policies (exit 1 on any error)
     Lint(LintArgs),
+    /// Print the migration from foreign keys without the tenant column to composite keys (the
+    /// strict option), in the order it must run; changes nothing
+    MigrateKeys(MigrateArgs),
     /// Show what apply would change in a live database (policies, indexes, grants, what the
     /// application roles may use besides the tables, how they start a tenant context, ...), as SQL
     Plan {
@@ -149,6 +152,12 @@ impl AuditArgs {
 #[derive(Args, Debug)]
 #[command(after_help = lint_rules_help())]
 pub struct LintArgs {
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
     #[command(flatten)]
     pub audit: AuditArgs,
 }
@@ -465,6 +474,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             if report.leaks() > 0 || report.unverified() > 0 {
                 return Err(Failure::VerifyFailed);
             }
+            Ok(())
+        }
+        Command::MigrateKeys(MigrateArgs { audit: args }) => {
+            let mut client = connect(&args.database_url)?;
+            let sql = crate::migrate::migration(&mut client, &args.options())
+                .map_err(|e| Failure::Database(format!("cannot read the database: {}", describe_db_error(&e))))?;
+            print!("{sql}");
             Ok(())
         }
         Command::Lint(LintArgs { audit: args }) => {

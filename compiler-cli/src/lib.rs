@@ -15,6 +15,7 @@ pub mod emit;
 pub mod hardening;
 pub mod lint;
 pub mod live;
+pub mod migrate;
 pub mod plan;
 pub mod policy;
 pub mod predicate;

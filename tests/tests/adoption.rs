@@ -624,3 +624,44 @@ fn an_exclusion_constraint_without_the_tenant_column_is_refused_like_a_unique_ke
     let failure = try_apply_policy(&db, &(example_policy() + "\n[tables.bookings]\nkind = \"tenant\"\n")).unwrap_err();
     assert_eq!(failure.diagnostic_codes(), vec!["tenancy::unique-not-tenant-scoped"]);
 }
+
+#[test]
+fn migrate_keys_moves_one_column_foreign_keys_to_composite_ones_keeping_their_actions() {
+    let db = adopted();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO crm.customers (id, org_id, name) VALUES ('c3000000-0000-0000-0000-000000000003', '{ACME}', 'referrer');
+             INSERT INTO crm.deals (org_id, customer_id, referrer_id, title) VALUES ('{ACME}', '{ACME_CUSTOMER}', 'c3000000-0000-0000-0000-000000000003', 'd')"
+        ))
+        .unwrap();
+    let options = pg_tenancy_compiler::lint::Options {
+        schemas: vec!["crm".into()],
+        tenant_column: "org_id".into(),
+        app_roles: vec![],
+    };
+    let sql = pg_tenancy_compiler::migrate::migration(&mut admin, &options).unwrap();
+    let file = std::env::temp_dir().join(format!("tenancy-migrate-{}-{}.sql", std::process::id(), db.name));
+    std::fs::write(&file, &sql).unwrap();
+    // As printed, in order, with psql (CONCURRENTLY outside any transaction).
+    let run = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", file.to_str().unwrap(), &admin_url(&db.name)])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&file).ok();
+    assert!(run.status.success(), "{}\n{sql}", String::from_utf8_lossy(&run.stderr));
+    let defs = text(&mut admin, "SELECT string_agg(conname || ': ' || pg_get_constraintdef(oid), E'\\n' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'crm.deals'::regclass AND contype = 'f'").unwrap();
+    assert_eq!(
+        defs,
+        "deals_customer_id_fkey: FOREIGN KEY (org_id, customer_id) REFERENCES crm.customers(org_id, id)\n\
+         deals_referrer_id_fkey: FOREIGN KEY (org_id, referrer_id) REFERENCES crm.customers(org_id, id) ON DELETE SET NULL (referrer_id)"
+    );
+    // The action still works, and nulls only the key's own column.
+    admin.batch_execute("DELETE FROM crm.customers WHERE id = 'c3000000-0000-0000-0000-000000000003'").unwrap();
+    let deal = text(
+        &mut admin,
+        "SELECT org_id || ':' || coalesce(referrer_id::text, 'null') FROM crm.deals WHERE title = 'd'",
+    );
+    assert_eq!(deal, Some(format!("{ACME}:null")));
+    assert!(pg_tenancy_compiler::migrate::migration(&mut admin, &options).unwrap().contains("nothing to migrate"));
+}
