@@ -149,6 +149,15 @@ impl CompiledTable {
     pub fn readers(&self) -> Vec<String> {
         sorted_union(&self.read_write, &self.read_only)
     }
+
+    /// The roles a command's policy is for: the readers for SELECT, the writers otherwise.
+    pub fn roles_for(&self, command: Command) -> Vec<String> {
+        if command == Command::Select {
+            self.readers()
+        } else {
+            self.read_write.clone()
+        }
+    }
 }
 
 /// Everything [`crate::emit`] needs, in a deterministic order.

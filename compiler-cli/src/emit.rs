@@ -113,23 +113,83 @@ fn child_policy(
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
     command: Command,
 ) -> Option<String> {
-    let roles: Vec<String> = if command == Command::Select { compiled.readers() } else { compiled.read_write.clone() };
+    let roles = compiled.roles_for(command);
     let rule = commands.get(&command)?.as_ref()?;
     if roles.is_empty() {
         return None;
     }
     let p = child_predicate(table, parent, rule, command);
+    Some(policy_sql(name, command, &roles, &p, &p))
+}
+
+/// The CREATE POLICY of one command of a tenant table (`this` names the table, or a partition of
+/// it, in the expressions; None: not allowed). New rows may only point at rows of the current
+/// organization ([`reference_check`]).
+#[allow(clippy::too_many_arguments)]
+fn tenant_policy(
+    name: &str,
+    this: &QualifiedName,
+    compiled: &CompiledTable,
+    column: &str,
+    commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
+    sharing: Option<&Sharing>,
+    references: &[crate::check::Reference],
+    global_rows: bool,
+    command: Command,
+) -> Option<String> {
+    let roles = compiled.roles_for(command);
+    let rule = commands.get(&command)?.as_ref()?;
+    if roles.is_empty() {
+        return None;
+    }
+    let p = predicate(this, column, rule, sharing, command, global_rows);
+    let mut checked = p.clone();
+    for r in references {
+        checked.push_str("\n        AND ");
+        checked.push_str(&reference_check(this, r));
+    }
+    Some(policy_sql(name, command, &roles, &p, &checked))
+}
+
+/// `CREATE POLICY tenancy_<command> ON name ... TO roles`, with `using` for the rows a command
+/// reaches and `check` for the rows it writes.
+fn policy_sql(name: &str, command: Command, roles: &[String], using: &str, check: &str) -> String {
     let clause = match command {
-        Command::Select | Command::Delete => format!("USING ({p})"),
-        Command::Insert => format!("WITH CHECK ({p})"),
-        Command::Update => format!("USING ({p})\n    WITH CHECK ({p})"),
+        Command::Select | Command::Delete => format!("USING ({using})"),
+        Command::Insert => format!("WITH CHECK ({check})"),
+        Command::Update => format!("USING ({using})\n    WITH CHECK ({check})"),
     };
-    Some(format!(
+    format!(
         "CREATE POLICY {} ON {name} AS PERMISSIVE FOR {} TO {}\n    {clause};",
         policy_name(command),
         command.sql(),
-        role_list(&roles)
-    ))
+        role_list(roles)
+    )
+}
+
+/// `ALTER TABLE ... SET DEFAULT tenancy.current_user_id()` for each owner column.
+fn owner_defaults(name: &str, owner_columns: &[String]) -> Vec<Vec<String>> {
+    owner_columns
+        .iter()
+        .map(|owner| {
+            vec![format!(
+                "ALTER TABLE {name} ALTER COLUMN {} SET DEFAULT tenancy.current_user_id();",
+                quote_ident(owner)
+            )]
+        })
+        .collect()
+}
+
+/// `CREATE INDEX IF NOT EXISTS` for each column list, named by `names`.
+fn index_units(names: &mut IndexNames, table: &QualifiedName, name: &str, indexes: &[Vec<String>]) -> Vec<Vec<String>> {
+    indexes
+        .iter()
+        .map(|columns| {
+            let index = quote_ident(&names.next(table, &columns.join("_")));
+            let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+            vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});")]
+        })
+        .collect()
 }
 
 /// What makes a [`crate::check::Reference`] safe: the referenced row exists in the current
@@ -633,44 +693,31 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
             CompiledKind::Global => {
                 let readers = table.readers();
                 if command == Command::Select && !readers.is_empty() {
-                    unit.push(format!(
-                        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR SELECT TO {} USING (true);",
-                        policy_name(Command::Select),
-                        role_list(&readers)
-                    ));
+                    unit.push(all_rows_policy(Command::Select, &name, &readers));
                 }
             }
             CompiledKind::Unscoped { .. } => {
-                let roles = if command == Command::Select { table.readers() } else { table.read_write.clone() };
+                let roles = table.roles_for(command);
                 if !roles.is_empty() {
-                    unit.push(unscoped_policy(command, &name, &roles));
+                    unit.push(all_rows_policy(command, &name, &roles));
                 }
             }
             CompiledKind::Child { parent, commands, .. } => {
                 unit.extend(child_policy(&name, partition, table, parent, commands, command));
             }
             CompiledKind::Tenant { column, commands, references, global_rows, .. } => {
-                let roles: Vec<String> =
-                    if command == Command::Select { table.readers() } else { table.read_write.clone() };
-                if let (Some(Some(rule)), false) = (commands.get(&command), roles.is_empty()) {
-                    let p = predicate(partition, column, rule, None, command, *global_rows);
-                    let mut checked = p.clone();
-                    for r in references {
-                        checked.push_str("\n        AND ");
-                        checked.push_str(&reference_check(partition, r));
-                    }
-                    let clause = match command {
-                        Command::Select | Command::Delete => format!("USING ({p})"),
-                        Command::Insert => format!("WITH CHECK ({checked})"),
-                        Command::Update => format!("USING ({p})\n    WITH CHECK ({checked})"),
-                    };
-                    unit.push(format!(
-                        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR {} TO {}\n    {clause};",
-                        policy_name(command),
-                        command.sql(),
-                        role_list(&roles)
-                    ));
-                }
+                // Own rows only: shares name the partitioned table.
+                unit.extend(tenant_policy(
+                    &name,
+                    partition,
+                    table,
+                    column,
+                    commands,
+                    None,
+                    references,
+                    *global_rows,
+                    command,
+                ));
             }
         }
         units.push(unit);
@@ -767,8 +814,8 @@ fn table_grants(name: &str, all_roles: &[String], grants: &[(Command, Vec<String
     unit
 }
 
-/// A policy of an unscoped table: every row, for these roles.
-fn unscoped_policy(command: Command, name: &str, roles: &[String]) -> String {
+/// A policy over every row, for these roles: a global table's SELECT, an unscoped table's commands.
+fn all_rows_policy(command: Command, name: &str, roles: &[String]) -> String {
     let clause = match command {
         Command::Select | Command::Delete => "USING (true)",
         Command::Insert => "WITH CHECK (true)",
@@ -866,11 +913,7 @@ fn table_block(
             for command in Command::ALL {
                 let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
                 if command == Command::Select && !readers.is_empty() {
-                    unit.push(format!(
-                        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR SELECT TO {} USING (true);",
-                        policy_name(Command::Select),
-                        role_list(&readers)
-                    ));
+                    unit.push(all_rows_policy(Command::Select, &name, &readers));
                 }
                 units.push(unit);
             }
@@ -889,10 +932,10 @@ fn table_block(
             units.push(vec![format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY;")]);
             let readers = table.readers();
             for command in Command::ALL {
-                let roles = if command == Command::Select { readers.clone() } else { table.read_write.clone() };
+                let roles = table.roles_for(command);
                 let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
                 if !roles.is_empty() {
-                    unit.push(unscoped_policy(command, &name, &roles));
+                    unit.push(all_rows_policy(command, &name, &roles));
                     if command == Command::Select {
                         // lint lists unscoped tables with their reason, read from here.
                         unit.push(format!(
@@ -921,12 +964,7 @@ fn table_block(
                 parent.target,
                 parent.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
             );
-            for owner in owner_columns {
-                units.push(vec![format!(
-                    "ALTER TABLE {name} ALTER COLUMN {} SET DEFAULT tenancy.current_user_id();",
-                    quote_ident(owner)
-                )]);
-            }
+            units.extend(owner_defaults(&name, owner_columns));
             units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
             units.push(vec![format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY;")]);
             let mut grants: Vec<(Command, Vec<String>)> = Vec::new();
@@ -934,16 +972,11 @@ fn table_block(
                 let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
                 if let Some(policy) = child_policy(&name, &table.name, table, parent, commands, command) {
                     unit.push(policy);
-                    let roles = if command == Command::Select { table.readers() } else { table.read_write.clone() };
-                    grants.push((command, roles));
+                    grants.push((command, table.roles_for(command)));
                 }
                 units.push(unit);
             }
-            for columns in extra_indexes {
-                let index = quote_ident(&names.next(&table.name, &columns.join("_")));
-                let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-                units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});")]);
-            }
+            units.extend(index_units(names, &table.name, &name, extra_indexes));
             units.push(vec![require_context_trigger(&name, commands)]);
             units.push(table_grants(&name, all_roles, &grants));
         }
@@ -969,39 +1002,25 @@ fn table_block(
             if !org_root {
                 units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT tenancy.current_org();")]);
             }
-            for owner in owner_columns {
-                units.push(vec![format!(
-                    "ALTER TABLE {name} ALTER COLUMN {} SET DEFAULT tenancy.current_user_id();",
-                    quote_ident(owner)
-                )]);
-            }
+            units.extend(owner_defaults(&name, owner_columns));
             units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
             units.push(vec![format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY;")]);
             let mut grants: Vec<(Command, Vec<String>)> = Vec::new();
             for command in Command::ALL {
                 let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
-                let roles: Vec<String> =
-                    if command == Command::Select { table.readers() } else { table.read_write.clone() };
-                if let (Some(Some(rule)), false) = (commands.get(&command), roles.is_empty()) {
-                    let p = predicate(&table.name, column, rule, sharing.as_ref(), command, *global_rows);
-                    // New rows may only point at rows of the current organization.
-                    let mut checked = p.clone();
-                    for r in references {
-                        checked.push_str("\n        AND ");
-                        checked.push_str(&reference_check(&table.name, r));
-                    }
-                    let clause = match command {
-                        Command::Select | Command::Delete => format!("USING ({p})"),
-                        Command::Insert => format!("WITH CHECK ({checked})"),
-                        Command::Update => format!("USING ({p})\n    WITH CHECK ({checked})"),
-                    };
-                    unit.push(format!(
-                        "CREATE POLICY {} ON {name} AS PERMISSIVE FOR {} TO {}\n    {clause};",
-                        policy_name(command),
-                        command.sql(),
-                        role_list(&roles)
-                    ));
-                    grants.push((command, roles));
+                if let Some(policy) = tenant_policy(
+                    &name,
+                    &table.name,
+                    table,
+                    column,
+                    commands,
+                    sharing.as_ref(),
+                    references,
+                    *global_rows,
+                    command,
+                ) {
+                    unit.push(policy);
+                    grants.push((command, table.roles_for(command)));
                 }
                 units.push(unit);
             }
@@ -1009,12 +1028,8 @@ fn table_block(
                 let index = quote_ident(&names.next(&table.name, column));
                 units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({col});")]);
             }
-            for columns in extra_indexes {
-                // Foreign-key checks and cascades, and policies, look rows up by these columns.
-                let index = quote_ident(&names.next(&table.name, &columns.join("_")));
-                let list = columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
-                units.push(vec![format!("CREATE INDEX IF NOT EXISTS {index} ON {name} ({list});")]);
-            }
+            // Foreign-key checks and cascades, and policies, look rows up by these columns.
+            units.extend(index_units(names, &table.name, &name, extra_indexes));
             if let Some(sharing) = sharing {
                 let id = quote_ident(&sharing.id_column);
                 if sharing.add_id_index {
