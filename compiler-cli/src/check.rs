@@ -831,28 +831,9 @@ fn compile_rule(
     }
     let mut columns: Vec<String> = rule.owner.iter().map(|o| o.get_ref().clone()).collect();
     let check = rule.check.as_ref().and_then(|c| {
-        let file = &sources.get(source).text;
-        let base = c.span().start + crate::predicate::content_start(file, c.span().start);
-        match crate::predicate::compile(c.get_ref(), table) {
-            Ok(compiled) => {
-                columns.extend(compiled.columns.into_iter().filter(|c| !columns.contains(c)).collect::<Vec<_>>());
-                Some(compiled.sql)
-            }
-            Err(problems) => {
-                for p in problems {
-                    let mut d = Diagnostic::error(p.code, p.message).label(
-                        source,
-                        base + p.range.start..base + p.range.end,
-                        "in this predicate",
-                    );
-                    if let Some(h) = p.help {
-                        d = d.help(h);
-                    }
-                    diags.push(d);
-                }
-                None
-            }
-        }
+        let compiled = compile_predicate(sources, source, c, table, diags)?;
+        columns.extend(compiled.columns.into_iter().filter(|c| !columns.contains(c)).collect::<Vec<_>>());
+        Some(compiled.sql)
     });
     (diags.len() == before).then(|| CompiledRule {
         role,
@@ -861,6 +842,80 @@ fn compile_rule(
         check,
         columns,
     })
+}
+
+/// Compiles a predicate of a policy file against `table`; its problems become diagnostics at their
+/// place in the file.
+fn compile_predicate(
+    sources: &Sources,
+    source: SourceId,
+    p: &Spanned<String>,
+    table: &Table,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<crate::predicate::Compiled> {
+    let base = p.span().start + crate::predicate::content_start(&sources.get(source).text, p.span().start);
+    match crate::predicate::compile(p.get_ref(), table) {
+        Ok(compiled) => Some(compiled),
+        Err(problems) => {
+            for problem in problems {
+                let mut d = Diagnostic::error(problem.code, problem.message).label(
+                    source,
+                    base + problem.range.start..base + problem.range.end,
+                    "in this predicate",
+                );
+                if let Some(h) = problem.help {
+                    d = d.help(h);
+                }
+                diags.push(d);
+            }
+            None
+        }
+    }
+}
+
+/// A column a generated function reads with the applier's rights (a lookup, the sync): it must
+/// exist and be of a built-in type ([`builtin_type`]), else a diagnostic with `code` and `help`.
+fn builtin_column<'t>(
+    table: &'t Table,
+    source: SourceId,
+    c: &Spanned<String>,
+    what: &str,
+    (code, help): (&'static str, &str),
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(&'t crate::schema::Column, &'static str)> {
+    let Some(col) = table.column(c.get_ref()) else {
+        diags.push(
+            Diagnostic::error("tenancy::unknown-column", format!("`{}` has no column `{}`", table.name, c.get_ref()))
+                .label(source, c.span(), "no such column")
+                .help(format!(
+                    "its columns: {}",
+                    table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+        );
+        return None;
+    };
+    let Some(t) = builtin_type(&col.data_type) else {
+        diags.push(
+            Diagnostic::error(code, format!("{what} column `{}.{}` is `{}`", table.name, col.name, col.data_type))
+                .label(source, c.span(), "this column")
+                .help(help.to_string()),
+        );
+        return None;
+    };
+    Some((col, t))
+}
+
+/// Reports `role` unless it is a member role.
+fn check_member_role(source: SourceId, role: &Spanned<String>, diags: &mut Vec<Diagnostic>) -> bool {
+    let known = MEMBER_ROLES.contains(&role.get_ref().as_str());
+    if !known {
+        diags.push(
+            Diagnostic::error("tenancy::unknown-member-role", format!("unknown member role `{}`", role.get_ref()))
+                .label(source, role.span(), "not a member role")
+                .help(format!("member roles: {}", MEMBER_ROLES.join(", "))),
+        );
+    }
+    known
 }
 
 /// Reports a permission name that `tenancy.has_permission()` could never grant.
@@ -1007,17 +1062,7 @@ fn check_services(
                 .help("service names are lowercase letters, digits and underscores, starting with a letter"),
             );
         }
-        if !MEMBER_ROLES.contains(&service.member_role.get_ref().as_str()) {
-            ok = false;
-            diags.push(
-                Diagnostic::error(
-                    "tenancy::unknown-member-role",
-                    format!("unknown member role `{}`", service.member_role.get_ref()),
-                )
-                .label(source, service.member_role.span(), "not a member role")
-                .help(format!("member roles: {}", MEMBER_ROLES.join(", "))),
-            );
-        }
+        ok &= check_member_role(source, &service.member_role, diags);
         for role in &service.roles {
             if token_only.contains(role.get_ref()) {
                 ok = false;
@@ -1050,9 +1095,10 @@ fn check_services(
     out
 }
 
-/// Types a lookup compares or returns: built in, so that the function (which reads the table
-/// with the DBA's rights) runs no operator or cast the table's owner defined.
-fn lookup_type(data_type: &str) -> Option<&'static str> {
+/// Types a generated function compares or returns (lookups, the sync): built in, so that the
+/// function (which reads the table with the DBA's rights) runs no operator or cast the table's
+/// owner defined.
+fn builtin_type(data_type: &str) -> Option<&'static str> {
     match data_type.split('(').next().unwrap_or("").trim() {
         "text" => Some("text"),
         "character varying" | "varchar" => Some("text"),
@@ -1104,28 +1150,9 @@ fn check_lookups(
             continue;
         };
         let mut column = |c: &Spanned<String>, what: &str| -> Option<(String, &'static str)> {
-            let Some(col) = table.column(c.get_ref()) else {
-                diags.push(
-                    Diagnostic::error(
-                        "tenancy::unknown-column",
-                        format!("`{}` has no column `{}`", table.name, c.get_ref()),
-                    )
-                    .label(source, c.span(), "no such column"),
-                );
-                return None;
-            };
-            let Some(t) = lookup_type(&col.data_type) else {
-                diags.push(
-                    Diagnostic::error(
-                        "tenancy::lookup-column-type",
-                        format!("{what} column `{}.{}` is `{}`", table.name, col.name, col.data_type),
-                    )
-                    .label(source, c.span(), "this column")
-                    .help("lookups compare and return text, varchar, uuid, bytea, integer or bigint columns"),
-                );
-                return None;
-            };
-            Some((col.name.clone(), t))
+            let help = "lookups compare and return text, varchar, uuid, bytea, integer or bigint columns";
+            builtin_column(table, source, c, what, ("tenancy::lookup-column-type", help), diags)
+                .map(|(col, t)| (col.name.clone(), t))
         };
         let key = column(&lookup.key, "key");
         let organization = match &lookup.organization {
@@ -1189,71 +1216,14 @@ fn check_sync(
 ) -> SyncMaps {
     let before = diags.len();
     let mut unused = Vec::new();
-    let column = |table: &Table,
-                  source: SourceId,
-                  c: &Spanned<String>,
-                  diags: &mut Vec<Diagnostic>|
-     -> Option<String> {
-        match table.column(c.get_ref()) {
-            // The sync reads these columns with a DBA's rights (the backfill): built-in types
-            // only, so that no cast or operator of the table's owner runs with them.
-            Some(col) if lookup_type(&col.data_type).is_none() => {
-                diags.push(
-                        Diagnostic::error(
-                            "tenancy::sync-column-type",
-                            format!("column `{}.{}` is `{}`", table.name, col.name, col.data_type),
-                        )
-                        .label(source, c.span(), "this column")
-                        .help("the organizations and memberships sync reads text, varchar, uuid, bytea, integer or bigint columns"),
-                    );
-                None
-            }
-            Some(col) => Some(col.name.clone()),
-            None => {
-                diags.push(
-                    Diagnostic::error(
-                        "tenancy::unknown-column",
-                        format!("`{}` has no column `{}`", table.name, c.get_ref()),
-                    )
-                    .label(source, c.span(), "no such column")
-                    .help(format!(
-                        "its columns: {}",
-                        table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-                    )),
-                );
-                None
-            }
-        }
+    // The sync reads these columns with a DBA's rights (the backfill).
+    let column = |table: &Table, source: SourceId, c: &Spanned<String>, diags: &mut Vec<Diagnostic>| {
+        let help = "the organizations and memberships sync reads text, varchar, uuid, bytea, integer or bigint columns";
+        builtin_column(table, source, c, "sync", ("tenancy::sync-column-type", help), diags)
+            .map(|(col, _)| col.name.clone())
     };
-    let predicate =
-        |table: &Table, source: SourceId, p: &Spanned<String>, diags: &mut Vec<Diagnostic>| -> Option<String> {
-            let base = p.span().start + crate::predicate::content_start(&sources.get(source).text, p.span().start);
-            match crate::predicate::compile(p.get_ref(), table) {
-                Ok(compiled) => Some(compiled.sql),
-                Err(problems) => {
-                    for problem in problems {
-                        let mut d = Diagnostic::error(problem.code, problem.message).label(
-                            source,
-                            base + problem.range.start..base + problem.range.end,
-                            "in this predicate",
-                        );
-                        if let Some(h) = problem.help {
-                            d = d.help(h);
-                        }
-                        diags.push(d);
-                    }
-                    None
-                }
-            }
-        };
-    let member_role = |source: SourceId, r: &Spanned<String>, diags: &mut Vec<Diagnostic>| {
-        if !MEMBER_ROLES.contains(&r.get_ref().as_str()) {
-            diags.push(
-                Diagnostic::error("tenancy::unknown-member-role", format!("unknown member role `{}`", r.get_ref()))
-                    .label(source, r.span(), "not a member role")
-                    .help(format!("member roles: {}", MEMBER_ROLES.join(", "))),
-            );
-        }
+    let predicate = |table: &Table, source: SourceId, p: &Spanned<String>, diags: &mut Vec<Diagnostic>| {
+        compile_predicate(sources, source, p, table, diags).map(|c| c.sql)
     };
     let orgs = organizations.and_then(|s| {
         let map = &s.value;
@@ -1293,10 +1263,10 @@ fn check_sync(
             None => None,
         };
         for r in map.roles.values() {
-            member_role(s.source, r, diags);
+            check_member_role(s.source, r, diags);
         }
         if let Some(r) = &map.default_role {
-            member_role(s.source, r, diags);
+            check_member_role(s.source, r, diags);
         }
         let active = match &map.active {
             Some(p) => Some(predicate(table, s.source, p, diags)?),
