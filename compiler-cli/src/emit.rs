@@ -881,7 +881,7 @@ impl IndexNames {
 /// `stem` + `suffix` when that fits in 63 bytes; else the stem cut at a character boundary,
 /// followed by 8 hex digits of a hash of the whole stem (FNV-1a: the same on every machine,
 /// so `plan` and `apply` name an index the same), then `suffix`.
-fn fit(stem: &str, suffix: &str) -> String {
+pub(crate) fn fit(stem: &str, suffix: &str) -> String {
     if stem.len() + suffix.len() <= MAX_IDENTIFIER {
         return format!("{stem}{suffix}");
     }

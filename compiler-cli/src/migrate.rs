@@ -64,9 +64,7 @@ pub fn migration(client: &mut impl postgres::GenericClient, options: &Options) -
     let list = |cols: &[String]| cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
     let index_name = |m: &Move| {
         let table = m.target.rsplit('.').next().unwrap_or(&m.target).trim_matches('"');
-        let stem = format!("{table}_{}_{}", m.target_tenant, m.target_key.join("_"));
-        let stem: String = stem.chars().take(59).collect();
-        format!("{stem}_key")
+        crate::emit::fit(&format!("{table}_{}_{}", m.target_tenant, m.target_key.join("_")), "_key")
     };
     let mut out = String::from(
         "-- Composite keys: run this file with psql -f (not psql -1). Step 1 builds indexes without\n\
@@ -93,7 +91,7 @@ pub fn migration(client: &mut impl postgres::GenericClient, options: &Options) -
     let mut constrained: Vec<String> = Vec::new();
     for m in &moves {
         let index = index_name(m);
-        let new_name = format!("{}_tenant", m.name.chars().take(56).collect::<String>());
+        let new_name = crate::emit::fit(&m.name, "_tenant");
         let definition = composite(&m.definition, &m.columns, &m.tenant, &m.target_key, &m.target_tenant);
         out.push_str("BEGIN;\n");
         if !constrained.contains(&format!("{}:{index}", m.target)) {
