@@ -362,6 +362,9 @@ fn lint_constraints(
     {
         index_keys.entry(row.get::<_, i64>(0) as u32).or_default().push(row.get(1));
     }
+    // Rows that cross organizations are counted only by a role that sees them all.
+    let sees_all: bool =
+        client.query_one("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user", &[])?.get(0);
     for row in client.query(
         "SELECT c.conrelid::int8, c.conname::text, c.contype::text, c.conkey, c.confrelid::int8, c.confkey,
                 ARRAY(SELECT quote_ident(a.attname) FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
@@ -407,7 +410,7 @@ fn lint_constraints(
                     ),
                 ));
             }
-            if !scoped {
+            if !scoped && sees_all {
                 cross_tenant_rows(client, table, parent, &key_names, &target_names, &object, col, out)?;
             }
         }
@@ -491,8 +494,8 @@ fn checked_by_policies(
 }
 
 /// Rows of `table` whose foreign key (`keys`, to `parent`'s `target_keys`) points at a row of
-/// another organization, counted as a role that bypasses row-level security (else a finding
-/// says they could not be counted).
+/// another organization (the caller counts them only as a role that bypasses row-level
+/// security: any other sees its own rows at most).
 #[allow(clippy::too_many_arguments)]
 fn cross_tenant_rows(
     client: &mut impl postgres::GenericClient,
@@ -511,11 +514,6 @@ fn cross_tenant_rows(
         parent.name,
         join.join(" AND ")
     );
-    let bypasses: bool =
-        client.query_one("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user", &[])?.get(0);
-    if !bypasses {
-        return Ok(());
-    }
     let n: i64 = client.query_one(&format!("SELECT count(*) FROM ({listing}) x"), &[])?.get(0);
     if n > 0 {
         out.push(finding(
@@ -588,6 +586,7 @@ fn lint_unique_keys(
                 default: (!d.is_empty()).then_some(d.as_str()),
             })
             .collect();
+        let shown: Vec<String> = names.iter().map(|n| n.as_deref().map_or("<expression>".into(), quote_ident)).collect();
         let waived = waivers.get(&(table.oid, crate::rules::waiver_key(names.iter().map(|n| n.as_deref().unwrap_or("<expression>")))));
         match crate::rules::unique_key(&key, tenant, waived.map(String::as_str)) {
             crate::rules::UniqueKey::Unsafe => {}
@@ -595,14 +594,13 @@ fn lint_unique_keys(
                 out.push(finding(
                     "unique-waived",
                     format!("index {} on {}", quote_ident(&name), table.name),
-                    format!("{} of {} is unique across organizations on purpose: {reason}", shown_names(&names), table.name),
+                    format!("({}) of {} is unique across organizations on purpose: {reason}", shown.join(", "), table.name),
                     "-- review: a unique violation tells one organization that another has the value".to_string(),
                 ));
                 continue;
             }
             _ => continue,
         }
-        let shown: Vec<String> = names.iter().map(|n| n.as_deref().map_or("<expression>".into(), quote_ident)).collect();
         let what = match (contype.as_str(), primary, exclusion) {
             (_, true, _) => "PRIMARY KEY",
             (_, _, true) => "EXCLUDE constraint",
@@ -634,12 +632,6 @@ fn lint_unique_keys(
         ));
     }
     Ok(())
-}
-
-/// A key's columns as lint shows them: `(a, b)`.
-fn shown_names(names: &[Option<String>]) -> String {
-    let shown: Vec<String> = names.iter().map(|n| n.as_deref().map_or("<expression>".into(), quote_ident)).collect();
-    format!("({})", shown.join(", "))
 }
 
 /// Tables the policy files declare unscoped (`tenancy apply` puts the reason on their SELECT
