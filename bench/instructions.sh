@@ -65,7 +65,7 @@ ALTER TABLE app.items ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE app.items FORCE ROW LEVEL SECURITY;
 
-CREATE POLICY tenant ON app.items USING (org_id = (SELECT tenancy.current_org()));
+CREATE POLICY tenant ON app.items USING (org_id = tenancy.current_org());
 
 GRANT SELECT ON app.items TO app_user, bench_hand;
 

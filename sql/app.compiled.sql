@@ -69,14 +69,14 @@ ALTER TABLE app.comments ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.comments FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.comments;
 CREATE POLICY tenancy_select ON app.comments AS PERMISSIVE FOR SELECT TO app_readonly, app_user
-    USING (org_id = (SELECT tenancy.current_org()));
+    USING (org_id = tenancy.current_org());
 DROP POLICY IF EXISTS tenancy_insert ON app.comments;
 CREATE POLICY tenancy_insert ON app.comments AS PERMISSIVE FOR INSERT TO app_user
-    WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    WITH CHECK (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_update ON app.comments;
 DROP POLICY IF EXISTS tenancy_delete ON app.comments;
 CREATE POLICY tenancy_delete ON app.comments AS PERMISSIVE FOR DELETE TO app_user
-    USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    USING (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.comments
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'none', 'member');
@@ -108,24 +108,24 @@ ALTER TABLE app.documents ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.documents FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.documents;
 CREATE POLICY tenancy_select ON app.documents AS PERMISSIVE FOR SELECT TO app_readonly, app_user
-    USING ((org_id = (SELECT tenancy.current_org())
-        OR (visibility = 'public' AND (SELECT tenancy.current_org()) IS NOT NULL)
+    USING ((org_id = tenancy.current_org()
+        OR (visibility = 'public' AND tenancy.current_org() IS NOT NULL)
         OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass))
             AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.owner_org = documents.org_id AND s.row_id = documents.id::text OFFSET 0))));
 DROP POLICY IF EXISTS tenancy_insert ON app.documents;
 CREATE POLICY tenancy_insert ON app.documents AS PERMISSIVE FOR INSERT TO app_user
-    WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    WITH CHECK (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_update ON app.documents;
 CREATE POLICY tenancy_update ON app.documents AS PERMISSIVE FOR UPDATE TO app_user
-    USING ((org_id = (SELECT tenancy.current_org())
+    USING ((org_id = tenancy.current_org()
         OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write))
             AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text OFFSET 0))) AND (SELECT tenancy.has_role('member')))
-    WITH CHECK ((org_id = (SELECT tenancy.current_org())
+    WITH CHECK ((org_id = tenancy.current_org()
         OR (id = ANY (ARRAY(SELECT s.row_id::uuid FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write))
             AND EXISTS (SELECT FROM tenancy.received_shares s WHERE s.relation = 'app.documents'::regclass AND s.can_write AND s.owner_org = documents.org_id AND s.row_id = documents.id::text OFFSET 0))) AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_delete ON app.documents;
 CREATE POLICY tenancy_delete ON app.documents AS PERMISSIVE FOR DELETE TO app_user
-    USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));
+    USING (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('admin')));
 CREATE INDEX IF NOT EXISTS documents_id_idx ON app.documents (id);
 CREATE INDEX IF NOT EXISTS documents_public_idx ON app.documents (id) WHERE visibility = 'public';
 SELECT tenancy.enable_sharing('app.documents', id_column => 'id', tenant_column => 'org_id', visibility_column => 'visibility', share_permission => 'documents.share');
@@ -144,17 +144,17 @@ ALTER TABLE app.files ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.files FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.files;
 CREATE POLICY tenancy_select ON app.files AS PERMISSIVE FOR SELECT TO app_readonly, app_user
-    USING (org_id = (SELECT tenancy.current_org()));
+    USING (org_id = tenancy.current_org());
 DROP POLICY IF EXISTS tenancy_insert ON app.files;
 CREATE POLICY tenancy_insert ON app.files AS PERMISSIVE FOR INSERT TO app_user
-    WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    WITH CHECK (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_update ON app.files;
 CREATE POLICY tenancy_update ON app.files AS PERMISSIVE FOR UPDATE TO app_user
-    USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')))
-    WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    USING (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')))
+    WITH CHECK (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_delete ON app.files;
 CREATE POLICY tenancy_delete ON app.files AS PERMISSIVE FOR DELETE TO app_user
-    USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));
+    USING (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('admin')));
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.files
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
@@ -171,17 +171,17 @@ ALTER TABLE app.projects ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.projects FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.projects;
 CREATE POLICY tenancy_select ON app.projects AS PERMISSIVE FOR SELECT TO app_readonly, app_user
-    USING (org_id = (SELECT tenancy.current_org()));
+    USING (org_id = tenancy.current_org());
 DROP POLICY IF EXISTS tenancy_insert ON app.projects;
 CREATE POLICY tenancy_insert ON app.projects AS PERMISSIVE FOR INSERT TO app_user
-    WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    WITH CHECK (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_update ON app.projects;
 CREATE POLICY tenancy_update ON app.projects AS PERMISSIVE FOR UPDATE TO app_user
-    USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')))
-    WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    USING (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')))
+    WITH CHECK (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_delete ON app.projects;
 CREATE POLICY tenancy_delete ON app.projects AS PERMISSIVE FOR DELETE TO app_user
-    USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('admin')));
+    USING (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('admin')));
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.projects
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
@@ -198,17 +198,17 @@ ALTER TABLE app.tasks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE app.tasks FORCE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS tenancy_select ON app.tasks;
 CREATE POLICY tenancy_select ON app.tasks AS PERMISSIVE FOR SELECT TO app_readonly, app_user
-    USING (org_id = (SELECT tenancy.current_org()));
+    USING (org_id = tenancy.current_org());
 DROP POLICY IF EXISTS tenancy_insert ON app.tasks;
 CREATE POLICY tenancy_insert ON app.tasks AS PERMISSIVE FOR INSERT TO app_user
-    WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    WITH CHECK (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_update ON app.tasks;
 CREATE POLICY tenancy_update ON app.tasks AS PERMISSIVE FOR UPDATE TO app_user
-    USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')))
-    WITH CHECK (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    USING (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')))
+    WITH CHECK (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 DROP POLICY IF EXISTS tenancy_delete ON app.tasks;
 CREATE POLICY tenancy_delete ON app.tasks AS PERMISSIVE FOR DELETE TO app_user
-    USING (org_id = (SELECT tenancy.current_org()) AND (SELECT tenancy.has_role('member')));
+    USING (org_id = tenancy.current_org() AND (SELECT tenancy.has_role('member')));
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.tasks
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'member');

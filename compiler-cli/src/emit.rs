@@ -32,10 +32,13 @@ fn predicate(
     command: Command,
     global_rows: bool,
 ) -> String {
-    let own = format!("{} = (SELECT tenancy.current_org())", quote_ident(column));
+    // `tenancy.current_org()` without a sub-SELECT of its own: the extension's planner hook runs
+    // it once per statement (a parameter set when the statement starts), and a policy without a
+    // sublink keeps PostgreSQL from walking the statement again at every reuse of its plan.
+    let own = format!("{} = tenancy.current_org()", quote_ident(column));
     // NULL-keyed rows are global: every organization reads them (under a context), nobody
     // writes them but DBAs.
-    let global = format!("({} IS NULL AND (SELECT tenancy.current_org()) IS NOT NULL)", quote_ident(column));
+    let global = format!("({} IS NULL AND tenancy.current_org() IS NOT NULL)", quote_ident(column));
     let reach = match (sharing, command) {
         (None, Command::Select) if global_rows => format!("({own}\n        OR {global})"),
         (Some(sharing), Command::Select) => {
@@ -44,7 +47,7 @@ fn predicate(
                 arms.push(global);
             }
             if let Some(v) = &sharing.visibility_column {
-                arms.push(format!("({} = 'public' AND (SELECT tenancy.current_org()) IS NOT NULL)", quote_ident(v)));
+                arms.push(format!("({} = 'public' AND tenancy.current_org() IS NOT NULL)", quote_ident(v)));
             }
             arms.push(shared_arm(table, column, sharing, false));
             format!("({})", arms.join("\n        OR "))

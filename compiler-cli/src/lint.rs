@@ -313,7 +313,15 @@ pub fn per_row_calls(expression: &str) -> BTreeSet<String> {
         if let Expr::Function(f) = e {
             let name = f.name.to_string();
             let last = name.rsplit('.').next().unwrap_or(&name).trim_matches('"').to_lowercase();
-            if last == "current_setting" || crate::predicate::TENANCY_FUNCTIONS.contains(&last.as_str()) {
+            // `tenancy.current_org()` itself is the exception: in a policy's condition,
+            // pg_tenancy's planner hook makes it a parameter set once per statement.
+            let no_args = match &f.args {
+                sqlparser::ast::FunctionArguments::None => true,
+                sqlparser::ast::FunctionArguments::List(list) => list.args.is_empty(),
+                sqlparser::ast::FunctionArguments::Subquery(_) => false,
+            };
+            let once = last == "current_org" && no_args;
+            if !once && (last == "current_setting" || crate::predicate::TENANCY_FUNCTIONS.contains(&last.as_str())) {
                 found.insert(format!("{name}()"));
             }
         }
@@ -770,9 +778,15 @@ mod tests {
 
     #[test]
     fn bare_context_calls_are_per_row() {
-        let found = per_row_calls("(org_id = tenancy.current_org())");
-        assert_eq!(found.into_iter().collect::<Vec<_>>(), vec!["tenancy.current_org()"]);
+        let found = per_row_calls("(org_id = tenancy.current_org() AND tenancy.has_role('admin'::text))");
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), vec!["tenancy.has_role()"]);
         let found = per_row_calls("(org_id = (current_setting('app.org'::text))::uuid)");
         assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn current_org_is_a_parameter_of_the_statement() {
+        assert!(per_row_calls("(org_id = tenancy.current_org())").is_empty());
+        assert!(per_row_calls("((org_id IS NULL) AND (tenancy.current_org() IS NOT NULL))").is_empty());
     }
 }

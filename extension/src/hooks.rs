@@ -253,6 +253,9 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             Some(prev) => prev(query_desc, eflags),
             None => executor_start_next(query_desc, eflags),
         }
+        if crate::param::marked((*query_desc).plannedstmt) {
+            crate::param::reset(query_desc);
+        }
     }
 }
 
@@ -319,6 +322,9 @@ unsafe extern "C-unwind" fn executor_run(
         let again = (*query_desc).already_executed;
         if (again && !is_empty(&OPENED)) || (!again && (count != 0 || runs_a_cursor(query_desc))) {
             note_or_check_portal(query_desc, again);
+        }
+        if crate::param::marked((*query_desc).plannedstmt) {
+            crate::param::fill(query_desc);
         }
         match PREV_EXECUTOR_RUN {
             Some(prev) => prev(query_desc, direction, count, execute_once),

@@ -15,6 +15,7 @@
 //!   read-only transactions, queued in shared memory for a background worker.
 //! - [`sharing`]: the trigger that keeps shared rows in place, and who owns a row (the sharing
 //!   API is SQL).
+//! - [`param`]: the organization as a parameter each statement sets once, instead of an InitPlan.
 //! - [`hooks`]: EXPLAIN under row-level security, cursors and their contexts, SET CONSTRAINTS,
 //!   table locks and ALTER ROLE.
 //! - [`error`]: every error we raise, with its SQLSTATE; [`catalog`]: SPI helpers; [`shmem`]:
@@ -35,6 +36,7 @@ mod gucs;
 mod hooks;
 mod membership;
 mod organizations;
+mod param;
 mod privilege;
 mod quota;
 mod registry;
@@ -99,6 +101,7 @@ pub extern "C-unwind" fn _PG_init() {
     membership::init();
     active::init();
     hooks::init();
+    param::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

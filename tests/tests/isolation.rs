@@ -232,9 +232,157 @@ fn policies_are_index_backed_and_evaluate_context_once_per_statement() {
         .map(|r| r.get::<_, String>(0))
         .collect();
     let plan = plan.join("\n");
-    assert!(plan.contains("InitPlan"), "context must be an InitPlan (once per statement):\n{plan}");
+    // The organization is a parameter of the statement ($0), set once when it runs: neither a
+    // call per row nor an InitPlan.
+    assert!(plan.contains("(org_id = $"), "context must be a parameter (once per statement):\n{plan}");
+    assert!(!plan.contains("current_org") && !plan.contains("InitPlan"), "no call, no InitPlan:\n{plan}");
     assert!(plan.contains("Index"), "tenant filter must use an index:\n{plan}");
-    assert!(!plan.contains("Filter: (org_id = tenancy.current_org())"), "no per-row call:\n{plan}");
+}
+
+/// The plan of `sql` as the application role in ACME's context (EXPLAIN allowed by a DBA).
+fn plan_of(db: &TestDb, sql: &str) -> String {
+    let rows = db.explaining_in(ACME, "alice").query(&format!("EXPLAIN (COSTS OFF, VERBOSE) {sql}"), &[]);
+    rows.unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn every_statement_shape_reads_the_organization_once() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "SELECT tenancy.set_plan('{ACME}', 'enterprise');
+             INSERT INTO app.projects (org_id, name, created_by)
+             SELECT '{ACME}', 'p' || g, 'seed' FROM generate_series(1, 60) g;
+             INSERT INTO app.tasks (org_id, project_id, title)
+             SELECT '{ACME}', '{p}', 't' || g FROM generate_series(1, 60) g;",
+            p = ROWS[0].1
+        ))
+        .unwrap();
+    // Calls of tenancy.current_org() through the function manager, counted by PostgreSQL: a
+    // per-row call would count once for each of the 60 rows.
+    admin
+        .batch_execute(&format!(
+            "SET track_functions = 'all'; SET tenancy.session_context = on; SET ROLE app_user;
+             SELECT tenancy.set_session_context('{ACME}', 'alice')"
+        ))
+        .unwrap();
+    // Where policies end up: scans of every kind, joins, sublinks, CTEs, subqueries in FROM,
+    // views, and the WITH CHECK of writes.
+    for sql in [
+        "SELECT * FROM app.projects",
+        "SELECT * FROM app.projects WHERE id = gen_random_uuid()",
+        "SELECT * FROM app.tasks t JOIN app.projects p ON p.org_id = t.org_id AND p.id = t.project_id",
+        "SELECT * FROM app.projects WHERE id IN (SELECT project_id FROM app.tasks)",
+        "SELECT (SELECT count(*) FROM app.tasks), EXISTS (SELECT FROM app.comments)",
+        "WITH t AS MATERIALIZED (SELECT * FROM app.tasks) SELECT * FROM t",
+        "SELECT * FROM (SELECT DISTINCT title FROM app.tasks) t",
+        "SELECT * FROM app.open_tasks",
+        "UPDATE app.tasks SET title = title || '!'",
+        "DELETE FROM app.tasks WHERE title LIKE 'none%'",
+        &format!("INSERT INTO app.tasks (org_id, project_id, title) SELECT '{ACME}', project_id, title FROM app.tasks"),
+        &format!(
+            "INSERT INTO app.tasks (org_id, project_id, title) SELECT '{ACME}', '{p}', 'n' || g FROM generate_series(1, 60) g
+             RETURNING (SELECT count(*) FROM app.projects)",
+            p = ROWS[0].1
+        ),
+    ] {
+        let mut tx = admin.transaction().unwrap();
+        tx.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        // Read as the DBA: pg_tenancy takes the statistics functions from the application.
+        tx.batch_execute("RESET ROLE").unwrap();
+        let calls: Option<i64> = tx
+            .query_one("SELECT pg_stat_get_xact_function_calls('tenancy.current_org()'::regprocedure)", &[])
+            .unwrap()
+            .get(0);
+        assert!(calls.unwrap_or(0) <= 1, "{sql}: tenancy.current_org() called {calls:?} times");
+        tx.rollback().unwrap();
+        admin.batch_execute("SET ROLE app_user").unwrap();
+    }
+    // And a plan shows the parameter, neither a call nor an InitPlan.
+    let plan = plan_of(&db, "SELECT * FROM app.projects p JOIN app.tasks t ON t.project_id = p.id");
+    assert!(plan.contains("org_id = $") && !plan.contains("current_org") && !plan.contains("InitPlan"), "{plan}");
+}
+
+#[test]
+fn the_organization_parameter_follows_the_context_of_each_execution() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "SELECT tenancy.set_plan('{ACME}', 'enterprise'), tenancy.set_plan('{GLOBEX}', 'enterprise');
+             INSERT INTO app.projects (org_id, name, created_by)
+             SELECT CASE WHEN g % 2 = 0 THEN '{ACME}'::uuid ELSE '{GLOBEX}'::uuid END, 'p' || g, 'seed'
+               FROM generate_series(1, 3000) g;
+             ANALYZE app.projects;"
+        ))
+        .unwrap();
+    let mut c = db.app();
+    // A generic plan, made once and reused: the parameter is set again at each execution.
+    c.batch_execute("SET plan_cache_mode = force_generic_plan").unwrap();
+    let listing = c.prepare("SELECT count(*), count(DISTINCT org_id) FROM app.projects").unwrap();
+    for (org, user, expected) in [(ACME, "alice", 1501), (GLOBEX, "gina", 1501), (ACME, "bob", 1501)] {
+        let mut tx = c.transaction().unwrap();
+        tx.execute("SELECT tenancy.set_context($1::text::uuid, $2)", &[&org, &user]).unwrap();
+        let row = tx.query_one(&listing, &[]).unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (expected, 1), "{org}");
+        tx.commit().unwrap();
+    }
+    let row = c.query_one(&listing, &[]).unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0, "no context, no rows");
+
+    // A cursor reads the context it was first fetched under for all its fetches.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SELECT tenancy.set_context('{ACME}', 'alice');
+         DECLARE cur NO SCROLL CURSOR FOR SELECT org_id::text FROM app.projects"
+    ))
+    .unwrap();
+    let first: Vec<String> = tx.query("FETCH 10 FROM cur", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let rest: Vec<String> = tx.query("FETCH ALL FROM cur", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(first.len() + rest.len(), 1501);
+    assert!(first.iter().chain(&rest).all(|o| o == ACME));
+    tx.rollback().unwrap();
+
+    // Parallel workers get the leader's value.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SET LOCAL max_parallel_workers_per_gather = 2; SET LOCAL parallel_setup_cost = 0;
+         SET LOCAL parallel_tuple_cost = 0; SET LOCAL min_parallel_table_scan_size = 0;
+         SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_indexonlyscan = off;
+         SELECT tenancy.set_context('{GLOBEX}', 'gina');"
+    ))
+    .unwrap();
+    let row = tx.query_one("SELECT count(*), min(org_id::text) FROM app.projects", &[]).unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, String>(1)), (1501, GLOBEX.to_string()));
+}
+
+#[test]
+fn only_tenancy_current_org_itself_becomes_the_parameter() {
+    let db = TestDb::new();
+    // A function of the same name and type elsewhere (not inlined: PL/pgSQL) keeps its own
+    // value, called in a policy directly or through a sub-SELECT.
+    db.admin()
+        .batch_execute(&format!(
+            "CREATE SCHEMA other;
+             CREATE FUNCTION other.current_org() RETURNS uuid LANGUAGE plpgsql STABLE
+                 AS $$ BEGIN RETURN '{GLOBEX}'; END $$;
+             GRANT USAGE ON SCHEMA other TO app_user;
+             CREATE TABLE other.bare (org_id uuid, n int);
+             CREATE TABLE other.sub (org_id uuid, n int);
+             INSERT INTO other.bare VALUES ('{ACME}', 1), ('{GLOBEX}', 2);
+             INSERT INTO other.sub VALUES ('{ACME}', 1), ('{GLOBEX}', 2);
+             ALTER TABLE other.bare ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE other.sub ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY p ON other.bare USING (org_id = other.current_org());
+             CREATE POLICY p ON other.sub USING (org_id = (SELECT other.current_org()));
+             GRANT SELECT ON other.bare, other.sub TO app_user;"
+        ))
+        .unwrap();
+    let mut c = db.app_in(ACME, "alice");
+    assert_eq!(text(&mut c, "SELECT string_agg(n::text, ',') FROM other.bare").as_deref(), Some("2"));
+    assert_eq!(text(&mut c, "SELECT string_agg(n::text, ',') FROM other.sub").as_deref(), Some("2"));
+    assert!(plan_of(&db, "SELECT * FROM other.sub").contains("InitPlan"), "left as PostgreSQL planned it");
 }
 
 #[test]

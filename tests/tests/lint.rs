@@ -34,7 +34,7 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
              CREATE TABLE bad.loose (id uuid PRIMARY KEY, org_id uuid);
              CREATE TABLE bad.parent (org_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (org_id, id));
              ALTER TABLE bad.parent ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
-             CREATE POLICY p ON bad.parent FOR SELECT TO lint_app USING (org_id = tenancy.current_org());
+             CREATE POLICY p ON bad.parent FOR SELECT TO lint_app USING (org_id = tenancy.current_org() AND tenancy.has_role('member'));
              CREATE TABLE bad.child (org_id uuid NOT NULL, id uuid NOT NULL, loose_id uuid REFERENCES bad.loose (id),
                                      PRIMARY KEY (org_id, id));
              ALTER TABLE bad.child ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -78,6 +78,11 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
     assert_eq!(findings[0].severity, Severity::Error, "errors come first");
     let per_row = findings.iter().find(|f| f.rule == "policy-per-row-function").unwrap();
     assert_eq!(per_row.object, "policy p on bad.parent");
+    assert!(
+        per_row.message.contains("tenancy.has_role()") && !per_row.message.contains("current_org"),
+        "{}",
+        per_row.message
+    );
     let unique: BTreeSet<&str> =
         findings.iter().filter(|f| f.rule == "unique-not-tenant-scoped").map(|f| f.object.as_str()).collect();
     assert_eq!(

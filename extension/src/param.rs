@@ -1,0 +1,455 @@
+//! The organization of the context as a parameter of each statement, set once when the
+//! statement runs (a `planner` hook, and the executor hooks in [`crate::hooks`]).
+//!
+//! Policies compare the tenant column with `(SELECT tenancy.current_org())`, which PostgreSQL
+//! plans as an InitPlan: a one-row Result node that sets a parameter, evaluated once per
+//! statement. Its machinery costs more than the call it wraps: the node's initialisation, its
+//! projection, the EXECUTE check of the function and running the subplan come to about 6,000
+//! instructions per statement, more than 5% of a whole prepared transaction (`make bench`).
+//!
+//! So the planner hook takes such InitPlans out of the plan it returns, and leaves a mark
+//! ([`MARK`]) naming the parameter each one set. When the statement runs, the executor hooks
+//! set those parameters from [`current_org`](crate::context::current_org) directly:
+//!
+//! - **`ExecutorStart`** ([`reset`]): NULL, so that a statement run in a way that skips
+//!   `ExecutorRun` reads no organization's rows (fail closed), never an unset value.
+//! - **The first `ExecutorRun`** ([`fill`]): the organization of the context, when the InitPlan
+//!   would have run (it runs when first needed: a cursor's first fetch). Later runs of the same
+//!   statement (a cursor's next fetches) keep it, as the InitPlan's value was kept.
+//!
+//! Only InitPlans that are exactly `SELECT tenancy.current_org()` (an expression sublink, no
+//! arguments, no correlation) are taken out; anything else is planned as PostgreSQL planned it.
+//! Parallel workers get the value from their leader, as they got the InitPlan's value: the
+//! Gather node lists the parameter among those it passes on.
+
+use pgrx::pg_sys;
+use std::cell::Cell;
+
+/// `PlanInvalItem.cacheId` of a mark: no syscache has a negative id, so plan invalidation,
+/// which compares the ids, never matches it. `hashValue` holds the parameter's id.
+pub const MARK: i32 = -0x746e_6379; // "tncy"
+
+static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
+
+thread_local! {
+    /// The oid of `tenancy.current_org()` found last (0: none yet).
+    static CURRENT_ORG: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
+}
+
+unsafe extern "C-unwind" {
+    #[link_name = "standard_planner"]
+    fn planner_next(
+        parse: *mut pg_sys::Query,
+        query_string: *const std::ffi::c_char,
+        cursor_options: i32,
+        bound_params: pg_sys::ParamListInfo,
+    ) -> *mut pg_sys::PlannedStmt;
+    /// The C function behind `tenancy.current_org()` (pgrx's wrapper of
+    /// [`crate::context::current_org`]).
+    fn current_org_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+}
+
+/// Installs the planner hook; called from `_PG_init`.
+pub fn init() {
+    // SAFETY: _PG_init runs once per process before any statement; the previous hook is chained.
+    unsafe {
+        PREV_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(plan);
+        // A function dropped and made again (DROP EXTENSION, CREATE EXTENSION) gets a new oid,
+        // and its old oid may go to another function.
+        pg_sys::CacheRegisterSyscacheCallback(
+            pg_sys::SysCacheIdentifier::PROCOID as i32,
+            Some(forget),
+            pg_sys::Datum::from(0usize),
+        );
+    }
+}
+
+unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
+    CURRENT_ORG.with(|c| c.set(pg_sys::Oid::INVALID));
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn plan(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: the planner's arguments are passed on unchanged; the statement it returns is new
+    // and ours to change until we return it.
+    unsafe {
+        if !parse.is_null() && (*parse).commandType != pg_sys::CmdType::CMD_UTILITY {
+            wrap_context_calls(parse);
+        }
+        let stmt = match PREV_PLANNER {
+            Some(prev) => prev(parse, query_string, cursor_options, bound_params),
+            None => planner_next(parse, query_string, cursor_options, bound_params),
+        };
+        if !(*stmt).subplans.is_null() {
+            take_out_context_initplans(stmt);
+        }
+        stmt
+    }
+}
+
+/// Wraps each `tenancy.current_org()` that a policy's condition calls (a security qual or a
+/// WITH CHECK option, at any level of `query`) in a sublink, `(SELECT tenancy.current_org())`,
+/// which the planner makes an InitPlan and [`take_out_context_initplans`] a marked parameter.
+///
+/// Policies call `tenancy.current_org()` directly rather than through a sublink of their own:
+/// a statement whose rewritten tree holds a sublink has all of it walked again each time its
+/// cached plan is reused (to lock what the sublinks read), about 1,700 instructions for a point
+/// lookup. The planner's input is a copy of that tree (or a tree planned once), so the sublinks
+/// made here are planned but never cached.
+///
+/// # Safety
+/// `query` must be a valid, analysed and rewritten query that the planner is about to plan.
+unsafe fn wrap_context_calls(query: *mut pg_sys::Query) {
+    unsafe {
+        let mut wrapped = false;
+        for i in 0..len((*query).rtable) {
+            let rte: *mut pg_sys::RangeTblEntry = nth((*query).rtable, i);
+            if !(*rte).securityQuals.is_null() {
+                (*rte).securityQuals =
+                    wrap_in((*rte).securityQuals as *mut pg_sys::Node, &mut wrapped) as *mut pg_sys::List;
+            }
+            if (*rte).rtekind == pg_sys::RTEKind::RTE_SUBQUERY && !(*rte).subquery.is_null() {
+                wrap_context_calls((*rte).subquery);
+            }
+        }
+        for i in 0..len((*query).withCheckOptions) {
+            let wco: *mut pg_sys::WithCheckOption = nth((*query).withCheckOptions, i);
+            (*wco).qual = wrap_in((*wco).qual, &mut wrapped);
+        }
+        for i in 0..len((*query).cteList) {
+            let cte: *mut pg_sys::CommonTableExpr = nth((*query).cteList, i);
+            let inner = (*cte).ctequery as *mut pg_sys::Query;
+            if !inner.is_null() && (*inner).type_ == pg_sys::NodeTag::T_Query {
+                wrap_context_calls(inner);
+            }
+        }
+        if (*query).hasSubLinks {
+            // The queries of the statement's own sublinks (and of the policies' sublinks) read
+            // tables with policies of their own. Subqueries in FROM and CTEs were seen above.
+            let flags = (pg_sys::QTW_IGNORE_RT_SUBQUERIES | pg_sys::QTW_IGNORE_CTE_SUBQUERIES) as i32;
+            pg_sys::query_tree_walker(query, Some(find_sublink_queries), std::ptr::null_mut(), flags);
+        }
+        if wrapped {
+            (*query).hasSubLinks = true;
+        }
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn find_sublink_queries(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+    unsafe {
+        if node.is_null() {
+            return false;
+        }
+        if (*node).type_ == pg_sys::NodeTag::T_Query {
+            wrap_context_calls(node as *mut pg_sys::Query);
+            return false;
+        }
+        pg_sys::expression_tree_walker(node, Some(find_sublink_queries), context)
+    }
+}
+
+/// A copy of `node` with each call of `tenancy.current_org()` wrapped in a sublink; sub-queries
+/// (a policy's EXISTS) are left to [`find_sublink_queries`].
+///
+/// # Safety
+/// `node` must be null or a valid expression tree.
+unsafe fn wrap_in(node: *mut pg_sys::Node, wrapped: &mut bool) -> *mut pg_sys::Node {
+    unsafe { wrap_mutator(node, wrapped as *mut bool as *mut std::ffi::c_void) }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn wrap_mutator(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> *mut pg_sys::Node {
+    unsafe {
+        if node.is_null() {
+            return node;
+        }
+        match (*node).type_ {
+            pg_sys::NodeTag::T_Query => node,
+            pg_sys::NodeTag::T_FuncExpr if calls_current_org(node as *mut pg_sys::FuncExpr) => {
+                *(context as *mut bool) = true;
+                sublink_of(node)
+            }
+            _ => {
+                // PostgreSQL 15 declares the mutator without its arguments.
+                let mutator: unsafe extern "C-unwind" fn() -> *mut pg_sys::Node = std::mem::transmute(
+                    wrap_mutator
+                        as unsafe extern "C-unwind" fn(*mut pg_sys::Node, *mut std::ffi::c_void) -> *mut pg_sys::Node,
+                );
+                pg_sys::expression_tree_mutator(node, Some(mutator), context)
+            }
+        }
+    }
+}
+
+/// `(SELECT call)` for `call`, an expression.
+///
+/// # Safety
+/// `call` must be a valid expression node.
+unsafe fn sublink_of(call: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    unsafe {
+        let select = pg_sys::palloc0(std::mem::size_of::<pg_sys::Query>()) as *mut pg_sys::Query;
+        (*select).type_ = pg_sys::NodeTag::T_Query;
+        (*select).commandType = pg_sys::CmdType::CMD_SELECT;
+        (*select).querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
+        (*select).canSetTag = true;
+        let column = pg_sys::pstrdup(c"current_org".as_ptr());
+        let entry =
+            pg_sys::makeTargetEntry(pg_sys::copyObjectImpl(call as *const _) as *mut pg_sys::Expr, 1, column, false);
+        (*select).targetList = pg_sys::lappend(std::ptr::null_mut(), entry as *mut std::ffi::c_void);
+        (*select).jointree = pg_sys::makeFromExpr(std::ptr::null_mut(), std::ptr::null_mut());
+        let link = pg_sys::palloc0(std::mem::size_of::<pg_sys::SubLink>()) as *mut pg_sys::SubLink;
+        (*link).xpr.type_ = pg_sys::NodeTag::T_SubLink;
+        (*link).subLinkType = pg_sys::SubLinkType::EXPR_SUBLINK;
+        (*link).subselect = select as *mut pg_sys::Node;
+        (*link).location = -1;
+        link as *mut pg_sys::Node
+    }
+}
+
+/// True when `expr` is a call of `tenancy.current_org()`.
+///
+/// # Safety
+/// `expr` must be a valid FuncExpr.
+unsafe fn calls_current_org(expr: *mut pg_sys::FuncExpr) -> bool {
+    unsafe {
+        (*expr).args.is_null()
+            && (*expr).funcresulttype == pg_sys::UUIDOID
+            && (*expr).funcid.to_u32() >= pg_sys::FirstNormalObjectId
+            && is_current_org((*expr).funcid)
+    }
+}
+
+/// # Safety
+/// `list` must be NIL or a valid pointer list.
+unsafe fn nth<T>(list: *mut pg_sys::List, i: usize) -> *mut T {
+    unsafe { (*(*list).elements.add(i)).ptr_value as *mut T }
+}
+
+/// # Safety
+/// `list` must be NIL or a valid list.
+unsafe fn len(list: *mut pg_sys::List) -> usize {
+    if list.is_null() {
+        0
+    } else {
+        unsafe { (*list).length as usize }
+    }
+}
+
+/// True when `plan` is a Result node computing `tenancy.current_org()` and nothing else.
+///
+/// # Safety
+/// `plan` must be null or a valid plan node.
+unsafe fn computes_current_org(plan: *mut pg_sys::Plan) -> bool {
+    unsafe {
+        if plan.is_null()
+            || (*plan).type_ != pg_sys::NodeTag::T_Result
+            || !(*plan).lefttree.is_null()
+            || !(*plan).qual.is_null()
+            || !(*plan).initPlan.is_null()
+            || !(*(plan as *mut pg_sys::Result)).resconstantqual.is_null()
+            || len((*plan).targetlist) != 1
+        {
+            return false;
+        }
+        let entry: *mut pg_sys::TargetEntry = nth((*plan).targetlist, 0);
+        let expr = (*entry).expr as *mut pg_sys::FuncExpr;
+        !expr.is_null() && (*expr).xpr.type_ == pg_sys::NodeTag::T_FuncExpr && calls_current_org(expr)
+    }
+}
+
+/// True when `funcid` is `tenancy.current_org()`: a function whose C code is ours, whatever its
+/// schema is called.
+fn is_current_org(funcid: pg_sys::Oid) -> bool {
+    if CURRENT_ORG.with(Cell::get) == funcid {
+        return true;
+    }
+    // SAFETY: fmgr_info looks the function up (an error for a function that does not exist,
+    // which a planned statement's cannot be) and fills a local FmgrInfo.
+    let ours = unsafe {
+        let mut info = pg_sys::FmgrInfo::default();
+        pg_sys::fmgr_info(funcid, &mut info);
+        info.fn_addr.map(|f| f as *const () as usize) == Some(current_org_wrapper as *const () as usize)
+    };
+    if ours {
+        CURRENT_ORG.with(|c| c.set(funcid));
+    }
+    ours
+}
+
+/// Takes each InitPlan that computes `tenancy.current_org()` out of `stmt`, marking its parameter.
+///
+/// # Safety
+/// `stmt` must be a valid planned statement just made by the planner.
+unsafe fn take_out_context_initplans(stmt: *mut pg_sys::PlannedStmt) {
+    unsafe {
+        let subplans = (*stmt).subplans;
+        // plan_id counts from 1 in `subplans`.
+        let ids: Vec<i32> =
+            (0..len(subplans)).filter(|&i| computes_current_org(nth(subplans, i))).map(|i| i as i32 + 1).collect();
+        if ids.is_empty() {
+            return;
+        }
+        let mut taken = Vec::new();
+        let mut visit = |plan: *mut pg_sys::Plan| take_out_initplans(plan, &ids, &mut taken);
+        walk((*stmt).planTree, &mut visit);
+        for i in 0..len(subplans) {
+            walk(nth(subplans, i), &mut visit);
+        }
+        for (plan_id, param) in taken {
+            // The subplan is neither initialised nor run: ExecInitNode(NULL) is NULL, as for the
+            // subplans a parallel worker does not run.
+            (*(*subplans).elements.add(plan_id as usize - 1)).ptr_value = std::ptr::null_mut();
+            let mark = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlanInvalItem>()) as *mut pg_sys::PlanInvalItem;
+            (*mark).type_ = pg_sys::NodeTag::T_PlanInvalItem;
+            (*mark).cacheId = MARK;
+            (*mark).hashValue = param as u32;
+            // Marks first: the executor hooks read them up to the first item that is not one.
+            (*stmt).invalItems = pg_sys::lcons(mark as *mut std::ffi::c_void, (*stmt).invalItems);
+        }
+    }
+}
+
+/// Removes from `plan`'s InitPlans those with a plan id in `ids` that set one parameter from an
+/// uncorrelated expression sublink, adding (plan id, parameter) to `taken`.
+///
+/// # Safety
+/// `plan` must be a valid plan node.
+unsafe fn take_out_initplans(plan: *mut pg_sys::Plan, ids: &[i32], taken: &mut Vec<(i32, i32)>) {
+    unsafe {
+        let list = (*plan).initPlan;
+        if list.is_null() {
+            return;
+        }
+        let mut kept: *mut pg_sys::List = std::ptr::null_mut();
+        for i in 0..len(list) {
+            let sub: *mut pg_sys::SubPlan = nth(list, i);
+            let ours = (*sub).xpr.type_ == pg_sys::NodeTag::T_SubPlan
+                && (*sub).subLinkType == pg_sys::SubLinkType::EXPR_SUBLINK
+                && ids.contains(&(*sub).plan_id)
+                && (*sub).parParam.is_null()
+                && (*sub).args.is_null()
+                && len((*sub).setParam) == 1;
+            if ours {
+                taken.push(((*sub).plan_id, (*(*(*sub).setParam).elements).int_value));
+            } else {
+                kept = pg_sys::lappend(kept, sub as *mut std::ffi::c_void);
+            }
+        }
+        (*plan).initPlan = kept;
+    }
+}
+
+/// Calls `visit` on `plan` and every plan node below it that can carry InitPlans.
+///
+/// # Safety
+/// `plan` must be null or a valid plan tree.
+unsafe fn walk(plan: *mut pg_sys::Plan, visit: &mut dyn FnMut(*mut pg_sys::Plan)) {
+    unsafe {
+        if plan.is_null() {
+            return;
+        }
+        visit(plan);
+        walk((*plan).lefttree, visit);
+        walk((*plan).righttree, visit);
+        let children = match (*plan).type_ {
+            pg_sys::NodeTag::T_Append => (*(plan as *mut pg_sys::Append)).appendplans,
+            pg_sys::NodeTag::T_MergeAppend => (*(plan as *mut pg_sys::MergeAppend)).mergeplans,
+            pg_sys::NodeTag::T_BitmapAnd => (*(plan as *mut pg_sys::BitmapAnd)).bitmapplans,
+            pg_sys::NodeTag::T_BitmapOr => (*(plan as *mut pg_sys::BitmapOr)).bitmapplans,
+            pg_sys::NodeTag::T_CustomScan => (*(plan as *mut pg_sys::CustomScan)).custom_plans,
+            pg_sys::NodeTag::T_SubqueryScan => {
+                walk((*(plan as *mut pg_sys::SubqueryScan)).subplan, visit);
+                std::ptr::null_mut()
+            }
+            _ => std::ptr::null_mut(),
+        };
+        for i in 0..len(children) {
+            walk(nth(children, i), visit);
+        }
+    }
+}
+
+/// The parameters marked in `stmt`, in a form the executor hooks test in a few instructions.
+///
+/// # Safety
+/// `stmt` must be a valid planned statement.
+#[inline]
+pub unsafe fn marked(stmt: *const pg_sys::PlannedStmt) -> bool {
+    unsafe {
+        let items = (*stmt).invalItems;
+        !items.is_null() && (*nth::<pg_sys::PlanInvalItem>(items, 0)).cacheId == MARK
+    }
+}
+
+/// Calls `each` with each parameter marked in `stmt`.
+///
+/// # Safety
+/// `stmt` must be a valid planned statement.
+unsafe fn each_mark(stmt: *const pg_sys::PlannedStmt, mut each: impl FnMut(usize)) {
+    unsafe {
+        let items = (*stmt).invalItems;
+        for i in 0..len(items) {
+            let item: *mut pg_sys::PlanInvalItem = nth(items, i);
+            if (*item).cacheId != MARK {
+                break;
+            }
+            each((*item).hashValue as usize);
+        }
+    }
+}
+
+/// After `ExecutorStart`: the marked parameters are NULL and not yet set.
+///
+/// # Safety
+/// `query_desc` must be a started query whose statement is [`marked`].
+pub unsafe fn reset(query_desc: *mut pg_sys::QueryDesc) {
+    unsafe {
+        let estate = (*query_desc).estate;
+        each_mark((*query_desc).plannedstmt, |param| {
+            let prm = (*estate).es_param_exec_vals.add(param);
+            (*prm).execPlan = std::ptr::null_mut();
+            (*prm).value = pg_sys::Datum::from(0usize);
+            (*prm).isnull = true;
+        });
+    }
+}
+
+/// Before the first `ExecutorRun`: the marked parameters hold the organization of the context
+/// (NULL without one). A parameter set before (`value` 1 for a NULL) is left as it is.
+///
+/// # Safety
+/// `query_desc` must be a started query whose statement is [`marked`].
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn fill(query_desc: *mut pg_sys::QueryDesc) {
+    unsafe {
+        let estate = (*query_desc).estate;
+        let mut org: Option<Option<pg_sys::Datum>> = None;
+        each_mark((*query_desc).plannedstmt, |param| {
+            let prm = (*estate).es_param_exec_vals.add(param);
+            if !(*prm).isnull || (*prm).value != pg_sys::Datum::from(0usize) {
+                return;
+            }
+            let value = *org.get_or_insert_with(|| {
+                crate::context::current_org().map(|uuid| {
+                    let copy = pg_sys::MemoryContextAlloc((*estate).es_query_cxt, 16) as *mut u8;
+                    std::ptr::copy_nonoverlapping(uuid.as_bytes().as_ptr(), copy, 16);
+                    pg_sys::Datum::from(copy)
+                })
+            });
+            match value {
+                Some(datum) => {
+                    (*prm).value = datum;
+                    (*prm).isnull = false;
+                }
+                None => (*prm).value = pg_sys::Datum::from(1usize),
+            }
+        });
+    }
+}
