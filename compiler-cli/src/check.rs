@@ -1292,8 +1292,9 @@ fn check_sync(
 type Waivers = BTreeMap<QualifiedName, Vec<(SourceId, Spanned<String>, Spanned<String>)>>;
 
 /// Unique keys and foreign keys of tenant tables ([`crate::rules`]). A unique key must include
-/// the tenant column, be a random uuid the server generates, or be declared globally unique with
-/// a reason; else unique violations would reveal other organizations' values. A foreign key to
+/// the tenant column, be a random uuid the server generates, include a foreign key that keeps
+/// rows inside their organization, or be declared globally unique with a reason; else unique
+/// violations would reveal other organizations' values. A foreign key to
 /// another tenant table without the tenant column becomes a [`Reference`] the policies check.
 fn check_tenant_keys(
     sources: &Sources,
@@ -1333,19 +1334,32 @@ fn check_tenant_keys(
             .map(|(_, key, reason)| (normalize_key(key.get_ref()), reason.get_ref().trim().to_string()))
             .collect();
         let mut used = vec![false; table_waivers.len()];
+        // Foreign keys that keep each row's reference inside its organization: to a tenant
+        // table without global rows, with the tenant column (composite) or checked by the
+        // policies (a Reference, below); either way every foreign key to a tenant table.
+        let inside: Vec<Vec<String>> = table
+            .foreign_keys
+            .iter()
+            .filter(|fk| tenant_column.contains_key(&fk.references) && !global_rows.contains(&fk.references))
+            .map(|fk| fk.columns.iter().filter(|c| **c != *column).cloned().collect())
+            .collect();
         for index in table.indexes.iter().filter(|i| i.unique) {
-            let key: Vec<crate::rules::KeyColumn> = index
-                .columns
-                .iter()
-                .map(|c| {
-                    let col = c.as_deref().and_then(|c| table.column(c));
-                    crate::rules::KeyColumn {
-                        name: c.as_deref(),
-                        data_type: col.map_or("", |c| c.data_type.as_str()),
-                        default: col.and_then(|c| c.default.as_deref()),
-                    }
-                })
-                .collect();
+            let key = crate::rules::Key {
+                columns: index
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let col = c.as_deref().and_then(|c| table.column(c));
+                        crate::rules::KeyColumn {
+                            name: c.as_deref(),
+                            data_type: col.map_or("", |c| c.data_type.as_str()),
+                            default: col.and_then(|c| c.default.as_deref()),
+                            not_null: col.is_some_and(|c| c.not_null),
+                        }
+                    })
+                    .collect(),
+                nulls_not_distinct: index.nulls_not_distinct,
+            };
             let cols: Vec<&str> = index.columns.iter().map(|c| c.as_deref().unwrap_or("<expression>")).collect();
             let wanted = crate::rules::waiver_key(cols.iter().copied());
             let waiver = table_waivers.iter().position(|(_, k, _)| normalize_key(k.get_ref()) == wanted);
@@ -1353,7 +1367,7 @@ fn check_tenant_keys(
                 used[i] = true;
             }
             let reason = waiver.map(|i| table_waivers[i].2.get_ref().as_str());
-            if crate::rules::unique_key(&key, column, reason) != crate::rules::UniqueKey::Unsafe {
+            if crate::rules::unique_key(&key, column, &inside, reason) != crate::rules::UniqueKey::Unsafe {
                 continue;
             }
             let what = if index.primary { "PRIMARY KEY" } else { "UNIQUE" };

@@ -437,6 +437,10 @@ fn constraint_index(c: &TableConstraint) -> Option<Index> {
                 columns: columns.iter().map(|c| Some(fold(c))).collect(),
                 unique: true,
                 primary: matches!(c, TableConstraint::PrimaryKey { .. }),
+                nulls_not_distinct: matches!(
+                    c,
+                    TableConstraint::Unique { nulls_distinct: sqlparser::ast::NullsDistinctOption::NotDistinct, .. }
+                ),
             })
         }
         _ => None,
@@ -480,6 +484,7 @@ fn add_table(catalog: &mut Catalog, create: CreateTable, source: SourceId, span:
                         columns: vec![Some(column_name.clone())],
                         unique: true,
                         primary: *is_primary,
+                        nulls_not_distinct: false,
                     });
                 }
                 ColumnOption::ForeignKey { foreign_table, referred_columns, .. } => {
@@ -532,6 +537,7 @@ fn add_index(catalog: &mut Catalog, index: CreateIndex) {
         columns,
         unique: index.unique,
         primary: false,
+        nulls_not_distinct: index.nulls_distinct == Some(false),
     });
 }
 

@@ -174,8 +174,8 @@ pub fn lint(
     }
     lint_roles(client, options, &tables, &mut out)?;
     lint_policies(client, &tables, &mut out)?;
-    lint_constraints(client, &tables, &col, &mut out)?;
-    lint_unique_keys(client, &tables, &options.tenant_column, &col, &mut out)?;
+    let inside = lint_constraints(client, &tables, &col, &mut out)?;
+    lint_unique_keys(client, &tables, &options.tenant_column, &col, &inside, &mut out)?;
     lint_views(client, &tables, &mut out)?;
     lint_security_definers(client, &tables, &mut out)?;
     lint_unscoped(client, &schemas, &mut out)?;
@@ -357,12 +357,17 @@ fn lint_policies(
     Ok(())
 }
 
+/// Foreign-key rules. Returns, per table, the column lists of its foreign keys to tenant tables
+/// without global rows (the tenant column left out), each with whether it keeps every row's
+/// reference inside its organization already (composite, or checked by policies), for
+/// [`lint_unique_keys`].
 fn lint_constraints(
     client: &mut impl postgres::GenericClient,
     tables: &BTreeMap<u32, TenantTable>,
     col: &str,
     out: &mut Vec<Finding>,
-) -> Result<(), postgres::Error> {
+) -> Result<BTreeMap<u32, Vec<(Vec<String>, bool)>>, postgres::Error> {
+    let mut inside: BTreeMap<u32, Vec<(Vec<String>, bool)>> = BTreeMap::new();
     // Full index key prefixes, for the foreign-key index rule.
     let mut index_keys: BTreeMap<u32, Vec<Vec<i16>>> = BTreeMap::new();
     for row in client
@@ -378,7 +383,9 @@ fn lint_constraints(
                 ARRAY(SELECT quote_ident(a.attname) FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
                         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
                 ARRAY(SELECT quote_ident(a.attname) FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
-                        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+                        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i),
+                ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i)
            FROM pg_constraint c
           WHERE c.conrelid::int8 = ANY($1) AND c.contype = 'f'
           ORDER BY 1, 2",
@@ -397,6 +404,12 @@ fn lint_constraints(
                 && target_keys.first() == Some(&parent.tenant_attnum)
                 || keys.iter().zip(&target_keys).any(|(k, f)| *k == table.tenant_attnum && *f == parent.tenant_attnum);
             let checked = checked_by_policies(client, table.oid, target)?;
+            if parent.not_null && !parent.global_rows {
+                let raw: Vec<String> = row.get(8);
+                let columns =
+                    keys.iter().zip(raw).filter(|(k, _)| **k != table.tenant_attnum).map(|(_, n)| n).collect();
+                inside.entry(table.oid).or_default().push((columns, scoped || checked));
+            }
             if !scoped && !checked {
                 out.push(finding(
                     "fk-not-tenant-scoped",
@@ -437,7 +450,7 @@ fn lint_constraints(
             ));
         }
     }
-    Ok(())
+    Ok(inside)
 }
 
 /// The finding for a tenant column that no table has, with the columns that look like one:
@@ -542,13 +555,15 @@ fn cross_tenant_rows(
 
 /// Unique keys of tenant tables: primary keys, unique constraints and unique indexes (partial
 /// ones too), and exclusion constraints, whose conflicts tell one organization that another has
-/// a value. Safe: with the tenant column, or one uuid column the server fills at random
-/// ([`crate::rules`], the rule `tenancy check` applies).
+/// a value. Safe: with the tenant column, one uuid column the server fills at random, or every
+/// column of a foreign key that keeps rows inside their organization ([`crate::rules`], the rule
+/// `tenancy check` applies).
 fn lint_unique_keys(
     client: &mut impl postgres::GenericClient,
     tables: &BTreeMap<u32, TenantTable>,
     tenant: &str,
     col: &str,
+    inside: &BTreeMap<u32, Vec<(Vec<String>, bool)>>,
     out: &mut Vec<Finding>,
 ) -> Result<(), postgres::Error> {
     // What `tenancy apply` recorded from the policy files' `globally_unique` (a database without
@@ -571,7 +586,10 @@ fn lint_unique_keys(
                 ARRAY(SELECT coalesce(lower(pg_get_expr(d.adbin, d.adrelid)), '') FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)
                         LEFT JOIN pg_attrdef d ON d.adrelid = x.indrelid AND d.adnum = k.n
                        WHERE k.o <= x.indnkeyatts ORDER BY k.o),
-                pg_get_indexdef(x.indexrelid), x.indpred IS NOT NULL
+                pg_get_indexdef(x.indexrelid), x.indpred IS NOT NULL, x.indnullsnotdistinct,
+                ARRAY(SELECT coalesce(a.attnotnull, false) FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)
+                        LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
+                       WHERE k.o <= x.indnkeyatts ORDER BY k.o)
            FROM pg_index x
            JOIN pg_class i ON i.oid = x.indexrelid
            LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid
@@ -585,18 +603,32 @@ fn lint_unique_keys(
         let types: Vec<String> = row.get(6);
         let defaults: Vec<String> = row.get(7);
         let (definition, partial): (String, bool) = (row.get(8), row.get(9));
-        let key: Vec<crate::rules::KeyColumn> = names
-            .iter()
-            .zip(types.iter().zip(&defaults))
-            .map(|(n, (t, d))| crate::rules::KeyColumn {
-                name: n.as_deref(),
-                data_type: t,
-                default: (!d.is_empty()).then_some(d.as_str()),
-            })
-            .collect();
+        let not_null: Vec<bool> = row.get(11);
+        let key = crate::rules::Key {
+            columns: names
+                .iter()
+                .zip(types.iter().zip(&defaults))
+                .zip(&not_null)
+                .map(|((n, (t, d)), nn)| crate::rules::KeyColumn {
+                    name: n.as_deref(),
+                    data_type: t,
+                    default: (!d.is_empty()).then_some(d.as_str()),
+                    not_null: *nn,
+                })
+                .collect(),
+            nulls_not_distinct: row.get(10),
+        };
         let shown: Vec<String> = names.iter().map(|n| n.as_deref().map_or("<expression>".into(), quote_ident)).collect();
         let waived = waivers.get(&(table.oid, crate::rules::waiver_key(names.iter().map(|n| n.as_deref().unwrap_or("<expression>")))));
-        match crate::rules::unique_key(&key, tenant, waived.map(String::as_str)) {
+        let fks = inside.get(&table.oid).map_or(&[][..], Vec::as_slice);
+        let references: Vec<Vec<String>> = fks.iter().filter(|(_, done)| *done).map(|(c, _)| c.clone()).collect();
+        // Once `tenancy apply` checks its foreign keys in the policies, the key would be safe.
+        let all: Vec<Vec<String>> = fks.iter().map(|(c, _)| c.clone()).collect();
+        let after_apply = match crate::rules::unique_key(&key, tenant, &all, None) {
+            crate::rules::UniqueKey::ScopedByReference(c) => Some(c),
+            _ => None,
+        };
+        match crate::rules::unique_key(&key, tenant, &references, waived.map(String::as_str)) {
             crate::rules::UniqueKey::Unsafe => {}
             crate::rules::UniqueKey::Waived(reason) => {
                 out.push(finding(
@@ -616,7 +648,13 @@ fn lint_unique_keys(
             _ if partial => "partial unique index",
             _ => "unique index",
         };
-        let fix = if contype.is_empty() {
+        let fix = if let Some(columns) = after_apply {
+            format!(
+                "tenancy apply: its policies on {} check the foreign key ({}), so no row references another organization's and this key is per organization",
+                table.name,
+                columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+            )
+        } else if contype.is_empty() {
             // An index: build the tenant-scoped one first, then drop the old one.
             let scoped = definition.replacen(" (", &format!(" ({col}, "), 1);
             let scoped = scoped.replacen(&format!("INDEX {} ON", quote_ident(&name)), &format!("INDEX CONCURRENTLY {} ON", quote_ident(&format!("{name}_scoped"))), 1);

@@ -70,7 +70,7 @@ pub fn read(
                         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
                        WHERE k.ord <= x.indnkeyatts
                        ORDER BY k.ord),
-                x.indisvalid
+                x.indisvalid, x.indnullsnotdistinct
            FROM pg_index x
            JOIN pg_class c ON c.oid = x.indrelid
            JOIN pg_class i ON i.oid = x.indexrelid
@@ -90,6 +90,7 @@ pub fn read(
                 columns: if valid { row.get::<_, Vec<Option<String>>>(5) } else { vec![] },
                 unique: valid && row.get::<_, bool>(3),
                 primary: valid && row.get::<_, bool>(4),
+                nulls_not_distinct: row.get(7),
             });
         }
     }

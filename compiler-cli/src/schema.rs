@@ -50,6 +50,8 @@ pub struct Index {
     pub columns: Vec<Option<String>>,
     pub unique: bool,
     pub primary: bool,
+    /// `NULLS NOT DISTINCT`: NULLs conflict with each other.
+    pub nulls_not_distinct: bool,
 }
 
 /// A foreign key; `referred` is empty when it references the target's primary key implicitly.

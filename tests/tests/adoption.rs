@@ -29,6 +29,13 @@ CREATE TABLE crm.api_keys (
     org_id uuid NOT NULL,
     token_digest text NOT NULL UNIQUE
 );
+CREATE TABLE crm.customer_tags (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    org_id uuid NOT NULL,
+    customer_id uuid NOT NULL REFERENCES crm.customers (id),
+    tag text NOT NULL
+);
+CREATE UNIQUE INDEX customer_tags_once ON crm.customer_tags (customer_id, tag) WHERE tag <> '';
 GRANT USAGE ON SCHEMA crm TO app_user, app_readonly;
 ";
 
@@ -40,6 +47,9 @@ fn policy() -> String {
 kind = "tenant"
 
 [tables.deals]
+kind = "tenant"
+
+[tables.customer_tags]
 kind = "tenant"
 
 [tables.api_keys]
@@ -74,13 +84,13 @@ fn random_uuid_keys_and_one_column_foreign_keys_compile_without_schema_changes()
     let db = adopted();
     let mut admin = db.admin();
     let rls = text(&mut admin, "SELECT string_agg(relname || ':' || relrowsecurity || relforcerowsecurity, ',' ORDER BY relname) FROM pg_class WHERE relnamespace = 'crm'::regnamespace AND relkind = 'r'");
-    assert_eq!(rls.as_deref(), Some("api_keys:truetrue,customers:truetrue,deals:truetrue"));
+    assert_eq!(rls.as_deref(), Some("api_keys:truetrue,customer_tags:truetrue,customers:truetrue,deals:truetrue"));
     // The keys are as the application wrote them.
     let keys = text(
         &mut admin,
         "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE connamespace = 'crm'::regnamespace",
     );
-    assert_eq!(keys.as_deref(), Some("api_keys_pkey,api_keys_token_digest_key,customers_pkey,deals_customer_id_fkey,deals_pkey,deals_referrer_id_fkey"));
+    assert_eq!(keys.as_deref(), Some("api_keys_pkey,api_keys_token_digest_key,customer_tags_customer_id_fkey,customer_tags_pkey,customers_pkey,deals_customer_id_fkey,deals_pkey,deals_referrer_id_fkey"));
     // lint agrees: the foreign keys are checked by the policies, the random ids are safe, and the
     // key declared globally unique is shown as waived, with the reason apply recorded.
     let options = pg_tenancy_compiler::lint::Options {
@@ -148,6 +158,64 @@ fn a_random_uuid_primary_key_reveals_nothing_and_other_keys_stay_apart() {
     tx.batch_execute("INSERT INTO crm.customers (name) VALUES ('new')").unwrap();
     assert_eq!(count(&mut tx, "crm.customers"), 2);
     tx.commit().unwrap();
+}
+
+#[test]
+fn a_unique_key_on_a_reference_inside_the_organization_reveals_nothing() {
+    let db = adopted();
+    db.admin()
+        .batch_execute(&format!(
+            "INSERT INTO crm.customer_tags (org_id, customer_id, tag) VALUES ('{GLOBEX}', '{GLOBEX_CUSTOMER}', 'vip')"
+        ))
+        .unwrap();
+    // (customer_id, tag) has no tenant column, yet a conflict would need another organization's
+    // customer, which the policies refuse first, exactly as a missing one.
+    let insert = |customer: &str| {
+        let mut c = db.app();
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+        let e = error_of(
+            &mut tx,
+            &format!("INSERT INTO crm.customer_tags (customer_id, tag) VALUES ('{customer}', 'vip')"),
+        );
+        (e.code, e.message)
+    };
+    let (taken, missing) = (insert(GLOBEX_CUSTOMER), insert(MISSING));
+    assert_eq!(taken.0, "42501", "{}", taken.1);
+    assert_eq!(taken, missing, "another organization's tagged customer looks like a missing one");
+    let mut c = db.app();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SELECT tenancy.set_context('{ACME}', 'alice');
+         INSERT INTO crm.customer_tags (customer_id, tag) VALUES ('{ACME_CUSTOMER}', 'vip');"
+    ))
+    .expect("the same tag on the organization's own customer");
+    let e = error_of(
+        &mut tx,
+        &format!("INSERT INTO crm.customer_tags (customer_id, tag) VALUES ('{ACME_CUSTOMER}', 'vip')"),
+    );
+    assert_eq!(e.code, "23505", "the key still holds inside the organization: {}", e.message);
+}
+
+#[test]
+fn a_reference_scopes_a_key_only_when_no_two_organizations_can_share_its_values() {
+    // NULLS NOT DISTINCT on a nullable reference: two organizations' NULLs would conflict.
+    let db = TestDb::new();
+    db.admin()
+        .batch_execute(
+            "CREATE TABLE app.labels (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                                      project_id uuid, name text NOT NULL,
+                                      FOREIGN KEY (org_id, project_id) REFERENCES app.projects (org_id, id));
+             CREATE UNIQUE INDEX labels_once ON app.labels (project_id, name) NULLS NOT DISTINCT;",
+        )
+        .unwrap();
+    let failure = try_apply_policy(&db, &(example_policy() + "\n[tables.labels]\nkind = \"tenant\"\n")).unwrap_err();
+    assert_eq!(failure.diagnostic_codes(), vec!["tenancy::unique-not-tenant-scoped"]);
+    // With NULLs distinct, the composite reference scopes it.
+    db.admin()
+        .batch_execute("DROP INDEX app.labels_once; CREATE UNIQUE INDEX labels_once ON app.labels (project_id, name)")
+        .unwrap();
+    apply_policy(&db, &(example_policy() + "\n[tables.labels]\nkind = \"tenant\"\n"));
 }
 
 /// An application with its own organizations and memberships tables: integer role enum,
