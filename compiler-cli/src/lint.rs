@@ -357,6 +357,10 @@ fn lint_policies(
     Ok(())
 }
 
+/// Per table (oid), its foreign keys to tenant tables without global rows: their columns (the
+/// tenant column left out), and whether they keep rows inside their organization already.
+type TenantForeignKeys = BTreeMap<u32, Vec<(Vec<String>, bool)>>;
+
 /// Foreign-key rules. Returns, per table, the column lists of its foreign keys to tenant tables
 /// without global rows (the tenant column left out), each with whether it keeps every row's
 /// reference inside its organization already (composite, or checked by policies), for
@@ -366,8 +370,8 @@ fn lint_constraints(
     tables: &BTreeMap<u32, TenantTable>,
     col: &str,
     out: &mut Vec<Finding>,
-) -> Result<BTreeMap<u32, Vec<(Vec<String>, bool)>>, postgres::Error> {
-    let mut inside: BTreeMap<u32, Vec<(Vec<String>, bool)>> = BTreeMap::new();
+) -> Result<TenantForeignKeys, postgres::Error> {
+    let mut inside = TenantForeignKeys::new();
     // Full index key prefixes, for the foreign-key index rule.
     let mut index_keys: BTreeMap<u32, Vec<Vec<i16>>> = BTreeMap::new();
     for row in client
@@ -563,7 +567,7 @@ fn lint_unique_keys(
     tables: &BTreeMap<u32, TenantTable>,
     tenant: &str,
     col: &str,
-    inside: &BTreeMap<u32, Vec<(Vec<String>, bool)>>,
+    inside: &TenantForeignKeys,
     out: &mut Vec<Finding>,
 ) -> Result<(), postgres::Error> {
     // What `tenancy apply` recorded from the policy files' `globally_unique` (a database without
