@@ -89,6 +89,13 @@ pub enum TenancyError {
     #[error("cannot start a tenant context while cursor \"{cursor}\" from another context is open")]
     CursorFromAnotherContext { cursor: String },
 
+    /// set_context() and friends inside a statement that read the organization when it started.
+    #[error("cannot change the tenant context inside a statement that reads it")]
+    ContextChangeInsideStatement,
+
+    #[error("MERGE is not allowed on table \"{table}\", which row-level security applies to")]
+    MergeRefused { table: String },
+
     #[error("too many quota counters in one transaction")]
     TooManyCounters { max: usize },
 
@@ -157,9 +164,10 @@ impl TenancyError {
             | TenancyError::TableLockRefused { .. }
             | TenancyError::AlterOwnRoleRefused { .. }
             | TenancyError::PlanNotSelfService { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
-            TenancyError::CursorFromAnotherContext { .. } | TenancyError::ReshareCheckedEarly => {
-                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
-            }
+            TenancyError::CursorFromAnotherContext { .. }
+            | TenancyError::ReshareCheckedEarly
+            | TenancyError::ContextChangeInsideStatement => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            TenancyError::MergeRefused { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             TenancyError::ShareEndedMeanwhile { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
             TenancyError::CursorContextEnded { .. }
             | TenancyError::CursorOfAnotherContext { .. }
@@ -196,6 +204,12 @@ impl TenancyError {
             )),
             TenancyError::ExplainRefused => Some(
                 "A plan's row counts, timings and estimates tell about rows that the policies hide from this role.".into(),
+            ),
+            TenancyError::ContextChangeInsideStatement => Some(
+                "A statement under row-level security reads the organization of the context once, when it starts; a context changed inside it (or while a cursor it opened is still open) would mix two contexts.".into(),
+            ),
+            TenancyError::MergeRefused { .. } => Some(
+                "MERGE checks the target's UPDATE and DELETE policies as errors rather than filters, so it would tell whether another organization has rows in the table.".into(),
             ),
             TenancyError::TableLockRefused { .. } => Some(
                 "Row-level security applies to this role here: the table holds every organization's rows, and such a lock would stop the others' writes.".into(),
@@ -275,6 +289,12 @@ impl TenancyError {
             TenancyError::ExplainRefused => Some(
                 "EXPLAIN as a DBA, or as a superuser SET tenancy.allow_explain = on and then SET ROLE to the application role.".into(),
             ),
+            TenancyError::ContextChangeInsideStatement => Some(
+                "Start the context in a statement of its own (SELECT tenancy.set_context(...)), and close open cursors first.".into(),
+            ),
+            TenancyError::MergeRefused { .. } => {
+                Some("Use INSERT ... ON CONFLICT, or UPDATE and INSERT in one transaction.".into())
+            }
             TenancyError::CursorFromAnotherContext { cursor } => {
                 Some(format!("CLOSE {cursor} (or CLOSE ALL) first."))
             }

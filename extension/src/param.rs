@@ -34,6 +34,25 @@ static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 thread_local! {
     /// The oid of `tenancy.current_org()` found last (0: none yet).
     static CURRENT_ORG: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
+    /// Statements that have read the organization into their parameters and not ended yet
+    /// (running, or a cursor between fetches): while there is one, the context may not change
+    /// ([`refuse_context_change`]).
+    static READING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Raises 55000 while a statement that read the organization of the context is not over: a
+/// context started inside it (a CTE calling `set_context()`, a DO block's nested statement)
+/// would give its later parts, and its role checks, another context than its parameter.
+pub fn refuse_context_change() {
+    if READING.with(Cell::get) > 0 {
+        crate::error::TenancyError::ContextChangeInsideStatement.raise()
+    }
+}
+
+/// Called when the executor state of a statement that read the organization is freed (its end,
+/// or the cleanup of an error).
+unsafe extern "C-unwind" fn stopped_reading(_arg: *mut std::ffi::c_void) {
+    READING.with(|r| r.set(r.get().saturating_sub(1)));
 }
 
 unsafe extern "C-unwind" {
@@ -79,6 +98,9 @@ unsafe extern "C-unwind" fn plan(
     // SAFETY: the planner's arguments are passed on unchanged; the statement it returns is new
     // and ours to change until we return it.
     unsafe {
+        if !parse.is_null() && (*parse).commandType == pg_sys::CmdType::CMD_MERGE {
+            refuse_merge_under_rls(parse);
+        }
         if !parse.is_null() && (*parse).commandType != pg_sys::CmdType::CMD_UTILITY {
             wrap_context_calls(parse);
         }
@@ -90,6 +112,34 @@ unsafe extern "C-unwind" fn plan(
             take_out_context_initplans(stmt);
         }
         stmt
+    }
+}
+
+/// Raises 0A000 for a MERGE into a table that row-level security applies to for this role.
+/// PostgreSQL 15 checks a MERGE target's UPDATE and DELETE policies as errors, not filters, and
+/// filters the target by its SELECT policies only when the MERGE reads a target column: `MERGE
+/// INTO t USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE` fails exactly when another
+/// organization has a row in `t`.
+///
+/// # Safety
+/// `query` must be a valid, rewritten MERGE.
+unsafe fn refuse_merge_under_rls(query: *mut pg_sys::Query) {
+    unsafe {
+        let index = (*query).resultRelation;
+        if index <= 0 {
+            return;
+        }
+        let rte: *mut pg_sys::RangeTblEntry = nth((*query).rtable, index as usize - 1);
+        let enabled = pg_sys::check_enable_rls((*rte).relid, pg_sys::Oid::INVALID, true);
+        if enabled == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
+            let name = pg_sys::get_rel_name((*rte).relid);
+            let table = if name.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned()
+            };
+            crate::error::TenancyError::MergeRefused { table }.raise()
+        }
     }
 }
 
@@ -431,11 +481,13 @@ pub unsafe extern "C-unwind" fn fill(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
         let estate = (*query_desc).estate;
         let mut org: Option<Option<pg_sys::Datum>> = None;
+        let mut filled = false;
         each_mark((*query_desc).plannedstmt, |param| {
             let prm = (*estate).es_param_exec_vals.add(param);
             if !(*prm).isnull || (*prm).value != pg_sys::Datum::from(0usize) {
                 return;
             }
+            filled = true;
             let value = *org.get_or_insert_with(|| {
                 crate::context::current_org().map(|uuid| {
                     let copy = pg_sys::MemoryContextAlloc((*estate).es_query_cxt, 16) as *mut u8;
@@ -451,5 +503,15 @@ pub unsafe extern "C-unwind" fn fill(query_desc: *mut pg_sys::QueryDesc) {
                 None => (*prm).value = pg_sys::Datum::from(1usize),
             }
         });
+        if filled {
+            let callback = pg_sys::MemoryContextAlloc(
+                (*estate).es_query_cxt,
+                std::mem::size_of::<pg_sys::MemoryContextCallback>(),
+            ) as *mut pg_sys::MemoryContextCallback;
+            (*callback).func = Some(stopped_reading);
+            (*callback).arg = std::ptr::null_mut();
+            pg_sys::MemoryContextRegisterResetCallback((*estate).es_query_cxt, callback);
+            READING.with(|r| r.set(r.get() + 1));
+        }
     }
 }

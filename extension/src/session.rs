@@ -116,6 +116,7 @@ pub(crate) enum Vouched<'a> {
 /// Starts a context for `user` in `org`, checking the membership (or, trusted, that the
 /// organization is active and the role exists).
 pub(crate) fn start(org_id: pgrx::Uuid, user: &str, vouched: Vouched, scope: Scope) {
+    crate::param::refuse_context_change();
     let org = context::uuid_text(&org_id);
     crate::hooks::refuse_if_cursor_from_another_context(Some(&org), user);
     // Read before the lookup takes its snapshot: a membership change committed after it moves
@@ -147,6 +148,7 @@ pub(crate) fn start(org_id: pgrx::Uuid, user: &str, vouched: Vouched, scope: Sco
 
 /// Starts a user-only context (no organization) for the current transaction.
 pub(crate) fn start_user_only(user: &str) {
+    crate::param::refuse_context_change();
     crate::hooks::refuse_if_cursor_from_another_context(None, user);
     warn_outside_transaction(Scope::Transaction);
     context::write_all("", user, None, context::Checked::NONE, Scope::Transaction);
@@ -194,5 +196,6 @@ fn set_user_context(user_id: Option<&str>) {
 /// Clears the tenant context, both the session's and the current transaction's.
 #[pg_extern(volatile, parallel_unsafe)]
 fn clear_context() {
+    crate::param::refuse_context_change();
     context::write_all("", "", None, context::Checked::NONE, Scope::Session);
 }

@@ -1148,32 +1148,29 @@ fn explain_cannot_probe_through_the_functions_a_query_calls() {
 fn a_cursor_is_not_read_under_another_context() {
     let db = TestDb::new();
     let mut sam = db.app();
+    // A cursor that has read rows keeps the context from changing until it is closed.
     sam.batch_execute(&format!(
         "BEGIN; SELECT tenancy.set_context('{ACME}', 'sam');
-         DECLARE c1 SCROLL CURSOR FOR SELECT name FROM app.projects; FETCH 1 FROM c1;
-         DECLARE c2 SCROLL CURSOR FOR SELECT name FROM app.projects; FETCH 1 FROM c2;
-         DECLARE c3 SCROLL CURSOR FOR SELECT name FROM app.projects; FETCH 1 FROM c3;
-         DECLARE c SCROLL CURSOR FOR SELECT name FROM app.projects; FETCH 1 FROM c;
-         SELECT tenancy.set_context('{GLOBEX}', 'sam');"
+         DECLARE c SCROLL CURSOR FOR SELECT name FROM app.projects; FETCH 1 FROM c;"
     ))
     .unwrap();
-    // (A cursor that failed once cannot be run again: one cursor per way of reading it.)
-    for (cursor, read) in [
-        ("c1", "FETCH 1 FROM c1"),
-        ("c2", "FETCH ABSOLUTE 1 FROM c2"),
-        ("c3", "SELECT cursor_to_xml('c3', 1, false, false, '')"),
-    ] {
-        sam.batch_execute("SAVEPOINT s").unwrap();
-        let e = error_of(&mut sam, read);
-        assert_eq!(
-            (e.code.as_str(), e.message.as_str()),
-            ("42501", format!("cursor \"{cursor}\" was opened under another tenant context").as_str()),
-            "{read}"
-        );
-        sam.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
-    }
-    // Back under the context it was opened for, it reads on.
-    sam.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'sam'); FETCH 1 FROM c; COMMIT")).unwrap();
+    sam.batch_execute("SAVEPOINT s").unwrap();
+    let e = error_of(&mut sam, &format!("SELECT tenancy.set_context('{GLOBEX}', 'sam')"));
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("55000", "cannot change the tenant context inside a statement that reads it")
+    );
+    sam.batch_execute("ROLLBACK TO SAVEPOINT s; FETCH ABSOLUTE 1 FROM c; CLOSE c").unwrap();
+    // A cursor declared but not read yet reads the context of its first fetch; one declared
+    // under another context and read there is refused under this one.
+    sam.batch_execute(&format!(
+        "SELECT tenancy.set_context('{GLOBEX}', 'sam'); DECLARE d CURSOR FOR SELECT name FROM app.projects;
+         SELECT tenancy.set_context('{ACME}', 'sam');"
+    ))
+    .unwrap();
+    let names: Vec<String> = sam.query("FETCH ALL FROM d", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(names, vec!["Acme launch".to_string()]);
+    sam.batch_execute("COMMIT").unwrap();
 }
 
 /// EXPLAIN sees what planning adds: an SQL function over a governed table, inlined into the
@@ -1246,5 +1243,83 @@ fn a_cursor_stops_when_its_membership_ends() {
              DECLARE m SCROLL CURSOR FOR SELECT name FROM app.projects; MOVE ALL IN m; FETCH BACKWARD ALL FROM m;
              COMMIT;"
         ))
+        .unwrap();
+}
+
+#[test]
+fn the_context_cannot_change_inside_a_statement_that_reads_it() {
+    // Sam is admin in globex and member in acme. A CTE that switches the context before the
+    // statement's write would give the write one context's organization and another's role.
+    let db = TestDb::new();
+    let mut c = db.app();
+    for sql in [
+        format!(
+            "WITH s AS MATERIALIZED (SELECT tenancy.set_context('{GLOBEX}', 'sam') x),
+                  d AS (UPDATE app.projects SET name = name || '!' RETURNING org_id)
+             SELECT count(*) FROM s, d"
+        ),
+        format!("SELECT tenancy.set_context('{GLOBEX}', 'sam') FROM app.projects"),
+        format!(
+            "DO $$ BEGIN PERFORM count(*) FROM app.projects p, LATERAL (SELECT tenancy.set_context('{GLOBEX}', 'sam')) s; END $$"
+        ),
+        "SELECT tenancy.clear_context() FROM app.projects".to_string(),
+        "SELECT tenancy.set_user_context('sam') FROM app.projects".to_string(),
+    ] {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'sam')")).unwrap();
+        let e = error_of(&mut tx, &sql);
+        assert_eq!(e.code, "55000", "{sql}: {}", e.message);
+        assert_eq!(e.message, "cannot change the tenant context inside a statement that reads it", "{sql}");
+        tx.rollback().unwrap();
+    }
+    // Nor while a cursor that read it is open; once it is closed, the context changes.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SELECT tenancy.set_context('{ACME}', 'sam'); DECLARE cur CURSOR FOR SELECT name FROM app.projects; FETCH 1 FROM cur;"
+    ))
+    .unwrap();
+    let e = error_of(&mut tx, &format!("SELECT tenancy.set_context('{GLOBEX}', 'sam')"));
+    assert_eq!(e.code, "55000", "{}", e.message);
+    tx.rollback().unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SELECT tenancy.set_context('{ACME}', 'sam'); DECLARE cur CURSOR FOR SELECT name FROM app.projects;
+         FETCH 1 FROM cur; CLOSE cur; SELECT tenancy.set_context('{GLOBEX}', 'sam');"
+    ))
+    .unwrap();
+    assert_eq!(count(&mut tx, "app.projects"), 1, "globex's own project");
+    // A statement that failed does not keep the context from changing.
+    tx.batch_execute("SAVEPOINT s").unwrap();
+    assert!(tx.batch_execute("SELECT 1 / (count(*) - count(*)) FROM app.projects").is_err());
+    tx.batch_execute(&format!("ROLLBACK TO s; SELECT tenancy.set_context('{ACME}', 'sam')")).unwrap();
+    assert_eq!(count(&mut tx, "app.projects"), 1, "acme's own project");
+}
+
+#[test]
+fn merge_into_a_governed_table_is_refused_whatever_the_rows() {
+    // PostgreSQL 15 checks a MERGE target's UPDATE and DELETE policies as errors: with `ON true`
+    // and no target column read, the error would say that another organization has rows.
+    let db = TestDb::new();
+    for (table, action) in [
+        ("projects", "UPDATE SET name = 'x'"),
+        ("projects", "DELETE"),
+        ("tasks", "UPDATE SET title = 'x'"),
+        ("tasks", "DELETE"),
+        ("countries", "DELETE"),
+    ] {
+        let sql = format!("MERGE INTO app.{table} t USING (SELECT 1) s ON true WHEN MATCHED THEN {action}");
+        let e = error_as(&db, ACME, "alice", &sql);
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            (
+                "0A000",
+                format!("MERGE is not allowed on table \"{table}\", which row-level security applies to").as_str()
+            ),
+            "{sql}"
+        );
+    }
+    // A DBA's MERGE works.
+    db.admin()
+        .batch_execute("MERGE INTO app.tasks t USING (SELECT 1) s ON false WHEN NOT MATCHED THEN DO NOTHING")
         .unwrap();
 }
