@@ -289,6 +289,7 @@ pub fn check(
     let mut organizations: Option<Setting<crate::policy::OrganizationsMap>> = None;
     let mut memberships: Option<Setting<crate::policy::MembershipsMap>> = None;
     let mut tables: Vec<(SourceId, Spanned<String>, Spanned<TablePolicy>)> = Vec::new();
+    let mut implicit = None;
     let mut quotas: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let mut usage: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let mut lookups: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Lookup>)> = Vec::new();
@@ -298,6 +299,7 @@ pub fn check(
     for ParsedFile { source, file } in files {
         once(sources, &mut schemas, "schemas", source, file.schemas, &mut diags);
         once(sources, &mut tenant_column, "tenant_column", source, file.tenant_column, &mut diags);
+        once(sources, &mut implicit, "implicit_tenant_tables", source, file.implicit_tenant_tables, &mut diags);
         once(sources, &mut roles, "roles", source, file.roles, &mut diags);
         once(sources, &mut defaults, "defaults", source, file.defaults, &mut diags);
         once(sources, &mut organizations, "organizations", source, file.organizations, &mut diags);
@@ -391,6 +393,49 @@ pub fn check(
     // Check in file order, so "first" and "again" mean what a reader sees.
     tables.sort_by_key(|(source, key, _)| (*source, key.span().start));
     let default_column = tenant_column.as_ref().map_or(DEFAULT_TENANT_COLUMN.to_string(), |t| t.value.clone());
+    if let Some(on) = implicit.as_ref().filter(|i: &&Setting<bool>| i.value) {
+        // The tables the entries name (their own errors are reported below, once).
+        let named: std::collections::BTreeSet<QualifiedName> = tables
+            .iter()
+            .filter_map(|(source, key, _)| {
+                resolve(catalog, &governed, *source, key, &mut Vec::new(), &mut Vec::new()).map(|t| t.name.clone())
+            })
+            .collect();
+        for schema in &governed {
+            for table in catalog.tables_in_schema(schema) {
+                // Partitions are covered with their table.
+                if named.contains(&table.name)
+                    || table.partition_of.is_some()
+                    || table.column(&default_column).is_none()
+                {
+                    continue;
+                }
+                let span = on.span.clone();
+                let policy = TablePolicy {
+                    kind: Spanned::new(span.clone(), TableKind::Tenant),
+                    tenant_column: None,
+                    read_write: None,
+                    read_only: None,
+                    id_column: None,
+                    visibility_column: None,
+                    share_permission: None,
+                    globally_unique: BTreeMap::new(),
+                    global_rows: None,
+                    parent: None,
+                    reason: None,
+                    select: None,
+                    insert: None,
+                    update: None,
+                    delete: None,
+                };
+                tables.push((
+                    on.source,
+                    Spanned::new(span.clone(), table.name.to_string()),
+                    Spanned::new(span, policy),
+                ));
+            }
+        }
+    }
     let mut covered: BTreeMap<QualifiedName, (SourceId, Range<usize>)> = BTreeMap::new();
     let mut waivers: Waivers = BTreeMap::new();
     let mut compiled_tables = Vec::new();

@@ -385,8 +385,19 @@ fn kind_of(sql: &str) -> String {
 }
 
 /// The statement in a form sqlparser reads: pg_dump ends a materialized view with `WITH [NO]
-/// DATA`, which changes nothing the compiler reads.
+/// DATA`, and writes a partitioned table's indexes `ON ONLY` the table, neither of which changes
+/// anything the compiler reads. (`ONLY` becomes spaces, so that positions in errors still hold.)
 fn adapt(sql: &str, kind: Needed) -> std::borrow::Cow<'_, str> {
+    if kind == Needed::Index {
+        let mut out = sql.to_string();
+        if let Some(at) = sql.to_ascii_uppercase().find(" ON ONLY ") {
+            out.replace_range(at + 4..at + 8, "    ");
+        }
+        blank_operator_classes(&mut out);
+        if out != sql {
+            return out.into();
+        }
+    }
     if kind == Needed::MaterializedView {
         let body = sql.trim_end().trim_end_matches(';').trim_end();
         let upper = body.to_uppercase();
@@ -397,6 +408,42 @@ fn adapt(sql: &str, kind: Needed) -> std::borrow::Cow<'_, str> {
         }
     }
     sql.into()
+}
+
+/// Blanks the operator classes of an index's columns (`external_id public.gin_trgm_ops`), which
+/// sqlparser does not read and the compiler does not need: a word ending in `_ops`, optionally
+/// schema-qualified, that follows a column or an expression and ends the column's entry.
+fn blank_operator_classes(sql: &mut String) {
+    let bytes = sql.as_bytes().to_vec();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'"';
+    let mut i = 0;
+    let mut blanks = Vec::new();
+    while i < bytes.len() {
+        if !word(bytes[i]) || (i > 0 && word(bytes[i - 1])) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && word(bytes[i]) {
+            i += 1;
+        }
+        let token = &sql[start..i];
+        let before = bytes[..start].iter().rev().find(|b| !b.is_ascii_whitespace()).copied();
+        let after = bytes[i..].iter().find(|b| !b.is_ascii_whitespace()).copied();
+        let follows_column =
+            before.is_some_and(|b| word(b) || b == b')') && start > 0 && bytes[start - 1].is_ascii_whitespace();
+        let ends_entry = matches!(after, Some(b',' | b')')) || {
+            let rest = sql[i..].trim_start().to_ascii_uppercase();
+            rest.starts_with("ASC") || rest.starts_with("DESC") || rest.starts_with("NULLS")
+        };
+        if token.to_ascii_lowercase().trim_matches('"').ends_with("_ops") && follows_column && ends_entry {
+            blanks.push(start..i);
+        }
+    }
+    for range in blanks {
+        let len = range.len();
+        sql.replace_range(range, &" ".repeat(len));
+    }
 }
 
 /// The byte offset of (1-based) `line`, `column` (in characters) in `text`.
@@ -597,6 +644,8 @@ mod tests {
              CREATE MATERIALIZED VIEW app.m AS SELECT org_id FROM app.t WITH NO DATA;\n\
              ALTER TABLE ONLY app.t ADD CONSTRAINT t_pkey PRIMARY KEY (org_id, id);\n\
              ALTER TABLE ONLY app.p ATTACH PARTITION app.t FOR VALUES FROM (1) TO (2);\n\
+             CREATE INDEX p_org_idx ON ONLY app.p USING btree (org_id);\n\
+             CREATE INDEX t_trgm ON app.t USING gin (org_id, name public.gin_trgm_ops, x_ops);\n\
              DROP MATERIALIZED VIEW IF EXISTS app.old;\n\\unrestrict xyz\n",
         );
         let mut c = Catalog::default();

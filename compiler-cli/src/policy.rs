@@ -13,6 +13,10 @@ pub struct PolicyFile {
     pub schemas: Option<Spanned<Vec<Spanned<String>>>>,
     /// Name of the tenant column (default `org_id`).
     pub tenant_column: Option<Spanned<String>>,
+    /// Tables of the governed schemas that no `[tables]` entry names and that have the tenant
+    /// column are tenant tables with the defaults (`kind = "tenant"`). Tables without it must
+    /// still be listed, each with its kind.
+    pub implicit_tenant_tables: Option<Spanned<bool>>,
     /// The database roles the application connects as.
     pub roles: Option<Spanned<AppRoles>>,
     /// Minimum member role per command for tenant tables that do not say otherwise.

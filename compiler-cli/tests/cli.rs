@@ -197,3 +197,47 @@ fn columns_that_rules_filter_on_get_tenant_leading_indexes() {
     }
     assert!(!sql.contains("(org_id, org_id)"));
 }
+
+#[test]
+fn implicit_tenant_tables_covers_the_tables_with_the_tenant_column_and_no_others() {
+    let dir = std::env::temp_dir().join(format!("tenancy-implicit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("shop.sql"),
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.customers (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL);
+         CREATE TABLE shop.orders (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                                   customer_id uuid NOT NULL REFERENCES shop.customers (id));
+         CREATE TABLE shop.audit (id bigint PRIMARY KEY, message text);",
+    )
+    .unwrap();
+    let policy = |extra: &str| {
+        std::fs::write(
+            dir.join("shop.toml"),
+            format!(
+                "schemas = [\"shop\"]\nimplicit_tenant_tables = true\n[roles]\nread_write = [\"app_user\"]\n{extra}"
+            ),
+        )
+        .unwrap();
+        tenancy(&[
+            "compile",
+            dir.join("shop.toml").to_str().unwrap(),
+            "--schema",
+            dir.join("shop.sql").to_str().unwrap(),
+        ])
+    };
+    // A table without the tenant column is not a tenant table by default: it must be listed.
+    let out = policy("");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("table `shop.audit` is in a governed schema but no policy covers it"), "{stderr}");
+    assert!(!stderr.contains("shop.customers") && !stderr.contains("shop.orders"), "{stderr}");
+    // Listed, it compiles; the other two are tenant tables with the defaults.
+    let out = policy("[tables.audit]\nkind = \"unscoped\"\nreason = \"the application's log\"\n[tables.orders]\nkind = \"tenant\"\ndelete = \"admin\"\n");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let sql = String::from_utf8(out.stdout).unwrap();
+    assert!(sql.contains("ALTER TABLE shop.customers FORCE ROW LEVEL SECURITY;"), "{sql}");
+    assert!(sql.contains("CREATE POLICY tenancy_delete ON shop.orders"), "{sql}");
+    assert!(sql.contains("(SELECT tenancy.has_role('admin'))"), "the listed table keeps its own rules");
+    std::fs::remove_dir_all(dir).ok();
+}
