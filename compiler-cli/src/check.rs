@@ -294,6 +294,7 @@ pub fn check(
     let mut usage: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let mut lookups: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Lookup>)> = Vec::new();
     let mut services: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Service>)> = Vec::new();
+    let mut unscoped_views: Vec<(SourceId, Spanned<String>, Spanned<String>)> = Vec::new();
     let first_source = files.first().map(|f| f.source);
 
     for ParsedFile { source, file } in files {
@@ -306,6 +307,9 @@ pub fn check(
         once(sources, &mut memberships, "memberships", source, file.memberships, &mut diags);
         for (key, policy) in file.tables {
             tables.push((source, key, policy));
+        }
+        for (key, reason) in file.materialized_views {
+            unscoped_views.push((source, key, reason));
         }
         for (key, quota) in file.quotas {
             quotas.push((source, key, quota));
@@ -740,7 +744,7 @@ pub fn check(
 
     check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, &mut diags);
     check_children(&mut compiled_tables, &covered, &mut diags);
-    let views = check_views(catalog, &covered, &mut diags);
+    let views = check_views(catalog, &governed, &covered, &unscoped_views, &mut diags);
     let compiled_services = check_services(&read_write, &read_only, &token_only, services, &mut diags);
     let compiled_lookups = check_lookups(catalog, &governed, &compiled_tables, lookups, &mut diags);
     let sync = check_sync(sources, catalog, &governed, organizations.as_ref(), memberships.as_ref(), &mut diags);
@@ -1054,14 +1058,45 @@ fn check_sharing(
 /// policy applies, so it is refused.
 fn check_views(
     catalog: &Catalog,
+    governed: &[String],
     covered: &BTreeMap<QualifiedName, (SourceId, Range<usize>)>,
+    unscoped: &[(SourceId, Spanned<String>, Spanned<String>)],
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<QualifiedName> {
+    // `[materialized_views]`: each must name a materialized view, and say why.
+    let mut declared = std::collections::BTreeSet::new();
+    for (source, key, reason) in unscoped {
+        let text = key.get_ref();
+        let candidates: Vec<QualifiedName> = match text.split_once('.') {
+            Some((schema, name)) => vec![QualifiedName::new(schema, name)],
+            None => governed.iter().map(|s| QualifiedName::new(s.clone(), text.clone())).collect(),
+        };
+        match candidates.iter().find(|c| catalog.views.get(*c).is_some_and(|v| v.materialized)) {
+            Some(name) => {
+                declared.insert(name.clone());
+            }
+            None => diags.push(
+                Diagnostic::error("tenancy::unknown-materialized-view", format!("no materialized view `{text}`"))
+                    .label(*source, key.span(), "declared here")
+                    .help("name a materialized view of the governed schemas"),
+            ),
+        }
+        if reason.get_ref().trim().is_empty() {
+            diags.push(
+                Diagnostic::error("tenancy::missing-reason", format!("materialized view `{text}` has no reason"))
+                    .label(*source, reason.span(), "say why here")
+                    .help("every application role reads all of its rows, every organization's: write down why"),
+            );
+        }
+    }
     let mut out = Vec::new();
     for view in catalog.views.values() {
         let Some((table, (source, span))) = view.reads.iter().find_map(|r| covered.get(r).map(|c| (r, c))) else {
             continue;
         };
+        if view.materialized && declared.contains(&view.name) {
+            continue;
+        }
         if view.materialized {
             diags.push(
                 Diagnostic::error(
@@ -1070,8 +1105,8 @@ fn check_views(
                 )
                 .label(*source, span.clone(), "governed table declared here")
                 .help(format!(
-                    "row-level security does not apply to a materialized view: replace it with a view, or a tenant table filled by a job (DROP MATERIALIZED VIEW {})",
-                    view.name
+                    "row-level security does not apply to a materialized view: replace it with a view, or a tenant table filled by a job (DROP MATERIALIZED VIEW {}); or, if the application roles are meant to read every organization's rows of it, declare it: [materialized_views] {} = \"why\"",
+                    view.name, view.name.name
                 )),
             );
         } else {

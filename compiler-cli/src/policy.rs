@@ -38,6 +38,11 @@ pub struct PolicyFile {
     /// a function the application roles may call.
     #[serde(default)]
     pub lookups: BTreeMap<Spanned<String>, Spanned<Lookup>>,
+    /// Materialized views of governed tables that the application roles read whole on purpose
+    /// (a job's cross-organization snapshot), each with the reason: row-level security does not
+    /// apply to a materialized view, so without an entry one is an error.
+    #[serde(default)]
+    pub materialized_views: BTreeMap<Spanned<String>, Spanned<String>>,
     /// Services that act in an organization without a user (`tenancy.set_service_context()`).
     #[serde(default)]
     pub services: BTreeMap<Spanned<String>, Spanned<Service>>,

@@ -241,3 +241,43 @@ fn implicit_tenant_tables_covers_the_tables_with_the_tenant_column_and_no_others
     assert!(sql.contains("(SELECT tenancy.has_role('admin'))"), "the listed table keeps its own rules");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_materialized_view_of_a_tenant_table_needs_a_declared_reason() {
+    let dir = std::env::temp_dir().join(format!("tenancy-matview-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("shop.sql"),
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.events (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL);
+         CREATE MATERIALIZED VIEW shop.recent AS SELECT org_id, count(*) FROM shop.events GROUP BY org_id WITH NO DATA;",
+    )
+    .unwrap();
+    let check = |extra: &str| {
+        std::fs::write(
+            dir.join("shop.toml"),
+            format!("schemas = [\"shop\"]\n[roles]\nread_write = [\"app_user\"]\n[tables.events]\nkind = \"tenant\"\n{extra}"),
+        )
+        .unwrap();
+        let out = tenancy(&[
+            "check",
+            dir.join("shop.toml").to_str().unwrap(),
+            "--schema",
+            dir.join("shop.sql").to_str().unwrap(),
+        ]);
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check("");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("tenancy::materialized-view") && err.contains("[materialized_views]"), "{err}");
+    let (code, err) =
+        check("[materialized_views]\nrecent = \"a job's count per organization, read by the admin dashboard\"\n");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = check("[materialized_views]\nrecnt = \"typo\"\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("tenancy::unknown-materialized-view") && err.contains("tenancy::materialized-view"), "{err}");
+    let (code, err) = check("[materialized_views]\nrecent = \" \"\n");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("tenancy::missing-reason"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
