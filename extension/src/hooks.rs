@@ -353,7 +353,10 @@ unsafe fn runs_a_cursor(query_desc: *mut pg_sys::QueryDesc) -> bool {
 unsafe extern "C-unwind" fn note_or_check_portal(query_desc: *mut pg_sys::QueryDesc, again: bool) {
     if again {
         refuse_portal_of_ended_context(query_desc);
-    } else if let Some(org) = gucs::read(&gucs::ORG_ID) {
+    } else {
+        // Without an organization too (none, or a user-only context): a context restored under
+        // the cursor later (ROLLBACK TO SAVEPOINT) is another context.
+        let org = gucs::read(&gucs::ORG_ID).unwrap_or_default();
         let user = gucs::read(&gucs::USER_ID).unwrap_or_default();
         OPENED.with(|o| {
             let mut o = o.borrow_mut();
@@ -411,9 +414,9 @@ fn refuse_portal_of_ended_context(query_desc: *mut pg_sys::QueryDesc) {
     let opened =
         OPENED.with(|o| o.borrow().iter().find(|(q, _, _)| *q == query_desc).map(|(_, o, u)| (o.clone(), u.clone())));
     if let Some((org, user)) = opened {
-        let same = gucs::read(&gucs::ORG_ID).as_deref() == Some(org.as_str())
+        let same = gucs::read(&gucs::ORG_ID).unwrap_or_default() == org
             && gucs::read(&gucs::USER_ID).unwrap_or_default() == user;
-        if !context_holds(&org, &user) {
+        if !org.is_empty() && !context_holds(&org, &user) {
             TenancyError::CursorContextEnded { cursor: active_portal_name() }.raise()
         }
         if !same {

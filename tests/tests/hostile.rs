@@ -1288,6 +1288,24 @@ fn the_context_cannot_change_inside_a_statement_that_reads_it() {
     ))
     .unwrap();
     assert_eq!(count(&mut tx, "app.projects"), 1, "globex's own project");
+    tx.rollback().unwrap();
+    // A context that ROLLBACK TO SAVEPOINT brings back under an open cursor is another context,
+    // even when the cursor was first read without an organization.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SELECT tenancy.set_context('{ACME}', 'sam');
+         DECLARE cur CURSOR FOR SELECT g, tenancy.current_member_role() FROM generate_series(1, 3) g;
+         SAVEPOINT s1; SELECT tenancy.set_user_context('sam'); FETCH 1 FROM cur;"
+    ))
+    .unwrap();
+    let e = error_of(&mut tx, "ROLLBACK TO s1; FETCH 1 FROM cur");
+    assert_eq!(
+        (e.code.as_str(), e.message.as_str()),
+        ("42501", "cursor \"cur\" was opened under another tenant context")
+    );
+    tx.rollback().unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{GLOBEX}', 'sam')")).unwrap();
     // A statement that failed does not keep the context from changing.
     tx.batch_execute("SAVEPOINT s").unwrap();
     assert!(tx.batch_execute("SELECT 1 / (count(*) - count(*)) FROM app.projects").is_err());
