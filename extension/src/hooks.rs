@@ -88,7 +88,7 @@ unsafe fn tag(node: *const pg_sys::Node) -> pg_sys::NodeTag {
 ///
 /// # Safety
 /// `list` must be NIL or a valid pointer list that outlives the iterator.
-unsafe fn pointers<T>(list: *mut pg_sys::List) -> impl Iterator<Item = *mut T> {
+pub(crate) unsafe fn pointers<T>(list: *mut pg_sys::List) -> impl Iterator<Item = *mut T> {
     let n = if list.is_null() { 0 } else { unsafe { (*list).length } };
     (0..n).map(move |i| unsafe { (*(*list).elements.add(i as usize)).ptr_value as *mut T })
 }

@@ -22,6 +22,7 @@
 //! Parallel workers get the value from their leader, as they got the InitPlan's value: the
 //! Gather node lists the parameter among those it passes on.
 
+use crate::hooks::pointers;
 use pgrx::pg_sys;
 use std::cell::Cell;
 
@@ -98,10 +99,10 @@ unsafe extern "C-unwind" fn plan(
     // SAFETY: the planner's arguments are passed on unchanged; the statement it returns is new
     // and ours to change until we return it.
     unsafe {
-        if !parse.is_null() && (*parse).commandType == pg_sys::CmdType::CMD_MERGE {
-            refuse_merge_under_rls(parse);
-        }
         if !parse.is_null() && (*parse).commandType != pg_sys::CmdType::CMD_UTILITY {
+            if (*parse).commandType == pg_sys::CmdType::CMD_MERGE {
+                refuse_merge_under_rls(parse);
+            }
             wrap_context_calls(parse);
         }
         let stmt = match PREV_PLANNER {
@@ -158,8 +159,7 @@ unsafe fn refuse_merge_under_rls(query: *mut pg_sys::Query) {
 unsafe fn wrap_context_calls(query: *mut pg_sys::Query) {
     unsafe {
         let mut wrapped = false;
-        for i in 0..len((*query).rtable) {
-            let rte: *mut pg_sys::RangeTblEntry = nth((*query).rtable, i);
+        for rte in pointers::<pg_sys::RangeTblEntry>((*query).rtable) {
             if !(*rte).securityQuals.is_null() {
                 (*rte).securityQuals =
                     wrap_in((*rte).securityQuals as *mut pg_sys::Node, &mut wrapped) as *mut pg_sys::List;
@@ -168,12 +168,10 @@ unsafe fn wrap_context_calls(query: *mut pg_sys::Query) {
                 wrap_context_calls((*rte).subquery);
             }
         }
-        for i in 0..len((*query).withCheckOptions) {
-            let wco: *mut pg_sys::WithCheckOption = nth((*query).withCheckOptions, i);
+        for wco in pointers::<pg_sys::WithCheckOption>((*query).withCheckOptions) {
             (*wco).qual = wrap_in((*wco).qual, &mut wrapped);
         }
-        for i in 0..len((*query).cteList) {
-            let cte: *mut pg_sys::CommonTableExpr = nth((*query).cteList, i);
+        for cte in pointers::<pg_sys::CommonTableExpr>((*query).cteList) {
             let inner = (*cte).ctequery as *mut pg_sys::Query;
             if !inner.is_null() && (*inner).type_ == pg_sys::NodeTag::T_Query {
                 wrap_context_calls(inner);
@@ -349,8 +347,8 @@ unsafe fn take_out_context_initplans(stmt: *mut pg_sys::PlannedStmt) {
         let mut taken = Vec::new();
         let mut visit = |plan: *mut pg_sys::Plan| take_out_initplans(plan, &ids, &mut taken);
         walk((*stmt).planTree, &mut visit);
-        for i in 0..len(subplans) {
-            walk(nth(subplans, i), &mut visit);
+        for subplan in pointers(subplans) {
+            walk(subplan, &mut visit);
         }
         for (plan_id, param) in taken {
             // The subplan is neither initialised nor run: ExecInitNode(NULL) is NULL, as for the
@@ -378,8 +376,7 @@ unsafe fn take_out_initplans(plan: *mut pg_sys::Plan, ids: &[i32], taken: &mut V
             return;
         }
         let mut kept: *mut pg_sys::List = std::ptr::null_mut();
-        for i in 0..len(list) {
-            let sub: *mut pg_sys::SubPlan = nth(list, i);
+        for sub in pointers::<pg_sys::SubPlan>(list) {
             let ours = (*sub).xpr.type_ == pg_sys::NodeTag::T_SubPlan
                 && (*sub).subLinkType == pg_sys::SubLinkType::EXPR_SUBLINK
                 && ids.contains(&(*sub).plan_id)
@@ -420,8 +417,8 @@ unsafe fn walk(plan: *mut pg_sys::Plan, visit: &mut dyn FnMut(*mut pg_sys::Plan)
             }
             _ => std::ptr::null_mut(),
         };
-        for i in 0..len(children) {
-            walk(nth(children, i), visit);
+        for child in pointers(children) {
+            walk(child, visit);
         }
     }
 }
@@ -444,12 +441,7 @@ pub unsafe fn marked(stmt: *const pg_sys::PlannedStmt) -> bool {
 /// `stmt` must be a valid planned statement.
 unsafe fn each_mark(stmt: *const pg_sys::PlannedStmt, mut each: impl FnMut(usize)) {
     unsafe {
-        let items = (*stmt).invalItems;
-        for i in 0..len(items) {
-            let item: *mut pg_sys::PlanInvalItem = nth(items, i);
-            if (*item).cacheId != MARK {
-                break;
-            }
+        for item in pointers::<pg_sys::PlanInvalItem>((*stmt).invalItems).take_while(|i| (**i).cacheId == MARK) {
             each((*item).hashValue as usize);
         }
     }
