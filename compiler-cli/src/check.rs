@@ -1067,11 +1067,7 @@ fn check_views(
     let mut declared = std::collections::BTreeSet::new();
     for (source, key, reason) in unscoped {
         let text = key.get_ref();
-        let candidates: Vec<QualifiedName> = match text.split_once('.') {
-            Some((schema, name)) => vec![QualifiedName::new(schema, name)],
-            None => governed.iter().map(|s| QualifiedName::new(s.clone(), text.clone())).collect(),
-        };
-        match candidates.iter().find(|c| catalog.views.get(*c).is_some_and(|v| v.materialized)) {
+        match candidates(governed, text).iter().find(|c| catalog.views.get(*c).is_some_and(|v| v.materialized)) {
             Some(name) => {
                 declared.insert(name.clone());
             }
@@ -1786,6 +1782,15 @@ fn check_live_roles(
 }
 
 /// Finds the table a policy key names: `name` (searched in the governed schemas) or `schema.name`.
+/// What a policy file's name for a relation may mean: `schema.name` itself, or `name` in each
+/// governed schema.
+fn candidates(governed: &[String], text: &str) -> Vec<QualifiedName> {
+    match text.split_once('.') {
+        Some((schema, name)) => vec![QualifiedName::new(schema, name)],
+        None => governed.iter().map(|s| QualifiedName::new(s.clone(), text)).collect(),
+    }
+}
+
 fn resolve<'c>(
     catalog: &'c Catalog,
     governed: &[String],
@@ -1795,24 +1800,17 @@ fn resolve<'c>(
     maybe_covered: &mut Vec<QualifiedName>,
 ) -> Option<&'c Table> {
     let text = key.get_ref();
-    let candidates: Vec<QualifiedName> = match text.split_once('.') {
-        Some((schema, name)) => {
-            if !governed.iter().any(|g| g == schema) {
-                diags.push(
-                    Diagnostic::error(
-                        "tenancy::ungoverned-table",
-                        format!("table `{text}` is not in a governed schema"),
-                    )
+    if let Some((schema, _)) = text.split_once('.') {
+        if !governed.iter().any(|g| g == schema) {
+            diags.push(
+                Diagnostic::error("tenancy::ungoverned-table", format!("table `{text}` is not in a governed schema"))
                     .label(source, key.span(), "policy for it here")
                     .help(format!("add `{schema}` to `schemas`, or remove this policy")),
-                );
-                return None;
-            }
-            vec![QualifiedName::new(schema, name)]
+            );
+            return None;
         }
-        None => governed.iter().map(|s| QualifiedName::new(s.clone(), text.clone())).collect(),
-    };
-    let found: Vec<&Table> = candidates.iter().filter_map(|c| catalog.tables.get(c)).collect();
+    }
+    let found: Vec<&Table> = candidates(governed, text).iter().filter_map(|c| catalog.tables.get(c)).collect();
     match found.as_slice() {
         [one] => Some(one),
         [] => {
