@@ -107,6 +107,17 @@ fn child_predicate(
     parts.join(" AND ")
 }
 
+/// The roles a command's policy is for and its rule; None when no role may run it.
+fn allowed<'a>(
+    compiled: &CompiledTable,
+    commands: &'a std::collections::BTreeMap<Command, Option<CompiledRule>>,
+    command: Command,
+) -> Option<(Vec<String>, &'a CompiledRule)> {
+    let roles = compiled.roles_for(command);
+    let rule = commands.get(&command)?.as_ref()?;
+    (!roles.is_empty()).then_some((roles, rule))
+}
+
 /// The CREATE POLICY of one command of a table without a tenant column (None: not allowed).
 fn child_policy(
     name: &str,
@@ -116,11 +127,7 @@ fn child_policy(
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
     command: Command,
 ) -> Option<String> {
-    let roles = compiled.roles_for(command);
-    let rule = commands.get(&command)?.as_ref()?;
-    if roles.is_empty() {
-        return None;
-    }
+    let (roles, rule) = allowed(compiled, commands, command)?;
     let p = child_predicate(table, parent, rule, command);
     Some(policy_sql(name, command, &roles, &p, &p))
 }
@@ -140,11 +147,7 @@ fn tenant_policy(
     global_rows: bool,
     command: Command,
 ) -> Option<String> {
-    let roles = compiled.roles_for(command);
-    let rule = commands.get(&command)?.as_ref()?;
-    if roles.is_empty() {
-        return None;
-    }
+    let (roles, rule) = allowed(compiled, commands, command)?;
     let p = predicate(this, column, rule, sharing, command, global_rows);
     let mut checked = p.clone();
     for r in references {
