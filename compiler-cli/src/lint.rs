@@ -626,12 +626,6 @@ fn lint_unique_keys(
         let waived = waivers.get(&(table.oid, crate::rules::waiver_key(names.iter().map(|n| n.as_deref().unwrap_or("<expression>")))));
         let fks = inside.get(&table.oid).map_or(&[][..], Vec::as_slice);
         let references: Vec<Vec<String>> = fks.iter().filter(|(_, done)| *done).map(|(c, _)| c.clone()).collect();
-        // Once `tenancy apply` checks its foreign keys in the policies, the key would be safe.
-        let all: Vec<Vec<String>> = fks.iter().map(|(c, _)| c.clone()).collect();
-        let after_apply = match crate::rules::unique_key(&key, tenant, &all, None) {
-            crate::rules::UniqueKey::ScopedByReference(c) => Some(c),
-            _ => None,
-        };
         match crate::rules::unique_key(&key, tenant, &references, waived.map(String::as_str)) {
             crate::rules::UniqueKey::Unsafe => {}
             crate::rules::UniqueKey::Waived(reason) => {
@@ -651,6 +645,12 @@ fn lint_unique_keys(
             ("u", ..) => "UNIQUE constraint",
             _ if partial => "partial unique index",
             _ => "unique index",
+        };
+        // Once `tenancy apply` checks its foreign keys in the policies, the key would be safe.
+        let all: Vec<Vec<String>> = fks.iter().map(|(c, _)| c.clone()).collect();
+        let after_apply = match crate::rules::unique_key(&key, tenant, &all, None) {
+            crate::rules::UniqueKey::ScopedByReference(c) => Some(c),
+            _ => None,
         };
         let fix = if let Some(columns) = after_apply {
             format!(
