@@ -239,6 +239,20 @@ fn policies_are_index_backed_and_evaluate_context_once_per_statement() {
     assert!(plan.contains("Index"), "tenant filter must use an index:\n{plan}");
 }
 
+/// `rows` more projects, half ACME's and half GLOBEX's (both on the enterprise plan, which has
+/// room for them), analysed.
+fn projects_of_both(db: &TestDb, rows: u32) {
+    db.admin()
+        .batch_execute(&format!(
+            "SELECT tenancy.set_plan('{ACME}', 'enterprise'), tenancy.set_plan('{GLOBEX}', 'enterprise');
+             INSERT INTO app.projects (org_id, name, created_by)
+             SELECT CASE WHEN g % 2 = 0 THEN '{ACME}'::uuid ELSE '{GLOBEX}'::uuid END, 'p' || g, 'seed'
+               FROM generate_series(1, {rows}) g;
+             ANALYZE app.projects;"
+        ))
+        .unwrap();
+}
+
 /// The plan of `sql` as the application role in ACME's context (EXPLAIN allowed by a DBA).
 fn plan_of(db: &TestDb, sql: &str) -> String {
     let rows = db.explaining_in(ACME, "alice").query(&format!("EXPLAIN (COSTS OFF, VERBOSE) {sql}"), &[]);
@@ -307,16 +321,7 @@ fn every_statement_shape_reads_the_organization_once() {
 #[test]
 fn the_organization_parameter_follows_the_context_of_each_execution() {
     let db = TestDb::new();
-    let mut admin = db.admin();
-    admin
-        .batch_execute(&format!(
-            "SELECT tenancy.set_plan('{ACME}', 'enterprise'), tenancy.set_plan('{GLOBEX}', 'enterprise');
-             INSERT INTO app.projects (org_id, name, created_by)
-             SELECT CASE WHEN g % 2 = 0 THEN '{ACME}'::uuid ELSE '{GLOBEX}'::uuid END, 'p' || g, 'seed'
-               FROM generate_series(1, 3000) g;
-             ANALYZE app.projects;"
-        ))
-        .unwrap();
+    projects_of_both(&db, 3000);
     let mut c = db.app();
     // A generic plan, made once and reused: the parameter is set again at each execution.
     c.batch_execute("SET plan_cache_mode = force_generic_plan").unwrap();
@@ -388,16 +393,7 @@ fn only_tenancy_current_org_itself_becomes_the_parameter() {
 #[test]
 fn context_functions_are_correct_inside_parallel_workers() {
     let db = TestDb::new();
-    let mut admin = db.admin();
-    admin
-        .batch_execute(&format!(
-            "SELECT tenancy.set_plan('{ACME}', 'enterprise'), tenancy.set_plan('{GLOBEX}', 'enterprise');
-             INSERT INTO app.projects (org_id, name, created_by)
-             SELECT CASE WHEN g % 2 = 0 THEN '{ACME}'::uuid ELSE '{GLOBEX}'::uuid END, 'p' || g, 'seed'
-               FROM generate_series(1, 4000) g;
-             ANALYZE app.projects;"
-        ))
-        .unwrap();
+    projects_of_both(&db, 4000);
     let mut c = db.explaining_in(GLOBEX, "gina");
     c.batch_execute(
         "SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
