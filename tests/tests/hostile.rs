@@ -1272,6 +1272,13 @@ fn the_context_cannot_change_inside_a_statement_that_reads_it() {
         assert_eq!(e.message, "cannot change the tenant context inside a statement that reads it", "{sql}");
         tx.rollback().unwrap();
     }
+    // The read-only role too.
+    let mut r = db.connect_as("app_readonly");
+    let mut tx = r.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'sam')")).unwrap();
+    let e = error_of(&mut tx, &format!("SELECT tenancy.set_context('{GLOBEX}', 'sam') FROM app.projects"));
+    assert_eq!(e.code, "55000", "{}", e.message);
+    tx.rollback().unwrap();
     // Nor while a cursor that read it is open; once it is closed, the context changes.
     let mut tx = c.transaction().unwrap();
     tx.batch_execute(&format!(
@@ -1335,6 +1342,14 @@ fn merge_into_a_governed_table_is_refused_whatever_the_rows() {
             ),
             "{sql}"
         );
+    }
+    // The read-only role gets the same refusal, with a context or without one.
+    for context in [format!("SELECT tenancy.set_context('{ACME}', 'alice');"), String::new()] {
+        let mut c = db.connect_as("app_readonly");
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&context).unwrap();
+        let e = error_of(&mut tx, "MERGE INTO app.projects t USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE");
+        assert_eq!(e.code, "0A000", "{context}: {}", e.message);
     }
     // A DBA's MERGE works.
     db.admin()
