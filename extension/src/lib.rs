@@ -35,6 +35,7 @@ mod error;
 mod gucs;
 mod hooks;
 mod membership;
+mod membership_cache;
 mod organizations;
 mod param;
 mod privilege;

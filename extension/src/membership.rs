@@ -20,7 +20,8 @@ use std::cell::RefCell;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Generation counters in shared memory (32 KiB).
+/// Generation counters in shared memory (32 KiB), then the memberships found
+/// ([`crate::membership_cache`]).
 pub const SLOTS: usize = 4096;
 const SHMEM_NAME: &CStr = c"pg_tenancy membership generations";
 
@@ -30,6 +31,10 @@ struct Generations {
     /// Moves when `tenancy.token_keys` changes: every backend reloads its keys and forgets the
     /// tokens it verified ([`crate::token`]).
     keys: AtomicU64,
+    /// Moves when `tenancy.roles` may have changed (with every organization's generation):
+    /// every backend reads the roles again.
+    roles: AtomicU64,
+    found: crate::membership_cache::Table,
 }
 
 // Set once per process by the shmem startup hook (postmaster, then inherited by backends).
@@ -56,6 +61,7 @@ unsafe fn shmem_startup() {
                 slot.store(1, Ordering::Relaxed);
             }
             (*(base as *mut Generations)).keys.store(1, Ordering::Relaxed);
+            (*(base as *mut Generations)).roles.store(1, Ordering::Relaxed);
         });
         GENERATIONS = base as *const Generations;
     }
@@ -84,6 +90,16 @@ pub fn generation(org: &[u8; 16]) -> u64 {
 /// The current generation of the token keys.
 pub fn keys_generation() -> u64 {
     generations().keys.load(Ordering::Acquire)
+}
+
+/// Whether this transaction changed memberships, organizations or roles (its triggers fired):
+/// what it sees of them is not committed, so nothing it finds may be remembered, and nothing
+/// remembered stands for what it sees.
+fn changes_pending() -> bool {
+    PENDING.with(|p| {
+        let p = p.borrow();
+        p.all || !p.orgs.is_empty()
+    })
 }
 
 /// Makes the token keys' generation move when this transaction commits.
@@ -123,6 +139,7 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
                 g.keys.fetch_add(1, Ordering::AcqRel);
             }
             if pending.all {
+                g.roles.fetch_add(1, Ordering::AcqRel);
                 for slot in g.slots.iter() {
                     slot.fetch_add(1, Ordering::AcqRel);
                 }
@@ -191,20 +208,23 @@ pub struct Membership {
 /// Where the catalog tables are (per backend; the schema's oid changes if the extension is
 /// created again).
 #[derive(Clone, Copy)]
-struct Catalog {
+pub(crate) struct Catalog {
     schema: pg_sys::Oid,
     members: pg_sys::Oid,
     members_pkey: pg_sys::Oid,
     organizations: pg_sys::Oid,
     organizations_pkey: pg_sys::Oid,
     roles: pg_sys::Oid,
+    pub(crate) active_users: pg_sys::Oid,
+    /// `(org_id, period, user_id)`.
+    pub(crate) active_users_idx: pg_sys::Oid,
 }
 
 thread_local! {
     static CATALOG: std::cell::Cell<Option<Catalog>> = const { std::cell::Cell::new(None) };
 }
 
-fn catalog() -> Catalog {
+pub(crate) fn catalog() -> Catalog {
     // SAFETY: syscache lookups by name inside a transaction; missing_ok returns InvalidOid.
     let schema = unsafe { pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true) };
     if let Some(c) = CATALOG.with(|c| c.get()).filter(|c| c.schema == schema && schema != pg_sys::InvalidOid) {
@@ -228,6 +248,8 @@ fn catalog() -> Catalog {
         organizations: rel(c"organizations"),
         organizations_pkey: rel(c"organizations_pkey"),
         roles: rel(c"roles"),
+        active_users: rel(c"active_users"),
+        active_users_idx: rel(c"active_users_org_id_period_idx"),
     };
     CATALOG.with(|cell| cell.set(Some(c)));
     c
@@ -307,7 +329,7 @@ pub(crate) unsafe fn column<T: FromDatum>(tuple: pg_sys::HeapTuple, desc: pg_sys
     }
 }
 
-fn equal_key(attnum: i16, procedure: pg_sys::RegProcedure, value: pg_sys::Datum) -> pg_sys::ScanKeyData {
+pub(crate) fn equal_key(attnum: i16, procedure: pg_sys::RegProcedure, value: pg_sys::Datum) -> pg_sys::ScanKeyData {
     // SAFETY: ScanKeyInit fills every field of the zeroed key.
     unsafe {
         let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
@@ -321,27 +343,38 @@ fn equal_key(attnum: i16, procedure: pg_sys::RegProcedure, value: pg_sys::Datum)
 /// past). Reads the tables directly, so callers need no privilege on them.
 pub fn lookup(org: pgrx::Uuid, user: &str) -> Option<Membership> {
     let c = catalog();
+    let roles_at = roles_generation();
     with_latest_snapshot(|snapshot| {
         // SAFETY: the snapshot is registered; each key holds a datum of its column's type.
         unsafe {
             if !org_active(&c, snapshot, org) {
                 return None;
             }
-            let members = Table::open(c.members);
-            let (m_org, m_user, m_role) =
-                (members.attnum(c"org_id"), members.attnum(c"user_id"), members.attnum(c"role"));
-            let mut role = None;
-            let mut keys = [
-                equal_key(m_org, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org.into_datum().expect("uuid datum")),
-                equal_key(m_user, pg_sys::Oid::from(pg_sys::F_TEXTEQ), user.into_datum().expect("text datum")),
-            ];
-            members.scan(c.members_pkey, snapshot, &mut keys, |t, d| {
-                role = column::<String>(t, d, m_role);
-                false
-            });
-            role_of(&c, snapshot, &role?)
+            let role = member_role(&c, snapshot, org, user)?;
+            role_of(&c, snapshot, roles_at, &role)
         }
     })
+}
+
+/// The role `user` is listed with in `org`, read through `tenancy.members`' primary key.
+///
+/// # Safety
+/// `snapshot` must be registered.
+unsafe fn member_role(c: &Catalog, snapshot: pg_sys::Snapshot, org: pgrx::Uuid, user: &str) -> Option<String> {
+    unsafe {
+        let members = Table::open(c.members);
+        let (m_org, m_user, m_role) = (members.attnum(c"org_id"), members.attnum(c"user_id"), members.attnum(c"role"));
+        let mut role = None;
+        let mut keys = [
+            equal_key(m_org, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org.into_datum().expect("uuid datum")),
+            equal_key(m_user, pg_sys::Oid::from(pg_sys::F_TEXTEQ), user.into_datum().expect("text datum")),
+        ];
+        members.scan(c.members_pkey, snapshot, &mut keys, |t, d| {
+            role = column::<String>(t, d, m_role);
+            false
+        });
+        role
+    }
 }
 
 /// A membership in `org` with member role `role`, vouched for by a signed token whose key the DBA
@@ -349,13 +382,14 @@ pub fn lookup(org: pgrx::Uuid, user: &str) -> Option<Membership> {
 /// must exist; nobody need be listed in `tenancy.members`.
 pub fn lookup_trusted(org: pgrx::Uuid, role: &str) -> Option<Membership> {
     let c = catalog();
+    let roles_at = roles_generation();
     with_latest_snapshot(|snapshot| {
         // SAFETY: as in lookup.
         unsafe {
             if !org_active(&c, snapshot, org) {
                 return None;
             }
-            role_of(&c, snapshot, role)
+            role_of(&c, snapshot, roles_at, role)
         }
     })
 }
@@ -368,16 +402,53 @@ thread_local! {
     static FOUND: RefCell<Checked> = RefCell::new(Checked::default());
 }
 
-/// [`lookup`], remembered per backend while the organization's generation stays `generation`
-/// (read by the caller before this call): whatever could take the membership away moves it. Only
-/// memberships found are remembered; a user added later is found by the next call.
+/// [`lookup`], remembered while the organization's generation stays `generation` (read by the
+/// caller before this call): whatever could take the membership away moves it. Remembered per
+/// backend, and for every backend in shared memory ([`crate::membership_cache`]), so that a new
+/// connection's first context in an organization costs no index scan either. Only memberships
+/// found are remembered; a user added later is found by the next call. A transaction that
+/// changed the catalog itself always looks up, and remembers nothing: what it sees is not
+/// committed, and may never be.
 pub fn lookup_at(org: pgrx::Uuid, user: &str, generation: u64) -> Option<Membership> {
-    let key = (catalog().schema, *org.as_bytes(), user.to_string());
+    if changes_pending() {
+        return lookup(org, user);
+    }
+    let c = catalog();
+    let key = (c.schema, *org.as_bytes(), user.to_string());
     let hit = FOUND.with(|f| f.borrow().get(&key).filter(|(g, _)| *g == generation).map(|(_, m)| m.clone()));
     if hit.is_some() {
         return hit;
     }
-    let found = lookup(org, user)?;
+    // SAFETY: reads backend-local state.
+    let db = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    let shared_key = crate::membership_cache::Key {
+        db,
+        schema: c.schema.to_u32(),
+        members: c.members.to_u32(),
+        org: org.as_bytes(),
+        user,
+    };
+    let found = match generations().found.get(&shared_key, generation) {
+        // The member's role as found by another backend at this generation: its rank and
+        // permissions are the roles' as now (a change to the roles moves every generation).
+        Some(role) => {
+            let roles_at = roles_generation();
+            match cached_roles(&c, roles_at) {
+                Some(roles) => roles.membership(&role),
+                None => with_latest_snapshot(|snapshot| {
+                    // SAFETY: the snapshot is registered.
+                    unsafe { role_of(&c, snapshot, roles_at, &role) }
+                }),
+            }
+        }
+        None => {
+            let found = lookup(org, user);
+            if let Some(m) = &found {
+                generations().found.put(&shared_key, generation, &m.role);
+            }
+            found
+        }
+    }?;
     FOUND.with(|f| {
         let mut f = f.borrow_mut();
         if f.len() >= 4096 {
@@ -423,29 +494,78 @@ unsafe fn org_active(c: &Catalog, snapshot: pg_sys::Snapshot, org: pgrx::Uuid) -
     }
 }
 
+/// The roles as a backend last read them: every role's rank (the `role_ranks` of a membership)
+/// and each role's permissions.
+struct Roles {
+    schema: pg_sys::Oid,
+    /// The roles' generation before they were read.
+    generation: u64,
+    ranks: String,
+    permissions: foldhash::HashMap<String, String>,
+}
+
+thread_local! {
+    static ROLES: RefCell<Option<std::rc::Rc<Roles>>> = const { RefCell::new(None) };
+}
+
+/// The current generation of the roles.
+fn roles_generation() -> u64 {
+    generations().roles.load(Ordering::Acquire)
+}
+
 /// The membership of a member with role `role`: every role's rank and this role's permissions
-/// (None: no such role).
+/// (None: no such role). The roles are read once per backend and generation of the roles
+/// (`generation`, read by the caller before it took `snapshot`), and on every call by a
+/// transaction that changed them.
 ///
 /// # Safety
 /// `snapshot` must be registered.
-unsafe fn role_of(c: &Catalog, snapshot: pg_sys::Snapshot, role: &str) -> Option<Membership> {
+unsafe fn role_of(c: &Catalog, snapshot: pg_sys::Snapshot, generation: u64, role: &str) -> Option<Membership> {
+    let roles = match cached_roles(c, generation) {
+        Some(roles) => roles,
+        None => {
+            // SAFETY: as the caller promised.
+            let roles = std::rc::Rc::new(unsafe { read_roles(c, snapshot, generation) });
+            if !changes_pending() {
+                ROLES.with(|r| *r.borrow_mut() = Some(roles.clone()));
+            }
+            roles
+        }
+    };
+    roles.membership(role)
+}
+
+/// The roles this backend read at `generation`, unless this transaction changed them.
+fn cached_roles(c: &Catalog, generation: u64) -> Option<std::rc::Rc<Roles>> {
+    ROLES
+        .with(|r| r.borrow().clone())
+        .filter(|r| r.schema == c.schema && r.generation == generation && !changes_pending())
+}
+
+impl Roles {
+    fn membership(&self, role: &str) -> Option<Membership> {
+        let permissions = self.permissions.get(role)?.clone();
+        Some(Membership { role: role.to_string(), role_ranks: self.ranks.clone(), permissions })
+    }
+}
+
+/// # Safety
+/// `snapshot` must be registered.
+unsafe fn read_roles(c: &Catalog, snapshot: pg_sys::Snapshot, generation: u64) -> Roles {
     unsafe {
         let roles = Table::open(c.roles);
         let (r_name, r_rank, r_perms) = (roles.attnum(c"name"), roles.attnum(c"rank"), roles.attnum(c"permissions"));
         let mut ranks: Vec<(i32, String)> = Vec::new();
-        let mut permissions = None;
+        let mut permissions = foldhash::HashMap::default();
         roles.scan(pg_sys::InvalidOid, snapshot, &mut [], |t, d| {
             let name = column::<String>(t, d, r_name).unwrap_or_default();
-            if name == role {
-                let perms: Vec<Option<String>> = column(t, d, r_perms).unwrap_or_default();
-                permissions = Some(perms.into_iter().flatten().collect::<Vec<_>>().join(","));
-            }
+            let perms: Vec<Option<String>> = column(t, d, r_perms).unwrap_or_default();
+            permissions.insert(name.clone(), perms.into_iter().flatten().collect::<Vec<_>>().join(","));
             ranks.push((column::<i32>(t, d, r_rank).unwrap_or(0), name));
             true
         });
-        let permissions = permissions?;
         ranks.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let role_ranks = ranks.iter().map(|(rank, name)| format!("{name}:{rank}")).collect::<Vec<_>>().join(",");
-        Some(Membership { role: role.to_string(), role_ranks, permissions })
+        let ranks = ranks.iter().map(|(rank, name)| format!("{name}:{rank}")).collect::<Vec<_>>().join(",");
+        Roles { schema: c.schema, generation, ranks, permissions }
     }
 }

@@ -380,6 +380,47 @@ fn a_session_context_loses_what_was_taken_away() {
     assert_eq!(text(&mut bob, "SELECT tenancy.current_member_role()").as_deref(), Some("member"));
 }
 
+/// What backends remember of memberships (each its own, and all of them together in shared
+/// memory) is what was committed: a role given in a transaction that rolled back is not kept,
+/// in that session or any other, and a change committed in one session reaches a connection
+/// that remembered the old role and a new connection alike.
+#[test]
+fn only_committed_memberships_are_remembered() {
+    let db = TestDb::new();
+    let role_in = |c: &mut postgres::Client| -> Option<String> {
+        c.batch_execute(&format!("BEGIN; SET LOCAL ROLE app_user; SELECT tenancy.set_context('{ACME}', 'carol')"))
+            .unwrap();
+        let role = text(c, "SELECT tenancy.current_member_role()");
+        c.batch_execute("COMMIT").unwrap();
+        role
+    };
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "BEGIN;
+             UPDATE tenancy.members SET role = 'owner' WHERE org_id = '{ACME}' AND user_id = 'carol';
+             SET LOCAL ROLE app_user;
+             SELECT tenancy.set_context('{ACME}', 'carol');"
+        ))
+        .unwrap();
+    assert_eq!(text(&mut admin, "SELECT tenancy.current_member_role()").as_deref(), Some("owner"));
+    admin.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(role_in(&mut admin).as_deref(), Some("member"), "the session that rolled back");
+    assert_eq!(role_in(&mut db.admin()).as_deref(), Some("member"), "a new connection");
+    // Committed: a connection that remembers carol as a member and a new one both see the change.
+    let mut warm = db.admin();
+    assert_eq!(role_in(&mut warm).as_deref(), Some("member"));
+    admin.batch_execute(&format!("SELECT tenancy.update_member('{ACME}', 'carol', 'guest')")).unwrap();
+    assert_eq!(role_in(&mut warm).as_deref(), Some("guest"));
+    assert_eq!(role_in(&mut db.admin()).as_deref(), Some("guest"));
+    admin.batch_execute(&format!("SELECT tenancy.remove_member('{ACME}', 'carol')")).unwrap();
+    for mut c in [warm, db.admin()] {
+        let e =
+            error_of(&mut c, &format!("BEGIN; SET LOCAL ROLE app_user; SELECT tenancy.set_context('{ACME}', 'carol')"));
+        assert_eq!(e.code, "42501", "{}", e.message);
+    }
+}
+
 #[test]
 fn the_read_only_role_cannot_write_through_the_api() {
     let db = TestDb::new();
