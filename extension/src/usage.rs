@@ -55,6 +55,17 @@ impl Month {
         }
     }
 
+    /// The first day as a PostgreSQL date: days since 2000-01-01.
+    fn first_day_date(self) -> i32 {
+        // Howard Hinnant's days_from_civil, for day 1.
+        let (y, m) = (i64::from(self.year) - i64::from(self.month <= 2), i64::from(self.month));
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        (era * 146_097 + doe - 719_468 - 10_957) as i32
+    }
+
     /// `YYYY-MM-01`.
     pub fn first_day(self) -> String {
         format!("{:04}-{:02}-01", self.year, self.month)
@@ -219,6 +230,12 @@ pub fn note_active_user(org: Uuid, user: &str) {
     if ACTIVE_SEEN.with(|s| s.borrow().contains(&entry)) {
         return;
     }
+    // Recorded already (by another backend, or this one before it reconnected): a new
+    // connection's first context per user is then one index probe, with no statement to run.
+    if recorded(org, user, month) {
+        ACTIVE_SEEN.with(|s| s.borrow_mut().insert(entry));
+        return;
+    }
     // SAFETY: reads backend-local transaction state.
     if unsafe { pg_sys::XactReadOnly } {
         // A read-only transaction cannot insert: a background worker does ([`crate::active`]).
@@ -251,6 +268,32 @@ pub fn note_active_user(org: Uuid, user: &str) {
     pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, || ACTIVE_SEEN.with(|s| s.borrow_mut().clear()));
 }
 
+/// Whether `tenancy.active_users` holds (org, month, user), as committed now or written by this
+/// transaction: read through its index directly, as [`crate::membership`] reads its tables.
+fn recorded(org: Uuid, user: &str, month: Month) -> bool {
+    use crate::membership::{column, equal_key, Table};
+    let c = crate::membership::catalog();
+    crate::membership::with_latest_snapshot(|snapshot| {
+        let table = Table::open(c.active_users);
+        let (a_org, a_period, a_user) = (table.attnum(c"org_id"), table.attnum(c"period"), table.attnum(c"user_id"));
+        let mut keys = [
+            equal_key(a_org, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org.into_datum().expect("uuid datum")),
+            equal_key(a_period, pg_sys::Oid::from(pg_sys::F_DATE_EQ), pg_sys::Datum::from(month.first_day_date())),
+            equal_key(a_user, pg_sys::Oid::from(pg_sys::F_TEXTEQ), user.into_datum().expect("text datum")),
+        ];
+        let mut found = false;
+        // SAFETY: the snapshot is registered; each key holds a datum of its column's type.
+        unsafe {
+            table.scan(c.active_users_idx, snapshot, &mut keys, |t, d| {
+                // The index holds every key column; the heap tuple confirms the row is visible.
+                found = column::<String>(t, d, a_user).as_deref() == Some(user);
+                !found
+            })
+        };
+        found
+    })
+}
+
 #[cfg(test)]
 mod unit {
     use super::Month;
@@ -263,5 +306,9 @@ mod unit {
         assert_eq!(Month::of_unix_day(20_780), Month { year: 2026, month: 11 }); // 2026-11-23
         assert_eq!(Month { year: 2026, month: 12 }.next(), Month { year: 2027, month: 1 });
         assert_eq!(Month { year: 2026, month: 3 }.first_day(), "2026-03-01");
+        assert_eq!(Month { year: 2000, month: 1 }.first_day_date(), 0);
+        assert_eq!(Month { year: 2000, month: 3 }.first_day_date(), 60);
+        assert_eq!(Month { year: 1999, month: 12 }.first_day_date(), -31);
+        assert_eq!(Month { year: 2026, month: 12 }.first_day_date(), 20_780 + 8 - 10_957);
     }
 }
