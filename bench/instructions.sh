@@ -6,10 +6,12 @@
 # N is the cost of one iteration, startup and setup excluded.
 #
 #   BENCH_N (default 2000): iterations of the shorter loop.
+#   BENCH_FIRST_N (default 500): the same for a connection's first context per organization.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 N="${BENCH_N:-2000}"
+FIRST_N="${BENCH_FIRST_N:-500}"
 bin=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
 command -v valgrind >/dev/null || { echo "valgrind is missing: scripts/setup.sh installs it" >&2; exit 1; }
 state="$(scripts/state-dir.sh)"
@@ -44,6 +46,14 @@ CREATE EXTENSION pgcrypto;
 INSERT INTO tenancy.organizations (id, slug, name) VALUES ('$ORG', 'one', 'One');
 
 INSERT INTO tenancy.members (org_id, user_id, role) VALUES ('$ORG', 'u1', 'member');
+
+-- For a connection's first context per organization: 2 x FIRST_N more, one member each.
+INSERT INTO tenancy.organizations (id, slug, name)
+    SELECT ('00000000-0000-0000-0001-' || lpad(g::text, 12, '0'))::uuid, 'many-' || g, 'Many ' || g
+      FROM generate_series(1, 2 * $FIRST_N) g;
+
+INSERT INTO tenancy.members (org_id, user_id, role)
+    SELECT id, 'u1', 'member' FROM tenancy.organizations WHERE slug LIKE 'many-%';
 
 INSERT INTO tenancy.token_keys (kid, algorithm, key) VALUES ('cg', 'HS256', '$SECRET');
 
@@ -175,6 +185,39 @@ SELECT tenancy.set_context('$ORG', 'u1');
 SELECT * FROM app.items_open WHERE org_id = :org AND id = 2 * :id;
 COMMIT;"
 
+# first LABEL ORG: the instructions of one transaction `set_context(ORG, 'u1'); COMMIT` (ORG an
+# expression of the loop variable i) on a connection of its own, after another connection set a
+# context once in every organization (as a pool's other connections, or the last pgbench run's,
+# did): what a new connection's first context in an organization costs, and a later one.
+first() {
+    local label="$1" org="$2" n counts=() port=28819 f
+    loop() {
+        printf '%s\n' "SET ROLE app_user;" "DO \$\$ BEGIN FOR i IN 1..$1 LOOP" \
+            "PERFORM tenancy.set_context(('00000000-0000-0000-0001-' || lpad(($2)::text, 12, '0'))::uuid, 'u1'); COMMIT;" \
+            "END LOOP; END \$\$;"
+    }
+    for n in "$FIRST_N" "$((2 * FIRST_N))"; do
+        rm -f "$work"/cg.*
+        "${as_pg[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" \
+            "$bin/postgres" -D "$data" -k "$work" -p "$port" -c listen_addresses='' -c autovacuum=off \
+            >"$work/wire.log" 2>&1 &
+        for _ in $(seq 120); do "${as_pg[@]}" "$bin/pg_isready" -q -h "$work" -p "$port" && break; sleep 0.5; done
+        loop "$((2 * FIRST_N))" i | "${as_pg[@]}" "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres postgres
+        # callgrind writes a backend's file when it exits.
+        sleep 1
+        ls "$work"/cg.* >"$work/before"
+        loop "$n" "$org" | "${as_pg[@]}" "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres postgres
+        sleep 1
+        f=$(ls "$work"/cg.* | grep -vxFf "$work/before" | head -1)
+        counts+=("$(sed -n 's/^summary: //p' "$f")")
+        "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null
+        wait
+    done
+    cost[$label]=$(( (counts[1] - counts[0]) / FIRST_N ))
+}
+first first_context i
+first later_context 1
+
 e=${cost[empty]}
 per() { echo $(( cost[$1] - e )); }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -184,6 +227,12 @@ echo "| \`set_config('app.org_id', ...)\` (the hand-rolled pattern) | $(per set_
 echo "| \`tenancy.set_context(org, user)\` | $(per set_context) | $(ratio "$(per set_context)" "$(per set_config)")x |"
 echo "| \`tenancy.set_context_token()\`, a token verified before | $(per token_cached) | $(ratio "$(per token_cached)" "$(per set_config)")x |"
 echo "| \`tenancy.set_context_token()\`, a fresh HS256 token | $(( cost[token_fresh] - cost[mint] )) | $(ratio "$(( cost[token_fresh] - cost[mint] ))" "$(per set_config)")x |"
+echo
+echo "| a connection's contexts, each in its own transaction (callgrind, loops of $FIRST_N and $((2 * FIRST_N)); another connection set a context in every organization before) | instructions |"
+echo "|---|---|"
+echo "| \`set_context\` in an organization this connection meets for the first time (its first context there: the membership from shared memory, the active user from its index) | ${cost[first_context]} |"
+echo "| \`set_context\` in the organization of its previous context (the membership from the connection's own memory) | ${cost[later_context]} |"
+echo "| a first context costs more by | $(( cost[first_context] - cost[later_context] )) |"
 echo
 echo "| a whole transaction (callgrind) | instructions | vs hand-written |"
 echo "|---|---|---|"

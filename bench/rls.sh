@@ -4,7 +4,8 @@
 # organizations; the cost of set_context per transaction; and compiling a 1,000-table schema.
 #
 #   BENCH_SECONDS (default 4) per pgbench run, BENCH_RUNS (default 11) measured runs per path,
-#   BENCH_ROWS (default 2000000) rows per table.
+#   BENCH_ROWS (default 2000000) rows per table, BENCH_ONLY=context for the whole-transaction rows
+#   against set_config alone.
 # Single pgbench runs on a 2-core VM vary by ±30%, more at 4 clients: hence many short runs,
 # in A B B A order, and the median of the pairs' ratios. Two rows calibrate the rest: a control
 # (one path against itself, true ratio 1) and a known cost (the hand-written lookup plus about
@@ -228,6 +229,7 @@ PY
 echo "running: ${RUNS} interleaved runs of ${SECONDS_PER_RUN}s per path, after a warm-up" >&2
 echo "| workload (policy path as app_user vs hand-written WHERE as a BYPASSRLS role) | clients | median tps | median ratio | spread (min–max) |"
 echo "|---|---|---|---|---|"
+if [ "${BENCH_ONLY:-}" != context ]; then
 for c in 1 4; do
     compare "listing: ORDER BY created_at DESC LIMIT 20" "$c" list_policy "$APP_URL" list_hand "$HAND_URL"
     compare "point lookup by id" "$c" point_policy "$APP_URL" point_hand "$HAND_URL"
@@ -238,10 +240,13 @@ done
 compare "control: the hand-written point lookup against itself" 4 point_hand "$HAND_URL" point_hand "$HAND_URL"
 compare "calibration: a known cost (the hand-written lookup plus ~12 µs of server work) vs the hand-written lookup" 4 point_costlier "$HAND_URL" point_hand "$HAND_URL"
 compare "cost of set_context: the hand-written listing with vs without it" 1 list_hand "$HAND_URL" list_hand_noctx "$HAND_URL"
+fi
 for c in 1 4; do
     compare "BEGIN; set_context; lookup under the policy; COMMIT vs the same with set_config('app.org_id') and a hand-written WHERE" "$c" ctx_point "$APP_URL" cfg_point "$HAND_URL"
     compare "the same, in pipeline mode (\\startpipeline)" "$c" ctx_point_pipelined "$APP_URL" cfg_point_pipelined "$HAND_URL"
 done
+
+[ "${BENCH_ONLY:-}" != context ] || exit 0
 
 # The same lookups timed inside the server: 20,000 executions of each in one session (plans
 # cached as with -M prepared), best of 5 rounds; the policy path as app_user, the hand-written
