@@ -593,7 +593,10 @@ fn lint_unique_keys(
                 pg_get_indexdef(x.indexrelid), x.indpred IS NOT NULL, x.indnullsnotdistinct,
                 ARRAY(SELECT coalesce(a.attnotnull, false) FROM unnest(x.indkey::int2[]) WITH ORDINALITY k(n, o)
                         LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
-                       WHERE k.o <= x.indnkeyatts ORDER BY k.o)
+                       WHERE k.o <= x.indnkeyatts ORDER BY k.o),
+                coalesce(pg_get_constraintdef(c.oid), ''),
+                ARRAY(SELECT f.conrelid::regclass::text || '.' || quote_ident(f.conname) FROM pg_constraint f
+                       WHERE f.contype = 'f' AND f.conindid = x.indexrelid ORDER BY 1)
            FROM pg_index x
            JOIN pg_class i ON i.oid = x.indexrelid
            LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid
@@ -608,6 +611,7 @@ fn lint_unique_keys(
         let defaults: Vec<String> = row.get(7);
         let (definition, partial): (String, bool) = (row.get(8), row.get(9));
         let not_null: Vec<bool> = row.get(11);
+        let (constraint, referenced_by): (String, Vec<String>) = (row.get(12), row.get(13));
         let key = crate::rules::Key {
             columns: names
                 .iter()
@@ -665,13 +669,24 @@ fn lint_unique_keys(
             format!("{scoped}; DROP INDEX CONCURRENTLY {};", quote_ident(&name))
         } else if exclusion {
             format!("-- add {col} WITH = to the constraint: {definition}")
-        } else {
-            let kind = if primary { "PRIMARY KEY" } else { "UNIQUE" };
+        } else if !referenced_by.is_empty() {
+            // Foreign keys depend on the constraint: it cannot be dropped before they move.
             format!(
-                "ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} {kind} ({col}, {k}); -- or, if the values are meant to be unique across organizations, declare the key in the policy file: globally_unique",
+                "-- {n} foreign key{s} reference{v} it ({list}): `tenancy migrate-keys` moves them to a new UNIQUE ({col}, {k}); then: ALTER TABLE {t} DROP CONSTRAINT {c}; -- or, if the values are meant to be unique across organizations, declare the key in the policy file: globally_unique",
+                n = referenced_by.len(),
+                s = if referenced_by.len() == 1 { "" } else { "s" },
+                v = if referenced_by.len() == 1 { "s" } else { "" },
+                list = referenced_by.join(", "),
                 t = table.name,
                 c = quote_ident(&name),
                 k = shown.join(", ")
+            )
+        } else {
+            format!(
+                "ALTER TABLE {t} DROP CONSTRAINT {c}, ADD CONSTRAINT {c} {scoped}; -- or, if the values are meant to be unique across organizations, declare the key in the policy file: globally_unique",
+                t = table.name,
+                c = quote_ident(&name),
+                scoped = scoped_constraint(&constraint, col, primary, &shown)
             )
         };
         out.push(finding(
@@ -682,6 +697,16 @@ fn lint_unique_keys(
         ));
     }
     Ok(())
+}
+
+/// A PRIMARY KEY or UNIQUE constraint's definition (as `pg_get_constraintdef` prints it) with
+/// the tenant column first, keeping what else it says (`NULLS NOT DISTINCT`, `INCLUDE`,
+/// `DEFERRABLE`, the index's storage parameters and tablespace).
+fn scoped_constraint(definition: &str, column: &str, primary: bool, shown: &[String]) -> String {
+    match definition.find('(') {
+        Some(open) => format!("{}({column}, {}", &definition[..open], &definition[open + 1..]),
+        None => format!("{} ({column}, {})", if primary { "PRIMARY KEY" } else { "UNIQUE" }, shown.join(", ")),
+    }
 }
 
 /// Tables the policy files declare unscoped (`tenancy apply` puts the reason on their SELECT
@@ -830,5 +855,23 @@ mod tests {
     fn current_org_is_a_parameter_of_the_statement() {
         assert!(per_row_calls("(org_id = tenancy.current_org())").is_empty());
         assert!(per_row_calls("((org_id IS NULL) AND (tenancy.current_org() IS NOT NULL))").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod scoped_constraint_tests {
+    use super::scoped_constraint;
+
+    #[test]
+    fn the_tenant_column_goes_first_and_the_rest_of_the_constraint_stays() {
+        let s = |d: &str| scoped_constraint(d, "org_id", false, &["code".into()]);
+        assert_eq!(s("UNIQUE (code)"), "UNIQUE (org_id, code)");
+        assert_eq!(s("UNIQUE NULLS NOT DISTINCT (code, kind)"), "UNIQUE NULLS NOT DISTINCT (org_id, code, kind)");
+        assert_eq!(
+            s("UNIQUE (code) INCLUDE (name) DEFERRABLE INITIALLY DEFERRED"),
+            "UNIQUE (org_id, code) INCLUDE (name) DEFERRABLE INITIALLY DEFERRED"
+        );
+        assert_eq!(scoped_constraint("PRIMARY KEY (id)", "org_id", true, &["id".into()]), "PRIMARY KEY (org_id, id)");
+        assert_eq!(s(""), "UNIQUE (org_id, code)", "without a definition, the columns");
     }
 }

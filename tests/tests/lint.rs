@@ -51,6 +51,8 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
              -- Unsafe: a partial unique index and an exclusion constraint without the tenant column.
              CREATE UNIQUE INDEX fine_default ON bad.fine (email) WHERE email <> '';
              ALTER TABLE bad.fine ADD CONSTRAINT fine_no_twins EXCLUDE USING btree (email WITH =);
+             ALTER TABLE bad.fine ADD COLUMN code text,
+                 ADD CONSTRAINT fine_code UNIQUE NULLS NOT DISTINCT (code) DEFERRABLE INITIALLY DEFERRED;
              -- A key declared globally unique, as tenancy apply records it.
              CREATE TABLE bad.keys (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL, digest text UNIQUE);
              ALTER TABLE bad.keys ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -88,6 +90,7 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
     assert_eq!(
         unique,
         BTreeSet::from([
+            "index fine_code on bad.fine",
             "index fine_default on bad.fine",
             "index fine_no_twins on bad.fine",
             "index loose_pkey on bad.loose"
@@ -99,6 +102,22 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
         partial.fix.contains("(org_id, email) WHERE (email <> ''::text)"),
         "the fix keeps the predicate: {}",
         partial.fix
+    );
+    // A constraint's fix keeps what else it says, and runs as printed.
+    let code = findings.iter().find(|f| f.object == "index fine_code on bad.fine").unwrap();
+    admin.batch_execute(&code.fix).unwrap();
+    assert_eq!(
+        text(&mut admin, "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'fine_code'").as_deref(),
+        Some("UNIQUE NULLS NOT DISTINCT (org_id, code) DEFERRABLE INITIALLY DEFERRED"),
+        "{}",
+        code.fix
+    );
+    // A key that foreign keys reference cannot be dropped before they move: the fix says so.
+    let pkey = findings.iter().find(|f| f.object == "index loose_pkey on bad.loose").unwrap();
+    assert!(
+        pkey.fix.starts_with("-- 1 foreign key references it (bad.child.child_loose_id_fkey): `tenancy migrate-keys`"),
+        "{}",
+        pkey.fix
     );
     let crossing = findings.iter().find(|f| f.rule == "fk-cross-tenant-rows").unwrap();
     assert!(crossing.message.starts_with("1 row of bad.child points at a row of bad.loose"), "{}", crossing.message);
