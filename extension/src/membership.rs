@@ -102,6 +102,15 @@ fn changes_pending() -> bool {
     })
 }
 
+/// Whether what this transaction finds in the catalog may be remembered: only when it wrote
+/// nothing at all (no transaction id), so that the latest snapshot it reads with shows what is
+/// committed and nothing of its own. A member it added, an organization it created (sign-up),
+/// would otherwise be remembered at a generation that their rollback never moves.
+fn may_remember() -> bool {
+    // SAFETY: reads backend-local transaction state.
+    !changes_pending() && unsafe { pg_sys::GetTopTransactionIdIfAny() } == pg_sys::InvalidTransactionId
+}
+
 /// Makes the token keys' generation move when this transaction commits.
 pub fn keys_changed() {
     PENDING.with(|p| p.borrow_mut().keys = true);
@@ -347,10 +356,13 @@ pub fn lookup(org: pgrx::Uuid, user: &str) -> Option<Membership> {
     with_latest_snapshot(|snapshot| {
         // SAFETY: the snapshot is registered; each key holds a datum of its column's type.
         unsafe {
+            // The membership first: for someone who is no member, an organization that exists
+            // and one that does not cost the same single probe of tenancy.members (checking the
+            // organization first took one more index lookup, and heap fetch, when it existed).
+            let role = member_role(&c, snapshot, org, user)?;
             if !org_active(&c, snapshot, org) {
                 return None;
             }
-            let role = member_role(&c, snapshot, org, user)?;
             role_of(&c, snapshot, roles_at, &role)
         }
     })
@@ -443,12 +455,15 @@ pub fn lookup_at(org: pgrx::Uuid, user: &str, generation: u64) -> Option<Members
         }
         None => {
             let found = lookup(org, user);
-            if let Some(m) = &found {
+            if let Some(m) = found.as_ref().filter(|_| may_remember()) {
                 generations().found.put(&shared_key, generation, &m.role);
             }
             found
         }
     }?;
+    if !may_remember() {
+        return Some(found);
+    }
     FOUND.with(|f| {
         let mut f = f.borrow_mut();
         if f.len() >= 4096 {
@@ -526,7 +541,7 @@ unsafe fn role_of(c: &Catalog, snapshot: pg_sys::Snapshot, generation: u64, role
         None => {
             // SAFETY: as the caller promised.
             let roles = std::rc::Rc::new(unsafe { read_roles(c, snapshot, generation) });
-            if !changes_pending() {
+            if may_remember() {
                 ROLES.with(|r| *r.borrow_mut() = Some(roles.clone()));
             }
             roles

@@ -421,6 +421,37 @@ fn only_committed_memberships_are_remembered() {
     }
 }
 
+/// Attack (round 10): a member added, or an organization created by sign-up, in a transaction
+/// that then set a context there and rolled back, was remembered for every later connection (at
+/// a generation the rollback never moved): an owner who never existed, in an organization that
+/// never existed.
+#[test]
+fn a_membership_that_never_committed_gives_no_context_anywhere() {
+    let db = TestDb::new();
+    let mut alice = db.app();
+    alice
+        .batch_execute(&format!(
+            "BEGIN;
+             SELECT tenancy.set_context('{ACME}', 'alice');
+             SELECT tenancy.add_member('{ACME}', 'ghost', 'owner');
+             SELECT tenancy.set_context('{ACME}', 'ghost');"
+        ))
+        .unwrap();
+    assert_eq!(text(&mut alice, "SELECT tenancy.current_member_role()").as_deref(), Some("owner"));
+    alice.batch_execute("ROLLBACK").unwrap();
+    let mut mallory = db.app();
+    mallory.batch_execute("BEGIN").unwrap();
+    let phantom = text(&mut mallory, "SELECT tenancy.create_organization('Phantom', 'phantom', 'phil')").unwrap();
+    mallory.batch_execute(&format!("SELECT tenancy.set_context('{phantom}', 'phil'); ROLLBACK")).unwrap();
+    for mut c in [alice, mallory, db.app()] {
+        for (org, user) in [(ACME, "ghost"), (phantom.as_str(), "phil")] {
+            let e = error_of(&mut c, &format!("BEGIN READ ONLY; SELECT tenancy.set_context('{org}', '{user}')"));
+            assert_eq!(e.code, "42501", "{user}: {}", e.message);
+            c.batch_execute("ROLLBACK").unwrap();
+        }
+    }
+}
+
 #[test]
 fn the_read_only_role_cannot_write_through_the_api() {
     let db = TestDb::new();
