@@ -198,7 +198,10 @@ pub extern "C-unwind" fn pg_tenancy_active_users_flusher(arg: pg_sys::Datum) {
                 "INSERT INTO tenancy.active_users (org_id, period, user_id)
                  SELECT o, p::pg_catalog.date, u FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.uuid[]), pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.text[])) AS t(o, p, u)
                   WHERE NOT EXISTS (SELECT FROM tenancy.active_users a
-                                     WHERE a.org_id = t.o AND a.period = t.p::pg_catalog.date AND a.user_id = t.u)",
+                                     WHERE a.org_id = t.o AND a.period = t.p::pg_catalog.date AND a.user_id = t.u)
+                    -- An organization deleted since: its users are not counted, and the rest of
+                    -- the batch is not lost to a foreign key violation.
+                    AND EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = t.o)",
                 &[orgs.into(), periods.into(), users.into()],
             )
         })

@@ -264,8 +264,33 @@ pub fn note_active_user(org: Uuid, user: &str) {
         },
     );
     ACTIVE_SEEN.with(|s| s.borrow_mut().insert(entry));
-    // If this transaction rolls back, so does the row: forget it then.
+    // If this transaction rolls back, so does the row: forget it then. A savepoint rolled back
+    // takes the row too ([`forget_on_subtransaction_abort`]).
     pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Abort, || ACTIVE_SEEN.with(|s| s.borrow_mut().clear()));
+    SUBXACT_CALLBACK.with(|registered| {
+        if !registered.replace(true) {
+            // SAFETY: registered once per backend; the callback only clears a backend-local set.
+            unsafe { pg_sys::RegisterSubXactCallback(Some(forget_on_subtransaction_abort), std::ptr::null_mut()) };
+        }
+    });
+}
+
+thread_local! {
+    static SUBXACT_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A rolled-back subtransaction may have taken an active user's row with it: this backend
+/// forgets what it recorded (the next context probes the index again).
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_on_subtransaction_abort(
+    event: pg_sys::SubXactEvent::Type,
+    _sub: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        ACTIVE_SEEN.with(|s| s.borrow_mut().clear());
+    }
 }
 
 /// Whether `tenancy.active_users` holds (org, month, user), as committed now or written by this

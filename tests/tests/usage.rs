@@ -109,6 +109,21 @@ fn active_users_are_counted_once_per_month_when_they_set_a_context() {
     );
 }
 
+/// Attack: a savepoint rolled back took the active user's row with it while the connection kept
+/// the user as counted, so `ROLLBACK TO` once per pooled connection left its users uncounted.
+#[test]
+fn a_rolled_back_savepoint_does_not_leave_a_user_uncounted() {
+    let db = TestDb::new();
+    let mut c = db.app();
+    c.batch_execute(&format!(
+        "BEGIN; SAVEPOINT a; SELECT tenancy.set_context('{ACME}', 'carol'); ROLLBACK TO a; COMMIT;"
+    ))
+    .unwrap();
+    assert_eq!(usage(&mut db.admin(), ACME, "active_users"), 0, "the savepoint took the row");
+    c.batch_execute(&format!("BEGIN; SELECT tenancy.set_context('{ACME}', 'carol'); COMMIT;")).unwrap();
+    assert_eq!(usage(&mut db.admin(), ACME, "active_users"), 1, "the same connection counts carol again");
+}
+
 #[test]
 fn users_who_only_read_are_counted_too_without_their_reads_writing() {
     let db = TestDb::new();
