@@ -145,22 +145,31 @@ measure policy app_user "PERFORM tenancy.set_context('$ORG', 'u1'); SELECT * INT
 measure hand_lookup bench_hand "SELECT * INTO r FROM app.items WHERE org_id = o AND id = 2 * (i % 5000) + 2;"
 measure context_only app_user "PERFORM tenancy.set_context('$ORG', 'u1');"
 
+# A server under callgrind on port 28819, which writes one file per process when it exits.
+port=28819
+start_under_callgrind() {
+    rm -f "$work"/cg.*
+    "${as_pg[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" \
+        "$bin/postgres" -D "$data" -k "$work" -p "$port" -c listen_addresses='' -c autovacuum=off \
+        >"$work/wire.log" 2>&1 &
+    for _ in $(seq 120); do "${as_pg[@]}" "$bin/pg_isready" -q -h "$work" -p "$port" && break; sleep 0.5; done
+}
+stop_server() {
+    "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null
+    wait
+}
+
 # wire LABEL ROLE SCRIPT: the instructions one whole transaction costs the backend that serves
 # it, over the wire (pgbench -M prepared, one client): the server runs under callgrind, which
 # writes one file per process; the pgbench backend is the one that ran the most instructions.
 wire() {
-    local label="$1" role="$2" script="$work/$1.pgbench" n counts=() port=28819
+    local label="$1" role="$2" script="$work/$1.pgbench" n counts=()
     printf '%s\n' "$3" >"$script"
     for n in "$N" "$((2 * N))"; do
-        rm -f "$work"/cg.*
-        "${as_pg[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" \
-            "$bin/postgres" -D "$data" -k "$work" -p "$port" -c listen_addresses='' -c autovacuum=off \
-            >"$work/wire.log" 2>&1 &
-        for _ in $(seq 120); do "${as_pg[@]}" "$bin/pg_isready" -q -h "$work" -p "$port" && break; sleep 0.5; done
+        start_under_callgrind
         "${as_pg[@]}" "$bin/pgbench" -n -M prepared -D org="$ORG" -h "$work" -p "$port" -U "$role" -f "$script" -t "$n" postgres >/dev/null \
             || { cat "$work/wire.log" >&2; exit 1; }
-        "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null
-        wait
+        stop_server
         counts+=("$(for f in "$work"/cg.*; do sed -n 's/^summary: //p' "$f"; done | sort -n | tail -1)")
     done
     cost[$label]=$(( (counts[1] - counts[0]) / N ))
@@ -190,18 +199,14 @@ COMMIT;"
 # context once in every organization (as a pool's other connections, or the last pgbench run's,
 # did): what a new connection's first context in an organization costs, and a later one.
 first() {
-    local label="$1" org="$2" n counts=() port=28819 f
+    local label="$1" org="$2" n counts=() f
     loop() {
         printf '%s\n' "SET ROLE app_user;" "DO \$\$ BEGIN FOR i IN 1..$1 LOOP" \
             "PERFORM tenancy.set_context(('00000000-0000-0000-0001-' || lpad(($2)::text, 12, '0'))::uuid, 'u1'); COMMIT;" \
             "END LOOP; END \$\$;"
     }
     for n in "$FIRST_N" "$((2 * FIRST_N))"; do
-        rm -f "$work"/cg.*
-        "${as_pg[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" \
-            "$bin/postgres" -D "$data" -k "$work" -p "$port" -c listen_addresses='' -c autovacuum=off \
-            >"$work/wire.log" 2>&1 &
-        for _ in $(seq 120); do "${as_pg[@]}" "$bin/pg_isready" -q -h "$work" -p "$port" && break; sleep 0.5; done
+        start_under_callgrind
         loop "$((2 * FIRST_N))" i | "${as_pg[@]}" "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres postgres
         # callgrind writes a backend's file when it exits.
         sleep 1
@@ -210,8 +215,7 @@ first() {
         sleep 1
         f=$(ls "$work"/cg.* | grep -vxFf "$work/before" | head -1)
         counts+=("$(sed -n 's/^summary: //p' "$f")")
-        "${as_pg[@]}" "$bin/pg_ctl" -D "$data" -w -m fast stop >/dev/null
-        wait
+        stop_server
     done
     cost[$label]=$(( (counts[1] - counts[0]) / FIRST_N ))
 }
