@@ -178,8 +178,16 @@ mod unit {
     use super::*;
 
     fn table() -> Box<Table> {
-        // SAFETY: all-zero bytes are a valid Table (every field is an atomic integer).
-        unsafe { Box::new(std::mem::zeroed()) }
+        // The table is megabytes: allocate it zeroed on the heap, never on a test thread's stack
+        // (`Box::new(zeroed())` builds it on the stack first in debug builds).
+        let layout = std::alloc::Layout::new::<Table>();
+        // SAFETY: the layout is Table's own and not zero-sized; all-zero bytes are a valid Table
+        // (every field is an atomic integer); the Box frees it with the same layout.
+        unsafe {
+            let p = std::alloc::alloc_zeroed(layout) as *mut Table;
+            assert!(!p.is_null(), "out of memory");
+            Box::from_raw(p)
+        }
     }
 
     #[test]
