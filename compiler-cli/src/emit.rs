@@ -6,8 +6,11 @@
 //! plans as an InitPlan: evaluated once per statement, not once per row, and the tenant column
 //! comparison stays indexable.
 
-use crate::check::{Compiled, CompiledKind, CompiledRule, CompiledTable, Sharing};
 use crate::hardening;
+use crate::model::{
+    Compiled, CompiledKind, CompiledLookup, CompiledRule, CompiledTable, MembershipsSync, OrganizationsSync, Reference,
+    Sharing, SyncMaps,
+};
 use crate::policy::Command;
 use crate::schema::{quote_ident, QualifiedName};
 use std::fmt::Write;
@@ -82,12 +85,7 @@ fn rule_parts(rule: &CompiledRule) -> Vec<String> {
 /// the current organization's (one probe of the parent's key index), and the rule's parts hold. A
 /// row whose key is NULL belongs to no organization: nobody sees it. With a parent that has global
 /// rows, their children are global too (read by every organization).
-fn child_predicate(
-    table: &QualifiedName,
-    parent: &crate::check::Reference,
-    rule: &CompiledRule,
-    command: Command,
-) -> String {
+fn child_predicate(table: &QualifiedName, parent: &Reference, rule: &CompiledRule, command: Command) -> String {
     let this = quote_ident(&table.name);
     let matches: Vec<String> = parent
         .columns
@@ -123,7 +121,7 @@ fn child_policy(
     name: &str,
     table: &QualifiedName,
     compiled: &CompiledTable,
-    parent: &crate::check::Reference,
+    parent: &Reference,
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
     command: Command,
 ) -> Option<String> {
@@ -143,7 +141,7 @@ fn tenant_policy(
     column: &str,
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
     sharing: Option<&Sharing>,
-    references: &[crate::check::Reference],
+    references: &[Reference],
     global_rows: bool,
     command: Command,
 ) -> Option<String> {
@@ -198,11 +196,11 @@ fn index_units(names: &mut IndexNames, table: &QualifiedName, name: &str, indexe
         .collect()
 }
 
-/// What makes a [`crate::check::Reference`] safe: the referenced row exists in the current
+/// What makes a [`Reference`] safe: the referenced row exists in the current
 /// organization (or the foreign key's columns hold a NULL, which references nothing). One probe
 /// of the target's unique index on its key; the target's own policies apply too. Another
 /// organization's key fails exactly as a missing one does, before the foreign key is checked.
-fn reference_check(table: &QualifiedName, r: &crate::check::Reference) -> String {
+fn reference_check(table: &QualifiedName, r: &Reference) -> String {
     let this = quote_ident(&table.name);
     let nulls: Vec<String> = r.columns.iter().map(|c| format!("{this}.{} IS NULL", quote_ident(c))).collect();
     let matches: Vec<String> = r
@@ -446,7 +444,7 @@ fn database_block(compiled: &Compiled, all_roles: &[String]) -> Block {
 /// What `tenancy.organizations` takes from application row `r`, as plain values (computed with
 /// the rights of whoever writes the row): id, the slug the application gives (lowercased; the
 /// helper decides whether tenancy can use it), name, and whether it is active.
-fn organization_values(sync: &crate::check::OrganizationsSync) -> String {
+fn organization_values(sync: &OrganizationsSync) -> String {
     let slug = sync.slug.as_ref().map_or("NULL::text".to_string(), |s| format!("lower(r.{}::text)", quote_ident(s)));
     let active = sync.active.as_ref().map_or("true".to_string(), |a| format!("coalesce(({a}), false)"));
     format!(
@@ -466,7 +464,7 @@ fn grant_to_owner(function: &str, args: &str, table: &QualifiedName) -> String {
 }
 
 /// The member role of application membership row `r` (NULL: no membership).
-fn member_role_expr(sync: &crate::check::MembershipsSync) -> String {
+fn member_role_expr(sync: &MembershipsSync) -> String {
     match &sync.role {
         None => literal(&sync.default_role),
         Some(column) if sync.roles.is_empty() => {
@@ -486,7 +484,7 @@ fn member_role_expr(sync: &crate::check::MembershipsSync) -> String {
 
 /// Whether application membership row `r` is a membership: active, with a member role and a user
 /// id tenancy accepts.
-fn membership_holds(sync: &crate::check::MembershipsSync) -> String {
+fn membership_holds(sync: &MembershipsSync) -> String {
     let user = format!("r.{}::text", quote_ident(&sync.user));
     let mut parts = vec![
         format!("r.{} IS NOT NULL", quote_ident(&sync.organization)),
@@ -506,7 +504,7 @@ fn membership_holds(sync: &crate::check::MembershipsSync) -> String {
 /// `tenancy.add_member()`, `update_member()` and `remove_member()`, so the rights of that role's
 /// context apply (only owners make owners, nobody removes the last owner); the table's owner
 /// and DBAs (migrations, cascades) write `tenancy.members` directly.
-fn sync_blocks(sync: &crate::check::SyncMaps) -> Vec<Block> {
+fn sync_blocks(sync: &SyncMaps) -> Vec<Block> {
     let mut out = Vec::new();
     if let Some(o) = &sync.organizations {
         let t = &o.table;
@@ -742,7 +740,7 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
 /// `key`, for the moment before any context (an API key). It reads the table with the rights of
 /// its owner, the DBA who applied it, and runs nothing of the table's: built-in types only, an
 /// equality on one unique column, a fixed search_path.
-fn lookup_block(lookup: &crate::check::CompiledLookup, all_roles: &[String]) -> Block {
+fn lookup_block(lookup: &CompiledLookup, all_roles: &[String]) -> Block {
     let f =
         format!("{}.{}", quote_ident(&lookup.table.schema), quote_ident(&format!("tenancy_lookup_{}", lookup.name)));
     let user_out = if lookup.user.is_some() { ", user_id text" } else { "" };

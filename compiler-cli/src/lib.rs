@@ -16,6 +16,7 @@ pub mod hardening;
 pub mod lint;
 pub mod live;
 pub mod migrate;
+pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod predicate;
