@@ -78,6 +78,7 @@ pub fn check(
     let mut memberships: Option<Setting<crate::policy::MembershipsMap>> = None;
     let mut tables: Vec<(SourceId, Spanned<String>, Spanned<TablePolicy>)> = Vec::new();
     let mut implicit = None;
+    let mut random_ids: Option<Setting<String>> = None;
     let mut quotas: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let mut usage: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::QuotaSource>)> = Vec::new();
     let mut lookups: Vec<(SourceId, Spanned<String>, Spanned<crate::policy::Lookup>)> = Vec::new();
@@ -89,6 +90,7 @@ pub fn check(
         once(sources, &mut schemas, "schemas", source, file.schemas, &mut diags);
         once(sources, &mut tenant_column, "tenant_column", source, file.tenant_column, &mut diags);
         once(sources, &mut implicit, "implicit_tenant_tables", source, file.implicit_tenant_tables, &mut diags);
+        once(sources, &mut random_ids, "random_ids", source, file.random_ids, &mut diags);
         once(sources, &mut roles, "roles", source, file.roles, &mut diags);
         once(sources, &mut defaults, "defaults", source, file.defaults, &mut diags);
         once(sources, &mut organizations, "organizations", source, file.organizations, &mut diags);
@@ -530,7 +532,15 @@ pub fn check(
         }
     }
 
-    check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, &mut diags);
+    if let Some(r) = random_ids.as_ref().filter(|r| r.value.trim().is_empty()) {
+        diags.push(
+            Diagnostic::error("tenancy::missing-reason", "`random_ids` has no reason")
+                .label(r.source, r.span.clone(), "say why here")
+                .help("say how the application fills its uuid keys, e.g. random_ids = \"Django's UUIDField(default=uuid.uuid4)\""),
+        );
+    }
+    let random_ids = random_ids.as_ref().map(|r| r.value.trim()).filter(|r| !r.is_empty());
+    check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, random_ids, &mut diags);
     check_children(&mut compiled_tables, &covered, &mut diags);
     let views = check_views(catalog, &governed, &covered, &unscoped_views, &mut diags);
     let compiled_services = check_services(&read_write, &read_only, &token_only, services, &mut diags);
@@ -968,6 +978,7 @@ fn builtin_type(data_type: &str) -> Option<&'static str> {
         "character varying" | "varchar" => Some("text"),
         "uuid" => Some("uuid"),
         "bytea" => Some("bytea"),
+        "smallint" | "int2" => Some("smallint"),
         "integer" | "int" | "int4" => Some("integer"),
         "bigint" | "int8" => Some("bigint"),
         _ => None,
@@ -1014,7 +1025,7 @@ fn check_lookups(
             continue;
         };
         let mut column = |c: &Spanned<String>, what: &str| -> Option<(String, &'static str)> {
-            let help = "lookups compare and return text, varchar, uuid, bytea, integer or bigint columns";
+            let help = "lookups compare and return text, varchar, uuid, bytea, smallint, integer or bigint columns";
             builtin_column(table, source, c, what, ("tenancy::lookup-column-type", help), diags)
                 .map(|(col, t)| (col.name.clone(), t))
         };
@@ -1082,7 +1093,7 @@ fn check_sync(
     let mut unused = Vec::new();
     // The sync reads these columns with a DBA's rights (the backfill).
     let column = |table: &Table, source: SourceId, c: &Spanned<String>, diags: &mut Vec<Diagnostic>| {
-        let help = "the organizations and memberships sync reads text, varchar, uuid, bytea, integer or bigint columns";
+        let help = "the organizations and memberships sync reads text, varchar, uuid, bytea, smallint, integer or bigint columns";
         builtin_column(table, source, c, "sync", ("tenancy::sync-column-type", help), diags)
             .map(|(col, _)| col.name.clone())
     };
@@ -1166,6 +1177,7 @@ fn check_tenant_keys(
     compiled: &mut [CompiledTable],
     covered: &BTreeMap<QualifiedName, (SourceId, Range<usize>)>,
     waivers: &Waivers,
+    random_ids: Option<&str>,
     diags: &mut Vec<Diagnostic>,
 ) {
     let tenant_column: BTreeMap<QualifiedName, String> = compiled
@@ -1234,6 +1246,11 @@ fn check_tenant_keys(
             if crate::rules::unique_key(&key, column, &inside, reason) != crate::rules::UniqueKey::Unsafe {
                 continue;
             }
+            if let Some(why) = random_ids.filter(|_| crate::rules::is_application_id(&key, index.primary)) {
+                // Recorded by apply like a globally_unique key, so that lint shows it as waived.
+                compiled_table.waivers.push((wanted.clone(), crate::rules::application_id_reason(why)));
+                continue;
+            }
             let what = if index.primary { "PRIMARY KEY" } else { "UNIQUE" };
             diags.push(
                 Diagnostic::error(
@@ -1244,8 +1261,14 @@ fn check_tenant_keys(
                 .help(format!(
                     "unique violations would reveal other organizations' values: use {what} ({column}, {}){defined}; \
                      or, if the values are meant to be unique across organizations, declare it in the policy: \
-                     globally_unique = {{ \"{wanted}\" = \"why\" }}",
-                    cols.join(", ")
+                     globally_unique = {{ \"{wanted}\" = \"why\" }}{}",
+                    cols.join(", "),
+                    if crate::rules::is_application_id(&key, index.primary) {
+                        "; or, if the application fills it with random uuids (Django's UUIDField(default=uuid.uuid4), \
+                         Prisma's @default(uuid())), say so once for every such key: random_ids = \"why\""
+                    } else {
+                        ""
+                    }
                 )),
             );
         }

@@ -17,6 +17,11 @@ pub struct PolicyFile {
     /// column are tenant tables with the defaults (`kind = "tenant"`). Tables without it must
     /// still be listed, each with its kind.
     pub implicit_tenant_tables: Option<Spanned<bool>>,
+    /// Why one-column uuid primary keys without a server default hold random ids that the
+    /// application generates (Django's `UUIDField(default=uuid.uuid4)`, Prisma's
+    /// `@default(uuid())`): such keys are then accepted like `DEFAULT gen_random_uuid()` ones,
+    /// and `tenancy apply` records them, with this reason, as waived.
+    pub random_ids: Option<Spanned<String>>,
     /// The database roles the application connects as.
     pub roles: Option<Spanned<AppRoles>>,
     /// Minimum member role per command for tenant tables that do not say otherwise.
