@@ -114,6 +114,10 @@ pub fn lint(
            JOIN pg_namespace n ON n.oid = c.relnamespace
            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
           WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND a.atttypid = 'uuid'::regtype
+            -- A table the policy files declare unscoped is no tenant table, as to tenancy check
+            -- (lint_unscoped lists it).
+            AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenancy_select'
+                              AND obj_description(p.oid, 'pg_policy') LIKE 'unscoped: %')
           ORDER BY 2",
         &[&schemas, &options.tenant_column],
     )? {

@@ -555,6 +555,8 @@ CREATE TABLE lib.papers (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id u
                             template_id uuid REFERENCES lib.templates (id), title text NOT NULL);
 CREATE INDEX ON lib.papers (template_id);
 CREATE TABLE lib.audit_log (at timestamptz NOT NULL DEFAULT now(), actor text, message text NOT NULL);
+-- Unscoped although it has the tenant column (NULL for a user's own devices): not a tenant table.
+CREATE TABLE lib.devices (id uuid PRIMARY KEY, org_id uuid, token text NOT NULL UNIQUE);
 GRANT USAGE ON SCHEMA lib TO app_user, app_readonly;
 INSERT INTO lib.templates (id, org_id, name) VALUES
     ('7e000000-0000-0000-0000-000000000000', NULL, 'Built-in'),
@@ -579,6 +581,10 @@ kind = "tenant"
 [tables.audit_log]
 kind = "unscoped"
 reason = "the application's audit trail, written by every request before its tenant is known"
+
+[tables.devices]
+kind = "unscoped"
+reason = "a user's devices, with or without an organization"
 "#;
     apply_policy(&db, &policy);
     let nullable = text(
@@ -611,7 +617,8 @@ reason = "the application's audit trail, written by every request before its ten
     // The unscoped table: written and read without a context, by every application role.
     c.batch_execute("INSERT INTO lib.audit_log (actor, message) VALUES ('anonymous', 'login failed')").unwrap();
     assert_eq!(count(&mut db.connect_as("app_readonly"), "lib.audit_log"), 1);
-    // lint lists it with its reason, and takes the NULL-keyed rows as meant.
+    // lint lists them with their reasons, and takes the NULL-keyed rows as meant; an unscoped
+    // table with the tenant column is not a tenant table to lint either (as to check).
     let options = pg_tenancy_compiler::lint::Options {
         schemas: vec!["lib".into()],
         tenant_column: "org_id".into(),
@@ -619,7 +626,7 @@ reason = "the application's audit trail, written by every request before its ten
     };
     let (findings, _) = pg_tenancy_compiler::lint::lint(&mut admin, &options).unwrap();
     let found: Vec<(&str, &str)> = findings.iter().map(|f| (f.rule, f.object.as_str())).collect();
-    assert_eq!(found, vec![("unscoped-table", "lib.audit_log")], "{findings:#?}");
+    assert_eq!(found, vec![("unscoped-table", "lib.audit_log"), ("unscoped-table", "lib.devices")], "{findings:#?}");
     assert!(findings[0].message.contains("audit trail"), "{}", findings[0].message);
 }
 
