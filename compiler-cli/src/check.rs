@@ -215,6 +215,7 @@ pub fn check(
                     share_permission: None,
                     globally_unique: BTreeMap::new(),
                     global_rows: None,
+                    user_rows: None,
                     parent: None,
                     reason: None,
                     select: None,
@@ -280,6 +281,18 @@ pub fn check(
                     );
                 }
             }
+        }
+        let with_tenant_column =
+            matches!(policy.kind.get_ref(), TableKind::Tenant | TableKind::Shareable) && policy.parent.is_none();
+        if let Some(u) = policy.user_rows.as_ref().filter(|_| !with_tenant_column) {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::user-rows-kind",
+                    format!("`user_rows` is set, but table `{}` has no tenant column of its own", table.name),
+                )
+                .label(*source, u.span(), "only for tenant and shareable tables with a tenant column")
+                .help("make the table `kind = \"tenant\"`, or remove this line"),
+            );
         }
         let kind = match policy.kind.get_ref() {
             TableKind::Global => {
@@ -427,12 +440,65 @@ pub fn check(
                     .then(|| check_sharing(*source, key, policy, table, &column, &mut diags))
                     .flatten();
                 let global_rows = policy.global_rows.as_ref().is_some_and(|g| *g.get_ref());
+                let user_rows = policy.user_rows.as_ref().and_then(|u| {
+                    let found = table.column(u.get_ref());
+                    let kind = found.map(|c| c.data_type.split('(').next().unwrap_or("").trim().to_string());
+                    match kind.as_deref() {
+                        Some("text" | "character varying" | "varchar" | "uuid" | "bigint" | "integer")
+                            if global_rows =>
+                        {
+                            diags.push(
+                                Diagnostic::error(
+                                    "tenancy::user-rows-and-global-rows",
+                                    format!("`{}`: NULL-keyed rows cannot be both global and a user's", table.name),
+                                )
+                                .label(*source, u.span(), "a user's rows here")
+                                .help("keep `global_rows` or `user_rows`, not both"),
+                            );
+                            None
+                        }
+                        Some(t @ ("text" | "character varying" | "varchar" | "uuid" | "bigint" | "integer")) => {
+                            Some((u.get_ref().clone(), t.to_string()))
+                        }
+                        Some(_) => {
+                            diags.push(
+                                Diagnostic::error(
+                                    "tenancy::user-rows-column-type",
+                                    format!(
+                                        "user column `{}.{}` is `{}`",
+                                        table.name,
+                                        u.get_ref(),
+                                        found.map_or("", |c| c.data_type.as_str())
+                                    ),
+                                )
+                                .label(*source, u.span(), "this column")
+                                .help("the user column holds the user's id: text, varchar, uuid, integer or bigint"),
+                            );
+                            None
+                        }
+                        None => {
+                            diags.push(
+                                Diagnostic::error(
+                                    "tenancy::unknown-column",
+                                    format!("`{}` has no column `{}`", table.name, u.get_ref()),
+                                )
+                                .label(*source, u.span(), "no such column")
+                                .help(format!(
+                                    "its columns: {}",
+                                    table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                                )),
+                            );
+                            None
+                        }
+                    }
+                });
                 CompiledKind::Tenant {
                     sharing,
                     references: vec![],
                     global_rows,
+                    set_not_null: !col.not_null && !global_rows && user_rows.is_none(),
+                    user_rows,
                     add_index: !table.has_index_leading_with(&column),
-                    set_not_null: !col.not_null && !global_rows,
                     column,
                     commands,
                     owner_columns: owner_columns.into_iter().collect(),

@@ -33,7 +33,7 @@ fn predicate(
     rule: &CompiledRule,
     sharing: Option<&Sharing>,
     command: Command,
-    global_rows: bool,
+    null_rows: NullRows,
 ) -> String {
     // `tenancy.current_org()` without a sub-SELECT of its own: the extension's planner hook runs
     // it once per statement (a parameter set when the statement starts), and a policy without a
@@ -42,6 +42,7 @@ fn predicate(
     // NULL-keyed rows are global: every organization reads them (under a context), nobody
     // writes them but DBAs.
     let global = format!("({} IS NULL AND tenancy.current_org() IS NOT NULL)", quote_ident(column));
+    let global_rows = matches!(null_rows, NullRows::Global);
     let reach = match (sharing, command) {
         (None, Command::Select) if global_rows => format!("({own}\n        OR {global})"),
         (Some(sharing), Command::Select) => {
@@ -60,7 +61,45 @@ fn predicate(
     };
     let mut parts = vec![reach];
     parts.extend(rule_parts(rule));
-    parts.join(" AND ")
+    let own_rows = parts.join(" AND ");
+    match null_rows {
+        // A user's own rows: reached by that user, for every command, in any organization's
+        // context or a user-only one; never another user's. The role rule is the organization's,
+        // so it does not apply to them.
+        NullRows::User(user, data_type) => {
+            let user = if matches!(data_type, "text" | "character varying" | "varchar") {
+                quote_ident(user)
+            } else {
+                format!("{}::text", quote_ident(user))
+            };
+            format!(
+                "(({own_rows})\n        OR ({} IS NULL AND {user} = (SELECT tenancy.current_user_id())))",
+                quote_ident(column)
+            )
+        }
+        NullRows::Global | NullRows::None => own_rows,
+    }
+}
+
+/// What the NULL-keyed rows of a tenant table are.
+#[derive(Clone, Copy)]
+enum NullRows<'a> {
+    /// None: the tenant column is NOT NULL (or its NULL rows are the DBA's alone).
+    None,
+    /// Global rows (`global_rows`): every organization reads them.
+    Global,
+    /// A user's rows (`user_rows`): the user column and its type.
+    User(&'a str, &'a str),
+}
+
+impl<'a> NullRows<'a> {
+    fn of(global_rows: bool, user_rows: &'a Option<(String, String)>) -> Self {
+        match (global_rows, user_rows) {
+            (_, Some((column, data_type))) => NullRows::User(column, data_type),
+            (true, None) => NullRows::Global,
+            (false, None) => NullRows::None,
+        }
+    }
 }
 
 /// The parts of a command's rule besides where the row belongs: role, permission, owner, check.
@@ -142,11 +181,11 @@ fn tenant_policy(
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
     sharing: Option<&Sharing>,
     references: &[Reference],
-    global_rows: bool,
+    null_rows: NullRows,
     command: Command,
 ) -> Option<String> {
     let (roles, rule) = allowed(compiled, commands, command)?;
-    let p = predicate(this, column, rule, sharing, command, global_rows);
+    let p = predicate(this, column, rule, sharing, command, null_rows);
     let mut checked = p.clone();
     for r in references {
         checked.push_str("\n        AND ");
@@ -709,7 +748,7 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
             CompiledKind::Child { parent, commands, .. } => {
                 unit.extend(child_policy(&name, partition, table, parent, commands, command));
             }
-            CompiledKind::Tenant { column, commands, references, global_rows, .. } => {
+            CompiledKind::Tenant { column, commands, references, global_rows, user_rows, .. } => {
                 // Own rows only: shares name the partitioned table.
                 unit.extend(tenant_policy(
                     &name,
@@ -719,7 +758,7 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
                     commands,
                     None,
                     references,
-                    *global_rows,
+                    NullRows::of(*global_rows, user_rows),
                     command,
                 ));
             }
@@ -994,6 +1033,7 @@ fn table_block(
             sharing,
             references,
             global_rows,
+            user_rows,
         } => {
             let col = quote_ident(column);
             header = match sharing {
@@ -1020,7 +1060,7 @@ fn table_block(
                     commands,
                     sharing.as_ref(),
                     references,
-                    *global_rows,
+                    NullRows::of(*global_rows, user_rows),
                     command,
                 ) {
                     unit.push(policy);
@@ -1057,7 +1097,14 @@ fn table_block(
                     optional(&sharing.share_permission)
                 )]);
             }
-            units.push(vec![require_context_trigger(&name, commands)]);
+            if user_rows.is_none() {
+                units.push(vec![require_context_trigger(&name, commands)]);
+            } else {
+                // A user's own rows are written with a user-only context too, and by members of
+                // any role: the policies alone decide (a write without any context reaches no
+                // row, and an INSERT is refused by its policy).
+                units.push(vec![format!("DROP TRIGGER IF EXISTS tenancy_require_context ON {name};")]);
+            }
             units.push(table_grants(&name, all_roles, &grants));
         }
     }

@@ -52,6 +52,8 @@ pub enum CompiledKind {
         references: Vec<Reference>,
         /// Rows whose tenant column is NULL are global: readable by every organization.
         global_rows: bool,
+        /// NULL-keyed rows belong to the user in this column (`user_rows`), and its type.
+        user_rows: Option<(String, String)>,
     },
     Global,
     /// Application-wide: the application roles read (and the writers write) every row.

@@ -288,6 +288,11 @@ pub struct TablePolicy {
     /// Tenant tables: rows whose tenant column is NULL are global (built-in templates, prices):
     /// readable by every organization, written only by DBAs; the column may stay nullable.
     pub global_rows: Option<Spanned<bool>>,
+    /// Tenant tables: rows whose tenant column is NULL belong to the user in this column (a
+    /// user's personal tokens, files, settings): only that user reaches them, with a context in
+    /// any organization or a user-only one (`tenancy.set_user_context()`); the column may stay
+    /// nullable.
+    pub user_rows: Option<Spanned<String>>,
     /// Tenant tables without a tenant column of their own: the foreign key (its columns, `"a,
     /// b"`) to the tenant table whose row's organization each row belongs to.
     pub parent: Option<Spanned<String>>,

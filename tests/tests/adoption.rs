@@ -843,3 +843,122 @@ fn application_generated_uuid_keys_are_accepted_once_the_policy_file_says_they_a
         Some("0")
     );
 }
+
+/// Rows with a NULL tenant column that belong to a user (Plane's personal API tokens, avatars,
+/// notification defaults): only that user reaches them, in any of its contexts; nobody else.
+#[test]
+fn a_users_own_rows_reach_that_user_only_in_any_of_its_contexts() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(
+            "CREATE SCHEMA me;
+             CREATE TABLE me.tokens (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid,
+                                     user_id text NOT NULL, name text NOT NULL);
+             CREATE INDEX ON me.tokens (org_id);
+             GRANT USAGE ON SCHEMA me TO app_user, app_readonly;",
+        )
+        .unwrap();
+    let policy = example_policy().replace("schemas = [\"app\"]", "schemas = [\"app\", \"me\"]")
+        + "\n[tables.tokens]\nkind = \"tenant\"\nselect = \"admin\"\ninsert = \"admin\"\nupdate = \"admin\"\ndelete = \"admin\"\nuser_rows = \"user_id\"\n";
+    let refused = |policy: &str| match try_apply_policy(&db, policy) {
+        Err(pg_tenancy_compiler::cli::Failure::Diagnostics(_, diags, _)) => {
+            diags.iter().map(|d| d.code).collect::<Vec<_>>()
+        }
+        other => panic!("expected diagnostics, got {other:?}"),
+    };
+    assert_eq!(
+        refused(&policy.replace("user_rows = \"user_id\"", "user_rows = \"owner\"")),
+        ["tenancy::unknown-column"]
+    );
+    assert_eq!(
+        refused(&policy.replace("user_rows = \"user_id\"", "user_rows = \"user_id\"\nglobal_rows = true")),
+        ["tenancy::user-rows-and-global-rows"]
+    );
+    assert_eq!(
+        refused(&policy.replace(
+            "kind = \"tenant\"\nselect = \"admin\"\ninsert = \"admin\"\nupdate = \"admin\"\ndelete = \"admin\"",
+            "kind = \"global\""
+        )),
+        ["tenancy::user-rows-kind"]
+    );
+    apply_policy(&db, &policy);
+    let nullable = text(
+        &mut admin,
+        "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = 'me.tokens'::regclass AND attname = 'org_id'",
+    );
+    assert_eq!(nullable.as_deref(), Some("true"), "no SET NOT NULL on a table with a user's rows");
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO me.tokens (org_id, user_id, name) VALUES
+                 (NULL, 'alice', 'alice personal'), (NULL, 'bob', 'bob personal'),
+                 ('{ACME}', 'alice', 'acme token'), ('{GLOBEX}', 'gina', 'globex token')"
+        ))
+        .unwrap();
+    let mut c = db.app();
+    let seen = |c: &mut postgres::Client, start: &str| {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(start).unwrap();
+        let names = text(&mut tx, "SELECT coalesce(string_agg(name, ',' ORDER BY name), '') FROM me.tokens");
+        names.unwrap()
+    };
+    // The user's own rows in any context of the user, with the organization's rows the role allows.
+    assert_eq!(seen(&mut c, &format!("SELECT tenancy.set_context('{ACME}', 'alice')")), "acme token,alice personal");
+    assert_eq!(seen(&mut c, &format!("SELECT tenancy.set_context('{ACME}', 'bob')")), "acme token,bob personal");
+    assert_eq!(
+        seen(&mut c, "SELECT tenancy.set_user_context('alice')"),
+        "alice personal",
+        "a user-only context: only the user's rows"
+    );
+    // A member whose role reaches no organization row still reaches its own rows only.
+    assert_eq!(seen(&mut c, &format!("SELECT tenancy.set_context('{ACME}', 'carol')")), "");
+    assert_eq!(seen(&mut c, &format!("SELECT tenancy.set_context('{GLOBEX}', 'sam')")), "globex token");
+    assert_eq!(count(&mut c, "me.tokens"), 0, "no context: nothing");
+    // Writes: the user's own rows only; never another user's, never into another organization.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'bob')")).unwrap();
+    assert_eq!(affected(&mut tx, "UPDATE me.tokens SET name = 'taken' WHERE user_id = 'alice' AND org_id IS NULL"), 0);
+    assert_eq!(affected(&mut tx, "DELETE FROM me.tokens WHERE user_id = 'alice' AND org_id IS NULL"), 0);
+    drop(tx);
+    let as_bob = |c: &mut postgres::Client, sql: &str| {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'bob')")).unwrap();
+        error_of(&mut tx, sql).code
+    };
+    assert_eq!(
+        as_bob(&mut c, "INSERT INTO me.tokens (org_id, user_id, name) VALUES (NULL, 'alice', 'forged')"),
+        "42501"
+    );
+    assert_eq!(
+        as_bob(&mut c, &format!("UPDATE me.tokens SET org_id = '{GLOBEX}' WHERE name = 'bob personal'")),
+        "42501"
+    );
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.set_user_context('bob')").unwrap();
+    tx.batch_execute("INSERT INTO me.tokens (user_id, name) VALUES ('bob', 'made before any organization')").unwrap();
+    assert_eq!(affected(&mut tx, "UPDATE me.tokens SET name = name"), 2, "bob's two rows");
+    tx.commit().unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.set_user_context('bob')").unwrap();
+    assert_eq!(
+        error_of(&mut tx, &format!("INSERT INTO me.tokens (org_id, user_id, name) VALUES ('{ACME}', 'bob', 'x')")).code,
+        "42501",
+        "no organization row without its context"
+    );
+    drop(tx);
+    // Without any context: nothing reached, an INSERT refused.
+    assert_eq!(affected(&mut c, "UPDATE me.tokens SET name = name"), 0);
+    assert_eq!(error_of(&mut c, "INSERT INTO me.tokens (user_id, name) VALUES ('bob', 'x')").code, "42501");
+    assert_eq!(
+        text(&mut admin, "SELECT org_id IS NULL FROM me.tokens WHERE name = 'made before any organization'").as_deref(),
+        Some("true")
+    );
+    // lint takes the NULL-keyed rows as meant.
+    let options = pg_tenancy_compiler::lint::Options {
+        schemas: vec!["me".into()],
+        tenant_column: "org_id".into(),
+        app_roles: vec![],
+    };
+    let (findings, _) = pg_tenancy_compiler::lint::lint(&mut admin, &options).unwrap();
+    assert!(findings.is_empty(), "{findings:#?}");
+}
