@@ -80,6 +80,7 @@ CREATE POLICY tenancy_delete ON app.comments AS PERMISSIVE FOR DELETE TO app_use
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.comments
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'none', 'member');
+DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.comments;
 REVOKE ALL ON TABLE app.comments FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.comments TO app_readonly;
 GRANT SELECT, INSERT, DELETE ON TABLE app.comments TO app_user;
@@ -132,6 +133,7 @@ SELECT tenancy.enable_sharing('app.documents', id_column => 'id', tenant_column 
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.documents
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
+DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.documents;
 REVOKE ALL ON TABLE app.documents FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.documents TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.documents TO app_user;
@@ -158,6 +160,7 @@ CREATE POLICY tenancy_delete ON app.files AS PERMISSIVE FOR DELETE TO app_user
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.files
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
+DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.files;
 REVOKE ALL ON TABLE app.files FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.files TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.files TO app_user;
@@ -185,6 +188,7 @@ CREATE POLICY tenancy_delete ON app.projects AS PERMISSIVE FOR DELETE TO app_use
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.projects
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
+DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.projects;
 REVOKE ALL ON TABLE app.projects FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.projects TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.projects TO app_user;
@@ -212,6 +216,7 @@ CREATE POLICY tenancy_delete ON app.tasks AS PERMISSIVE FOR DELETE TO app_user
 CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.tasks
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'member');
+DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.tasks;
 REVOKE ALL ON TABLE app.tasks FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.tasks TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.tasks TO app_user;

@@ -81,6 +81,40 @@ fn predicate(
     }
 }
 
+/// On a `user_rows` table, a row never changes between an organization's and a user's: the
+/// policies see each row's before and after apart, so without this a member could carry an
+/// organization's row out as their own (NULL tenant column), then into another organization.
+/// The table's owner and DBAs may (migrations). One trigger function per schema, told the
+/// tenant column by its argument.
+fn user_rows_stay(table: &QualifiedName, column: &str, user_rows: bool) -> Vec<String> {
+    let name = table.to_string();
+    let mut unit = vec![format!("DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON {name};")];
+    if !user_rows {
+        return unit;
+    }
+    let f = format!("{}.tenancy_user_rows_stay", quote_ident(&table.schema));
+    unit.push(format!(
+        "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+BEGIN\n\
+    IF ((to_jsonb(OLD) ->> TG_ARGV[0]) IS NULL) <> ((to_jsonb(NEW) ->> TG_ARGV[0]) IS NULL)\n\
+       AND NOT pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')\n\
+       AND NOT pg_has_role(current_user, 'tenancy_admin', 'USAGE') THEN\n\
+        RAISE EXCEPTION 'a row of %.% cannot move between an organization and a user', TG_TABLE_SCHEMA, TG_TABLE_NAME\n\
+            USING ERRCODE = '42501', DETAIL = format('UPDATE would change %I between NULL (a user''s row) and an organization.', TG_ARGV[0]),\n\
+                  HINT = 'Insert a new row instead.';\n\
+    END IF;\n\
+    RETURN NEW;\n\
+END\n$tenancy$;"
+    ));
+    unit.push(format!("REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;"));
+    unit.push(format!(
+        "CREATE TRIGGER tenancy_user_rows_stay BEFORE UPDATE OF {} ON {name}\n    FOR EACH ROW EXECUTE FUNCTION {f}({});",
+        quote_ident(column),
+        literal(column)
+    ));
+    unit
+}
+
 /// What the NULL-keyed rows of a tenant table are.
 #[derive(Clone, Copy)]
 enum NullRows<'a> {
@@ -1105,6 +1139,7 @@ fn table_block(
                 // row, and an INSERT is refused by its policy).
                 units.push(vec![format!("DROP TRIGGER IF EXISTS tenancy_require_context ON {name};")]);
             }
+            units.push(user_rows_stay(&table.name, column, user_rows.is_some()));
             units.push(table_grants(&name, all_roles, &grants));
         }
     }

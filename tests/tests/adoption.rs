@@ -933,6 +933,12 @@ fn a_users_own_rows_reach_that_user_only_in_any_of_its_contexts() {
         as_bob(&mut c, &format!("UPDATE me.tokens SET org_id = '{GLOBEX}' WHERE name = 'bob personal'")),
         "42501"
     );
+    // A row never changes between the organization's and a user's (attack: carry acme's row out
+    // as one's own, then into another organization where one is a member).
+    let moved = "UPDATE me.tokens SET org_id = NULL, user_id = 'bob' WHERE name = 'acme token'";
+    assert_eq!(as_bob(&mut c, moved), "42501");
+    assert_eq!(as_bob(&mut c, &format!("UPDATE me.tokens SET org_id = '{ACME}' WHERE name = 'bob personal'")), "42501");
+    admin.batch_execute("BEGIN; UPDATE me.tokens SET org_id = NULL WHERE name = 'acme token'; ROLLBACK;").unwrap();
     let mut tx = c.transaction().unwrap();
     tx.batch_execute("SELECT tenancy.set_user_context('bob')").unwrap();
     tx.batch_execute("INSERT INTO me.tokens (user_id, name) VALUES ('bob', 'made before any organization')").unwrap();
