@@ -294,6 +294,16 @@ pub fn check(
                 .help("make the table `kind = \"tenant\"`, or remove this line"),
             );
         }
+        if let Some(g) = policy.global_rows.as_ref().filter(|g| *g.get_ref() && !with_tenant_column) {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::global-rows-kind",
+                    format!("`global_rows` is set, but table `{}` has no tenant column of its own", table.name),
+                )
+                .label(*source, g.span(), "only for tenant and shareable tables with a tenant column")
+                .help("a global table's rows are all global already: remove this line, or make the table `kind = \"tenant\"`"),
+            );
+        }
         let kind = match policy.kind.get_ref() {
             TableKind::Global => {
                 for command in [Command::Insert, Command::Update, Command::Delete] {
