@@ -452,41 +452,8 @@ pub fn check(
                 let global_rows = policy.global_rows.as_ref().is_some_and(|g| *g.get_ref());
                 let user_rows = policy.user_rows.as_ref().and_then(|u| {
                     let found = table.column(u.get_ref());
-                    let kind = found.map(|c| c.data_type.split('(').next().unwrap_or("").trim().to_string());
-                    match kind.as_deref() {
-                        Some("text" | "character varying" | "varchar" | "uuid" | "bigint" | "integer")
-                            if global_rows =>
-                        {
-                            diags.push(
-                                Diagnostic::error(
-                                    "tenancy::user-rows-and-global-rows",
-                                    format!("`{}`: NULL-keyed rows cannot be both global and a user's", table.name),
-                                )
-                                .label(*source, u.span(), "a user's rows here")
-                                .help("keep `global_rows` or `user_rows`, not both"),
-                            );
-                            None
-                        }
-                        Some(t @ ("text" | "character varying" | "varchar" | "uuid" | "bigint" | "integer")) => {
-                            Some((u.get_ref().clone(), t.to_string()))
-                        }
-                        Some(_) => {
-                            diags.push(
-                                Diagnostic::error(
-                                    "tenancy::user-rows-column-type",
-                                    format!(
-                                        "user column `{}.{}` is `{}`",
-                                        table.name,
-                                        u.get_ref(),
-                                        found.map_or("", |c| c.data_type.as_str())
-                                    ),
-                                )
-                                .label(*source, u.span(), "this column")
-                                .help("the user column holds the user's id: text, varchar, uuid, integer or bigint"),
-                            );
-                            None
-                        }
-                        None => {
+                    match (found, found.and_then(|c| user_id_type(&c.data_type))) {
+                        (None, _) => {
                             diags.push(
                                 Diagnostic::error(
                                     "tenancy::unknown-column",
@@ -500,6 +467,29 @@ pub fn check(
                             );
                             None
                         }
+                        (Some(c), None) => {
+                            diags.push(
+                                Diagnostic::error(
+                                    "tenancy::user-rows-column-type",
+                                    format!("user column `{}.{}` is `{}`", table.name, u.get_ref(), c.data_type),
+                                )
+                                .label(*source, u.span(), "this column")
+                                .help("the user column holds the user's id: text, varchar, uuid, integer or bigint"),
+                            );
+                            None
+                        }
+                        (Some(_), Some(_)) if global_rows => {
+                            diags.push(
+                                Diagnostic::error(
+                                    "tenancy::user-rows-and-global-rows",
+                                    format!("`{}`: NULL-keyed rows cannot be both global and a user's", table.name),
+                                )
+                                .label(*source, u.span(), "a user's rows here")
+                                .help("keep `global_rows` or `user_rows`, not both"),
+                            );
+                            None
+                        }
+                        (Some(_), Some(t)) => Some((u.get_ref().clone(), t.to_string())),
                     }
                 });
                 CompiledKind::Tenant {
@@ -826,6 +816,11 @@ fn builtin_column<'t>(
         return None;
     };
     Some((col, t))
+}
+
+/// The type of a column that can hold a user's id for `user_rows` (varchar as `text`), if it can.
+fn user_id_type(data_type: &str) -> Option<&'static str> {
+    builtin_type(data_type).filter(|t| matches!(*t, "text" | "uuid" | "integer" | "bigint"))
 }
 
 /// Reports `role` unless it is a member role.

@@ -67,11 +67,7 @@ fn predicate(
         // context or a user-only one; never another user's. The role rule is the organization's,
         // so it does not apply to them.
         NullRows::User(user, data_type) => {
-            let user = if matches!(data_type, "text" | "character varying" | "varchar") {
-                quote_ident(user)
-            } else {
-                format!("{}::text", quote_ident(user))
-            };
+            let user = if data_type == "text" { quote_ident(user) } else { format!("{}::text", quote_ident(user)) };
             format!(
                 "(({own_rows})\n        OR ({} IS NULL AND {user} = (SELECT tenancy.current_user_id())))",
                 quote_ident(column)

@@ -52,7 +52,7 @@ pub enum CompiledKind {
         references: Vec<Reference>,
         /// Rows whose tenant column is NULL are global: readable by every organization.
         global_rows: bool,
-        /// NULL-keyed rows belong to the user in this column (`user_rows`), and its type.
+        /// NULL-keyed rows belong to the user in this column (`user_rows`), and its type ([`crate::check`]'s user id types: text, uuid, integer, bigint).
         user_rows: Option<(String, String)>,
     },
     Global,
