@@ -81,6 +81,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.comments
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'none', 'member');
 DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.comments;
+DROP TRIGGER IF EXISTS tenancy_user_references ON app.comments;
 REVOKE ALL ON TABLE app.comments FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.comments TO app_readonly;
 GRANT SELECT, INSERT, DELETE ON TABLE app.comments TO app_user;
@@ -97,6 +98,7 @@ DROP POLICY IF EXISTS tenancy_insert ON app.countries;
 DROP POLICY IF EXISTS tenancy_update ON app.countries;
 DROP POLICY IF EXISTS tenancy_delete ON app.countries;
 DROP TRIGGER IF EXISTS tenancy_require_context ON app.countries;
+DROP TRIGGER IF EXISTS tenancy_user_references ON app.countries;
 REVOKE ALL ON TABLE app.countries FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.countries TO app_readonly, app_user;
 SELECT tenancy.disable_sharing('app.countries');
@@ -134,6 +136,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.documents
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
 DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.documents;
+DROP TRIGGER IF EXISTS tenancy_user_references ON app.documents;
 REVOKE ALL ON TABLE app.documents FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.documents TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.documents TO app_user;
@@ -161,6 +164,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.files
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
 DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.files;
+DROP TRIGGER IF EXISTS tenancy_user_references ON app.files;
 REVOKE ALL ON TABLE app.files FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.files TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.files TO app_user;
@@ -189,6 +193,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.projects
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'admin');
 DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.projects;
+DROP TRIGGER IF EXISTS tenancy_user_references ON app.projects;
 REVOKE ALL ON TABLE app.projects FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.projects TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.projects TO app_user;
@@ -217,6 +222,7 @@ CREATE OR REPLACE TRIGGER tenancy_require_context
     BEFORE INSERT OR UPDATE OR DELETE ON app.tasks
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context('member', 'member', 'member');
 DROP TRIGGER IF EXISTS tenancy_user_rows_stay ON app.tasks;
+DROP TRIGGER IF EXISTS tenancy_user_references ON app.tasks;
 REVOKE ALL ON TABLE app.tasks FROM app_readonly, app_user;
 GRANT SELECT ON TABLE app.tasks TO app_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE app.tasks TO app_user;

@@ -217,6 +217,8 @@ pub fn check(
                     global_rows: None,
                     user_rows: None,
                     parent: None,
+                    user_column: None,
+                    co_members: None,
                     reason: None,
                     select: None,
                     insert: None,
@@ -278,6 +280,27 @@ pub fn check(
                             format!("only for `kind = \"shareable\"`, not `{}`", policy.kind.get_ref().key()),
                         )
                         .help("make the table `kind = \"shareable\"`, or remove this line"),
+                    );
+                }
+            }
+        }
+        if *policy.kind.get_ref() != TableKind::Identity {
+            for (name, span) in [
+                ("user_column", policy.user_column.as_ref().map(Spanned::span)),
+                ("co_members", policy.co_members.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(span) = span {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::not-identity",
+                            format!("`{name}` is set, but table `{}` is not an identity table", table.name),
+                        )
+                        .label(
+                            *source,
+                            span,
+                            format!("only for `kind = \"identity\"`, not `{}`", policy.kind.get_ref().key()),
+                        )
+                        .help("make the table `kind = \"identity\"`, or remove this line"),
                     );
                 }
             }
@@ -349,6 +372,61 @@ pub fn check(
                     continue;
                 };
                 CompiledKind::Unscoped { reason }
+            }
+            TableKind::Identity => {
+                for command in Command::ALL {
+                    if let Some(v) = policy.command(command) {
+                        diags.push(
+                            Diagnostic::error(
+                                "tenancy::identity-table-rule",
+                                format!("identity table `{}` has no per-command rules", table.name),
+                            )
+                            .label(*source, v.span(), "not used by identity tables")
+                            .help("each user reads their own row and those of the organization's members, and writes only their own; remove this line"),
+                        );
+                    }
+                }
+                if let Some(tc) = &policy.tenant_column {
+                    diags.push(
+                        Diagnostic::error("tenancy::identity-table-tenant-column", "an identity table has no tenant column")
+                            .label(*source, tc.span(), "not used by identity tables")
+                            .help("its rows belong to users: name the column with the user's id, `user_column = \"...\"` (default `id`)"),
+                    );
+                }
+                let (column, span) = match &policy.user_column {
+                    Some(c) => (c.get_ref().clone(), c.span()),
+                    None => ("id".to_string(), key.span()),
+                };
+                let Some(col) = table.column(&column) else {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::unknown-column",
+                            format!("identity table `{}` has no column `{column}`", table.name),
+                        )
+                        .label(*source, span, "the user's id is read from this column")
+                        .help(format!(
+                            "set `user_column` to the column holding the user's id; its columns: {}",
+                            table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                        )),
+                    );
+                    continue;
+                };
+                let Some(data_type) = user_id_type(&col.data_type) else {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::user-column-type",
+                            format!("user column `{}.{column}` is `{}`", table.name, col.data_type),
+                        )
+                        .label(*source, span, "this column")
+                        .help("the user column holds the user's id: text, varchar, uuid, integer or bigint"),
+                    );
+                    continue;
+                };
+                CompiledKind::Identity {
+                    column,
+                    text: data_type == "text",
+                    co_members: policy.co_members.as_ref().is_none_or(|c| *c.get_ref()),
+                }
             }
             TableKind::Tenant if policy.parent.is_some() => {
                 let parent = policy.parent.as_ref().expect("checked by the guard");
@@ -546,6 +624,7 @@ pub fn check(
         compiled_tables.push(CompiledTable {
             partitions: vec![],
             waivers: vec![],
+            user_references: vec![],
             name: table.name.clone(),
             kind,
             read_write: table_rw,
@@ -608,6 +687,7 @@ pub fn check(
     let random_ids = random_ids.as_ref().map(|r| r.value.trim()).filter(|r| !r.is_empty());
     check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, random_ids, &mut diags);
     check_children(&mut compiled_tables, &covered, &mut diags);
+    check_user_references(catalog, &mut compiled_tables);
     let views = check_views(catalog, &governed, &covered, &unscoped_views, &mut diags);
     let compiled_services = check_services(&read_write, &read_only, &token_only, services, &mut diags);
     let compiled_lookups = check_lookups(catalog, &governed, &compiled_tables, lookups, &mut diags);
@@ -1082,7 +1162,10 @@ fn check_lookups(
         let Some(table) = resolve(catalog, governed, source, &lookup.table, diags, &mut unused) else { continue };
         let tenant = compiled.iter().find(|c| c.name == table.name).and_then(|c| match &c.kind {
             CompiledKind::Tenant { column, .. } => Some(column.clone()),
-            CompiledKind::Global | CompiledKind::Unscoped { .. } | CompiledKind::Child { .. } => None,
+            CompiledKind::Global
+            | CompiledKind::Unscoped { .. }
+            | CompiledKind::Child { .. }
+            | CompiledKind::Identity { .. } => None,
         });
         let Some(tenant) = tenant else {
             diags.push(
@@ -1255,7 +1338,10 @@ fn check_tenant_keys(
         .iter()
         .filter_map(|t| match &t.kind {
             CompiledKind::Tenant { column, .. } => Some((t.name.clone(), column.clone())),
-            CompiledKind::Global | CompiledKind::Unscoped { .. } | CompiledKind::Child { .. } => None,
+            CompiledKind::Global
+            | CompiledKind::Unscoped { .. }
+            | CompiledKind::Child { .. }
+            | CompiledKind::Identity { .. } => None,
         })
         .collect();
     let global_rows: std::collections::BTreeSet<QualifiedName> = compiled
@@ -1265,7 +1351,12 @@ fn check_tenant_keys(
         .collect();
     for compiled_table in compiled.iter_mut() {
         let name = compiled_table.name.clone();
-        let CompiledKind::Tenant { column, references, .. } = &mut compiled_table.kind else { continue };
+        let (column, mut references, kind) = match &mut compiled_table.kind {
+            CompiledKind::Tenant { column, references, .. } => (column.clone(), Some(references), "tenant"),
+            CompiledKind::Identity { column, .. } => (column.clone(), None, "identity"),
+            _ => continue,
+        };
+        let column = &column;
         let (Some(table), Some((source, span))) = (catalog.tables.get(&name), covered.get(&name)) else { continue };
         let defined = match &table.origin {
             Origin::Ddl { source, span } => {
@@ -1287,7 +1378,11 @@ fn check_tenant_keys(
         let inside: Vec<Vec<String>> = table
             .foreign_keys
             .iter()
-            .filter(|fk| tenant_column.contains_key(&fk.references) && !global_rows.contains(&fk.references))
+            .filter(|fk| {
+                references.is_some()
+                    && tenant_column.contains_key(&fk.references)
+                    && !global_rows.contains(&fk.references)
+            })
             .map(|fk| fk.columns.iter().filter(|c| **c != *column).cloned().collect())
             .collect();
         for index in table.indexes.iter().filter(|i| i.unique) {
@@ -1323,6 +1418,26 @@ fn check_tenant_keys(
                 continue;
             }
             let what = if index.primary { "PRIMARY KEY" } else { "UNIQUE" };
+            if kind == "identity" {
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::unique-not-user-scoped",
+                        format!("{what} ({}) of identity table `{name}` does not include `{column}`", cols.join(", ")),
+                    )
+                    .label(*source, span.clone(), "identity table declared here")
+                    .help(format!(
+                        "a user who sets their own row's value to another's learns from the unique violation that it is taken: \
+                         if that is meant (one account per address, which sign-up tells anyway), declare it in the policy: \
+                         globally_unique = {{ \"{wanted}\" = \"why\" }}{}",
+                        if crate::rules::is_application_id(&key, index.primary) {
+                            "; or, if the application fills it with random uuids, say so once for every such key: random_ids = \"why\""
+                        } else {
+                            ""
+                        }
+                    )),
+                );
+                continue;
+            }
             diags.push(
                 Diagnostic::error(
                     "tenancy::unique-not-tenant-scoped",
@@ -1379,6 +1494,7 @@ fn check_tenant_keys(
                 );
             }
         }
+        let Some(references) = references.as_mut() else { continue };
         for fk in &table.foreign_keys {
             let Some(target_column) = tenant_column.get(&fk.references) else { continue };
             let scoped = match fk.columns.iter().position(|c| c == &*column) {
@@ -1405,6 +1521,55 @@ fn check_tenant_keys(
             };
             if !references.contains(&reference) {
                 references.push(reference);
+            }
+        }
+    }
+}
+
+/// One-column foreign keys from tenant, child and identity tables to identity tables: checked as
+/// the writer ([`UserReference`]), so that a user outside the organization reads as missing.
+fn check_user_references(catalog: &Catalog, compiled: &mut [CompiledTable]) {
+    let identities: BTreeMap<QualifiedName, String> = compiled
+        .iter()
+        .filter_map(|t| match &t.kind {
+            CompiledKind::Identity { column, .. } => Some((t.name.clone(), column.clone())),
+            _ => None,
+        })
+        .collect();
+    for compiled_table in compiled.iter_mut() {
+        if matches!(compiled_table.kind, CompiledKind::Global | CompiledKind::Unscoped { .. }) {
+            continue;
+        }
+        let Some(table) = catalog.tables.get(&compiled_table.name) else { continue };
+        for fk in &table.foreign_keys {
+            let Some(user_column) = identities.get(&fk.references) else { continue };
+            let target_column = match fk.referred.as_slice() {
+                [] => user_column.clone(),
+                [one] => one.clone(),
+                _ => continue,
+            };
+            let [column] = fk.columns.as_slice() else { continue };
+            let Some(target_type) = catalog
+                .tables
+                .get(&fk.references)
+                .and_then(|t| t.column(&target_column))
+                .and_then(|c| user_id_type(&c.data_type))
+            else {
+                continue;
+            };
+            let constraint = fk
+                .name
+                .clone()
+                .unwrap_or_else(|| crate::emit::fit(&format!("{}_{column}", compiled_table.name.name), "_fkey"));
+            let reference = UserReference {
+                column: column.clone(),
+                constraint,
+                target: fk.references.clone(),
+                target_column,
+                target_type: target_type.to_string(),
+            };
+            if !compiled_table.user_references.contains(&reference) {
+                compiled_table.user_references.push(reference);
             }
         }
     }

@@ -9,7 +9,7 @@
 use crate::hardening;
 use crate::model::{
     Compiled, CompiledKind, CompiledLookup, CompiledRule, CompiledTable, MembershipsSync, OrganizationsSync, Reference,
-    Sharing, SyncMaps,
+    Sharing, SyncMaps, UserReference,
 };
 use crate::policy::Command;
 use crate::schema::{quote_ident, QualifiedName};
@@ -107,6 +107,127 @@ END\n$tenancy$;"
         "CREATE TRIGGER tenancy_user_rows_stay BEFORE UPDATE OF {} ON {name}\n    FOR EACH ROW EXECUTE FUNCTION {f}({});",
         quote_ident(column),
         literal(column)
+    ));
+    unit
+}
+
+/// An identity table's user column as text, to compare with `tenancy.current_user_id()` and the
+/// members' user ids.
+fn user_text(this: &str, column: &str, text: bool) -> String {
+    let c = format!("{this}.{}", quote_ident(column));
+    if text {
+        c
+    } else {
+        format!("{c}::text")
+    }
+}
+
+/// The row predicate of an identity table: the user's own row, for every command; for SELECT
+/// (with `co_members`) also the rows of the current organization's members (one probe of
+/// `tenancy.members`' primary key per row, which the application roles may read for their own
+/// organization only).
+fn identity_predicate(table: &QualifiedName, column: &str, text: bool, co_members: bool, command: Command) -> String {
+    let user = user_text(&quote_ident(&table.name), column, text);
+    let own = format!("{user} = (SELECT tenancy.current_user_id())");
+    if command == Command::Select && co_members {
+        format!(
+            "({own}\n        OR EXISTS (SELECT FROM tenancy.members m WHERE m.org_id = (SELECT tenancy.current_org()) AND m.user_id = {user}))"
+        )
+    } else {
+        own
+    }
+}
+
+/// The policies of an identity table (or a partition of it, `this`), one unit per command.
+fn identity_policies(
+    table: &CompiledTable,
+    this: &QualifiedName,
+    column: &str,
+    text: bool,
+    co_members: bool,
+) -> Vec<Vec<String>> {
+    let name = this.to_string();
+    let mut units = Vec::new();
+    for command in Command::ALL {
+        let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
+        let roles = table.roles_for(command);
+        if !roles.is_empty() {
+            let p = identity_predicate(this, column, text, co_members, command);
+            unit.push(policy_sql(&name, command, &roles, &p, &p));
+            if command == Command::Select {
+                // lint tells identity tables from tenant tables by this.
+                unit.push(format!(
+                    "COMMENT ON POLICY {} ON {name} IS {};",
+                    policy_name(command),
+                    literal(&format!("identity: {column}"))
+                ));
+            }
+        }
+        units.push(unit);
+    }
+    units
+}
+
+/// The trigger that checks a governed table's foreign keys to identity tables as the writer
+/// ([`UserReference`]): a changed value must name a user the writer sees, else the foreign key's
+/// own error, word for word. The table's owner and DBAs are not checked (migrations, backfills).
+/// One trigger function per schema; each reference is six arguments.
+fn user_references(table: &QualifiedName, references: &[UserReference]) -> Vec<String> {
+    let name = table.to_string();
+    let mut unit = vec![format!("DROP TRIGGER IF EXISTS tenancy_user_references ON {name};")];
+    if references.is_empty() {
+        return unit;
+    }
+    let f = format!("{}.tenancy_user_references", quote_ident(&table.schema));
+    unit.push(format!(
+        "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+DECLARE\n\
+    new_row jsonb;\n\
+    old_row jsonb;\n\
+    value text;\n\
+    seen boolean;\n\
+BEGIN\n\
+    IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')\n\
+       OR pg_has_role(current_user, 'tenancy_admin', 'USAGE') THEN\n\
+        RETURN NEW;\n\
+    END IF;\n\
+    new_row := to_jsonb(NEW);\n\
+    IF TG_OP = 'UPDATE' THEN\n\
+        old_row := to_jsonb(OLD);\n\
+    END IF;\n\
+    FOR i IN 0 .. TG_NARGS - 1 BY 6 LOOP\n\
+        value := new_row ->> TG_ARGV[i];\n\
+        CONTINUE WHEN value IS NULL OR value IS NOT DISTINCT FROM old_row ->> TG_ARGV[i];\n\
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s t WHERE t.%I = $1::%s)', TG_ARGV[i + 2], TG_ARGV[i + 3], TG_ARGV[i + 4])\n\
+            INTO seen USING value;\n\
+        IF NOT seen THEN\n\
+            RAISE EXCEPTION 'insert or update on table \"%\" violates foreign key constraint \"%\"', TG_TABLE_NAME, TG_ARGV[i + 1]\n\
+                USING ERRCODE = '23503', CONSTRAINT = TG_ARGV[i + 1], TABLE = TG_TABLE_NAME, SCHEMA = TG_TABLE_SCHEMA,\n\
+                      DETAIL = format('Key (%s)=(%s) is not present in table \"%s\".', TG_ARGV[i], value, TG_ARGV[i + 5]);\n\
+        END IF;\n\
+    END LOOP;\n\
+    RETURN NEW;\n\
+END\n$tenancy$;"
+    ));
+    unit.push(format!("REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;"));
+    let columns: Vec<String> = references.iter().map(|r| quote_ident(&r.column)).collect();
+    let args: Vec<String> = references
+        .iter()
+        .flat_map(|r| {
+            [
+                literal(&r.column),
+                literal(&r.constraint),
+                literal(&r.target.to_string()),
+                literal(&r.target_column),
+                literal(&r.target_type),
+                literal(&r.target.name),
+            ]
+        })
+        .collect();
+    unit.push(format!(
+        "CREATE TRIGGER tenancy_user_references BEFORE INSERT OR UPDATE OF {} ON {name}\n    FOR EACH ROW EXECUTE FUNCTION {f}({});",
+        columns.join(", "),
+        args.join(", ")
     ));
     unit
 }
@@ -778,6 +899,7 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
             CompiledKind::Child { parent, commands, .. } => {
                 unit.extend(child_policy(&name, partition, table, parent, commands, command));
             }
+            CompiledKind::Identity { .. } => {} // below, all commands at once
             CompiledKind::Tenant { column, commands, references, global_rows, user_rows, .. } => {
                 // Own rows only: shares name the partitioned table.
                 unit.extend(tenant_policy(
@@ -793,7 +915,12 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
                 ));
             }
         }
-        units.push(unit);
+        if !matches!(table.kind, CompiledKind::Identity { .. }) {
+            units.push(unit);
+        }
+    }
+    if let CompiledKind::Identity { column, text, co_members } = &table.kind {
+        units.extend(identity_policies(table, partition, column, *text, *co_members));
     }
     if !all_roles.is_empty() {
         units.push(vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))]);
@@ -993,6 +1120,7 @@ fn table_block(
             // A table that was a tenant table loses the write guard, which would refuse a DBA
             // without BYPASSRLS for want of a tenant context; `plan` drops it where it is absent.
             units.push(vec![format!("DROP TRIGGER IF EXISTS tenancy_require_context ON {name};")]);
+            units.push(user_references(&table.name, &[]));
             let mut grants = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
             if !readers.is_empty() {
                 grants.push(format!("GRANT SELECT ON TABLE {name} TO {};", role_list(&readers)));
@@ -1021,6 +1149,30 @@ fn table_block(
                 units.push(unit);
             }
             units.push(vec![format!("DROP TRIGGER IF EXISTS tenancy_require_context ON {name};")]);
+            units.push(user_references(&table.name, &[]));
+            let mut grants = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
+            if !readers.is_empty() {
+                grants.push(format!("GRANT SELECT ON TABLE {name} TO {};", role_list(&readers)));
+            }
+            if !table.read_write.is_empty() {
+                grants
+                    .push(format!("GRANT INSERT, UPDATE, DELETE ON TABLE {name} TO {};", role_list(&table.read_write)));
+            }
+            units.push(grants);
+        }
+        CompiledKind::Identity { column, text, co_members } => {
+            header = format!(
+                "-- {name}: identity table, user column {}: each user reads their own row{}, writes only their own",
+                quote_ident(column),
+                if *co_members { " and the current organization's members'" } else { "" }
+            );
+            units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
+            units.push(vec![format!("ALTER TABLE {name} FORCE ROW LEVEL SECURITY;")]);
+            units.extend(identity_policies(table, &table.name, column, *text, *co_members));
+            // A user signs up under a user-only context, which the statement guard refuses.
+            units.push(vec![format!("DROP TRIGGER IF EXISTS tenancy_require_context ON {name};")]);
+            units.push(user_references(&table.name, &table.user_references));
+            let readers = table.readers();
             let mut grants = vec![format!("REVOKE ALL ON TABLE {name} FROM {};", role_list(all_roles))];
             if !readers.is_empty() {
                 grants.push(format!("GRANT SELECT ON TABLE {name} TO {};", role_list(&readers)));
@@ -1051,6 +1203,7 @@ fn table_block(
             }
             units.extend(index_units(names, &table.name, &name, extra_indexes));
             units.push(vec![require_context_trigger(&name, commands)]);
+            units.push(user_references(&table.name, &table.user_references));
             units.push(table_grants(&name, all_roles, &grants));
         }
         CompiledKind::Tenant {
@@ -1136,6 +1289,7 @@ fn table_block(
                 units.push(vec![format!("DROP TRIGGER IF EXISTS tenancy_require_context ON {name};")]);
             }
             units.push(user_rows_stay(&table.name, column, user_rows.is_some()));
+            units.push(user_references(&table.name, &table.user_references));
             units.push(table_grants(&name, all_roles, &grants));
         }
     }

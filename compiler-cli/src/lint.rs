@@ -114,10 +114,11 @@ pub fn lint(
            JOIN pg_namespace n ON n.oid = c.relnamespace
            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
           WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND a.atttypid = 'uuid'::regtype
-            -- A table the policy files declare unscoped is no tenant table, as to tenancy check
-            -- (lint_unscoped lists it).
+            -- A table the policy files declare unscoped (lint_unscoped lists it) or an identity
+            -- table is no tenant table, as to tenancy check.
             AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenancy_select'
-                              AND obj_description(p.oid, 'pg_policy') LIKE 'unscoped: %')
+                              AND (obj_description(p.oid, 'pg_policy') LIKE 'unscoped: %'
+                                   OR obj_description(p.oid, 'pg_policy') LIKE 'identity: %'))
           ORDER BY 2",
         &[&schemas, &options.tenant_column],
     )? {

@@ -60,6 +60,14 @@ pub enum CompiledKind {
     Unscoped {
         reason: String,
     },
+    /// The application's users: each user reads their own row (and, with `co_members`, the
+    /// rows of the current organization's members) and writes only their own.
+    Identity {
+        /// The column holding the user's id, and whether it is text (else compared as `::text`).
+        column: String,
+        text: bool,
+        co_members: bool,
+    },
     /// A tenant table without a tenant column: each row belongs to the organization of the row
     /// its foreign key `parent` references (a tenant table with a tenant column).
     Child {
@@ -82,6 +90,23 @@ pub struct Reference {
     pub target_tenant: String,
     /// The target's NULL-keyed rows are global: they may be referenced too.
     pub target_global: bool,
+}
+
+/// A one-column foreign key from a governed table to an identity table. PostgreSQL checks it as
+/// the table's owner, who sees every user; a trigger checks first, as the writer, that the user
+/// is one the writer sees (themselves or a member of the current organization), and refuses
+/// another with the foreign key's own error, so that a user id outside the organization reads
+/// exactly like one that does not exist. Only a changed value is checked: a row keeps pointing at
+/// a user who has since left the organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserReference {
+    pub column: String,
+    /// The foreign key's name, for the error.
+    pub constraint: String,
+    pub target: QualifiedName,
+    pub target_column: String,
+    /// The target column's SQL type, to compare without a cast on its side.
+    pub target_type: String,
 }
 
 /// How a shareable table's rows are shared (`tenancy.enable_sharing()`).
@@ -120,6 +145,8 @@ pub struct CompiledTable {
     pub partitions: Vec<QualifiedName>,
     /// Its `globally_unique` keys: (columns as `a, b`, reason), recorded for lint.
     pub waivers: Vec<(String, String)>,
+    /// Tenant and child tables: foreign keys to identity tables, checked as the writer.
+    pub user_references: Vec<UserReference>,
 }
 
 impl CompiledTable {

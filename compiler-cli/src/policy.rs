@@ -251,6 +251,10 @@ pub enum TableKind {
     /// Application-wide rows written without a tenant (audit logs, sessions, jobs): the
     /// application roles read and write them whatever the context. Needs a `reason`.
     Unscoped,
+    /// The application's users (identity rows keyed by the user's id): each user reads their own
+    /// row and those of the members of the current organization, and writes only their own,
+    /// created at sign-up under `tenancy.set_user_context(<new user's id>)`.
+    Identity,
 }
 
 impl TableKind {
@@ -260,6 +264,7 @@ impl TableKind {
             TableKind::Global => "global",
             TableKind::Shareable => "shareable",
             TableKind::Unscoped => "unscoped",
+            TableKind::Identity => "identity",
         }
     }
 }
@@ -296,6 +301,12 @@ pub struct TablePolicy {
     /// Tenant tables without a tenant column of their own: the foreign key (its columns, `"a,
     /// b"`) to the tenant table whose row's organization each row belongs to.
     pub parent: Option<Spanned<String>>,
+    /// `kind = "identity"`: the column that holds the user's id (default `id`), compared with
+    /// `tenancy.current_user_id()` and with the members' user ids.
+    pub user_column: Option<Spanned<String>>,
+    /// `kind = "identity"`: whether the members of the current organization see each other's
+    /// rows (default true); false for rows only their user may read (credentials).
+    pub co_members: Option<Spanned<bool>>,
     /// `kind = "unscoped"`: why the table is application-wide (required).
     pub reason: Option<Spanned<String>>,
     // The commands are spelled out rather than `#[serde(flatten)]`ed, which would lose spans.

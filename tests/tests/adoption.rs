@@ -968,3 +968,183 @@ fn a_users_own_rows_reach_that_user_only_in_any_of_its_contexts() {
     let (findings, _) = pg_tenancy_compiler::lint::lint(&mut admin, &options).unwrap();
     assert!(findings.is_empty(), "{findings:#?}");
 }
+
+/// An application's own users table (Plane's `users`, Rails' `users`): each user reads their own
+/// row and those of the current organization's members, writes only their own, signs up under a
+/// user-only context; a user outside the organization reads exactly like a missing one, through
+/// the foreign keys that point at users too.
+#[test]
+fn identity_tables_show_a_user_themselves_and_their_co_members_and_nobody_else() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(
+            "CREATE SCHEMA idn;
+             CREATE TABLE idn.users (id text PRIMARY KEY, email text NOT NULL UNIQUE, display_name text NOT NULL,
+                                     invited_by text REFERENCES idn.users (id) ON DELETE SET NULL);
+             CREATE TABLE idn.credentials (user_id text PRIMARY KEY REFERENCES idn.users (id) ON DELETE CASCADE,
+                                           password_hash text NOT NULL);
+             CREATE TABLE idn.devices (user_id uuid PRIMARY KEY, name text NOT NULL);
+             CREATE TABLE idn.issues (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                                      title text NOT NULL, assignee_id text REFERENCES idn.users (id),
+                                      created_by text NOT NULL REFERENCES idn.users (id));
+             CREATE INDEX ON idn.issues (org_id);
+             GRANT USAGE ON SCHEMA idn TO app_user, app_readonly;",
+        )
+        .unwrap();
+    let policy = example_policy().replace("schemas = [\"app\"]", "schemas = [\"app\", \"idn\"]")
+        + r#"
+[tables.users]
+kind = "identity"
+globally_unique = { email = "one account per address: sign-up tells whether it is taken anyway" }
+
+[tables.credentials]
+kind = "identity"
+user_column = "user_id"
+co_members = false
+
+[tables.devices]
+kind = "identity"
+user_column = "user_id"
+
+[tables.issues]
+kind = "tenant"
+"#;
+    let refused = |policy: &str| match try_apply_policy(&db, policy) {
+        Err(pg_tenancy_compiler::cli::Failure::Diagnostics(_, diags, _)) => {
+            diags.iter().map(|d| d.code).collect::<Vec<_>>()
+        }
+        other => panic!("expected diagnostics, got {other:?}"),
+    };
+    let waiver =
+        "globally_unique = { email = \"one account per address: sign-up tells whether it is taken anyway\" }\n";
+    assert_eq!(refused(&policy.replace(waiver, "")), ["tenancy::unique-not-user-scoped"]);
+    assert_eq!(
+        refused(&policy.replace(waiver, &format!("{waiver}update = \"admin\"\n"))),
+        ["tenancy::identity-table-rule"]
+    );
+    assert_eq!(
+        refused(&policy.replace("user_column = \"user_id\"\nco_members", "user_column = \"owner\"\nco_members")),
+        ["tenancy::unknown-column"]
+    );
+    assert_eq!(
+        refused(
+            &policy
+                .replace("[tables.issues]\nkind = \"tenant\"", "[tables.issues]\nkind = \"tenant\"\nco_members = true")
+        ),
+        ["tenancy::not-identity"]
+    );
+    apply_policy(&db, &policy);
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO idn.users (id, email, display_name) VALUES
+                 ('alice', 'alice@acme.test', 'Alice'), ('bob', 'bob@acme.test', 'Bob'),
+                 ('carol', 'carol@acme.test', 'Carol'), ('sam', 'sam@both.test', 'Sam'),
+                 ('gina', 'gina@globex.test', 'Gina'), ('zed', 'zed@nowhere.test', 'Zed');
+             INSERT INTO idn.credentials VALUES ('alice', 'hash-a'), ('bob', 'hash-b');
+             INSERT INTO idn.issues (org_id, title, created_by) VALUES ('{ACME}', 'by carol', 'carol');"
+        ))
+        .unwrap();
+    let mut c = db.app();
+    let users = |c: &mut postgres::Client, start: &str, from: &str| {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(start).unwrap();
+        text(&mut tx, &format!("SELECT coalesce(string_agg(u, ',' ORDER BY u), '') FROM (SELECT {from}) s(u)")).unwrap()
+    };
+    let acme = |user: &str| format!("SELECT tenancy.set_context('{ACME}', '{user}')");
+    // Reading: oneself and the current organization's members; credentials only one's own.
+    assert_eq!(users(&mut c, &acme("alice"), "id FROM idn.users"), "alice,bob,carol,sam");
+    assert_eq!(
+        users(&mut c, &format!("SELECT tenancy.set_context('{GLOBEX}', 'sam')"), "id FROM idn.users"),
+        "gina,sam",
+        "sam's acme co-members are not globex's"
+    );
+    assert_eq!(users(&mut c, "SELECT tenancy.set_user_context('zed')", "id FROM idn.users"), "zed");
+    assert_eq!(users(&mut c, &acme("alice"), "user_id FROM idn.credentials"), "alice");
+    assert_eq!(count(&mut c, "idn.users"), 0, "no context: nobody");
+    // Writing: one's own row only.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&acme("alice")).unwrap();
+    assert_eq!(affected(&mut tx, "UPDATE idn.users SET display_name = 'x' WHERE id = 'bob'"), 0);
+    assert_eq!(affected(&mut tx, "DELETE FROM idn.users WHERE id = 'bob'"), 0);
+    assert_eq!(affected(&mut tx, "UPDATE idn.credentials SET password_hash = 'x' WHERE user_id = 'bob'"), 0);
+    assert_eq!(affected(&mut tx, "UPDATE idn.users SET display_name = 'Alice A.' WHERE id = 'alice'"), 1);
+    assert_eq!(error_of(&mut tx, "UPDATE idn.users SET id = 'mallory' WHERE id = 'alice'").code, "42501");
+    drop(tx);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&acme("alice")).unwrap();
+    assert_eq!(
+        error_of(&mut tx, "INSERT INTO idn.users (id, email, display_name) VALUES ('mallory', 'm@x.test', 'M')").code,
+        "42501",
+        "nobody creates another user"
+    );
+    drop(tx);
+    // Sign-up: under a user-only context for the new user's id.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.set_user_context('newbie')").unwrap();
+    tx.batch_execute("INSERT INTO idn.users (id, email, display_name) VALUES ('newbie', 'new@x.test', 'New')").unwrap();
+    tx.batch_execute("INSERT INTO idn.credentials VALUES ('newbie', 'hash-n')").unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        error_of(&mut c, "INSERT INTO idn.users (id, email, display_name) VALUES ('anon', 'a@x.test', 'A')").code,
+        "42501",
+        "no context: no sign-up"
+    );
+    // A uuid user column is compared as text.
+    let me = "e1000000-0000-0000-0000-000000000001";
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_user_context('{me}')")).unwrap();
+    tx.batch_execute(&format!("INSERT INTO idn.devices VALUES ('{me}', 'laptop')")).unwrap();
+    assert_eq!(count(&mut tx, "idn.devices"), 1);
+    tx.commit().unwrap();
+    assert_eq!(users(&mut c, &acme("alice"), "name FROM idn.devices"), "");
+    // References to users: a user outside the organization reads exactly like a missing one.
+    let as_alice = |c: &mut postgres::Client, sql: &str| {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&acme("alice")).unwrap();
+        tx.batch_execute(sql).map_err(|e| DbError::of(&e))
+    };
+    let assign =
+        |who: &str| format!("INSERT INTO idn.issues (title, assignee_id, created_by) VALUES ('t', '{who}', 'alice')");
+    as_alice(&mut c, &assign("bob")).unwrap();
+    let other = as_alice(&mut c, &assign("gina")).unwrap_err();
+    let missing = as_alice(&mut c, &assign("nosuch")).unwrap_err();
+    let real = error_of(
+        &mut admin,
+        &format!(
+            "INSERT INTO idn.issues (org_id, title, assignee_id, created_by) VALUES ('{ACME}', 't', 'nosuch', 'alice')"
+        ),
+    );
+    for e in [&other, &missing] {
+        assert_eq!((e.code.as_str(), e.message.as_str()), (real.code.as_str(), real.message.as_str()));
+        assert_eq!(e.hint, real.hint);
+    }
+    assert_eq!(missing.detail, real.detail, "word for word PostgreSQL's own");
+    assert_eq!(other.detail.as_deref().map(|d| d.replace("gina", "nosuch")), real.detail);
+    assert_eq!(
+        as_alice(&mut c, "UPDATE idn.users SET invited_by = 'gina' WHERE id = 'alice'").unwrap_err().code,
+        "23503"
+    );
+    as_alice(&mut c, "UPDATE idn.users SET invited_by = 'bob' WHERE id = 'alice'").unwrap();
+    // A row keeps pointing at a user who has left; it cannot be pointed at them anew.
+    admin.batch_execute(&format!("SELECT tenancy.remove_member('{ACME}', 'carol')")).unwrap();
+    as_alice(&mut c, "UPDATE idn.issues SET title = 'kept', created_by = created_by WHERE title = 'by carol'").unwrap();
+    assert_eq!(
+        as_alice(&mut c, "UPDATE idn.issues SET assignee_id = 'carol' WHERE title = 'by carol'").unwrap_err().code,
+        "23503"
+    );
+    // The tables' owner (migrations, backfills) is not checked.
+    admin
+        .batch_execute(&format!(
+            "INSERT INTO idn.issues (org_id, title, created_by) VALUES ('{ACME}', 'imported', 'gina')"
+        ))
+        .unwrap();
+    // lint takes identity tables for what they are.
+    let options = pg_tenancy_compiler::lint::Options {
+        schemas: vec!["idn".into()],
+        tenant_column: "org_id".into(),
+        app_roles: vec![],
+    };
+    let (findings, _) = pg_tenancy_compiler::lint::lint(&mut admin, &options).unwrap();
+    assert!(findings.is_empty(), "{findings:#?}");
+}
