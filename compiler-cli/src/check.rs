@@ -1160,21 +1160,20 @@ fn check_lookups(
             continue;
         }
         let Some(table) = resolve(catalog, governed, source, &lookup.table, diags, &mut unused) else { continue };
+        // A tenant table's organization, or an identity table's user (a sign-in by email).
         let tenant = compiled.iter().find(|c| c.name == table.name).and_then(|c| match &c.kind {
-            CompiledKind::Tenant { column, .. } => Some(column.clone()),
-            CompiledKind::Global
-            | CompiledKind::Unscoped { .. }
-            | CompiledKind::Child { .. }
-            | CompiledKind::Identity { .. } => None,
+            CompiledKind::Tenant { column, .. } => Some((Some(column.clone()), None)),
+            CompiledKind::Identity { column, .. } => Some((None, Some(column.clone()))),
+            CompiledKind::Global | CompiledKind::Unscoped { .. } | CompiledKind::Child { .. } => None,
         });
-        let Some(tenant) = tenant else {
+        let Some((tenant, identity_user)) = tenant else {
             diags.push(
                 Diagnostic::error(
                     "tenancy::lookup-on-non-tenant-table",
                     format!("lookup `{}` reads `{}`, which is not a tenant table", name.get_ref(), table.name),
                 )
                 .label(source, lookup.table.span(), "here")
-                .help("a lookup finds the organization of a row: cover the table as kind = \"tenant\""),
+                .help("a lookup finds the organization of a row, or the user of an identity table's row: cover the table as kind = \"tenant\" or \"identity\""),
             );
             continue;
         };
@@ -1184,18 +1183,35 @@ fn check_lookups(
                 .map(|(col, t)| (col.name.clone(), t))
         };
         let key = column(&lookup.key, "key");
-        let organization = match &lookup.organization {
-            Some(o) => column(o, "organization"),
-            None => Some((tenant.clone(), "uuid")),
+        if let (Some(o), None) = (&lookup.organization, &tenant) {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::lookup-organization-of-identity",
+                    format!(
+                        "lookup `{}` reads identity table `{}`, whose rows belong to no organization",
+                        name.get_ref(),
+                        table.name
+                    ),
+                )
+                .label(source, o.span(), "here")
+                .help("a lookup on an identity table returns the user (its user column, or `user`): remove this line"),
+            );
+            continue;
+        }
+        let organization = match (&lookup.organization, &tenant) {
+            (Some(o), _) => column(o, "organization").map(|(c, t)| Some((c, t))),
+            (None, Some(t)) => Some(Some((t.clone(), "uuid"))),
+            (None, None) => Some(None),
         };
-        let user = match &lookup.user {
-            Some(u) => column(u, "user").map(Some),
-            None => Some(None),
+        let user = match (&lookup.user, &identity_user) {
+            (Some(u), _) => column(u, "user").map(Some),
+            (None, Some(u)) => Some(Some((u.clone(), "text"))),
+            (None, None) => Some(None),
         };
-        let (Some((key, key_type)), Some((organization, org_type)), Some(user)) = (key, organization, user) else {
+        let (Some((key, key_type)), Some(organization), Some(user)) = (key, organization, user) else {
             continue;
         };
-        if org_type != "uuid" {
+        if let Some((organization, _)) = organization.as_ref().filter(|(_, t)| *t != "uuid") {
             diags.push(
                 Diagnostic::error(
                     "tenancy::lookup-column-type",
@@ -1226,7 +1242,7 @@ fn check_lookups(
             table: table.name.clone(),
             key,
             key_type: key_type.to_string(),
-            organization,
+            organization: organization.map(|(o, _)| o),
             user: user.map(|(u, _)| u),
         });
     }

@@ -944,7 +944,7 @@ fn lookup_block(lookup: &CompiledLookup, all_roles: &[String]) -> Block {
     // The table and its columns are checked again on every call: were the table's owner to make
     // the table a view or a column a type of their own, the DBA's rights would run their code.
     let columns: Vec<String> = std::iter::once(&lookup.key)
-        .chain(std::iter::once(&lookup.organization))
+        .chain(lookup.organization.iter())
         .chain(lookup.user.iter())
         .map(|c| literal(c))
         .collect();
@@ -957,10 +957,10 @@ BEGIN\n\
         RAISE EXCEPTION 'lookup {name} is out of date: {t} changed'\n\
             USING ERRCODE = '55000', HINT = 'Run tenancy apply again (as a DBA).';\n\
     END IF;\n\
-    RETURN QUERY SELECT r.{org}{user_col} FROM {t} r WHERE r.{key} = lookup_key;\n\
+    RETURN QUERY SELECT {org}{user_col} FROM {t} r WHERE r.{key} = lookup_key;\n\
 END\n$tenancy$;",
         kt = lookup.key_type,
-        org = quote_ident(&lookup.organization),
+        org = lookup.organization.as_ref().map_or("NULL::uuid".to_string(), |o| format!("r.{}", quote_ident(o))),
         t = lookup.table,
         tl = literal(&lookup.table.to_string()),
         cols = columns.join(", "),

@@ -200,7 +200,8 @@ pub struct CompiledLookup {
     pub key: String,
     /// The argument's SQL type (the key column's, without a length).
     pub key_type: String,
-    pub organization: String,
+    /// None on an identity table: the lookup returns the user only (`org_id` NULL).
+    pub organization: Option<String>,
     pub user: Option<String>,
 }
 

@@ -1009,6 +1009,9 @@ user_column = "user_id"
 
 [tables.issues]
 kind = "tenant"
+
+[lookups]
+sign_in = { table = "users", key = "email" }
 "#;
     let refused = |policy: &str| match try_apply_policy(&db, policy) {
         Err(pg_tenancy_compiler::cli::Failure::Diagnostics(_, diags, _)) => {
@@ -1034,6 +1037,10 @@ kind = "tenant"
         ),
         ["tenancy::not-identity"]
     );
+    assert_eq!(
+        refused(&policy.replace("key = \"email\" }", "key = \"email\", organization = \"id\" }")),
+        ["tenancy::lookup-organization-of-identity"]
+    );
     apply_policy(&db, &policy);
     admin
         .batch_execute(&format!(
@@ -1052,6 +1059,16 @@ kind = "tenant"
         text(&mut tx, &format!("SELECT coalesce(string_agg(u, ',' ORDER BY u), '') FROM (SELECT {from}) s(u)")).unwrap()
     };
     let acme = |user: &str| format!("SELECT tenancy.set_context('{ACME}', '{user}')");
+    // Signing in, before any context: the user of one exact address, and nothing else.
+    assert_eq!(
+        text(
+            &mut c,
+            "SELECT coalesce(org_id::text, '-') || ' ' || user_id FROM idn.tenancy_lookup_sign_in('gina@globex.test')"
+        )
+        .as_deref(),
+        Some("- gina")
+    );
+    assert_eq!(count(&mut c, "idn.tenancy_lookup_sign_in('nobody@x.test')"), 0);
     // Reading: oneself and the current organization's members; credentials only one's own.
     assert_eq!(users(&mut c, &acme("alice"), "id FROM idn.users"), "alice,bob,carol,sam");
     assert_eq!(
