@@ -468,6 +468,7 @@ pub fn check(
                         target_columns,
                         // Resolved once every table is compiled (check_children).
                         target_tenant: String::new(),
+                        target_key: TenantKey::Uuid,
                         target_global: false,
                     },
                     commands,
@@ -494,17 +495,20 @@ pub fn check(
                     );
                     continue;
                 };
-                if col.data_type != "uuid" {
+                let Some(tenant_key) = TenantKey::of_type(&col.data_type) else {
                     diags.push(
                         Diagnostic::error(
                             "tenancy::tenant-column-type",
-                            format!("tenant column `{}.{column}` is `{}`, not `uuid`", table.name, col.data_type),
+                            format!(
+                                "tenant column `{}.{column}` is `{}`, not a uuid, text, varchar or integer key",
+                                table.name, col.data_type
+                            ),
                         )
                         .label(*source, column_span, "tenant table declared here")
-                        .help("organization ids are uuids: change the column's type to uuid"),
+                        .help("a tenant column holds the organization's id: uuid, text, varchar, smallint, integer or bigint"),
                     );
                     continue;
-                }
+                };
                 let (commands, owner_columns) =
                     compile_commands(sources, *source, policy, defaults.as_ref(), table, &mut diags);
                 let extra_indexes = {
@@ -524,9 +528,23 @@ pub fn check(
                     }
                     out
                 };
-                let sharing = (*policy.kind.get_ref() == TableKind::Shareable)
-                    .then(|| check_sharing(*source, key, policy, table, &column, &mut diags))
-                    .flatten();
+                let shareable = *policy.kind.get_ref() == TableKind::Shareable;
+                if shareable && tenant_key != TenantKey::Uuid {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::sharing-key-type",
+                            format!(
+                                "shareable table `{}` has a `{}` tenant column; sharing needs a uuid one",
+                                table.name, col.data_type
+                            ),
+                        )
+                        .label(*source, policy.kind.span(), "declared shareable here")
+                        .help("shares name organizations by uuid: make the table `kind = \"tenant\"`, or its tenant column uuid"),
+                    );
+                    continue;
+                }
+                let sharing =
+                    shareable.then(|| check_sharing(*source, key, policy, table, &column, &mut diags)).flatten();
                 let global_rows = policy.global_rows.as_ref().is_some_and(|g| *g.get_ref());
                 let user_rows = policy.user_rows.as_ref().and_then(|u| {
                     let found = table.column(u.get_ref());
@@ -578,6 +596,7 @@ pub fn check(
                     user_rows,
                     add_index: !table.has_index_leading_with(&column),
                     column,
+                    key: tenant_key,
                     commands,
                     owner_columns: owner_columns.into_iter().collect(),
                     extra_indexes,
@@ -718,7 +737,7 @@ pub fn check(
 }
 
 /// The oldest extension version whose objects the compiled SQL uses (tenancy.governed_schemas).
-const MIN_EXTENSION_VERSION: &str = "0.4.0";
+const MIN_EXTENSION_VERSION: &str = "0.5.0";
 
 /// True when dotted version `a` is older than `b`.
 fn version_below(a: &str, b: &str) -> bool {
@@ -1200,7 +1219,10 @@ fn check_lookups(
         }
         let organization = match (&lookup.organization, &tenant) {
             (Some(o), _) => column(o, "organization").map(|(c, t)| Some((c, t))),
-            (None, Some(t)) => Some(Some((t.clone(), "uuid"))),
+            (None, Some(t)) => {
+                let data_type = table.column(t).map_or("uuid", |c| builtin_type(&c.data_type).unwrap_or("uuid"));
+                Some(Some((t.clone(), data_type)))
+            }
             (None, None) => Some(None),
         };
         let user = match (&lookup.user, &identity_user) {
@@ -1211,20 +1233,30 @@ fn check_lookups(
         let (Some((key, key_type)), Some(organization), Some(user)) = (key, organization, user) else {
             continue;
         };
-        if let Some((organization, _)) = organization.as_ref().filter(|(_, t)| *t != "uuid") {
-            diags.push(
-                Diagnostic::error(
-                    "tenancy::lookup-column-type",
-                    format!("organization column `{}.{organization}` is not uuid", table.name),
-                )
-                .label(
-                    source,
-                    lookup.organization.as_ref().map_or(lookup.table.span(), |o| o.span()),
-                    "this column",
-                ),
-            );
-            continue;
-        }
+        let organization_key = match &organization {
+            None => TenantKey::Uuid,
+            Some((organization, t)) => match TenantKey::of_type(t) {
+                Some(k) => k,
+                None => {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::lookup-column-type",
+                            format!(
+                                "organization column `{}.{organization}` is `{t}`, not an organization's id",
+                                table.name
+                            ),
+                        )
+                        .label(
+                            source,
+                            lookup.organization.as_ref().map_or(lookup.table.span(), |o| o.span()),
+                            "this column",
+                        )
+                        .help("an organization column holds a uuid, text, varchar or integer id"),
+                    );
+                    continue;
+                }
+            },
+        };
         let unique = table
             .indexes
             .iter()
@@ -1243,6 +1275,7 @@ fn check_lookups(
             key,
             key_type: key_type.to_string(),
             organization: organization.map(|(o, _)| o),
+            organization_key,
             user: user.map(|(u, _)| u),
         });
     }
@@ -1277,16 +1310,7 @@ fn check_sync(
             v.clone().unwrap_or_else(|| Spanned::new(map.table.span(), d.to_string()))
         };
         let id = column(table, s.source, &default(&map.id, "id"), diags)?;
-        if table.column(&id).is_some_and(|c| c.data_type != "uuid") {
-            diags.push(
-                Diagnostic::error(
-                    "tenancy::tenant-column-type",
-                    format!("organization id `{}.{id}` is not uuid", table.name),
-                )
-                .label(s.source, map.id.as_ref().map_or(map.table.span(), |i| i.span()), "its id column")
-                .help("tenancy.organizations keys organizations by uuid"),
-            );
-        }
+        let key = org_key_type(table, &id, s.source, map.id.as_ref().map_or(map.table.span(), |i| i.span()), diags)?;
         let name = column(table, s.source, &default(&map.name, "name"), diags)?;
         let slug = match &map.slug {
             Some(c) => Some(column(table, s.source, c, diags)?),
@@ -1296,12 +1320,13 @@ fn check_sync(
             Some(p) => Some(predicate(table, s.source, p, diags)?),
             None => None,
         };
-        Some(OrganizationsSync { table: table.name.clone(), id, name, slug, active })
+        Some(OrganizationsSync { table: table.name.clone(), id, key, name, slug, active })
     });
     let members = memberships.and_then(|s| {
         let map = &s.value;
         let table = resolve(catalog, governed, s.source, &map.table, diags, &mut unused)?;
         let organization = column(table, s.source, &map.organization, diags)?;
+        let organization_key = org_key_type(table, &organization, s.source, map.organization.span(), diags)?;
         let user = column(table, s.source, &map.user, diags)?;
         let role = match &map.role {
             Some(c) => Some(column(table, s.source, c, diags)?),
@@ -1320,6 +1345,7 @@ fn check_sync(
         Some(MembershipsSync {
             table: table.name.clone(),
             organization,
+            organization_key,
             user,
             role,
             roles: map.roles.iter().map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone())).collect(),
@@ -1331,6 +1357,33 @@ fn check_sync(
         return SyncMaps::default();
     }
     SyncMaps { organizations: orgs, memberships: members }
+}
+
+/// The key type of column `column` of `table`, which holds organizations' ids for the sync; None
+/// (reported) when it cannot hold one.
+fn org_key_type(
+    table: &Table,
+    column: &str,
+    source: SourceId,
+    span: Range<usize>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<TenantKey> {
+    let data_type = table.column(column).map(|c| c.data_type.clone()).unwrap_or_default();
+    let key = TenantKey::of_type(&data_type);
+    if key.is_none() {
+        diags.push(
+            Diagnostic::error(
+                "tenancy::tenant-column-type",
+                format!(
+                    "organization id `{}.{column}` is `{data_type}`, not a uuid, text, varchar or integer key",
+                    table.name
+                ),
+            )
+            .label(source, span, "this column")
+            .help("organizations are keyed by uuid, text, varchar, smallint, integer or bigint ids"),
+        );
+    }
+    key
 }
 
 /// Per table, the `globally_unique` entries of its policy: (file, columns, reason).
@@ -1350,10 +1403,10 @@ fn check_tenant_keys(
     random_ids: Option<&str>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let tenant_column: BTreeMap<QualifiedName, String> = compiled
+    let tenant_column: BTreeMap<QualifiedName, (String, TenantKey)> = compiled
         .iter()
         .filter_map(|t| match &t.kind {
-            CompiledKind::Tenant { column, .. } => Some((t.name.clone(), column.clone())),
+            CompiledKind::Tenant { column, key, .. } => Some((t.name.clone(), (column.clone(), *key))),
             CompiledKind::Global
             | CompiledKind::Unscoped { .. }
             | CompiledKind::Child { .. }
@@ -1512,7 +1565,7 @@ fn check_tenant_keys(
         }
         let Some(references) = references.as_mut() else { continue };
         for fk in &table.foreign_keys {
-            let Some(target_column) = tenant_column.get(&fk.references) else { continue };
+            let Some((target_column, target_key)) = tenant_column.get(&fk.references) else { continue };
             let scoped = match fk.columns.iter().position(|c| c == &*column) {
                 Some(i) => fk.referred.is_empty() || fk.referred.get(i) == Some(target_column),
                 None => false,
@@ -1533,6 +1586,7 @@ fn check_tenant_keys(
                 target: fk.references.clone(),
                 target_columns,
                 target_tenant: target_column.clone(),
+                target_key: *target_key,
                 target_global: global_rows.contains(&fk.references),
             };
             if !references.contains(&reference) {
@@ -1598,10 +1652,12 @@ fn check_children(
     covered: &BTreeMap<QualifiedName, (SourceId, Range<usize>)>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let tenants: BTreeMap<QualifiedName, (String, bool)> = compiled
+    let tenants: BTreeMap<QualifiedName, (String, TenantKey, bool)> = compiled
         .iter()
         .filter_map(|t| match &t.kind {
-            CompiledKind::Tenant { column, global_rows, .. } => Some((t.name.clone(), (column.clone(), *global_rows))),
+            CompiledKind::Tenant { column, key, global_rows, .. } => {
+                Some((t.name.clone(), (column.clone(), *key, *global_rows)))
+            }
             _ => None,
         })
         .collect();
@@ -1609,8 +1665,9 @@ fn check_children(
         let name = table.name.clone();
         let CompiledKind::Child { parent, .. } = &mut table.kind else { continue };
         match tenants.get(&parent.target) {
-            Some((column, global)) if parent.target_columns.len() == parent.columns.len() => {
+            Some((column, key, global)) if parent.target_columns.len() == parent.columns.len() => {
                 parent.target_tenant = column.clone();
+                parent.target_key = *key;
                 parent.target_global = *global;
             }
             _ => {

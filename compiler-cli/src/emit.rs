@@ -9,7 +9,7 @@
 use crate::hardening;
 use crate::model::{
     Compiled, CompiledKind, CompiledLookup, CompiledRule, CompiledTable, MembershipsSync, OrganizationsSync, Reference,
-    Sharing, SyncMaps, UserReference,
+    Sharing, SyncMaps, TenantKey, UserReference,
 };
 use crate::policy::Command;
 use crate::schema::{quote_ident, QualifiedName};
@@ -30,6 +30,7 @@ fn role_list(roles: &[String]) -> String {
 fn predicate(
     table: &QualifiedName,
     column: &str,
+    key: TenantKey,
     rule: &CompiledRule,
     sharing: Option<&Sharing>,
     command: Command,
@@ -38,7 +39,7 @@ fn predicate(
     // `tenancy.current_org()` without a sub-SELECT of its own: the extension's planner hook runs
     // it once per statement (a parameter set when the statement starts), and a policy without a
     // sublink keeps PostgreSQL from walking the statement again at every reuse of its plan.
-    let own = format!("{} = tenancy.current_org()", quote_ident(column));
+    let own = format!("{} = {}", quote_ident(column), key.reader());
     // NULL-keyed rows are global: every organization reads them (under a context), nobody
     // writes them but DBAs.
     let global = format!("({} IS NULL AND tenancy.current_org() IS NOT NULL)", quote_ident(column));
@@ -284,10 +285,13 @@ fn child_predicate(table: &QualifiedName, parent: &Reference, rule: &CompiledRul
         .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
         .collect();
     let tenant = quote_ident(&parent.target_tenant);
+    let reader = parent.target_key.reader();
     let owned = if parent.target_global && command == Command::Select {
-        format!("(t.{tenant} = (SELECT tenancy.current_org()) OR (t.{tenant} IS NULL AND (SELECT tenancy.current_org()) IS NOT NULL))")
+        format!(
+            "(t.{tenant} = (SELECT {reader}) OR (t.{tenant} IS NULL AND (SELECT tenancy.current_org()) IS NOT NULL))"
+        )
     } else {
-        format!("t.{tenant} = (SELECT tenancy.current_org())")
+        format!("t.{tenant} = (SELECT {reader})")
     };
     let mut parts =
         vec![format!("EXISTS (SELECT FROM {} t WHERE {} AND {owned})", parent.target, matches.join(" AND "))];
@@ -328,7 +332,7 @@ fn tenant_policy(
     name: &str,
     this: &QualifiedName,
     compiled: &CompiledTable,
-    column: &str,
+    (column, key): (&str, TenantKey),
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
     sharing: Option<&Sharing>,
     references: &[Reference],
@@ -336,7 +340,7 @@ fn tenant_policy(
     command: Command,
 ) -> Option<String> {
     let (roles, rule) = allowed(compiled, commands, command)?;
-    let p = predicate(this, column, rule, sharing, command, null_rows);
+    let p = predicate(this, column, key, rule, sharing, command, null_rows);
     let mut checked = p.clone();
     for r in references {
         checked.push_str("\n        AND ");
@@ -400,10 +404,11 @@ fn reference_check(table: &QualifiedName, r: &Reference) -> String {
         .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
         .collect();
     let tenant = quote_ident(&r.target_tenant);
+    let reader = r.target_key.reader();
     let owned = if r.target_global {
-        format!("(t.{tenant} = (SELECT tenancy.current_org()) OR t.{tenant} IS NULL)")
+        format!("(t.{tenant} = (SELECT {reader}) OR t.{tenant} IS NULL)")
     } else {
-        format!("t.{tenant} = (SELECT tenancy.current_org())")
+        format!("t.{tenant} = (SELECT {reader})")
     };
     format!(
         "({} OR EXISTS (SELECT FROM {} t WHERE {} AND {owned}))",
@@ -631,15 +636,30 @@ fn database_block(compiled: &Compiled, all_roles: &[String]) -> Block {
     }
 }
 
+/// The uuid of the organization whose application id is `value` (of key type `key`): the value
+/// itself when it is a uuid, else `tenancy.org_key_id()` of its text.
+fn org_id_of(value: &str, key: TenantKey) -> String {
+    match key {
+        TenantKey::Uuid => value.to_string(),
+        TenantKey::Text | TenantKey::Integer => format!("tenancy.org_key_id({value}::text)"),
+    }
+}
+
 /// What `tenancy.organizations` takes from application row `r`, as plain values (computed with
-/// the rights of whoever writes the row): id, the slug the application gives (lowercased; the
-/// helper decides whether tenancy can use it), name, and whether it is active.
+/// the rights of whoever writes the row): id, key (the application's id when it is not a uuid),
+/// the slug the application gives (lowercased; the helper decides whether tenancy can use it),
+/// name, and whether it is active.
 fn organization_values(sync: &OrganizationsSync) -> String {
     let slug = sync.slug.as_ref().map_or("NULL::text".to_string(), |s| format!("lower(r.{}::text)", quote_ident(s)));
     let active = sync.active.as_ref().map_or("true".to_string(), |a| format!("coalesce(({a}), false)"));
+    let id = format!("r.{}", quote_ident(&sync.id));
+    let key = match sync.key {
+        TenantKey::Uuid => "NULL::text".to_string(),
+        TenantKey::Text | TenantKey::Integer => format!("{id}::text"),
+    };
     format!(
-        "r.{}, {slug}, nullif(btrim(left(r.{}::text, 200)), ''), {active}",
-        quote_ident(&sync.id),
+        "{}, {key}, {slug}, nullif(btrim(left(r.{}::text, 200)), ''), {active}",
+        org_id_of(&id, sync.key),
         quote_ident(&sync.name)
     )
 }
@@ -702,16 +722,19 @@ fn sync_blocks(sync: &SyncMaps) -> Vec<Block> {
         let f = format!("{schema}.tenancy_sync_organizations");
         let direct = format!("{schema}.tenancy_sync_organizations_direct");
         let checked = format!("{schema}.tenancy_sync_organizations_checked");
-        let args = "(text, uuid, uuid, text, text, boolean)";
+        let args = "(text, uuid, uuid, text, text, text, boolean)";
+        // Before 0.5.0 the functions had no key argument.
+        let drop_old = |f: &str| format!("DROP FUNCTION IF EXISTS {f}(text, uuid, uuid, text, text, boolean);");
         let id = quote_ident(&o.id);
+        let old_id = org_id_of(&format!("OLD.{id}"), o.key);
         let values = organization_values(o);
         // Plain values only: nothing the table's owner defines (types, casts, operators) runs
         // with the definer's rights.
         let direct_fn = format!(
-            "CREATE OR REPLACE FUNCTION {direct}(p_op text, p_old_id uuid, p_id uuid, p_slug text, p_name text, p_active boolean) RETURNS void\n    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+            "CREATE OR REPLACE FUNCTION {direct}(p_op text, p_old_id uuid, p_id uuid, p_key text, p_slug text, p_name text, p_active boolean) RETURNS void\n    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
     DELETE FROM tenancy.organizations WHERE id = p_old_id AND (p_op = 'DELETE' OR p_old_id IS DISTINCT FROM p_id);\n\
-    INSERT INTO tenancy.organizations (id, slug, name, status)\n\
-    SELECT p_id, s.slug, coalesce(p_name, s.slug), CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
+    INSERT INTO tenancy.organizations (id, key, slug, name, status)\n\
+    SELECT p_id, p_key, s.slug, coalesce(p_name, s.slug), CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
       FROM (SELECT CASE WHEN p_slug ~ '^[a-z0-9]([a-z0-9-]{{0,61}}[a-z0-9])?$'\n\
                          AND NOT EXISTS (SELECT FROM tenancy.organizations o WHERE o.slug = p_slug AND o.id <> p_id)\n\
                         THEN p_slug ELSE 'org-' || replace(p_id::text, '-', '') END AS slug) s\n\
@@ -720,7 +743,7 @@ fn sync_blocks(sync: &SyncMaps) -> Vec<Block> {
      WHERE (organizations.slug, organizations.name, organizations.status) IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.name, EXCLUDED.status);\n$tenancy$;"
         );
         let checked_fn = format!(
-            "CREATE OR REPLACE FUNCTION {checked}(p_op text, p_old_id uuid, p_id uuid, p_slug text, p_name text, p_active boolean) RETURNS void\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+            "CREATE OR REPLACE FUNCTION {checked}(p_op text, p_old_id uuid, p_id uuid, p_key text, p_slug text, p_name text, p_active boolean) RETURNS void\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
 DECLARE\n\
     current_status text;\n\
 BEGIN\n\
@@ -740,27 +763,27 @@ BEGIN\n\
         RAISE EXCEPTION 'permission denied to % this organization', CASE WHEN p_op = 'DELETE' THEN 'delete' ELSE 'suspend or reactivate' END\n\
             USING ERRCODE = '42501', HINT = 'Owners delete, suspend and reactivate an organization; admins and owners rename it.';\n\
     END IF;\n\
-    PERFORM {direct}(p_op, p_old_id, p_id, p_slug, p_name, p_active);\n\
+    PERFORM {direct}(p_op, p_old_id, p_id, p_key, p_slug, p_name, p_active);\n\
 END\n$tenancy$;"
         );
         let function = format!(
             "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
 DECLARE\n\
-    new_id uuid; new_slug text; new_name text; new_active boolean; old_id uuid;\n\
+    new_id uuid; new_key text; new_slug text; new_name text; new_active boolean; old_id uuid;\n\
 BEGIN\n\
     IF TG_OP <> 'INSERT' THEN\n\
-        old_id := OLD.{id};\n\
+        old_id := {old_id};\n\
     END IF;\n\
     IF TG_OP <> 'DELETE' THEN\n\
-        SELECT {values} INTO new_id, new_slug, new_name, new_active FROM (SELECT NEW.*) r;\n\
+        SELECT {values} INTO new_id, new_key, new_slug, new_name, new_active FROM (SELECT NEW.*) r;\n\
     END IF;\n\
     -- The table's owner (migrations, cascades) and DBAs copy the row as it is; anyone else with\n\
     -- the rights of their tenant context.\n\
     IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')\n\
        OR pg_has_role(current_user, 'tenancy_admin', 'USAGE') THEN\n\
-        PERFORM {direct}(TG_OP, old_id, new_id, new_slug, new_name, new_active);\n\
+        PERFORM {direct}(TG_OP, old_id, new_id, new_key, new_slug, new_name, new_active);\n\
     ELSE\n\
-        PERFORM {checked}(TG_OP, old_id, new_id, new_slug, new_name, new_active);\n\
+        PERFORM {checked}(TG_OP, old_id, new_id, new_key, new_slug, new_name, new_active);\n\
     END IF;\n\
     RETURN NULL;\n\
 END\n$tenancy$;"
@@ -769,7 +792,13 @@ END\n$tenancy$;"
             header: Some(format!("-- {t}: the application's organizations, kept in tenancy.organizations")),
             object: Object::Sync,
             units: vec![
-                vec![direct_fn, format!("REVOKE ALL ON FUNCTION {direct}{args} FROM PUBLIC;"), grant_to_owner(&direct, args, t)],
+                vec![
+                    drop_old(&checked),
+                    drop_old(&direct),
+                    direct_fn,
+                    format!("REVOKE ALL ON FUNCTION {direct}{args} FROM PUBLIC;"),
+                    grant_to_owner(&direct, args, t),
+                ],
                 vec![
                     checked_fn,
                     format!("REVOKE ALL ON FUNCTION {checked}{args} FROM PUBLIC;"),
@@ -780,7 +809,7 @@ END\n$tenancy$;"
                     "CREATE OR REPLACE TRIGGER tenancy_sync AFTER INSERT OR UPDATE OR DELETE ON {t}\n    FOR EACH ROW EXECUTE FUNCTION {f}();"
                 )],
                 vec![format!(
-                    "SELECT {direct}('INSERT', NULL, v.id, v.slug, v.name, v.active)\n  FROM (SELECT {values} FROM {t} r ORDER BY r.{id}) AS v(id, slug, name, active);",
+                    "SELECT {direct}('INSERT', NULL, v.id, v.key, v.slug, v.name, v.active)\n  FROM (SELECT {values} FROM {t} r ORDER BY r.{id}) AS v(id, key, slug, name, active);",
                 )],
             ],
         });
@@ -790,7 +819,9 @@ END\n$tenancy$;"
         let schema = quote_ident(&t.schema);
         let f = format!("{schema}.tenancy_sync_memberships");
         let direct = format!("{schema}.tenancy_sync_memberships_direct");
-        let (org, user) = (quote_ident(&m.organization), quote_ident(&m.user));
+        let user = quote_ident(&m.user);
+        // The organization's uuid in tenancy, from the membership row `r`.
+        let org = org_id_of(&format!("r.{}", quote_ident(&m.organization)), m.organization_key);
         let role = member_role_expr(m);
         let holds = membership_holds(m);
         let helper = format!(
@@ -811,10 +842,10 @@ DECLARE\n\
     old_org uuid; old_user text; old_role text; new_org uuid; new_user text; new_role text;\n\
 BEGIN\n\
     IF TG_OP <> 'INSERT' THEN\n\
-        SELECT r.{org}, r.{user}::text, {role} INTO old_org, old_user, old_role FROM (SELECT OLD.*) r WHERE {holds};\n\
+        SELECT {org}, r.{user}::text, {role} INTO old_org, old_user, old_role FROM (SELECT OLD.*) r WHERE {holds};\n\
     END IF;\n\
     IF TG_OP <> 'DELETE' THEN\n\
-        SELECT r.{org}, r.{user}::text, {role} INTO new_org, new_user, new_role FROM (SELECT NEW.*) r WHERE {holds};\n\
+        SELECT {org}, r.{user}::text, {role} INTO new_org, new_user, new_role FROM (SELECT NEW.*) r WHERE {holds};\n\
     END IF;\n\
     IF (old_org, old_user, old_role) IS NOT DISTINCT FROM (new_org, new_user, new_role) THEN\n\
         RETURN NULL;\n\
@@ -845,8 +876,8 @@ BEGIN\n\
 END\n$tenancy$;"
         );
         let orgs_of = match &sync.organizations {
-            Some(o) => format!("SELECT {} FROM {}", quote_ident(&o.id), o.table),
-            None => format!("SELECT {org} FROM {t}"),
+            Some(o) => format!("SELECT {} FROM {} r", org_id_of(&format!("r.{}", quote_ident(&o.id)), o.key), o.table),
+            None => format!("SELECT {org} FROM {t} r"),
         };
         out.push(Block {
             header: Some(format!("-- {t}: the application's memberships, kept in tenancy.members")),
@@ -859,10 +890,10 @@ END\n$tenancy$;"
                 )],
                 vec![
                     format!(
-                        "INSERT INTO tenancy.members (org_id, user_id, role)\nSELECT DISTINCT ON (r.{org}, r.{user}::text) r.{org}, r.{user}::text, {role}\n  FROM {t} r\n WHERE {holds} AND EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = r.{org})\n ORDER BY r.{org}, r.{user}::text\nON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()\n WHERE members.role IS DISTINCT FROM EXCLUDED.role;"
+                        "INSERT INTO tenancy.members (org_id, user_id, role)\nSELECT DISTINCT ON ({org}, r.{user}::text) {org}, r.{user}::text, {role}\n  FROM {t} r\n WHERE {holds} AND EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = {org})\n ORDER BY {org}, r.{user}::text\nON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()\n WHERE members.role IS DISTINCT FROM EXCLUDED.role;"
                     ),
                     format!(
-                        "DELETE FROM tenancy.members m\n WHERE m.org_id IN ({orgs_of})\n   AND NOT EXISTS (SELECT FROM {t} r WHERE r.{org} = m.org_id AND r.{user}::text = m.user_id AND {holds});"
+                        "DELETE FROM tenancy.members m\n WHERE m.org_id IN ({orgs_of})\n   AND NOT EXISTS (SELECT FROM {t} r WHERE {org} = m.org_id AND r.{user}::text = m.user_id AND {holds});"
                     ),
                 ],
             ],
@@ -900,13 +931,13 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
                 unit.extend(child_policy(&name, partition, table, parent, commands, command));
             }
             CompiledKind::Identity { .. } => {} // below, all commands at once
-            CompiledKind::Tenant { column, commands, references, global_rows, user_rows, .. } => {
+            CompiledKind::Tenant { column, key, commands, references, global_rows, user_rows, .. } => {
                 // Own rows only: shares name the partitioned table.
                 unit.extend(tenant_policy(
                     &name,
                     partition,
                     table,
-                    column,
+                    (column, *key),
                     commands,
                     None,
                     references,
@@ -953,14 +984,17 @@ fn lookup_block(lookup: &CompiledLookup, all_roles: &[String]) -> Block {
 BEGIN\n\
     IF (SELECT c.relkind FROM pg_class c WHERE c.oid = {tl}::regclass) NOT IN ('r', 'p')\n\
        OR EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = {tl}::regclass AND a.attname IN ({cols})\n\
-                    AND a.atttypid NOT IN ('text'::regtype, 'varchar'::regtype, 'uuid'::regtype, 'bytea'::regtype, 'int4'::regtype, 'int8'::regtype)) THEN\n\
+                    AND a.atttypid NOT IN ('text'::regtype, 'varchar'::regtype, 'uuid'::regtype, 'bytea'::regtype, 'int2'::regtype, 'int4'::regtype, 'int8'::regtype)) THEN\n\
         RAISE EXCEPTION 'lookup {name} is out of date: {t} changed'\n\
             USING ERRCODE = '55000', HINT = 'Run tenancy apply again (as a DBA).';\n\
     END IF;\n\
     RETURN QUERY SELECT {org}{user_col} FROM {t} r WHERE r.{key} = lookup_key;\n\
 END\n$tenancy$;",
         kt = lookup.key_type,
-        org = lookup.organization.as_ref().map_or("NULL::uuid".to_string(), |o| format!("r.{}", quote_ident(o))),
+        org = lookup
+            .organization
+            .as_ref()
+            .map_or("NULL::uuid".to_string(), |o| org_id_of(&format!("r.{}", quote_ident(o)), lookup.organization_key)),
         t = lookup.table,
         tl = literal(&lookup.table.to_string()),
         cols = columns.join(", "),
@@ -1208,6 +1242,7 @@ fn table_block(
         }
         CompiledKind::Tenant {
             column,
+            key,
             add_index,
             set_not_null,
             commands,
@@ -1227,7 +1262,7 @@ fn table_block(
                 units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET NOT NULL;")]);
             }
             if !org_root {
-                units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT tenancy.current_org();")]);
+                units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT {};", key.reader())]);
             }
             units.extend(owner_defaults(&name, owner_columns));
             units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
@@ -1239,7 +1274,7 @@ fn table_block(
                     &name,
                     &table.name,
                     table,
-                    column,
+                    (column, *key),
                     commands,
                     sharing.as_ref(),
                     references,

@@ -113,7 +113,8 @@ pub fn lint(
            FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
-          WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1) AND a.atttypid = 'uuid'::regtype
+          WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)
+            AND a.atttypid IN ('uuid'::regtype, 'text'::regtype, 'varchar'::regtype, 'int2'::regtype, 'int4'::regtype, 'int8'::regtype)
             -- A table the policy files declare unscoped (lint_unscoped lists it) or an identity
             -- table is no tenant table, as to tenancy check.
             AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenancy_select'
@@ -318,14 +319,15 @@ pub fn per_row_calls(expression: &str) -> BTreeSet<String> {
         if let Expr::Function(f) = e {
             let name = f.name.to_string();
             let last = name.rsplit('.').next().unwrap_or(&name).trim_matches('"').to_lowercase();
-            // `tenancy.current_org()` itself is the exception: in a policy's condition,
-            // pg_tenancy's planner hook makes it a parameter set once per statement.
+            // `tenancy.current_org()` itself is the exception (and its key readers): in a
+            // policy's condition, pg_tenancy's planner hook makes it a parameter set once per
+            // statement.
             let no_args = match &f.args {
                 sqlparser::ast::FunctionArguments::None => true,
                 sqlparser::ast::FunctionArguments::List(list) => list.args.is_empty(),
                 sqlparser::ast::FunctionArguments::Subquery(_) => false,
             };
-            let once = last == "current_org" && no_args;
+            let once = matches!(last.as_str(), "current_org" | "current_org_key" | "current_org_bigint") && no_args;
             if !once && (last == "current_setting" || crate::predicate::TENANCY_FUNCTIONS.contains(&last.as_str())) {
                 found.insert(format!("{name}()"));
             }
@@ -478,7 +480,7 @@ fn no_tenant_tables(
                JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
                 AND a.attname ~ '(org|organi[sz]ation|tenant|account|team|workspace|company|project)_?id$'
-                AND a.atttypid IN ('uuid'::regtype, 'text'::regtype, 'varchar'::regtype, 'int4'::regtype, 'int8'::regtype)
+                AND a.atttypid IN ('uuid'::regtype, 'text'::regtype, 'varchar'::regtype, 'int2'::regtype, 'int4'::regtype, 'int8'::regtype)
               GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT 5",
             &[&schemas],
         )?
@@ -489,7 +491,7 @@ fn no_tenant_tables(
         })
         .collect();
     let message = format!(
-        "no table in {} has a uuid column {}: nothing was audited",
+        "no table in {} has a tenant column {} (uuid, text or integer): nothing was audited",
         schemas.join(", "),
         quote_ident(tenant_column)
     );
@@ -870,6 +872,8 @@ mod tests {
     fn current_org_is_a_parameter_of_the_statement() {
         assert!(per_row_calls("(org_id = tenancy.current_org())").is_empty());
         assert!(per_row_calls("((org_id IS NULL) AND (tenancy.current_org() IS NOT NULL))").is_empty());
+        assert!(per_row_calls("(project_id = tenancy.current_org_key())").is_empty());
+        assert!(per_row_calls("(account_id = tenancy.current_org_bigint())").is_empty());
     }
 }
 

@@ -29,11 +29,47 @@ pub struct CompiledRule {
     pub columns: Vec<String>,
 }
 
+/// The type of a tenant column, and so what the policies compare it with: the organization's
+/// uuid (`tenancy.current_org()`), or the application's own key of it, as text
+/// (`tenancy.current_org_key()`, for text and varchar columns) or as a number
+/// (`tenancy.current_org_bigint()`, for smallint, integer and bigint columns). The column side
+/// is never cast, so the comparison stays an index condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TenantKey {
+    #[default]
+    Uuid,
+    Text,
+    Integer,
+}
+
+impl TenantKey {
+    /// The key type of a column of type `data_type` (as the catalog spells it), if it can be one.
+    pub fn of_type(data_type: &str) -> Option<TenantKey> {
+        match data_type.split('(').next().unwrap_or("").trim() {
+            "uuid" => Some(TenantKey::Uuid),
+            "text" | "character varying" | "varchar" => Some(TenantKey::Text),
+            "smallint" | "int2" | "integer" | "int" | "int4" | "bigint" | "int8" => Some(TenantKey::Integer),
+            _ => None,
+        }
+    }
+
+    /// The context function a tenant column of this type is compared with.
+    pub fn reader(self) -> &'static str {
+        match self {
+            TenantKey::Uuid => "tenancy.current_org()",
+            TenantKey::Text => "tenancy.current_org_key()",
+            TenantKey::Integer => "tenancy.current_org_bigint()",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // one per table: boxing would buy nothing
 pub enum CompiledKind {
     Tenant {
         column: String,
+        /// The tenant column's type: what the policies compare it with.
+        key: TenantKey,
         /// Emit an index on the tenant column (none leads with it yet).
         add_index: bool,
         /// Emit SET NOT NULL on the tenant column.
@@ -88,6 +124,8 @@ pub struct Reference {
     pub target: QualifiedName,
     pub target_columns: Vec<String>,
     pub target_tenant: String,
+    /// The type of the target's tenant column.
+    pub target_key: TenantKey,
     /// The target's NULL-keyed rows are global: they may be referenced too.
     pub target_global: bool,
 }
@@ -202,6 +240,8 @@ pub struct CompiledLookup {
     pub key_type: String,
     /// None on an identity table: the lookup returns the user only (`org_id` NULL).
     pub organization: Option<String>,
+    /// The organization column's type (its value is mapped to tenancy's uuid).
+    pub organization_key: TenantKey,
     pub user: Option<String>,
 }
 
@@ -216,6 +256,8 @@ pub struct SyncMaps {
 pub struct OrganizationsSync {
     pub table: QualifiedName,
     pub id: String,
+    /// The id column's type: a uuid is the organization's id, any other key its `key`.
+    pub key: TenantKey,
     pub name: String,
     pub slug: Option<String>,
     /// A checked predicate over the row (unqualified columns).
@@ -226,6 +268,7 @@ pub struct OrganizationsSync {
 pub struct MembershipsSync {
     pub table: QualifiedName,
     pub organization: String,
+    pub organization_key: TenantKey,
     pub user: String,
     pub role: Option<String>,
     /// (application value as text, member role); empty: the values are member roles.

@@ -38,7 +38,7 @@ SELECT concat_ws(E'\\n',
     (SELECT string_agg(pg_get_functiondef(p.oid) || coalesce(p.proacl::text, ''), ';' ORDER BY p.oid)
        FROM pg_proc p WHERE p.proname LIKE 'tenancy\\_sync\\_%' OR p.proname LIKE 'tenancy\\_lookup\\_%'),
     (SELECT string_agg(pg_get_triggerdef(t.oid), ';' ORDER BY t.oid) FROM pg_trigger t WHERE t.tgname = 'tenancy_sync'),
-    (SELECT md5(coalesce(string_agg(id::text || '|' || slug || '|' || name || '|' || status, ',' ORDER BY id), ''))
+    (SELECT md5(coalesce(string_agg(id::text || '|' || coalesce(key, '') || '|' || slug || '|' || name || '|' || status, ',' ORDER BY id), ''))
        FROM tenancy.organizations),
     (SELECT md5(coalesce(string_agg(org_id::text || '|' || user_id || '|' || role, ',' ORDER BY org_id, user_id), ''))
        FROM tenancy.members))";

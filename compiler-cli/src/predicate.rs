@@ -11,8 +11,16 @@ use sqlparser::tokenizer::Location;
 use std::ops::{ControlFlow, Range};
 
 /// The extension's functions a predicate may call.
-pub const TENANCY_FUNCTIONS: &[&str] =
-    &["current_org", "current_user_id", "current_member_role", "has_role", "has_permission", "is_admin"];
+pub const TENANCY_FUNCTIONS: &[&str] = &[
+    "current_org",
+    "current_org_key",
+    "current_org_bigint",
+    "current_user_id",
+    "current_member_role",
+    "has_role",
+    "has_permission",
+    "is_admin",
+];
 
 /// A mistake in a predicate, with its byte range inside the predicate's text.
 #[derive(Debug, PartialEq, Eq)]

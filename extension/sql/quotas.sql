@@ -90,7 +90,7 @@ BEGIN
             CASE WHEN r.kind = 'sum' THEN 'name the column to sum' ELSE 'it counts rows, so give no column to sum' END
             USING ERRCODE = '22023';
     END IF;
-    PERFORM tenancy._require_column(relation, tenant_column, '{uuid}', 'uuid');
+    PERFORM tenancy._require_column(relation, tenant_column, '{uuid,text,character varying,bigint,integer,smallint}', 'uuid, text or integer');
     IF sum_column IS NOT NULL THEN
         PERFORM tenancy._require_column(relation, sum_column, '{bigint,integer,smallint}', 'integer');
     END IF;

@@ -24,7 +24,7 @@ BEGIN
             DETAIL = (SELECT 'Metrics recorded from tables are: ' || string_agg(name, ', ' ORDER BY name) || '.'
                         FROM tenancy.resources WHERE kind = 'metric' AND name <> 'active_users');
     END IF;
-    PERFORM tenancy._require_column(relation, tenant_column, '{uuid}', 'uuid');
+    PERFORM tenancy._require_column(relation, tenant_column, '{uuid,text,character varying,bigint,integer,smallint}', 'uuid, text or integer');
     IF amount_column IS NOT NULL THEN
         PERFORM tenancy._require_column(relation, amount_column, '{bigint,integer,smallint}', 'integer');
     END IF;

@@ -34,6 +34,7 @@ mod counters;
 mod error;
 mod gucs;
 mod hooks;
+mod key;
 mod membership;
 mod membership_cache;
 mod organizations;
@@ -80,6 +81,7 @@ extension_sql_file!(
 extension_sql_file!("../sql/tokens.sql", name = "tokens", requires = ["sharing", token::token_keys_trigger]);
 extension_sql_file!("../sql/schemas.sql", name = "schemas", requires = ["tokens"]);
 extension_sql_file!("../sql/services.sql", name = "services", requires = ["schemas"]);
+extension_sql_file!("../sql/keys.sql", name = "keys", requires = ["services", key::org_key_id]);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]

@@ -17,7 +17,8 @@
 //!   would have run (it runs when first needed: a cursor's first fetch). Later runs of the same
 //!   statement (a cursor's next fetches) keep it, as the InitPlan's value was kept.
 //!
-//! Only InitPlans that are exactly `SELECT tenancy.current_org()` (an expression sublink, no
+//! Only InitPlans that are exactly `SELECT tenancy.current_org()` (or, for tenant columns of the
+//! application's key type, `current_org_key()` or `current_org_bigint()`: an expression sublink, no
 //! arguments, no correlation) are taken out; anything else is planned as PostgreSQL planned it.
 //! Parallel workers get the value from their leader, as they got the InitPlan's value: the
 //! Gather node lists the parameter among those it passes on.
@@ -32,9 +33,53 @@ pub const MARK: i32 = -0x746e_6379; // "tncy"
 
 static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 
+/// The context readers taken out of plans: `tenancy.current_org()` (uuid), and for tenant
+/// columns of the application's own key type `tenancy.current_org_key()` (text) and
+/// `tenancy.current_org_bigint()` (bigint).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Reader {
+    Uuid = 0,
+    Key = 1,
+    Bigint = 2,
+}
+
+impl Reader {
+    const ALL: [Reader; 3] = [Reader::Uuid, Reader::Key, Reader::Bigint];
+
+    fn result_type(self) -> pg_sys::Oid {
+        match self {
+            Reader::Uuid => pg_sys::UUIDOID,
+            Reader::Key => pg_sys::TEXTOID,
+            Reader::Bigint => pg_sys::INT8OID,
+        }
+    }
+
+    fn address(self) -> usize {
+        match self {
+            Reader::Uuid => current_org_wrapper as *const () as usize,
+            Reader::Key => current_org_key_wrapper as *const () as usize,
+            Reader::Bigint => current_org_bigint_wrapper as *const () as usize,
+        }
+    }
+
+    fn of_mark(hash: u32) -> (Reader, usize) {
+        let reader = match hash >> MARK_KIND_SHIFT {
+            1 => Reader::Key,
+            2 => Reader::Bigint,
+            _ => Reader::Uuid,
+        };
+        (reader, (hash & ((1 << MARK_KIND_SHIFT) - 1)) as usize)
+    }
+}
+
+/// A mark's `hashValue`: the parameter's id, and the reader in the bits above this one.
+const MARK_KIND_SHIFT: u32 = 28;
+
 thread_local! {
-    /// The oid of `tenancy.current_org()` found last (0: none yet).
-    static CURRENT_ORG: Cell<pg_sys::Oid> = const { Cell::new(pg_sys::Oid::INVALID) };
+    /// The oids of the readers found last, by [`Reader`] (0: none yet).
+    static READERS: [Cell<pg_sys::Oid>; 3] = const {
+        [Cell::new(pg_sys::Oid::INVALID), Cell::new(pg_sys::Oid::INVALID), Cell::new(pg_sys::Oid::INVALID)]
+    };
     /// Statements that have read the organization into their parameters and not ended yet
     /// (running, or a cursor between fetches): while there is one, the context may not change
     /// ([`refuse_context_change`]).
@@ -67,6 +112,9 @@ unsafe extern "C-unwind" {
     /// The C function behind `tenancy.current_org()` (pgrx's wrapper of
     /// [`crate::context::current_org`]).
     fn current_org_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    /// `tenancy.current_org_key()` and `tenancy.current_org_bigint()` ([`crate::key`]).
+    fn current_org_key_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    fn current_org_bigint_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 }
 
 /// Installs the planner hook; called from `_PG_init`.
@@ -86,7 +134,7 @@ pub fn init() {
 }
 
 unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, _cache: i32, _hash: u32) {
-    CURRENT_ORG.with(|c| c.set(pg_sys::Oid::INVALID));
+    READERS.with(|r| r.iter().for_each(|c| c.set(pg_sys::Oid::INVALID)));
 }
 
 #[pgrx::pg_guard]
@@ -220,7 +268,7 @@ unsafe extern "C-unwind" fn wrap_mutator(node: *mut pg_sys::Node, context: *mut 
         }
         match (*node).type_ {
             pg_sys::NodeTag::T_Query => node,
-            pg_sys::NodeTag::T_FuncExpr if calls_current_org(node as *mut pg_sys::FuncExpr) => {
+            pg_sys::NodeTag::T_FuncExpr if reader_of(node as *mut pg_sys::FuncExpr).is_some() => {
                 *(context as *mut bool) = true;
                 sublink_of(node)
             }
@@ -261,16 +309,17 @@ unsafe fn sublink_of(call: *mut pg_sys::Node) -> *mut pg_sys::Node {
     }
 }
 
-/// True when `expr` is a call of `tenancy.current_org()`.
+/// The context reader `expr` calls, if it is a call of one without arguments.
 ///
 /// # Safety
 /// `expr` must be a valid FuncExpr.
-unsafe fn calls_current_org(expr: *mut pg_sys::FuncExpr) -> bool {
+unsafe fn reader_of(expr: *mut pg_sys::FuncExpr) -> Option<Reader> {
     unsafe {
-        (*expr).args.is_null()
-            && (*expr).funcresulttype == pg_sys::UUIDOID
-            && (*expr).funcid.to_u32() >= pg_sys::FirstNormalObjectId
-            && is_current_org((*expr).funcid)
+        if !(*expr).args.is_null() || (*expr).funcid.to_u32() < pg_sys::FirstNormalObjectId {
+            return None;
+        }
+        let result = (*expr).funcresulttype;
+        Reader::ALL.into_iter().find(|r| r.result_type() == result && is_reader(*r, (*expr).funcid))
     }
 }
 
@@ -290,11 +339,12 @@ unsafe fn len(list: *mut pg_sys::List) -> usize {
     }
 }
 
-/// True when `plan` is a Result node computing `tenancy.current_org()` and nothing else.
+/// The reader `plan` computes, when it is a Result node computing a context reader and nothing
+/// else.
 ///
 /// # Safety
 /// `plan` must be null or a valid plan node.
-unsafe fn computes_current_org(plan: *mut pg_sys::Plan) -> bool {
+unsafe fn computed_reader(plan: *mut pg_sys::Plan) -> Option<Reader> {
     unsafe {
         if plan.is_null()
             || (*plan).type_ != pg_sys::NodeTag::T_Result
@@ -304,18 +354,22 @@ unsafe fn computes_current_org(plan: *mut pg_sys::Plan) -> bool {
             || !(*(plan as *mut pg_sys::Result)).resconstantqual.is_null()
             || len((*plan).targetlist) != 1
         {
-            return false;
+            return None;
         }
         let entry: *mut pg_sys::TargetEntry = nth((*plan).targetlist, 0);
         let expr = (*entry).expr as *mut pg_sys::FuncExpr;
-        !expr.is_null() && (*expr).xpr.type_ == pg_sys::NodeTag::T_FuncExpr && calls_current_org(expr)
+        if expr.is_null() || (*expr).xpr.type_ != pg_sys::NodeTag::T_FuncExpr {
+            return None;
+        }
+        reader_of(expr)
     }
 }
 
-/// True when `funcid` is `tenancy.current_org()`: a function whose C code is ours, whatever its
-/// schema is called.
-fn is_current_org(funcid: pg_sys::Oid) -> bool {
-    if CURRENT_ORG.with(Cell::get) == funcid {
+/// True when `funcid` is `reader`: a function whose C code is ours, whatever its schema is
+/// called.
+fn is_reader(reader: Reader, funcid: pg_sys::Oid) -> bool {
+    let known = READERS.with(|r| r[reader as usize].get());
+    if known == funcid {
         return true;
     }
     // SAFETY: fmgr_info looks the function up (an error for a function that does not exist,
@@ -323,10 +377,10 @@ fn is_current_org(funcid: pg_sys::Oid) -> bool {
     let ours = unsafe {
         let mut info = pg_sys::FmgrInfo::default();
         pg_sys::fmgr_info(funcid, &mut info);
-        info.fn_addr.map(|f| f as *const () as usize) == Some(current_org_wrapper as *const () as usize)
+        info.fn_addr.map(|f| f as *const () as usize) == Some(reader.address())
     };
     if ours {
-        CURRENT_ORG.with(|c| c.set(funcid));
+        READERS.with(|r| r[reader as usize].set(funcid));
     }
     ours
 }
@@ -339,8 +393,8 @@ unsafe fn take_out_context_initplans(stmt: *mut pg_sys::PlannedStmt) {
     unsafe {
         let subplans = (*stmt).subplans;
         // plan_id counts from 1 in `subplans`.
-        let ids: Vec<i32> =
-            (0..len(subplans)).filter(|&i| computes_current_org(nth(subplans, i))).map(|i| i as i32 + 1).collect();
+        let ids: Vec<(i32, Reader)> =
+            (0..len(subplans)).filter_map(|i| computed_reader(nth(subplans, i)).map(|r| (i as i32 + 1, r))).collect();
         if ids.is_empty() {
             return;
         }
@@ -350,14 +404,14 @@ unsafe fn take_out_context_initplans(stmt: *mut pg_sys::PlannedStmt) {
         for subplan in pointers(subplans) {
             walk(subplan, &mut visit);
         }
-        for (plan_id, param) in taken {
+        for (plan_id, param, reader) in taken {
             // The subplan is neither initialised nor run: ExecInitNode(NULL) is NULL, as for the
             // subplans a parallel worker does not run.
             (*(*subplans).elements.add(plan_id as usize - 1)).ptr_value = std::ptr::null_mut();
             let mark = pg_sys::palloc0(std::mem::size_of::<pg_sys::PlanInvalItem>()) as *mut pg_sys::PlanInvalItem;
             (*mark).type_ = pg_sys::NodeTag::T_PlanInvalItem;
             (*mark).cacheId = MARK;
-            (*mark).hashValue = param as u32;
+            (*mark).hashValue = (param as u32) | ((reader as u32) << MARK_KIND_SHIFT);
             // Marks first: the executor hooks read them up to the first item that is not one.
             (*stmt).invalItems = pg_sys::lcons(mark as *mut std::ffi::c_void, (*stmt).invalItems);
         }
@@ -369,7 +423,7 @@ unsafe fn take_out_context_initplans(stmt: *mut pg_sys::PlannedStmt) {
 ///
 /// # Safety
 /// `plan` must be a valid plan node.
-unsafe fn take_out_initplans(plan: *mut pg_sys::Plan, ids: &[i32], taken: &mut Vec<(i32, i32)>) {
+unsafe fn take_out_initplans(plan: *mut pg_sys::Plan, ids: &[(i32, Reader)], taken: &mut Vec<(i32, i32, Reader)>) {
     unsafe {
         let list = (*plan).initPlan;
         if list.is_null() {
@@ -377,14 +431,16 @@ unsafe fn take_out_initplans(plan: *mut pg_sys::Plan, ids: &[i32], taken: &mut V
         }
         let mut kept: *mut pg_sys::List = std::ptr::null_mut();
         for sub in pointers::<pg_sys::SubPlan>(list) {
+            let reader = ids.iter().find(|(id, _)| *id == (*sub).plan_id).map(|(_, r)| *r);
             let ours = (*sub).xpr.type_ == pg_sys::NodeTag::T_SubPlan
                 && (*sub).subLinkType == pg_sys::SubLinkType::EXPR_SUBLINK
-                && ids.contains(&(*sub).plan_id)
+                && reader.is_some()
                 && (*sub).parParam.is_null()
                 && (*sub).args.is_null()
-                && len((*sub).setParam) == 1;
-            if ours {
-                taken.push(((*sub).plan_id, (*(*(*sub).setParam).elements).int_value));
+                && len((*sub).setParam) == 1
+                && (*(*(*sub).setParam).elements).int_value < (1 << MARK_KIND_SHIFT);
+            if let (true, Some(reader)) = (ours, reader) {
+                taken.push(((*sub).plan_id, (*(*(*sub).setParam).elements).int_value, reader));
             } else {
                 kept = pg_sys::lappend(kept, sub as *mut std::ffi::c_void);
             }
@@ -439,10 +495,11 @@ pub unsafe fn marked(stmt: *const pg_sys::PlannedStmt) -> bool {
 ///
 /// # Safety
 /// `stmt` must be a valid planned statement.
-unsafe fn each_mark(stmt: *const pg_sys::PlannedStmt, mut each: impl FnMut(usize)) {
+unsafe fn each_mark(stmt: *const pg_sys::PlannedStmt, mut each: impl FnMut(Reader, usize)) {
     unsafe {
         for item in pointers::<pg_sys::PlanInvalItem>((*stmt).invalItems).take_while(|i| (**i).cacheId == MARK) {
-            each((*item).hashValue as usize);
+            let (reader, param) = Reader::of_mark((*item).hashValue);
+            each(reader, param);
         }
     }
 }
@@ -454,7 +511,7 @@ unsafe fn each_mark(stmt: *const pg_sys::PlannedStmt, mut each: impl FnMut(usize
 pub unsafe fn reset(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
         let estate = (*query_desc).estate;
-        each_mark((*query_desc).plannedstmt, |param| {
+        each_mark((*query_desc).plannedstmt, |_, param| {
             let prm = (*estate).es_param_exec_vals.add(param);
             (*prm).execPlan = std::ptr::null_mut();
             (*prm).value = pg_sys::Datum::from(0usize);
@@ -472,20 +529,30 @@ pub unsafe fn reset(query_desc: *mut pg_sys::QueryDesc) {
 pub unsafe extern "C-unwind" fn fill(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
         let estate = (*query_desc).estate;
-        let mut org: Option<Option<pg_sys::Datum>> = None;
+        // Each reader's value, computed once for the statement.
+        let mut values: [Option<Option<pg_sys::Datum>>; 3] = [None; 3];
         let mut filled = false;
-        each_mark((*query_desc).plannedstmt, |param| {
+        each_mark((*query_desc).plannedstmt, |reader, param| {
             let prm = (*estate).es_param_exec_vals.add(param);
             if !(*prm).isnull || (*prm).value != pg_sys::Datum::from(0usize) {
                 return;
             }
             filled = true;
-            let value = *org.get_or_insert_with(|| {
-                crate::context::current_org().map(|uuid| {
+            let value = *values[reader as usize].get_or_insert_with(|| match reader {
+                Reader::Uuid => crate::context::current_org().map(|uuid| {
                     let copy = pg_sys::MemoryContextAlloc((*estate).es_query_cxt, 16) as *mut u8;
                     std::ptr::copy_nonoverlapping(uuid.as_bytes().as_ptr(), copy, 16);
                     pg_sys::Datum::from(copy)
-                })
+                }),
+                Reader::Key => crate::key::current_org_key().map(|key| {
+                    // A text datum in the statement's memory, as the InitPlan's would have been.
+                    let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+                    let text =
+                        pg_sys::cstring_to_text_with_len(key.as_ptr() as *const std::ffi::c_char, key.len() as i32);
+                    pg_sys::MemoryContextSwitchTo(old);
+                    pg_sys::Datum::from(text)
+                }),
+                Reader::Bigint => crate::key::current_org_bigint().map(pg_sys::Datum::from),
             });
             match value {
                 Some(datum) => {

@@ -144,7 +144,7 @@ pub fn limit_now(org: Uuid, resource: &Resource) -> Option<i64> {
     if counters::changed_limits_here() {
         return limit(org, resource);
     }
-    latest_i64(&limit_sql(resource), org, false)
+    latest_i64(&limit_sql(resource), TenantParam::Uuid(org), false)
 }
 
 fn key(org: Uuid, resource: &Resource, relation: pg_sys::Oid) -> Key {
@@ -155,19 +155,50 @@ fn key(org: Uuid, resource: &Resource, relation: pg_sys::Oid) -> Key {
 /// transactions committed, but none of this transaction's own: counters rebuilt from it plus
 /// this transaction's reservations are exact. `sql` reads pg_tenancy's own tables.
 pub(crate) fn count_committed(sql: &str, org: Uuid) -> i64 {
-    as_catalog_owner(|| latest_i64(sql, org, true)).unwrap_or(0)
+    as_catalog_owner(|| latest_i64(sql, TenantParam::Uuid(org), true)).unwrap_or(0)
+}
+
+/// What a query over an application table compares its tenant column with (`$1`): the
+/// organization's uuid, or its application key as text or as a bigint.
+pub(crate) enum TenantParam {
+    Uuid(Uuid),
+    Text(String),
+    Int(i64),
+}
+
+impl TenantParam {
+    /// `$1` for organization `org` on tenant column `column` of `relation`. None when the
+    /// organization has no key of the column's kind (no row of the table can be its).
+    pub(crate) fn of(relation: pg_sys::Oid, column: &str, org: Uuid) -> Option<TenantParam> {
+        match crate::key::ColumnKind::of(relation, column)? {
+            crate::key::ColumnKind::Uuid => Some(TenantParam::Uuid(org)),
+            crate::key::ColumnKind::Text => crate::key::key_of(&org).map(TenantParam::Text),
+            crate::key::ColumnKind::Integer => {
+                crate::key::key_of(&org).and_then(|k| crate::key::bigint_key(&k)).map(TenantParam::Int)
+            }
+        }
+    }
+
+    fn typed_datum(self) -> (pg_sys::Oid, pg_sys::Datum) {
+        match self {
+            TenantParam::Uuid(org) => (pg_sys::UUIDOID, org.into_datum().expect("uuid datum")),
+            TenantParam::Text(key) => (pg_sys::TEXTOID, key.into_datum().expect("text datum")),
+            TenantParam::Int(n) => (pg_sys::INT8OID, n.into_datum().expect("bigint datum")),
+        }
+    }
 }
 
 /// [`count_committed`] over an application table, read as its owner in a security-restricted
 /// operation ([`as_table_owner`]): planning and reading it may run code its owner wrote.
-fn count_committed_in(relation: pg_sys::Oid, sql: &str, org: Uuid) -> i64 {
-    as_table_owner(relation, || latest_i64(sql, org, true)).unwrap_or(0)
+fn count_committed_in(relation: pg_sys::Oid, sql: &str, column: &str, org: Uuid) -> i64 {
+    let Some(param) = TenantParam::of(relation, column, org) else { return 0 };
+    as_table_owner(relation, || latest_i64(sql, param, true)).unwrap_or(0)
 }
 
 /// Runs `sql` (at most one bigint or numeric, `$1` the organization) with the latest snapshot, optionally
 /// hiding this transaction's own changes. None: no row, or NULL. A value beyond a bigint's range
 /// raises 22003. The caller chooses the rights it runs with.
-fn latest_i64(sql: &str, org: Uuid, hide_own: bool) -> Option<i64> {
+fn latest_i64(sql: &str, param: TenantParam, hide_own: bool) -> Option<i64> {
     let sql = CString::new(sql).unwrap_or_else(|_| pgrx::error!("pg_tenancy: NUL in a generated query"));
     // SAFETY: standard SPI and snapshot calls. PushActiveSnapshot copies the latest snapshot,
     // so setting the copy's curcid to FirstCommandId hides this transaction's own inserts
@@ -179,8 +210,9 @@ fn latest_i64(sql: &str, org: Uuid, hide_own: bool) -> Option<i64> {
             (*pg_sys::GetActiveSnapshot()).curcid = pg_sys::FirstCommandId;
         }
         let value = Spi::connect(|_| {
-            let mut types = [pg_sys::UUIDOID];
-            let mut values = [org.into_datum().expect("uuid datum")];
+            let (typ, value) = param.typed_datum();
+            let mut types = [typ];
+            let mut values = [value];
             let nulls = [b' ' as std::ffi::c_char];
             let rc = pg_sys::SPI_execute_with_args(
                 sql.as_ptr(),
@@ -328,11 +360,11 @@ fn quota_trigger<'a>(
     // Only a missing counter needs the rebuild query (and the table's name).
     let rebuild = |org: Uuid| {
         let (schema, table) = relation_name(relation);
-        count_committed_in(relation, &rebuild_sql(&schema, &table, tenant_column, sum_column), org)
+        count_committed_in(relation, &rebuild_sql(&schema, &table, tenant_column, sum_column), tenant_column, org)
     };
     let charge = |org: Uuid, amount: i64| charge(org, &resource, relation, amount, &|| rebuild(org));
     let amount_of = |tuple: &pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>| -> (Option<Uuid>, i64) {
-        let org = tuple.get_by_name::<Uuid>(tenant_column).ok().flatten();
+        let org = crate::key::org_of_column(tuple, tenant_column);
         let amount = match sum_column {
             Some(col) => integer_column(tuple, col).unwrap_or(0),
             None => 1,
@@ -498,7 +530,7 @@ fn used_of(org: Uuid, r: &Resource) -> i64 {
             match source {
                 Some((schema, table, tenant, sum, relation)) => {
                     let sql = rebuild_sql(&schema, &table, &tenant, sum.as_deref());
-                    counters::used(key(org, r, relation), || count_committed_in(relation, &sql, org))
+                    counters::used(key(org, r, relation), || count_committed_in(relation, &sql, &tenant, org))
                 }
                 None => 0,
             }

@@ -17,7 +17,18 @@ use pgrx::prelude::*;
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_service_context(org_id: Option<pgrx::Uuid>, service: Option<&str>) {
     session::refuse_unless_any_mode("set_service_context");
-    let org_id = error::required("org_id", org_id);
+    start(error::required("org_id", org_id), service)
+}
+
+/// `set_service_context` for the organization with the application's key `org_key` (a text or
+/// integer id, see `tenancy.org_key_id()`).
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_service_context_key(org_key: Option<&str>, service: Option<&str>) {
+    session::refuse_unless_any_mode("set_service_context_key");
+    start(pgrx::Uuid::from_bytes(crate::key::key_argument("org_key", org_key)), service)
+}
+
+fn start(org_id: pgrx::Uuid, service: Option<&str>) {
     let service = error::non_empty("service", service);
     // SAFETY: backend-local identity.
     let me = unsafe { pg_sys::GetUserId() };

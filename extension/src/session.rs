@@ -183,6 +183,29 @@ fn set_session_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
     set(org_id, user_id, Scope::Session)
 }
 
+/// `set_context` for the organization with the application's key `org_key`: a text or integer id
+/// of the application's own organizations table (`tenancy.org_key_id()` gives its uuid; the
+/// text of a uuid is that uuid's key).
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_context_key(org_key: Option<&str>, user_id: Option<&str>) {
+    refuse_unless_any_mode("set_context_key");
+    let org_id = pgrx::Uuid::from_bytes(crate::key::key_argument("org_key", org_key));
+    let user = self::user_id("user_id", user_id);
+    start(org_id, user, Vouched::Member, Scope::Transaction)
+}
+
+/// `set_session_context` for the organization with the application's key `org_key`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_session_context_key(org_key: Option<&str>, user_id: Option<&str>) {
+    refuse_unless_any_mode("set_session_context_key");
+    if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
+        TenancyError::SessionContextRefused { role: privilege::current_role_name() }.raise()
+    }
+    let org_id = pgrx::Uuid::from_bytes(crate::key::key_argument("org_key", org_key));
+    let user = self::user_id("user_id", user_id);
+    start(org_id, user, Vouched::Member, Scope::Session)
+}
+
 /// A context for a user before any organization is chosen, for the current transaction: enough
 /// for `tenancy.user_organizations()` and `tenancy.org_id()` (an organization switcher, routing),
 /// and nothing else: every tenant table reads as empty and refuses writes.

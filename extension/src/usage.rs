@@ -195,7 +195,7 @@ fn usage_trigger<'a>(
     };
     let column = args.get(2).filter(|c| !c.is_empty());
     let Some(row) = trigger.new() else { return Ok(None) };
-    let Some(org) = row.get_by_name::<Uuid>(tenant_column).ok().flatten() else { return Ok(None) };
+    let Some(org) = crate::key::org_of_column(&row, tenant_column) else { return Ok(None) };
     let amount_of = |t: &pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>| match column {
         Some(c) => quota::integer_column(t, c).unwrap_or(0),
         None => 1,
@@ -207,7 +207,7 @@ fn usage_trigger<'a>(
     let metered = match trigger.old() {
         // An update meters what it adds, for the row's organization (a row moved to another
         // organization counts there in full).
-        Some(old) if old.get_by_name::<Uuid>(tenant_column).ok().flatten() == Some(org) => {
+        Some(old) if crate::key::org_of_column(&old, tenant_column) == Some(org) => {
             amount.saturating_sub(amount_of(&old)).max(0)
         }
         _ => amount,

@@ -353,7 +353,7 @@ fn the_applications_own_organizations_and_memberships_are_kept_in_sync() {
     // DBAs', the checked one writes only the context's own organization, as its admin.
     for helper in [
         format!("SELECT saas.tenancy_sync_memberships_direct(NULL, NULL, '{TWO}', '2', 'owner')"),
-        format!("SELECT saas.tenancy_sync_organizations_direct('UPDATE', '{TWO}', '{TWO}', 'x', 'x', false)"),
+        format!("SELECT saas.tenancy_sync_organizations_direct('UPDATE', '{TWO}', '{TWO}', NULL, 'x', 'x', false)"),
     ] {
         assert_eq!(in_context(&mut c, ONE, "1", &helper).unwrap_err().code, "42501", "{helper}");
     }
@@ -361,17 +361,26 @@ fn the_applications_own_organizations_and_memberships_are_kept_in_sync() {
     // operation it does not know, a NULL one, a new id, an admin suspending with a NULL status,
     // an admin deleting.
     for (user, call) in [
-        ("1", format!("'UPDATE', '{TWO}', '{TWO}', 'x', 'x', false")),
-        ("1", format!("'X', '{ONE}', '{TWO}', 'pwned', 'pwned', false")),
-        ("1", format!("NULL, '{ONE}', NULL, NULL, NULL, true")),
-        ("1", format!("'UPDATE', '{ONE}', 'eeeeeeee-0000-0000-0000-00000000000e', 'chosen', 'chosen', true")),
-        ("5", format!("'UPDATE', '{ONE}', '{ONE}', 'saas-one', 'Saas One', NULL")),
-        ("5", format!("'DELETE', '{ONE}', NULL, NULL, NULL, true")),
+        ("1", format!("'UPDATE', '{TWO}', '{TWO}', NULL, 'x', 'x', false")),
+        ("1", format!("'X', '{ONE}', '{TWO}', NULL, 'pwned', 'pwned', false")),
+        ("1", format!("NULL, '{ONE}', NULL, NULL, NULL, NULL, true")),
+        ("1", format!("'UPDATE', '{ONE}', 'eeeeeeee-0000-0000-0000-00000000000e', 'chosen', 'chosen', 'chosen', true")),
+        ("5", format!("'UPDATE', '{ONE}', '{ONE}', NULL, 'saas-one', 'Saas One', NULL")),
+        ("5", format!("'DELETE', '{ONE}', NULL, NULL, NULL, NULL, true")),
     ] {
         let e = in_context(&mut c, ONE, user, &format!("SELECT saas.tenancy_sync_organizations_checked({call})"))
             .unwrap_err();
         assert_eq!(e.code, "42501", "{call}: {}", e.message);
     }
+    // Nor does it give the organization a key of the caller's choosing.
+    let forged = in_context(
+        &mut c,
+        ONE,
+        "1",
+        &format!("SELECT saas.tenancy_sync_organizations_checked('UPDATE', '{ONE}', '{ONE}', 'org_forged', 'saas-one', 'Saas One', true)"),
+    );
+    assert!(forged.is_err() || count(&mut admin, "tenancy.organizations WHERE key IS NOT NULL") == 0, "{forged:?}");
+    assert_eq!(count(&mut admin, "tenancy.organizations WHERE key = 'org_forged'"), 0);
     let orgs = text(
         &mut admin,
         &format!("SELECT string_agg(slug || ':' || status, ',' ORDER BY id) FROM tenancy.organizations WHERE id IN ('{ONE}', '{TWO}', 'eeeeeeee-0000-0000-0000-00000000000e')"),

@@ -338,7 +338,7 @@ fn the_enable_functions_name_what_is_wrong() {
         (
             "SELECT tenancy.enable_quota('projects', 'app.countries')",
             "42703",
-            "table app.countries has no uuid column \"org_id\"",
+            "table app.countries has no uuid, text or integer column \"org_id\"",
         ),
         (
             "SELECT tenancy.enable_usage('bandwidth_bytes', 'app.files', amount_column => 'name')",

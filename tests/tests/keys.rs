@@ -1,0 +1,387 @@
+//! Tenant keys of the application's type: organizations keyed by text (`org_`-prefixed ids,
+//! cuids, uuids held as text) or by integers, copied from the application's own organizations
+//! table, and tenant columns of those types governed like uuid ones, end to end: the context,
+//! the policies (an index condition, no InitPlan), the column defaults, the sync, lookups,
+//! references, quotas and usage.
+
+use pg_tenancy_e2e::*;
+
+/// An application keyed by text: organizations `org_…` (and one whose id is a uuid held as text,
+/// as Prisma's `String @default(uuid())` makes them), its memberships, and tenant tables whose
+/// tenant column is text or varchar.
+const TEXT_KEYED: &str = "
+CREATE SCHEMA keyed;
+CREATE TABLE keyed.organizations (id text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE keyed.memberships (
+    org_id   text NOT NULL REFERENCES keyed.organizations (id) ON DELETE CASCADE,
+    user_id  text NOT NULL,
+    role     text NOT NULL DEFAULT 'member',
+    PRIMARY KEY (org_id, user_id)
+);
+CREATE TABLE keyed.contacts (
+    org_id  text NOT NULL REFERENCES keyed.organizations (id),
+    id      text NOT NULL,
+    email   text NOT NULL,
+    PRIMARY KEY (org_id, id)
+);
+CREATE TABLE keyed.deals (
+    org_id      varchar(64) NOT NULL REFERENCES keyed.organizations (id),
+    id          bigint GENERATED ALWAYS AS IDENTITY,
+    contact_id  text NOT NULL,
+    amount      bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, id),
+    FOREIGN KEY (org_id, contact_id) REFERENCES keyed.contacts (org_id, id)
+);
+CREATE TABLE keyed.api_keys (
+    org_id  text NOT NULL REFERENCES keyed.organizations (id),
+    digest  text NOT NULL UNIQUE,
+    PRIMARY KEY (org_id, digest)
+);
+INSERT INTO keyed.organizations VALUES
+    ('org_acme', 'Acme'), ('org_globex', 'Globex'), ('7c9e6679-7425-40de-944b-e07fc1f90ae7', 'Initech');
+INSERT INTO keyed.memberships VALUES
+    ('org_acme', 'alice', 'owner'), ('org_acme', 'bob', 'member'), ('org_globex', 'gina', 'owner'),
+    ('7c9e6679-7425-40de-944b-e07fc1f90ae7', 'ian', 'owner');
+INSERT INTO keyed.contacts VALUES
+    ('org_acme', 'cl9ebqhxk00008eqf1ixw2aay', 'wile@acme.test'),
+    ('org_globex', 'cl9ebqhxk00018eqfc2v3f0kz', 'hank@globex.test'),
+    ('7c9e6679-7425-40de-944b-e07fc1f90ae7', 'cl9ebqhxk00028eqf3j8rd0p1', 'peter@initech.test');
+INSERT INTO keyed.deals (org_id, contact_id, amount) VALUES
+    ('org_acme', 'cl9ebqhxk00008eqf1ixw2aay', 100), ('org_globex', 'cl9ebqhxk00018eqfc2v3f0kz', 200);
+INSERT INTO keyed.api_keys VALUES ('org_globex', 'digest-of-globex');
+INSERT INTO tenancy.resources (name, kind, label) VALUES ('contacts', 'count', 'Contacts'), ('deal_value', 'metric', 'Deal value');
+";
+
+fn text_policy() -> String {
+    example_policy()
+        .replace("schemas = [\"app\"]", "schemas = [\"app\", \"keyed\"]")
+        .replace("[quotas]\n", "[quotas]\ncontacts = { table = \"keyed.contacts\" }\n")
+        .replace("[usage]\n", "[usage]\ndeal_value = { table = \"keyed.deals\", sum = \"amount\" }\n")
+        + r#"
+[tables."keyed.organizations"]
+kind = "tenant"
+tenant_column = "id"
+insert = "none"
+update = "admin"
+delete = "owner"
+
+[tables."keyed.memberships"]
+kind = "tenant"
+tenant_column = "org_id"
+insert = "admin"
+update = "admin"
+delete = "admin"
+
+[tables."keyed.contacts"]
+kind = "tenant"
+
+[tables."keyed.deals"]
+kind = "tenant"
+
+[tables."keyed.api_keys"]
+kind = "tenant"
+globally_unique = { digest = "API keys are looked up before the tenant is known" }
+
+[organizations]
+table = "keyed.organizations"
+
+[memberships]
+table = "keyed.memberships"
+organization = "org_id"
+user = "user_id"
+role = "role"
+
+[lookups]
+api_key = { table = "keyed.api_keys", key = "digest" }
+"#
+}
+
+fn in_context(c: &mut postgres::Client, start: &str, sql: &str) -> Result<Vec<String>, DbError> {
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(start).map_err(|e| DbError::of(&e))?;
+    let rows = tx.query(sql, &[]).map_err(|e| DbError::of(&e))?;
+    let out = rows.iter().map(|r| r.try_get::<_, Option<String>>(0).ok().flatten().unwrap_or_default()).collect();
+    tx.commit().map_err(|e| DbError::of(&e))?;
+    Ok(out)
+}
+
+fn plan(c: &mut postgres::Client, sql: &str) -> String {
+    c.batch_execute("SET enable_seqscan = off").unwrap();
+    let rows = c.query(&format!("EXPLAIN (COSTS OFF) {sql}"), &[]).unwrap();
+    rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn text_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(TEXT_KEYED).unwrap();
+    apply_policy(&db, &text_policy());
+    // The sync copied each organization under the uuid of its key; a uuid held as text is its
+    // own id and needs no key of its own.
+    let orgs = text(
+        &mut admin,
+        "SELECT string_agg(o.key || '=' || (o.id = tenancy.org_key_id(o.key))::text, ',' ORDER BY o.key)
+           FROM tenancy.organizations o WHERE o.key IS NOT NULL",
+    );
+    assert_eq!(orgs.as_deref(), Some("7c9e6679-7425-40de-944b-e07fc1f90ae7=true,org_acme=true,org_globex=true"));
+    assert_eq!(
+        text(&mut admin, "SELECT tenancy.org_key_id('7c9e6679-7425-40de-944b-e07fc1f90ae7')::text").as_deref(),
+        Some("7c9e6679-7425-40de-944b-e07fc1f90ae7")
+    );
+    assert_eq!(count(&mut admin, "tenancy.members WHERE org_id = tenancy.org_key_id('org_acme')"), 2);
+    // Every key names one id: no DBA can give an organization a key that is not its own.
+    let forged = error_of(
+        &mut admin,
+        "UPDATE tenancy.organizations SET key = 'org_globex2' WHERE id = tenancy.org_key_id('org_globex')",
+    );
+    assert_eq!(forged.code, "23514", "{}", forged.message);
+
+    let mut c = db.app();
+    let acme = "SELECT tenancy.set_context_key('org_acme', 'alice')";
+    // Each organization reads its own rows of every table, by the application's own key.
+    assert_eq!(
+        in_context(&mut c, acme, "SELECT tenancy.current_org_key() || ':' || count(*) FROM keyed.contacts").unwrap(),
+        vec!["org_acme:1"]
+    );
+    assert_eq!(in_context(&mut c, acme, "SELECT org_id::text FROM keyed.deals").unwrap(), vec!["org_acme"]);
+    assert_eq!(in_context(&mut c, acme, "SELECT id FROM keyed.organizations").unwrap(), vec!["org_acme"]);
+    let initech = "SELECT tenancy.set_context_key('7c9e6679-7425-40de-944b-e07fc1f90ae7', 'ian')";
+    assert_eq!(in_context(&mut c, initech, "SELECT email FROM keyed.contacts").unwrap(), vec!["peter@initech.test"]);
+    // The uuid of a key starts the same context.
+    let by_uuid = "SELECT tenancy.set_context(tenancy.org_key_id('org_globex'), 'gina')";
+    assert_eq!(in_context(&mut c, by_uuid, "SELECT email FROM keyed.contacts").unwrap(), vec!["hank@globex.test"]);
+    // Not a member, or a key that differs by a letter's case: refused like any organization
+    // the user does not belong to.
+    for start in [
+        "SELECT tenancy.set_context_key('org_globex', 'alice')",
+        "SELECT tenancy.set_context_key('ORG_ACME', 'alice')",
+        "SELECT tenancy.set_context_key('org_nope', 'alice')",
+    ] {
+        assert_eq!(in_context(&mut c, start, "SELECT 1").unwrap_err().code, "42501", "{start}");
+    }
+    for (start, code) in [
+        ("SELECT tenancy.set_context_key(NULL, 'alice')", "22023"),
+        ("SELECT tenancy.set_context_key('  ', 'alice')", "22023"),
+    ] {
+        assert_eq!(in_context(&mut c, start, "SELECT 1").unwrap_err().code, code, "{start}");
+    }
+    // No context: nothing.
+    assert_eq!(count(&mut c, "keyed.contacts"), 0);
+
+    // Writes: the tenant column defaults to the context's key (text and varchar), another
+    // organization's key is refused, and a reference into another organization reads as missing.
+    in_context(&mut c, acme, "INSERT INTO keyed.contacts (id, email) VALUES ('cl9ebqhxk00038eqf', 'road@acme.test')")
+        .unwrap();
+    in_context(&mut c, acme, "INSERT INTO keyed.deals (contact_id, amount) VALUES ('cl9ebqhxk00038eqf', 40)").unwrap();
+    assert_eq!(
+        text(&mut admin, "SELECT string_agg(org_id, ',' ORDER BY id) FROM keyed.deals").as_deref(),
+        Some("org_acme,org_globex,org_acme")
+    );
+    let foreign = in_context(
+        &mut c,
+        acme,
+        "INSERT INTO keyed.contacts (org_id, id, email) VALUES ('org_globex', 'x', 'x@x.test')",
+    )
+    .unwrap_err();
+    assert_eq!(foreign.code, "42501", "{}", foreign.message);
+    let moved = in_context(&mut c, acme, "UPDATE keyed.contacts SET org_id = 'org_globex' RETURNING id").unwrap_err();
+    assert_eq!(moved.code, "42501", "{}", moved.message);
+    assert_eq!(
+        in_context(&mut c, acme, "DELETE FROM keyed.contacts WHERE org_id = 'org_globex' RETURNING id").unwrap().len(),
+        0
+    );
+
+    // Quotas count rows by the key, and usage meters by it.
+    admin.batch_execute("SELECT tenancy.set_quota(tenancy.org_key_id('org_acme'), 'contacts', 2)").unwrap();
+    let over =
+        in_context(&mut c, acme, "INSERT INTO keyed.contacts (id, email) VALUES ('c3', 'c3@acme.test')").unwrap_err();
+    assert_eq!(over.code, "53400", "{}", over.message);
+    assert_eq!(
+        text(
+            &mut admin,
+            "SELECT used::text FROM tenancy.quotas(tenancy.org_key_id('org_acme')) WHERE resource = 'contacts'"
+        )
+        .as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        text(&mut admin, "SELECT tenancy.usage(tenancy.org_key_id('org_acme'), 'deal_value')::text").as_deref(),
+        Some("40")
+    );
+
+    // The application's key of an organization is a lookup away, before any context.
+    let org = text(&mut c, "SELECT org_id::text FROM keyed.tenancy_lookup_api_key('digest-of-globex')");
+    let globex = text(&mut admin, "SELECT tenancy.org_key_id('org_globex')::text");
+    assert_eq!(org, globex);
+
+    // The sync: a new organization and membership (a DBA's), a rename, a deletion.
+    admin
+        .batch_execute(
+            "INSERT INTO keyed.organizations VALUES ('org_hooli', 'Hooli');
+             INSERT INTO keyed.memberships VALUES ('org_hooli', 'gavin', 'owner');
+             UPDATE keyed.organizations SET name = 'Acme Corp' WHERE id = 'org_acme';",
+        )
+        .unwrap();
+    let hooli = "SELECT tenancy.set_context_key('org_hooli', 'gavin')";
+    assert_eq!(in_context(&mut c, hooli, "SELECT count(*)::text FROM keyed.contacts").unwrap(), vec!["0"]);
+    assert_eq!(
+        text(&mut admin, "SELECT name FROM tenancy.organizations WHERE key = 'org_acme'").as_deref(),
+        Some("Acme Corp")
+    );
+    admin.batch_execute("DELETE FROM keyed.organizations WHERE id = 'org_hooli'").unwrap();
+    assert_eq!(count(&mut admin, "tenancy.organizations WHERE key = 'org_hooli'"), 0);
+    assert_eq!(in_context(&mut c, hooli, "SELECT 1").unwrap_err().code, "42501");
+
+    // The policies compare the column with a parameter of the statement: an index condition,
+    // no call per row, no InitPlan; the same for a varchar column.
+    admin
+        .batch_execute(
+            "INSERT INTO keyed.contacts (org_id, id, email)
+             SELECT 'org_globex', 'g' || g, 'g' || g || '@globex.test' FROM generate_series(1, 2000) g;
+             ANALYZE keyed.contacts; ANALYZE keyed.deals;",
+        )
+        .unwrap();
+    let mut e = db.admin();
+    e.batch_execute(
+        "SET tenancy.allow_explain = on; SET tenancy.session_context = on; SET ROLE app_user;
+         SELECT tenancy.set_session_context_key('org_acme', 'alice');",
+    )
+    .unwrap();
+    for sql in ["SELECT * FROM keyed.contacts WHERE id = 'c1'", "SELECT * FROM keyed.deals"] {
+        let p = plan(&mut e, sql);
+        assert!(p.contains("Index") && (p.contains("(org_id)::text = $") || p.contains("(org_id = $")), "{sql}:\n{p}");
+        assert!(!p.contains("current_org") && !p.contains("InitPlan") && !p.contains("SubPlan"), "{sql}:\n{p}");
+    }
+}
+
+/// An application keyed by integers: accounts with bigint ids, their users, and tenant tables
+/// whose tenant column is a bigint or an integer.
+const INTEGER_KEYED: &str = "
+CREATE SCHEMA shop;
+CREATE TABLE shop.accounts (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, name text NOT NULL);
+CREATE TABLE shop.account_users (
+    account_id  bigint NOT NULL REFERENCES shop.accounts (id) ON DELETE CASCADE,
+    user_id     bigint NOT NULL,
+    level       smallint NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, user_id)
+);
+CREATE TABLE shop.orders (
+    account_id  integer NOT NULL REFERENCES shop.accounts (id),
+    id          bigint GENERATED ALWAYS AS IDENTITY,
+    total       bigint NOT NULL,
+    PRIMARY KEY (account_id, id)
+);
+CREATE TABLE shop.order_notes (
+    account_id  bigint NOT NULL,
+    id          bigint GENERATED ALWAYS AS IDENTITY,
+    order_id    bigint NOT NULL,
+    body        text NOT NULL,
+    PRIMARY KEY (account_id, id),
+    FOREIGN KEY (account_id, order_id) REFERENCES shop.orders (account_id, id)
+);
+INSERT INTO shop.accounts (id, name) VALUES (1, 'One'), (42, 'Forty-two');
+INSERT INTO shop.account_users VALUES (1, 10, 2), (42, 7, 2), (42, 8, 0);
+INSERT INTO shop.orders (account_id, total) VALUES (1, 100), (42, 4200), (42, 1);
+";
+
+fn integer_policy() -> String {
+    example_policy().replace("schemas = [\"app\"]", "schemas = [\"app\", \"shop\"]")
+        + r#"
+[tables."shop.accounts"]
+kind = "tenant"
+tenant_column = "id"
+insert = "none"
+update = "admin"
+delete = "owner"
+
+[tables."shop.account_users"]
+kind = "tenant"
+tenant_column = "account_id"
+insert = "admin"
+update = "admin"
+delete = "admin"
+
+[tables."shop.orders"]
+kind = "tenant"
+tenant_column = "account_id"
+
+[tables."shop.order_notes"]
+kind = "tenant"
+tenant_column = "account_id"
+
+[organizations]
+table = "shop.accounts"
+
+[memberships]
+table = "shop.account_users"
+organization = "account_id"
+user = "user_id"
+role = "level"
+roles = { "0" = "member", "1" = "admin", "2" = "owner" }
+"#
+}
+
+#[test]
+fn integer_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(INTEGER_KEYED).unwrap();
+    apply_policy(&db, &integer_policy());
+    assert_eq!(
+        text(&mut admin, "SELECT string_agg(key, ',' ORDER BY key) FROM tenancy.organizations WHERE key IS NOT NULL")
+            .as_deref(),
+        Some("1,42")
+    );
+    let mut c = db.app();
+    let start = "SELECT tenancy.set_context_key('42', '7')";
+    assert_eq!(
+        in_context(&mut c, start, "SELECT tenancy.current_org_bigint()::text || ':' || count(*) FROM shop.orders")
+            .unwrap(),
+        vec!["42:2"]
+    );
+    assert_eq!(in_context(&mut c, start, "SELECT id::text FROM shop.accounts").unwrap(), vec!["42"]);
+    // `042` and `+42` are other keys, of no organization: no way to reach account 42 but its own.
+    for other in ["042", "+42", "42 ", "1"] {
+        let s = format!("SELECT tenancy.set_context_key('{other}', '7')");
+        assert_eq!(in_context(&mut c, &s, "SELECT 1").unwrap_err().code, "42501", "{other}");
+    }
+    // The tenant column (integer) defaults to the context's account; another account is refused.
+    in_context(&mut c, start, "INSERT INTO shop.orders (total) VALUES (5)").unwrap();
+    assert_eq!(count(&mut admin, "shop.orders WHERE account_id = 42"), 3);
+    let foreign = in_context(&mut c, start, "INSERT INTO shop.orders (account_id, total) VALUES (1, 5)").unwrap_err();
+    assert_eq!(foreign.code, "42501", "{}", foreign.message);
+    // A note on another account's order reads like a note on a missing one (the foreign key's own
+    // error, as for uuid keys).
+    let order_of_one = text(&mut admin, "SELECT id::text FROM shop.orders WHERE account_id = 1").unwrap();
+    let missing =
+        in_context(&mut c, start, "INSERT INTO shop.order_notes (order_id, body) VALUES (999999, 'x')").unwrap_err();
+    let other = in_context(
+        &mut c,
+        start,
+        &format!("INSERT INTO shop.order_notes (order_id, body) VALUES ({order_of_one}, 'x')"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (missing.code.as_str(), other.code.as_str()),
+        ("23503", "23503"),
+        "{} / {}",
+        missing.message,
+        other.message
+    );
+    // A tenancy organization that has no integer key reads no integer-keyed row.
+    let tenancy_org = text(&mut admin, "SELECT tenancy.create_organization('Plain', 'plain', 'u1')::text").unwrap();
+    let plain = format!("SELECT tenancy.set_context('{tenancy_org}', 'u1')");
+    assert_eq!(in_context(&mut c, &plain, "SELECT count(*)::text FROM shop.orders").unwrap(), vec!["0"]);
+    assert_eq!(in_context(&mut c, &plain, "INSERT INTO shop.orders (total) VALUES (1)").unwrap_err().code, "42501");
+
+    let mut e = db.admin();
+    e.batch_execute(
+        "SET tenancy.allow_explain = on; SET tenancy.session_context = on; SET ROLE app_user;
+         SELECT tenancy.set_session_context_key('42', '7');",
+    )
+    .unwrap();
+    let p = plan(&mut e, "SELECT * FROM shop.orders WHERE id = 3");
+    assert!(p.contains("Index") && p.contains("account_id = $"), "{p}");
+    assert!(!p.contains("current_org") && !p.contains("InitPlan"), "{p}");
+}
