@@ -120,7 +120,7 @@ pub struct AuditArgs {
     /// Schemas to look at [default: all but the system schemas and tenancy]
     #[arg(long = "schema", value_name = "SCHEMA")]
     pub schemas: Vec<String>,
-    /// Name of the uuid column that marks a tenant table
+    /// Name of the column (uuid, text, varchar or integer) that marks a tenant table
     #[arg(long, default_value = "org_id", value_name = "COLUMN")]
     pub tenant_column: String,
     /// Application roles [default: lint: the roles named in policies on tenant tables; verify:
