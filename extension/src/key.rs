@@ -77,7 +77,7 @@ pub fn key_argument(param: &'static str, value: Option<&str>) -> [u8; 16] {
         }
         .raise()
     }
-    id_of_key(key)
+    cached_id_of_key(key)
 }
 
 /// The uuid of the organization whose application key is `key` (see the module's comment):
@@ -88,34 +88,75 @@ fn org_key_id(key: &str) -> pgrx::Uuid {
     pgrx::Uuid::from_bytes(id_of_key(key))
 }
 
-thread_local! {
-    /// Keys of version 8 ids looked up so far (an id's key never changes).
-    static KEYS: RefCell<foldhash::HashMap<[u8; 16], String>> = RefCell::new(Default::default());
+/// How many keys a backend remembers each way before it starts over.
+const REMEMBERED: usize = 4096;
+
+/// An organization's application key, as text and (when it is one) as a bigint.
+struct Key {
+    text: String,
+    bigint: Option<i64>,
 }
 
-/// The application's key of organization `id`: the text of a uuid that is not of version 8,
-/// else `tenancy.organizations.key` (None when no organization has that id).
-pub fn key_of(id: &pgrx::Uuid) -> Option<String> {
-    let bytes = *id.as_bytes();
-    if version(&bytes) != 8 {
-        return Some(crate::context::uuid_text(id));
+thread_local! {
+    /// Keys of ids looked up so far (an id's key never changes).
+    static KEYS: RefCell<foldhash::HashMap<[u8; 16], Key>> = RefCell::new(Default::default());
+    /// Ids of keys hashed so far: SHA-256 costs about 3,700 instructions, a lookup here a tenth.
+    static IDS: RefCell<foldhash::HashMap<String, [u8; 16]>> = RefCell::new(Default::default());
+}
+
+/// [`id_of_key`], remembered by the backend.
+pub fn cached_id_of_key(key: &str) -> [u8; 16] {
+    if let Some(id) = IDS.with(|ids| ids.borrow().get(key).copied()) {
+        return id;
     }
-    if let Some(key) = KEYS.with(|k| k.borrow().get(&bytes).cloned()) {
-        return Some(key);
-    }
-    let key: Option<String> = as_catalog_owner(|| {
-        crate::catalog::one("SELECT key FROM tenancy.organizations WHERE id OPERATOR(pg_catalog.=) $1", &[(*id).into()])
+    let id = id_of_key(key);
+    IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        if ids.len() >= REMEMBERED {
+            ids.clear();
+        }
+        ids.insert(key.to_string(), id);
     });
-    // Only a key that maps back to the id is remembered (the CHECK constraint makes every one so).
-    let key = key.filter(|k| id_of_key(k) == bytes)?;
+    id
+}
+
+/// Runs `f` with the application's key of organization `id` (text, and bigint when it is one):
+/// the text of a uuid that is not of version 8, else `tenancy.organizations.key`. None when no
+/// organization has that id.
+pub fn with_key<R>(id: &pgrx::Uuid, f: impl FnOnce(&str, Option<i64>) -> R) -> Option<R> {
+    let bytes = *id.as_bytes();
+    let mut f = Some(f);
+    let found = KEYS.with(|k| k.borrow().get(&bytes).map(|key| (f.take().unwrap())(&key.text, key.bigint)));
+    if found.is_some() {
+        return found;
+    }
+    let text = if version(&bytes) != 8 {
+        crate::context::uuid_text(id)
+    } else {
+        let key: Option<String> = as_catalog_owner(|| {
+            crate::catalog::one(
+                "SELECT key FROM tenancy.organizations WHERE id OPERATOR(pg_catalog.=) $1",
+                &[(*id).into()],
+            )
+        });
+        // Only a key that maps back to the id is remembered (the CHECK constraint makes every one so).
+        key.filter(|k| id_of_key(k) == bytes)?
+    };
+    let key = Key { bigint: bigint_key(&text), text };
+    let result = (f.take().unwrap())(&key.text, key.bigint);
     KEYS.with(|k| {
         let mut k = k.borrow_mut();
-        if k.len() > 4096 {
+        if k.len() >= REMEMBERED {
             k.clear();
         }
-        k.insert(bytes, key.clone());
+        k.insert(bytes, key);
     });
-    Some(key)
+    Some(result)
+}
+
+/// The application's key of organization `id` (see [`with_key`]).
+pub fn key_of(id: &pgrx::Uuid) -> Option<String> {
+    with_key(id, |text, _| text.to_string())
 }
 
 /// The application's key of the organization of the current context (text), or NULL: what
@@ -130,7 +171,7 @@ pub fn current_org_key() -> Option<String> {
 /// column with.
 #[pg_extern(stable, parallel_safe)]
 pub fn current_org_bigint() -> Option<i64> {
-    bigint_key(&current_org_key()?)
+    with_key(&crate::context::current_org()?, |_, n| n).flatten()
 }
 
 /// `key` as a bigint when it is one in PostgreSQL's own output form (`42`, `-7`; not `042` or
@@ -179,9 +220,9 @@ pub fn org_of_column(
         return id;
     }
     if let Ok(key) = tuple.get_by_name::<String>(column) {
-        return key.map(|k| pgrx::Uuid::from_bytes(id_of_key(&k)));
+        return key.map(|k| pgrx::Uuid::from_bytes(cached_id_of_key(&k)));
     }
-    crate::quota::integer_column(tuple, column).map(|n| pgrx::Uuid::from_bytes(id_of_key(&n.to_string())))
+    crate::quota::integer_column(tuple, column).map(|n| pgrx::Uuid::from_bytes(cached_id_of_key(&n.to_string())))
 }
 
 #[cfg(test)]

@@ -544,13 +544,15 @@ pub unsafe extern "C-unwind" fn fill(query_desc: *mut pg_sys::QueryDesc) {
                     std::ptr::copy_nonoverlapping(uuid.as_bytes().as_ptr(), copy, 16);
                     pg_sys::Datum::from(copy)
                 }),
-                Reader::Key => crate::key::current_org_key().map(|key| {
-                    // A text datum in the statement's memory, as the InitPlan's would have been.
-                    let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
-                    let text =
-                        pg_sys::cstring_to_text_with_len(key.as_ptr() as *const std::ffi::c_char, key.len() as i32);
-                    pg_sys::MemoryContextSwitchTo(old);
-                    pg_sys::Datum::from(text)
+                Reader::Key => crate::context::current_org().and_then(|org| {
+                    crate::key::with_key(&org, |key, _| {
+                        // A text datum in the statement's memory, as the InitPlan's would have been.
+                        let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
+                        let text =
+                            pg_sys::cstring_to_text_with_len(key.as_ptr() as *const std::ffi::c_char, key.len() as i32);
+                        pg_sys::MemoryContextSwitchTo(old);
+                        pg_sys::Datum::from(text)
+                    })
                 }),
                 Reader::Bigint => crate::key::current_org_bigint().map(pg_sys::Datum::from),
             });
