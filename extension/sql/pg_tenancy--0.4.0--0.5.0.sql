@@ -38,6 +38,12 @@ ALTER TABLE tenancy.organizations ADD CONSTRAINT organizations_key_check
 COMMENT ON COLUMN tenancy.organizations.key IS
     'The application''s own id of the organization (text or integer ids), when it is not the text of id; id = tenancy.org_key_id(key).';
 
+-- An organization switcher of an application keyed by text or integers needs its own key.
+DROP FUNCTION tenancy.user_organizations(text);
+CREATE FUNCTION tenancy."user_organizations"("user_id" text DEFAULT NULL)
+    RETURNS TABLE ("org_id" uuid, "slug" text, "name" text, "role" text, "status" text, "org_key" text)
+    STABLE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'user_organizations_wrapper';
+
 -- Quotas and usage count tables whose tenant column is a text or integer key too.
 CREATE OR REPLACE FUNCTION tenancy.enable_quota(
     resource text,

@@ -351,13 +351,21 @@ fn asked_user(user_id: Option<&str>, function: &str) -> Option<String> {
 /// The organizations a user belongs to, with the role in each: what an organization switcher
 /// shows before an organization is chosen. By default the context's user (set one with
 /// `tenancy.set_user_context()`); DBAs may name any user. Suspended organizations are included,
-/// with their status. Without a context (and not a DBA): no rows.
+/// with their status; `org_key` is the application's key of each (`tenancy.organizations.key`,
+/// or the text of its id). Without a context (and not a DBA): no rows.
 #[pg_extern(stable, parallel_unsafe)]
 fn user_organizations(
     user_id: default!(Option<&str>, "NULL"),
 ) -> TableIterator<
     'static,
-    (name!(org_id, Uuid), name!(slug, String), name!(name, String), name!(role, String), name!(status, String)),
+    (
+        name!(org_id, Uuid),
+        name!(slug, String),
+        name!(name, String),
+        name!(role, String),
+        name!(status, String),
+        name!(org_key, String),
+    ),
 > {
     let Some(user) = asked_user(user_id, "tenancy.user_organizations()") else {
         return TableIterator::new(Vec::new());
@@ -365,7 +373,7 @@ fn user_organizations(
     let rows = as_catalog_owner(|| {
         Spi::connect(|client| {
             let table = client.select(
-                "SELECT o.id, o.slug, o.name, m.role, o.status
+                "SELECT o.id, o.slug, o.name, m.role, o.status, COALESCE(o.key, o.id::pg_catalog.text)
                    FROM tenancy.members m JOIN tenancy.organizations o ON o.id OPERATOR(pg_catalog.=) m.org_id
                   WHERE m.user_id OPERATOR(pg_catalog.=) $1
                   ORDER BY o.name, o.slug",
@@ -381,6 +389,7 @@ fn user_organizations(
                     row.get::<String>(3)?.unwrap_or_default(),
                     row.get::<String>(4)?.unwrap_or_default(),
                     row.get::<String>(5)?.unwrap_or_default(),
+                    row.get::<String>(6)?.unwrap_or_default(),
                 ));
             }
             Ok::<_, pgrx::spi::Error>(out)

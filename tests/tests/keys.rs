@@ -166,6 +166,26 @@ fn text_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() {
     ] {
         assert_eq!(in_context(&mut c, start, "SELECT 1").unwrap_err().code, code, "{start}");
     }
+    // An organization switcher gets the application's keys (and the uuid's text for the
+    // organization keyed by a uuid), for the user's organizations only.
+    assert_eq!(
+        in_context(
+            &mut c,
+            "SELECT tenancy.set_user_context('ian')",
+            "SELECT string_agg(org_key, ',') FROM tenancy.user_organizations()"
+        )
+        .unwrap(),
+        vec!["7c9e6679-7425-40de-944b-e07fc1f90ae7"]
+    );
+    assert_eq!(
+        in_context(
+            &mut c,
+            acme,
+            "SELECT string_agg(org_key || ':' || role, ',' ORDER BY org_key) FROM tenancy.user_organizations()"
+        )
+        .unwrap(),
+        vec![format!("{ACME}:owner,org_acme:owner")]
+    );
     // No context: nothing.
     assert_eq!(count(&mut c, "keyed.contacts"), 0);
 
