@@ -27,6 +27,7 @@ mkdir -p "$data"
 echo "shared_preload_libraries = 'pg_tenancy'" >>"$data/postgresql.conf"
 
 ORG=00000000-0000-0000-0000-000000000001
+KORG=00000000-0000-0000-0002-000000000001
 SECRET=an-instruction-count-secret-of-32-bytes
 single() {  # single FILE: runs FILE's statements in a single-user backend, prints instructions
     local out="$work/callgrind.out"
@@ -79,6 +80,41 @@ CREATE POLICY tenant ON app.items USING (org_id = tenancy.current_org());
 
 GRANT SELECT ON app.items TO app_user, bench_hand;
 
+-- Tenant keys (#14): one table per key type, 100 organizations of 100 rows each, with the
+-- policies tenancy compiles for such columns. The context's organization is the first one:
+-- '$KORG' (uuid), 'org_1' (text) and 1 (bigint).
+INSERT INTO tenancy.organizations (id, key, slug, name) VALUES
+    ('$KORG', NULL, 'uuid-one', 'Uuid one'),
+    (tenancy.org_key_id('org_1'), 'org_1', 'text-one', 'Text one'), (tenancy.org_key_id('1'), '1', 'big-one', 'Big one');
+
+INSERT INTO tenancy.members (org_id, user_id, role) VALUES
+    ('$KORG', 'u1', 'member'), (tenancy.org_key_id('org_1'), 'u1', 'member'), (tenancy.org_key_id('1'), 'u1', 'member');
+
+CREATE TABLE app.keyed_uuid (org_id uuid NOT NULL, id int NOT NULL, name text, PRIMARY KEY (org_id, id));
+
+CREATE TABLE app.keyed_text (org_id text NOT NULL, id int NOT NULL, name text, PRIMARY KEY (org_id, id));
+
+CREATE TABLE app.keyed_big (org_id bigint NOT NULL, id int NOT NULL, name text, PRIMARY KEY (org_id, id));
+
+INSERT INTO app.keyed_uuid SELECT ('00000000-0000-0000-0002-' || lpad((1 + i % 100)::text, 12, '0'))::uuid, i, 'item ' || i FROM generate_series(0, 9999) i;
+
+INSERT INTO app.keyed_text SELECT 'org_' || (1 + i % 100), i, 'item ' || i FROM generate_series(0, 9999) i;
+
+INSERT INTO app.keyed_big SELECT 1 + i % 100, i, 'item ' || i FROM generate_series(0, 9999) i;
+
+DO \$\$
+DECLARE t text; reader text;
+BEGIN
+    FOR t, reader IN VALUES ('keyed_uuid', 'current_org'), ('keyed_text', 'current_org_key'), ('keyed_big', 'current_org_bigint') LOOP
+        EXECUTE format('ANALYZE app.%I', t);
+        EXECUTE format('ALTER TABLE app.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE app.%I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY tenant ON app.%I USING (org_id = tenancy.%I())', t, reader);
+        EXECUTE format('GRANT SELECT ON app.%I TO app_user, bench_hand', t);
+    END LOOP;
+END
+\$\$;
+
 CREATE TABLE app.items_open (LIKE app.items INCLUDING ALL);
 
 INSERT INTO app.items_open SELECT * FROM app.items;
@@ -107,13 +143,13 @@ cat bench/jwt.sql >>"$setup"
 # run by ROLE inside a procedure that commits after each iteration (a whole transaction).
 declare -A cost
 measure() {
-    local label="$1" role="$2" body="$3" file="$work/loop.sql" n counts=()
-    for n in "$N" "$((2 * N))"; do
+    local label="$1" role="$2" body="$3" iterations="${4:-$N}" file="$work/loop.sql" n counts=()
+    for n in "$iterations" "$((2 * iterations))"; do
         cat >"$file" <<SQL
 SET tenancy.session_context = on;
 
 CREATE OR REPLACE PROCEDURE pg_temp_loop() LANGUAGE plpgsql AS \$\$
-DECLARE tok text := mint(0); r record; o uuid := '$ORG';
+DECLARE tok text := mint(0); r record; o uuid := '$ORG'; ko uuid := '$KORG'; kt text := 'org_1'; kb bigint := 1;
 BEGIN
     FOR i IN 1..$n LOOP
         $body
@@ -130,7 +166,7 @@ CALL pg_temp_loop();
 SQL
         counts+=("$(single "$file")")
     done
-    cost[$label]=$(( (counts[1] - counts[0]) / N ))
+    cost[$label]=$(( (counts[1] - counts[0]) / iterations ))
 }
 
 echo "measuring (each case: two single-user runs under callgrind)" >&2
@@ -144,6 +180,22 @@ measure hand bench_hand "PERFORM set_config('app.org_id', '$ORG', true); SELECT 
 measure policy app_user "PERFORM tenancy.set_context('$ORG', 'u1'); SELECT * INTO r FROM app.items WHERE id = 2 * (i % 5000) + 2;"
 measure hand_lookup bench_hand "SELECT * INTO r FROM app.items WHERE org_id = o AND id = 2 * (i % 5000) + 2;"
 measure context_only app_user "PERFORM tenancy.set_context('$ORG', 'u1');"
+# Tenant keys (#14): the point lookup and a listing (the first 20 rows by id, of the
+# organization's 100) with a uuid, a text and a bigint tenant column: under the policy, after
+# the context, and written by hand (BYPASSRLS, the key a parameter: what the column's type costs
+# without pg_tenancy).
+for k in uuid text big; do
+    case $k in
+        uuid) ctx="set_context('$KORG', 'u1')" var=ko ;;
+        text) ctx="set_context_key('org_1', 'u1')" var=kt ;;
+        big) ctx="set_context_key('1', 'u1')" var=kb ;;
+    esac
+    measure "key_${k}_context" app_user "PERFORM tenancy.$ctx;"
+    measure "key_${k}_lookup" app_user "PERFORM tenancy.$ctx; SELECT * INTO r FROM app.keyed_$k WHERE id = 100 * (i % 100);"
+    measure "key_${k}_lookup_hand" bench_hand "SELECT * INTO r FROM app.keyed_$k WHERE org_id = $var AND id = 100 * (i % 100);"
+    measure "key_${k}_listing" app_user "PERFORM tenancy.$ctx; FOR r IN SELECT * FROM app.keyed_$k ORDER BY id LIMIT 20 LOOP END LOOP;"
+    measure "key_${k}_listing_hand" bench_hand "FOR r IN SELECT * FROM app.keyed_$k WHERE org_id = $var ORDER BY id LIMIT 20 LOOP END LOOP;"
+done
 
 # A server under callgrind on port 28819, which writes one file per process when it exits.
 port=28819
@@ -243,6 +295,22 @@ echo "|---|---|---|"
 echo "| hand-written: \`set_config\`, point lookup with \`WHERE org_id = ...\`, COMMIT | ${cost[hand]} | 1.00 |"
 echo "| pg_tenancy: \`set_context\`, the same lookup under the policy, COMMIT | ${cost[policy]} | $(ratio "${cost[hand]}" "${cost[policy]}")x as fast |"
 echo "| the policy alone (policy lookup minus its set_context, against the hand-written lookup with the org id as a parameter) | $(( cost[policy] - cost[context_only] - cost[hand_lookup] + e )) more | $(ratio "$(( cost[policy] - cost[context_only] - cost[hand_lookup] + e ))" "${cost[hand]}") of a transaction |"
+echo
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", 100 * (a - b) / b }'; }
+echo "| tenant keys: instructions per transaction (callgrind; 100 organizations of 100 rows) | uuid | text key | vs uuid | bigint key | vs uuid |"
+echo "|---|---|---|---|---|---|"
+row() {  # row TEXT EXPRESSION-OF-k
+    local u t b
+    u=$(k=uuid; eval "echo \$(( $2 ))") t=$(k=text; eval "echo \$(( $2 ))") b=$(k=big; eval "echo \$(( $2 ))")
+    echo "| $1 | $u | $t | $(pct "$t" "$u") | $b | $(pct "$b" "$u") |"
+}
+row "the context alone (\`set_context\`, or \`set_context_key\` for keys), COMMIT" 'cost[key_${k}_context] - e'
+row "context, point lookup by id under the policy, COMMIT" 'cost[key_${k}_lookup]'
+row "hand-written point lookup, the key a parameter (no row-level security, no context)" 'cost[key_${k}_lookup_hand]'
+row "the policy's own cost in the point lookup (lookup minus context minus hand-written)" 'cost[key_${k}_lookup] - cost[key_${k}_context] - cost[key_${k}_lookup_hand] + e'
+row "context, the first 20 rows by id under the policy, COMMIT" 'cost[key_${k}_listing]'
+row "hand-written listing, the key a parameter" 'cost[key_${k}_listing_hand]'
+row "the policy's own cost in the listing" 'cost[key_${k}_listing] - cost[key_${k}_context] - cost[key_${k}_listing_hand] + e'
 echo
 echo "| a whole prepared transaction over the wire (callgrind on the server, pgbench -M prepared, one client) | instructions | vs hand-written |"
 echo "|---|---|---|"
