@@ -1420,9 +1420,12 @@ fn check_tenant_keys(
         .collect();
     for compiled_table in compiled.iter_mut() {
         let name = compiled_table.name.clone();
-        let (column, mut references, kind) = match &mut compiled_table.kind {
-            CompiledKind::Tenant { column, references, .. } => (column.clone(), Some(references), "tenant"),
-            CompiledKind::Identity { column, .. } => (column.clone(), None, "identity"),
+        // A child table's rows reach their organization through the parent key: a unique key
+        // that includes it is per organization, any other leaks like a tenant table's would.
+        let (column, mut references, kind, parent_key) = match &mut compiled_table.kind {
+            CompiledKind::Tenant { column, references, .. } => (column.clone(), Some(references), "tenant", None),
+            CompiledKind::Identity { column, .. } => (column.clone(), None, "identity", None),
+            CompiledKind::Child { parent, .. } => (String::new(), None, "child", Some(parent.columns.clone())),
             _ => continue,
         };
         let column = &column;
@@ -1444,16 +1447,19 @@ fn check_tenant_keys(
         // Foreign keys that keep each row's reference inside its organization: to a tenant
         // table without global rows, with the tenant column (composite) or checked by the
         // policies (a Reference, below); either way every foreign key to a tenant table.
-        let inside: Vec<Vec<String>> = table
-            .foreign_keys
-            .iter()
-            .filter(|fk| {
-                references.is_some()
-                    && tenant_column.contains_key(&fk.references)
-                    && !global_rows.contains(&fk.references)
-            })
-            .map(|fk| fk.columns.iter().filter(|c| **c != *column).cloned().collect())
-            .collect();
+        let inside: Vec<Vec<String>> = match &parent_key {
+            Some(parent) => vec![parent.clone()],
+            None => table
+                .foreign_keys
+                .iter()
+                .filter(|fk| {
+                    references.is_some()
+                        && tenant_column.contains_key(&fk.references)
+                        && !global_rows.contains(&fk.references)
+                })
+                .map(|fk| fk.columns.iter().filter(|c| **c != *column).cloned().collect())
+                .collect(),
+        };
         for index in table.indexes.iter().filter(|i| i.unique) {
             let key = crate::rules::Key {
                 columns: index
@@ -1499,7 +1505,29 @@ fn check_tenant_keys(
                          if that is meant (one account per address, which sign-up tells anyway), declare it in the policy: \
                          globally_unique = {{ \"{wanted}\" = \"why\" }}{}",
                         if crate::rules::is_application_id(&key, index.primary) {
-                            "; or, if the application fills it with random uuids, say so once for every such key: random_ids = \"why\""
+                            "; or, if the application fills it with random ids, say so once for every such key: random_ids = \"why\""
+                        } else {
+                            ""
+                        }
+                    )),
+                );
+                continue;
+            }
+            if let Some(parent) = &parent_key {
+                let parent = parent.join(", ");
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::unique-not-tenant-scoped",
+                        format!("{what} ({}) of tenant table `{name}` does not include its parent key ({parent})", cols.join(", ")),
+                    )
+                    .label(*source, span.clone(), "tenant table declared here")
+                    .help(format!(
+                        "its rows belong to the organization of their parent row, and unique violations would reveal other \
+                         organizations' values: use {what} ({parent}, {}){defined}; or, if the values are meant to be unique \
+                         across organizations, declare it in the policy: globally_unique = {{ \"{wanted}\" = \"why\" }}{}",
+                        cols.join(", "),
+                        if crate::rules::is_application_id(&key, index.primary) {
+                            "; or, if the application fills it with random ids, say so once for every such key: random_ids = \"why\""
                         } else {
                             ""
                         }
@@ -1519,8 +1547,8 @@ fn check_tenant_keys(
                      globally_unique = {{ \"{wanted}\" = \"why\" }}{}",
                     cols.join(", "),
                     if crate::rules::is_application_id(&key, index.primary) {
-                        "; or, if the application fills it with random uuids (Django's UUIDField(default=uuid.uuid4), \
-                         Prisma's @default(uuid())), say so once for every such key: random_ids = \"why\""
+                        "; or, if the application fills it with random ids (Django's UUIDField(default=uuid.uuid4), \
+                         Prisma's @default(uuid()) or @default(cuid())), say so once for every such key: random_ids = \"why\""
                     } else {
                         ""
                     }

@@ -696,11 +696,11 @@ fn lint_unique_keys(
                 scoped = scoped_constraint(&constraint, col, primary, &shown)
             )
         };
-        // A uuid primary key without a default: the application may fill it with random ids.
+        // A uuid or text primary key without a default: the application may fill it with random ids.
         // (Every primary key's fix ends in a comment, so the SQL before it still runs as printed.)
         let fix = if crate::rules::is_application_id(&key, primary) {
             format!(
-                "{fix}; or, if the application fills {} with random uuids (Django's UUIDField(default=uuid.uuid4), Prisma's @default(uuid())), say so once in the policy file: random_ids = \"why\"",
+                "{fix}; or, if the application fills {} with random ids (Django's UUIDField(default=uuid.uuid4), Prisma's @default(uuid()) or @default(cuid())), say so once in the policy file: random_ids = \"why\"",
                 shown.join(", ")
             )
         } else {

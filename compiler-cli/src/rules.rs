@@ -73,11 +73,13 @@ pub fn unique_key(key: &Key, tenant: &str, references: &[Vec<String>], waiver: O
     }
 }
 
-/// True when `key`, a primary key that [`unique_key`] finds unsafe, is one uuid column without
-/// a server default: a key the application may fill with random uuids itself, which the policy
-/// file's `random_ids` declares.
+/// True when `key`, a primary key that [`unique_key`] finds unsafe, is one uuid or text column
+/// without a server default: a key the application may fill with random ids itself (uuids,
+/// Prisma's cuids), which the policy file's `random_ids` declares.
 pub fn is_application_id(key: &Key, primary: bool) -> bool {
-    matches!(key.columns.as_slice(), [only] if primary && only.name.is_some() && only.data_type == "uuid" && only.default.is_none())
+    let id_type =
+        |t: &str| matches!(t.split('(').next().unwrap_or("").trim(), "uuid" | "text" | "character varying" | "varchar");
+    matches!(key.columns.as_slice(), [only] if primary && only.name.is_some() && id_type(only.data_type) && only.default.is_none())
 }
 
 /// The reason recorded for a key that `random_ids` declares, as lint shows it.

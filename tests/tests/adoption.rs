@@ -775,7 +775,7 @@ fn application_generated_uuid_keys_are_accepted_once_the_policy_file_says_they_a
     assert_eq!(pkey.rule, "unique-not-tenant-scoped");
     assert!(pkey.fix.starts_with("ALTER TABLE notes.notes DROP CONSTRAINT notes_pkey"), "{}", pkey.fix);
     assert!(
-        pkey.fix.ends_with("; or, if the application fills id with random uuids (Django's UUIDField(default=uuid.uuid4), Prisma's @default(uuid())), say so once in the policy file: random_ids = \"why\""),
+        pkey.fix.ends_with("; or, if the application fills id with random ids (Django's UUIDField(default=uuid.uuid4), Prisma's @default(uuid()) or @default(cuid())), say so once in the policy file: random_ids = \"why\""),
         "{}",
         pkey.fix
     );
