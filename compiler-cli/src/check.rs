@@ -521,7 +521,9 @@ pub fn check(
                         }
                     }
                     let mut out: Vec<Vec<String>> = Vec::new();
-                    for cols in wanted {
+                    // The tenant column's own index is `add_index` (a foreign key on it alone,
+                    // to the organizations table, needs no second one).
+                    for cols in wanted.into_iter().filter(|cols| *cols != [column.clone()]) {
                         if !table.has_index_leading_with_all(&cols) && !out.contains(&cols) {
                             out.push(cols);
                         }
