@@ -17,7 +17,7 @@ use pgrx::prelude::*;
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_service_context(org_id: Option<pgrx::Uuid>, service: Option<&str>) {
     session::refuse_unless_any_mode("set_service_context");
-    start(error::required("org_id", org_id), service)
+    start(error::required("org_id", org_id), None, service)
 }
 
 /// `set_service_context` for the organization with the application's key `org_key` (a text or
@@ -25,10 +25,10 @@ fn set_service_context(org_id: Option<pgrx::Uuid>, service: Option<&str>) {
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_service_context_key(org_key: Option<&str>, service: Option<&str>) {
     session::refuse_unless_any_mode("set_service_context_key");
-    start(pgrx::Uuid::from_bytes(crate::key::key_argument("org_key", org_key)), service)
+    start(pgrx::Uuid::from_bytes(crate::key::key_argument("org_key", org_key)), org_key, service)
 }
 
-fn start(org_id: pgrx::Uuid, service: Option<&str>) {
+fn start(org_id: pgrx::Uuid, key: Option<&str>, service: Option<&str>) {
     let service = error::non_empty("service", service);
     // SAFETY: backend-local identity.
     let me = unsafe { pg_sys::GetUserId() };
@@ -56,6 +56,7 @@ fn start(org_id: pgrx::Uuid, service: Option<&str>) {
     };
     session::start(
         org_id,
+        key,
         &format!("{}{service}", session::SERVICE_PREFIX),
         Vouched::Service { role: &role },
         Scope::Transaction,

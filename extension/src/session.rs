@@ -114,8 +114,9 @@ pub(crate) enum Vouched<'a> {
 }
 
 /// Starts a context for `user` in `org`, checking the membership (or, trusted, that the
-/// organization is active and the role exists).
-pub(crate) fn start(org_id: pgrx::Uuid, user: &str, vouched: Vouched, scope: Scope) {
+/// organization is active and the role exists). A refusal names the organization by `key`, the
+/// application's key the caller gave, if any.
+pub(crate) fn start(org_id: pgrx::Uuid, key: Option<&str>, user: &str, vouched: Vouched, scope: Scope) {
     crate::param::refuse_context_change();
     let org = context::uuid_text(&org_id);
     crate::hooks::refuse_if_cursor_from_another_context(Some(&org), user);
@@ -137,7 +138,8 @@ pub(crate) fn start(org_id: pgrx::Uuid, user: &str, vouched: Vouched, scope: Sco
         }
     };
     let Some(membership) = found else {
-        TenancyError::ContextRefused { org_id: org, user_id: user.to_string() }.raise()
+        let org_id = key.map_or(org, |k| format!("\"{}\"", k.replace('"', "\"\"")));
+        TenancyError::ContextRefused { org_id, user_id: user.to_string() }.raise()
     };
     warn_outside_transaction(scope);
     context::write_all(&org, user, Some(&membership), context::Checked { generation, trusted }, scope);
@@ -157,7 +159,7 @@ pub(crate) fn start_user_only(user: &str) {
 fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {
     let org_id = error::required("org_id", org_id);
     let user = self::user_id("user_id", user_id);
-    start(org_id, user, Vouched::Member, scope)
+    start(org_id, None, user, Vouched::Member, scope)
 }
 
 /// Sets the tenant context for the current transaction, after checking that the organization
@@ -191,7 +193,7 @@ fn set_context_key(org_key: Option<&str>, user_id: Option<&str>) {
     refuse_unless_any_mode("set_context_key");
     let org_id = pgrx::Uuid::from_bytes(crate::key::key_argument("org_key", org_key));
     let user = self::user_id("user_id", user_id);
-    start(org_id, user, Vouched::Member, Scope::Transaction)
+    start(org_id, org_key, user, Vouched::Member, Scope::Transaction)
 }
 
 /// `set_session_context` for the organization with the application's key `org_key`.
@@ -203,7 +205,7 @@ fn set_session_context_key(org_key: Option<&str>, user_id: Option<&str>) {
     }
     let org_id = pgrx::Uuid::from_bytes(crate::key::key_argument("org_key", org_key));
     let user = self::user_id("user_id", user_id);
-    start(org_id, user, Vouched::Member, Scope::Session)
+    start(org_id, org_key, user, Vouched::Member, Scope::Session)
 }
 
 /// A context for a user before any organization is chosen, for the current transaction: enough

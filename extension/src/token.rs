@@ -438,12 +438,13 @@ fn start(v: &Verified) {
         };
         session::start(
             org,
+            None,
             &v.user,
             Vouched::Trusted { role, permissions: v.permissions.as_deref() },
             Scope::Transaction,
         )
     } else {
-        session::start(org, &v.user, Vouched::Member, Scope::Transaction)
+        session::start(org, None, &v.user, Vouched::Member, Scope::Transaction)
     }
 }
 

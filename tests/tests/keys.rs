@@ -160,6 +160,18 @@ fn text_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() {
     ] {
         assert_eq!(in_context(&mut c, start, "SELECT 1").unwrap_err().code, "42501", "{start}");
     }
+    // The refusal names the organization by the key it was given, the same whether it exists.
+    for key in ["org_globex", "org_nope"] {
+        let e =
+            in_context(&mut c, &format!("SELECT tenancy.set_context_key('{key}', 'alice')"), "SELECT 1").unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.detail.as_deref()),
+            (
+                "permission denied to set tenant context",
+                Some(format!("User \"alice\" is not an active member of organization \"{key}\".").as_str())
+            )
+        );
+    }
     for (start, code) in [
         ("SELECT tenancy.set_context_key(NULL, 'alice')", "22023"),
         ("SELECT tenancy.set_context_key('  ', 'alice')", "22023"),
