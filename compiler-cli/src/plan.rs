@@ -55,16 +55,31 @@ fn state(tx: &mut postgres::Transaction<'_>, object: &Object) -> Result<String, 
     Ok(row.get::<_, Option<String>>(0).unwrap_or_default())
 }
 
+/// A unit that failed, and why.
+#[derive(Debug)]
+pub struct PlanError {
+    pub error: postgres::Error,
+    /// The SQL of the unit that failed (None: reading the catalog state failed).
+    pub unit: Option<String>,
+}
+
+impl From<postgres::Error> for PlanError {
+    fn from(error: postgres::Error) -> PlanError {
+        PlanError { error, unit: None }
+    }
+}
+
 /// Runs every unit of `blocks` in `tx`, keeping only those that change something; returns the
 /// kept units, grouped as blocks. A unit that fails is an error (the transaction is then useless).
-pub fn plan(tx: &mut postgres::Transaction<'_>, blocks: &[Block]) -> Result<Vec<Block>, postgres::Error> {
+pub fn plan(tx: &mut postgres::Transaction<'_>, blocks: &[Block]) -> Result<Vec<Block>, PlanError> {
     let mut planned = Vec::new();
     for block in blocks {
         let mut kept = Vec::new();
         for unit in &block.units {
             let before = state(tx, &block.object)?;
             tx.batch_execute("SAVEPOINT tenancy_plan_unit")?;
-            tx.batch_execute(&unit.join("\n"))?;
+            let sql = unit.join("\n");
+            tx.batch_execute(&sql).map_err(|error| PlanError { error, unit: Some(sql.clone()) })?;
             if state(tx, &block.object)? == before {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT tenancy_plan_unit")?;
             } else {

@@ -34,6 +34,23 @@ fn a_new_uncovered_table_makes_apply_fail_and_change_nothing() {
 }
 
 #[test]
+fn a_failing_statement_is_named_with_what_to_do() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    // An organization-level row in a table the policy makes a plain tenant table: its tenant
+    // column becomes NOT NULL, which the row refuses.
+    admin.batch_execute("ALTER TABLE app.files DROP CONSTRAINT files_pkey; ALTER TABLE app.files ALTER COLUMN org_id DROP NOT NULL; INSERT INTO app.files (id, org_id, name, size_bytes) VALUES (gen_random_uuid(), NULL, 'x', 1)").unwrap();
+    let failure = apply(&db, "policies/app.toml").unwrap_err();
+    let pg_tenancy_compiler::cli::Failure::Database(message) = &failure else { panic!("{failure:?}") };
+    assert!(message.starts_with("applying the policies failed, nothing was changed: column \"org_id\" of relation \"files\" contains null values (SQLSTATE 23502)"), "{message}");
+    assert!(
+        message.contains("while running:\n    ALTER TABLE app.files ALTER COLUMN org_id SET NOT NULL;"),
+        "{message}"
+    );
+    assert!(message.contains("global_rows = true"), "{message}");
+}
+
+#[test]
 fn unsafe_or_unknown_application_roles_and_unknown_resources_are_refused() {
     let db = TestDb::new();
     let mut admin = db.admin();

@@ -101,9 +101,10 @@ pub struct PolicyArgs {
 pub struct SchemaArgs {
     #[command(flatten)]
     pub policies: PolicyArgs,
-    /// DDL files with the application schema: CREATE TABLE, CREATE INDEX, ... (pg_dump
-    /// --schema-only output and Rails' structure.sql too; statements that define no tables,
-    /// keys, indexes or views are skipped with a note)
+    /// A DDL file with the application schema, once per file (`--schema a.sql --schema b.sql`):
+    /// CREATE TABLE, CREATE INDEX, ... (pg_dump --schema-only output and Rails' structure.sql
+    /// too; other statements are skipped with a note, so a schema made by a chain of
+    /// migrations that alter and drop tables reads best from the database: --database-url)
     #[arg(long = "schema", value_name = "FILE", conflicts_with = "database_url")]
     pub schema: Vec<PathBuf>,
     /// Read the schema from this database instead [env: DATABASE_URL, used when no --schema]
@@ -120,7 +121,7 @@ pub struct AuditArgs {
     /// Schemas to look at [default: all but the system schemas and tenancy]
     #[arg(long = "schema", value_name = "SCHEMA")]
     pub schemas: Vec<String>,
-    /// Name of the column (uuid, text, varchar or integer) that marks a tenant table
+    /// Name of the column (uuid, text, varchar, smallint, integer or bigint) that marks a tenant table
     #[arg(long, default_value = "org_id", value_name = "COLUMN")]
     pub tenant_column: String,
     /// Application roles [default: lint: the roles named in policies on tenant tables; verify:

@@ -35,7 +35,18 @@ pub fn plan_in(policies: &PolicyArgs, url: &str, commit: bool) -> Result<(Compil
     let mut tx = client.transaction().map_err(|e| Failure::Database(describe_db_error(&e)))?;
     let compiled = compile_live(policies, &mut tx)?;
     let planned = crate::plan::plan(&mut tx, &emit::blocks(&compiled)).map_err(|e| {
-        Failure::Database(format!("applying the policies failed, nothing was changed: {}", describe_db_error(&e)))
+        let mut message = format!("applying the policies failed, nothing was changed: {}", describe_db_error(&e.error));
+        if let Some(unit) = &e.unit {
+            message.push_str(&format!("\n  while running:\n    {}", unit.replace('\n', "\n    ")));
+            if unit.contains(" SET NOT NULL;") && e.error.code() == Some(&postgres::error::SqlState::NOT_NULL_VIOLATION) {
+                message.push_str(
+                    "\n  hint: the tenant column holds NULLs, which belong to no organization: say what those rows are \
+                     in the table's policy (global_rows = true: every organization reads them; user_rows = \"<column>\": \
+                     a user's own), or give them an organization or delete them",
+                );
+            }
+        }
+        Failure::Database(message)
     })?;
     let end = if commit { tx.commit() } else { tx.rollback() };
     end.map_err(|e| Failure::Database(describe_db_error(&e)))?;
