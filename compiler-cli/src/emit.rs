@@ -737,6 +737,7 @@ fn sync_blocks(sync: &SyncMaps) -> Vec<Block> {
     SELECT p_id, p_key, s.slug, coalesce(p_name, s.slug), CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
       FROM (SELECT CASE WHEN p_slug ~ '^[a-z0-9]([a-z0-9-]{{0,61}}[a-z0-9])?$'\n\
                          AND NOT EXISTS (SELECT FROM tenancy.organizations o WHERE o.slug = p_slug AND o.id <> p_id)\n\
+                         AND (p_slug !~ '^org-[0-9a-f]{{32}}$' OR p_slug = 'org-' || replace(p_id::text, '-', ''))\n\
                         THEN p_slug ELSE 'org-' || replace(p_id::text, '-', '') END AS slug) s\n\
      WHERE p_op <> 'DELETE'\n\
     ON CONFLICT (id) DO UPDATE SET slug = EXCLUDED.slug, name = EXCLUDED.name, status = EXCLUDED.status, updated_at = now()\n\
@@ -746,24 +747,30 @@ fn sync_blocks(sync: &SyncMaps) -> Vec<Block> {
             "CREATE OR REPLACE FUNCTION {checked}(p_op text, p_old_id uuid, p_id uuid, p_key text, p_slug text, p_name text, p_active boolean) RETURNS void\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
 DECLARE\n\
     current_status text;\n\
+    current_key text;\n\
 BEGIN\n\
     -- Callable by any read-write application role, so it trusts no argument: it changes the\n\
-    -- context's own organization only, which must keep its id (row-level security on the\n\
-    -- application's table let the row through on the same terms). Admins rename it; owners\n\
-    -- delete, suspend or reactivate it. Organizations are created by DBAs or with\n\
-    -- tenancy.create_organization().\n\
+    -- context's own organization only, which must exist and keep its id and key (row-level\n\
+    -- security on the application's table let the row through on the same terms). Admins\n\
+    -- rename it; owners delete, suspend or reactivate it. Organizations are created by DBAs or\n\
+    -- with tenancy.create_organization(), and never re-created here (with their plan, quotas\n\
+    -- and usage gone). The slugs tenancy reserves (org-<id>) stay their organizations'.\n\
     IF p_op IS NULL OR p_op NOT IN ('UPDATE', 'DELETE') OR p_old_id IS NULL OR p_old_id IS DISTINCT FROM tenancy.current_org()\n\
        OR (p_op = 'UPDATE' AND (p_id IS DISTINCT FROM p_old_id OR p_active IS NULL)) THEN\n\
         RAISE EXCEPTION 'permission denied to % this organization', coalesce(lower(p_op), 'change')\n\
             USING ERRCODE = '42501', HINT = 'Organizations are created by DBAs or with tenancy.create_organization(), and never change their id.';\n\
     END IF;\n\
-    SELECT status INTO current_status FROM tenancy.organizations WHERE id = p_old_id;\n\
+    SELECT status, key INTO current_status, current_key FROM tenancy.organizations WHERE id = p_old_id;\n\
+    IF NOT FOUND THEN\n\
+        RAISE EXCEPTION 'permission denied to % this organization', lower(p_op)\n\
+            USING ERRCODE = '42501', HINT = 'Organizations are created by DBAs or with tenancy.create_organization().';\n\
+    END IF;\n\
     IF NOT tenancy.has_role(CASE WHEN p_op = 'DELETE' OR current_status IS DISTINCT FROM CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
                                  THEN 'owner' ELSE 'admin' END) THEN\n\
         RAISE EXCEPTION 'permission denied to % this organization', CASE WHEN p_op = 'DELETE' THEN 'delete' ELSE 'suspend or reactivate' END\n\
             USING ERRCODE = '42501', HINT = 'Owners delete, suspend and reactivate an organization; admins and owners rename it.';\n\
     END IF;\n\
-    PERFORM {direct}(p_op, p_old_id, p_id, p_key, p_slug, p_name, p_active);\n\
+    PERFORM {direct}(p_op, p_old_id, p_id, current_key, p_slug, p_name, p_active);\n\
 END\n$tenancy$;"
         );
         let function = format!(

@@ -372,6 +372,33 @@ fn the_applications_own_organizations_and_memberships_are_kept_in_sync() {
             .unwrap_err();
         assert_eq!(e.code, "42501", "{call}: {}", e.message);
     }
+    // Nor does it take a slug tenancy reserves for another organization (its ids may be
+    // predictable: org_key_id() of the next serial), nor re-create an organization it deleted,
+    // which would come back without its plan, quotas and usage (an attack round's findings).
+    let reserved = "org-eeeeeeee00000000000000000000000e";
+    in_context(
+        &mut c,
+        ONE,
+        "1",
+        &format!("SELECT saas.tenancy_sync_organizations_checked('UPDATE', '{ONE}', '{ONE}', NULL, '{reserved}', 'Saas One', true)"),
+    )
+    .unwrap();
+    assert_eq!(count(&mut admin, &format!("tenancy.organizations WHERE slug = '{reserved}'")), 0);
+    admin.batch_execute(&format!("UPDATE tenancy.organizations SET slug = 'saas-one' WHERE id = '{ONE}'")).unwrap();
+    {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&format!(
+            "SELECT tenancy.set_context('{ONE}', '1');
+             SELECT saas.tenancy_sync_organizations_checked('DELETE', '{ONE}', NULL, NULL, NULL, NULL, NULL);"
+        ))
+        .unwrap();
+        let again = tx
+            .batch_execute(&format!(
+                "SELECT saas.tenancy_sync_organizations_checked('UPDATE', '{ONE}', '{ONE}', NULL, 'saas-one', 'Saas One', true)"
+            ))
+            .unwrap_err();
+        assert_eq!(DbError::of(&again).code, "42501", "{again}");
+    }
     // Nor does it give the organization a key of the caller's choosing.
     let forged = in_context(
         &mut c,
