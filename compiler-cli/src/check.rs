@@ -1489,7 +1489,12 @@ fn check_tenant_keys(
             if crate::rules::unique_key(&key, column, &inside, reason) != crate::rules::UniqueKey::Unsafe {
                 continue;
             }
-            if let Some(why) = random_ids.filter(|_| crate::rules::is_application_id(&key, index.primary)) {
+            // A unique index on the primary key's one column again (Prisma makes both) is that key.
+            let primary_again = !index.primary
+                && table.indexes.iter().any(|p| p.primary && p.columns.len() == 1 && p.columns == index.columns);
+            if let Some(why) =
+                random_ids.filter(|_| crate::rules::is_application_id(&key, index.primary || primary_again))
+            {
                 // Recorded by apply like a globally_unique key, so that lint shows it as waived.
                 compiled_table.waivers.push((wanted.clone(), crate::rules::application_id_reason(why)));
                 continue;
