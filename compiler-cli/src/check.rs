@@ -1298,7 +1298,7 @@ fn check_sync(
     let mut unused = Vec::new();
     // The sync reads these columns with a DBA's rights (the backfill).
     let column = |table: &Table, source: SourceId, c: &Spanned<String>, diags: &mut Vec<Diagnostic>| {
-        let help = "the organizations and memberships sync reads text, varchar, uuid, bytea, smallint, integer or bigint columns";
+        let help = "the organizations and memberships sync reads text, varchar, uuid, bytea, smallint, integer or bigint columns (and enums for the role)";
         builtin_column(table, source, c, "sync", ("tenancy::sync-column-type", help), diags)
             .map(|(col, _)| col.name.clone())
     };
@@ -1330,7 +1330,11 @@ fn check_sync(
         let organization = column(table, s.source, &map.organization, diags)?;
         let organization_key = org_key_type(table, &organization, s.source, map.organization.span(), diags)?;
         let user = column(table, s.source, &map.user, diags)?;
+        // The role may be an enum too: its values read as text with a built-in cast.
         let role = match &map.role {
+            Some(c) if table.column(c.get_ref()).is_some_and(|col| catalog.enum_types.contains(&col.data_type)) => {
+                Some(c.get_ref().clone())
+            }
             Some(c) => Some(column(table, s.source, c, diags)?),
             None => None,
         };

@@ -73,6 +73,11 @@ pub fn read(sources: &Sources, source: SourceId, catalog: &mut Catalog) -> Resul
         }
         let Some(kind) = needed(piece.text) else {
             let kind = kind_of(piece.text);
+            if kind == "CREATE TYPE" {
+                if let Some(name) = enum_type_name(piece.text) {
+                    catalog.enum_types.insert(name);
+                }
+            }
             // Schemas are known from their tables: not worth a note.
             if kind != "CREATE SCHEMA" {
                 *skipped.0.entry(kind).or_default() += 1;
@@ -371,6 +376,17 @@ fn needed(sql: &str) -> Option<Needed> {
 }
 
 /// What a skipped statement is, for the note: `CREATE FUNCTION`, `SET`, `\restrict`, ...
+/// The name of the enum type `CREATE TYPE name AS ENUM (...)` creates, lowercased as column
+/// types are (`"Role"` → `"role"`); None for any other statement.
+fn enum_type_name(sql: &str) -> Option<String> {
+    let rest = sql.trim_start().get("CREATE TYPE".len()..)?.trim_start();
+    let end = rest.find(|c: char| c.is_whitespace())?;
+    let (name, after) = rest.split_at(end);
+    let mut words = after.split_whitespace().map(str::to_ascii_uppercase);
+    (words.next().as_deref() == Some("AS") && words.next().is_some_and(|w| w.starts_with("ENUM")))
+        .then(|| name.to_lowercase())
+}
+
 fn kind_of(sql: &str) -> String {
     let w = words(sql, 3);
     let two_word_type = |x: &String| matches!(x.as_str(), "MATERIALIZED" | "UNIQUE" | "UNLOGGED" | "FOREIGN" | "EVENT");
@@ -597,6 +613,19 @@ mod tests {
         let id = sources.add("schema.sql", sql);
         let mut c = Catalog::default();
         read(&sources, id, &mut c).map(|_| c)
+    }
+
+    #[test]
+    fn enum_types_are_known_as_their_columns_spell_them() {
+        let c = catalog(
+            "CREATE TYPE public.\"Role\" AS ENUM ('OWNER', 'MEMBER');
+             CREATE TYPE public.pair AS (a int, b int);
+             CREATE TABLE public.m (role public.\"Role\" NOT NULL, p public.pair);",
+        )
+        .unwrap();
+        let m = &c.tables[&QualifiedName::new("public", "m")];
+        assert!(c.enum_types.contains(&m.columns[0].data_type), "{:?} {:?}", c.enum_types, m.columns[0].data_type);
+        assert!(!c.enum_types.contains(&m.columns[1].data_type));
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub fn read(
             });
         }
     }
+    // Spelled as format_type() spells the columns' types in this same session.
+    for row in client.query("SELECT format_type(t.oid, NULL) FROM pg_type t WHERE t.typtype = 'e'", &[])? {
+        catalog.enum_types.insert(row.get(0));
+    }
     let indexes = client.query(
         "SELECT n.nspname::text, c.relname::text, i.relname::text,
                 -- An exclusion constraint's conflicts reveal values as a unique key's do.

@@ -127,6 +127,9 @@ pub struct View {
 pub struct Catalog {
     pub tables: BTreeMap<QualifiedName, Table>,
     pub views: BTreeMap<QualifiedName, View>,
+    /// Enum types, spelled as columns' `data_type` spells them: their values read as text with
+    /// a built-in cast (an application's roles are often one, Prisma's `enum Role`).
+    pub enum_types: std::collections::BTreeSet<String>,
 }
 
 impl Catalog {

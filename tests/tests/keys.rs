@@ -12,10 +12,12 @@ use pg_tenancy_e2e::*;
 const TEXT_KEYED: &str = "
 CREATE SCHEMA keyed;
 CREATE TABLE keyed.organizations (id text PRIMARY KEY, name text NOT NULL);
+-- Prisma's `enum Role`: NONE is a member without access.
+CREATE TYPE keyed.\"Role\" AS ENUM ('OWNER', 'ADMIN', 'MEMBER', 'NONE');
 CREATE TABLE keyed.memberships (
     org_id   text NOT NULL REFERENCES keyed.organizations (id) ON DELETE CASCADE,
     user_id  text NOT NULL,
-    role     text NOT NULL DEFAULT 'member',
+    role     keyed.\"Role\" NOT NULL DEFAULT 'MEMBER',
     PRIMARY KEY (org_id, user_id)
 );
 CREATE TABLE keyed.contacts (
@@ -48,8 +50,8 @@ CREATE INDEX ON keyed.notes (org_id);
 INSERT INTO keyed.organizations VALUES
     ('org_acme', 'Acme'), ('org_globex', 'Globex'), ('7c9e6679-7425-40de-944b-e07fc1f90ae7', 'Initech');
 INSERT INTO keyed.memberships VALUES
-    ('org_acme', 'alice', 'owner'), ('org_acme', 'bob', 'member'), ('org_globex', 'gina', 'owner'),
-    ('7c9e6679-7425-40de-944b-e07fc1f90ae7', 'ian', 'owner');
+    ('org_acme', 'alice', 'OWNER'), ('org_acme', 'bob', 'MEMBER'), ('org_globex', 'gina', 'OWNER'),
+    ('7c9e6679-7425-40de-944b-e07fc1f90ae7', 'ian', 'OWNER'), ('org_acme', 'nora', 'NONE');
 INSERT INTO keyed.contacts VALUES
     ('org_acme', 'cl9ebqhxk00008eqf1ixw2aay', 'wile@acme.test'),
     ('org_globex', 'cl9ebqhxk00018eqfc2v3f0kz', 'hank@globex.test'),
@@ -102,6 +104,7 @@ table = "keyed.memberships"
 organization = "org_id"
 user = "user_id"
 role = "role"
+roles = { OWNER = "owner", ADMIN = "admin", MEMBER = "member" }
 
 [lookups]
 api_key = { table = "keyed.api_keys", key = "digest" }
@@ -171,6 +174,10 @@ fn text_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() {
     // The uuid of a key starts the same context.
     let by_uuid = "SELECT tenancy.set_context(tenancy.org_key_id('org_globex'), 'gina')";
     assert_eq!(in_context(&mut c, by_uuid, "SELECT email FROM keyed.contacts").unwrap(), vec!["hank@globex.test"]);
+    // The role is the application's enum, mapped: NONE is no membership.
+    assert_eq!(in_context(&mut c, acme, "SELECT tenancy.current_member_role()").unwrap(), vec!["owner"]);
+    let none = in_context(&mut c, "SELECT tenancy.set_context_key('org_acme', 'nora')", "SELECT 1").unwrap_err();
+    assert_eq!(none.code, "42501");
     // Not a member, or a key that differs by a letter's case: refused like any organization
     // the user does not belong to.
     for start in [
@@ -285,7 +292,7 @@ fn text_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() {
     admin
         .batch_execute(
             "INSERT INTO keyed.organizations VALUES ('org_hooli', 'Hooli');
-             INSERT INTO keyed.memberships VALUES ('org_hooli', 'gavin', 'owner');
+             INSERT INTO keyed.memberships VALUES ('org_hooli', 'gavin', 'OWNER');
              UPDATE keyed.organizations SET name = 'Acme Corp' WHERE id = 'org_acme';",
         )
         .unwrap();
