@@ -760,7 +760,8 @@ BEGIN\n\
         RAISE EXCEPTION 'permission denied to % this organization', coalesce(lower(p_op), 'change')\n\
             USING ERRCODE = '42501', HINT = 'Organizations are created by DBAs or with tenancy.create_organization(), and never change their id.';\n\
     END IF;\n\
-    SELECT status, key INTO current_status, current_key FROM tenancy.organizations WHERE id = p_old_id;\n\
+    -- Locked, so that a concurrent transaction deleting it is waited for and then seen.\n\
+    SELECT status, key INTO current_status, current_key FROM tenancy.organizations WHERE id = p_old_id FOR UPDATE;\n\
     IF NOT FOUND THEN\n\
         RAISE EXCEPTION 'permission denied to % this organization', lower(p_op)\n\
             USING ERRCODE = '42501', HINT = 'Organizations are created by DBAs or with tenancy.create_organization().';\n\

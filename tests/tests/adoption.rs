@@ -440,6 +440,43 @@ fn the_applications_own_organizations_and_memberships_are_kept_in_sync() {
     assert_eq!(count(&mut admin, &format!("tenancy.members WHERE org_id = '{TWO}'")), 0);
 }
 
+/// An owner deleting its organization in one transaction and "updating" it in another, at once,
+/// does not get it re-created without its plan and quotas (found by an attack round): the
+/// update waits for the delete and then finds nothing.
+#[test]
+fn an_organization_deleted_by_one_transaction_is_not_re_created_by_another() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(SAAS).unwrap();
+    apply_policy(&db, &saas_policy());
+    // The owner is counted as this month's active user already, so that its next context
+    // writes nothing that would wait for the delete.
+    in_context(&mut db.app(), TWO, "4", "SELECT 1").unwrap();
+    let mut deleting = db.app();
+    let mut tx = deleting.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SELECT tenancy.set_context('{TWO}', '4');
+         SELECT saas.tenancy_sync_organizations_checked('DELETE', '{TWO}', NULL, NULL, NULL, NULL, NULL);"
+    ))
+    .unwrap();
+    let name = db.name.clone();
+    let updating = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&app_url(&name), postgres::NoTls).unwrap();
+        in_context(
+            &mut c,
+            TWO,
+            "4",
+            &format!("SELECT saas.tenancy_sync_organizations_checked('UPDATE', '{TWO}', '{TWO}', NULL, 'back', 'Back', true)"),
+        )
+    });
+    // The update is waiting for the delete's lock on the row.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    tx.commit().unwrap();
+    let e = updating.join().unwrap().unwrap_err();
+    assert_eq!(e.code, "42501", "{}", e.message);
+    assert_eq!(count(&mut admin, &format!("tenancy.organizations WHERE id = '{TWO}'")), 0);
+}
+
 #[test]
 fn new_tables_are_closed_at_once_and_new_partitions_get_their_parents_policies() {
     let db = TestDb::new();
