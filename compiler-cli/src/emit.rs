@@ -867,7 +867,15 @@ BEGIN\n\
     -- Anyone else, with the rights of their tenant context. A row that moved, or stopped being a\n\
     -- membership, is removed; one that is a membership now is added or updated.\n\
     IF old_org IS NOT NULL AND (new_org IS DISTINCT FROM old_org OR new_user IS DISTINCT FROM old_user) THEN\n\
-        PERFORM tenancy.remove_member(old_org, old_user);\n\
+        BEGIN\n\
+            PERFORM tenancy.remove_member(old_org, old_user);\n\
+        EXCEPTION WHEN undefined_object THEN\n\
+            -- The context's own organization is gone: this transaction deleted it (with its\n\
+            -- members), and the application's cascade is deleting its memberships now.\n\
+            IF old_org IS DISTINCT FROM tenancy.current_org() THEN\n\
+                RAISE;\n\
+            END IF;\n\
+        END;\n\
     END IF;\n\
     IF new_org IS NOT NULL THEN\n\
         IF new_org IS NOT DISTINCT FROM old_org AND new_user IS NOT DISTINCT FROM old_user THEN\n\

@@ -435,7 +435,9 @@ fn the_applications_own_organizations_and_memberships_are_kept_in_sync() {
         "42501",
         "a soft-deleted organization is suspended"
     );
-    admin.batch_execute(&format!("DELETE FROM saas.organizations WHERE id = '{TWO}'")).unwrap();
+    // Its owner deletes an organization through the application's table: the memberships go with
+    // it (the application's cascade), and so does tenancy's organization.
+    in_context(&mut c, TWO, "4", &format!("DELETE FROM saas.organizations WHERE id = '{TWO}'")).unwrap();
     assert_eq!(count(&mut admin, &format!("tenancy.organizations WHERE id = '{TWO}'")), 0);
     assert_eq!(count(&mut admin, &format!("tenancy.members WHERE org_id = '{TWO}'")), 0);
 }
