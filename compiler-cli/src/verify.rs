@@ -257,6 +257,10 @@ fn run(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<Report, 
             me.get::<_, String>(1)
         )));
     }
+    // Nothing the audited schemas define may resolve in the verifier's own statements, and the
+    // columns' types are read under the same search_path, so that format_type() qualifies every
+    // type the verifier will name in a cast (`public."Role"`).
+    tx.batch_execute("SET LOCAL search_path = pg_catalog, pg_temp")?;
     let tables = read_tables(tx, options)?;
     if tables.is_empty() {
         return Err(VerifyError::Unusable("no tables to verify in the audited schemas".into()));
@@ -267,8 +271,6 @@ fn run(tx: &mut postgres::Transaction<'_>, options: &Options) -> Result<Report, 
             "no application role: no role other than superusers and the tables' owners is a member of tenancy_writer or tenancy_reader (tenancy apply grants them to the roles of the policy files; or pass --app-role)".into(),
         ));
     }
-    // Nothing the audited schemas define may resolve in the verifier's own statements.
-    tx.batch_execute("SET LOCAL search_path = pg_catalog, pg_temp")?;
     let orgs = create_orgs(tx)?;
     let tenant_column = options.tenant_column.as_str();
     // Every check's constraints are checked by its own statement: a deferred trigger cannot fire
@@ -526,7 +528,20 @@ fn generate(column: &Column, n: u64) -> Option<String> {
     if let Some(s) = &column.suggested {
         return cast(s.clone());
     }
-    let base = t.split('(').next().unwrap_or(t).trim();
+    // The type without its modifiers (`timestamp(3) without time zone`) or its schema
+    // (`public.citext`).
+    let mut base = String::new();
+    let mut depth = 0;
+    for ch in t.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ if depth == 0 => base.push(ch),
+            _ => {}
+        }
+    }
+    let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
+    let base = base.rsplit('.').next().unwrap_or(&base).trim_matches('"');
     match base {
         "uuid" => Some("gen_random_uuid()".into()),
         "text" | "character varying" | "character" | "name" | "citext" => cast(format!("v{n}")),
