@@ -6,7 +6,7 @@ use crate::diagnostics::{Diagnostic, SourceId, Sources};
 use crate::live::LiveFacts;
 use crate::model::*;
 use crate::policy::{Command, PolicyFile, TableKind, TablePolicy, MEMBER_ROLES};
-use crate::schema::{Catalog, Origin, QualifiedName, Table};
+use crate::schema::{builtin_type, Catalog, Origin, QualifiedName, Table};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use toml::Spanned;
@@ -1141,22 +1141,6 @@ fn check_services(
     out
 }
 
-/// Types a generated function compares or returns (lookups, the sync): built in, so that the
-/// function (which reads the table with the DBA's rights) runs no operator or cast the table's
-/// owner defined.
-fn builtin_type(data_type: &str) -> Option<&'static str> {
-    match data_type.split('(').next().unwrap_or("").trim() {
-        "text" => Some("text"),
-        "character varying" | "varchar" => Some("text"),
-        "uuid" => Some("uuid"),
-        "bytea" => Some("bytea"),
-        "smallint" | "int2" => Some("smallint"),
-        "integer" | "int" | "int4" => Some("integer"),
-        "bigint" | "int8" => Some("bigint"),
-        _ => None,
-    }
-}
-
 /// Resolves `[lookups]`: a tenant table of these policies, a unique key column of a built-in type,
 /// the organization column (default the tenant column) and an optional user column.
 fn check_lookups(
@@ -1496,14 +1480,22 @@ fn check_tenant_keys(
             // A unique index on the primary key's one column again (Prisma makes both) is that key.
             let primary_again = !index.primary
                 && table.indexes.iter().any(|p| p.primary && p.columns.len() == 1 && p.columns == index.columns);
-            if let Some(why) =
-                random_ids.filter(|_| crate::rules::is_application_id(&key, index.primary || primary_again))
-            {
+            let application_id = crate::rules::is_application_id(&key, index.primary || primary_again);
+            if let Some(why) = random_ids.filter(|_| application_id) {
                 // Recorded by apply like a globally_unique key, so that lint shows it as waived.
                 compiled_table.waivers.push((wanted.clone(), crate::rules::application_id_reason(why)));
                 continue;
             }
             let what = if index.primary { "PRIMARY KEY" } else { "UNIQUE" };
+            let random_hint = |examples: &str| {
+                if application_id {
+                    format!(
+                        "; or, if the application fills it with random ids{examples}, say so once for every such key: random_ids = \"why\""
+                    )
+                } else {
+                    String::new()
+                }
+            };
             if kind == "identity" {
                 diags.push(
                     Diagnostic::error(
@@ -1515,54 +1507,38 @@ fn check_tenant_keys(
                         "a user who sets their own row's value to another's learns from the unique violation that it is taken: \
                          if that is meant (one account per address, which sign-up tells anyway), declare it in the policy: \
                          globally_unique = {{ \"{wanted}\" = \"why\" }}{}",
-                        if crate::rules::is_application_id(&key, index.primary) {
-                            "; or, if the application fills it with random ids, say so once for every such key: random_ids = \"why\""
-                        } else {
-                            ""
-                        }
+                        random_hint("")
                     )),
                 );
                 continue;
             }
-            if let Some(parent) = &parent_key {
-                let parent = parent.join(", ");
-                diags.push(
-                    Diagnostic::error(
-                        "tenancy::unique-not-tenant-scoped",
-                        format!("{what} ({}) of tenant table `{name}` does not include its parent key ({parent})", cols.join(", ")),
-                    )
-                    .label(*source, span.clone(), "tenant table declared here")
-                    .help(format!(
-                        "its rows belong to the organization of their parent row, and unique violations would reveal other \
-                         organizations' values: use {what} ({parent}, {}){defined}; or, if the values are meant to be unique \
-                         across organizations, declare it in the policy: globally_unique = {{ \"{wanted}\" = \"why\" }}{}",
-                        cols.join(", "),
-                        if crate::rules::is_application_id(&key, index.primary) {
-                            "; or, if the application fills it with random ids, say so once for every such key: random_ids = \"why\""
-                        } else {
-                            ""
-                        }
-                    )),
-                );
-                continue;
-            }
+            // What the key must include: the tenant column, or a child table's parent key.
+            let (missing, scope, why, examples) = match &parent_key {
+                Some(parent) => (
+                    format!("its parent key ({})", parent.join(", ")),
+                    parent.join(", "),
+                    "its rows belong to the organization of their parent row, and unique violations would reveal other \
+                     organizations' values",
+                    "",
+                ),
+                None => (
+                    format!("`{column}`"),
+                    column.clone(),
+                    "unique violations would reveal other organizations' values",
+                    " (Django's UUIDField(default=uuid.uuid4), Prisma's @default(uuid()) or @default(cuid()))",
+                ),
+            };
             diags.push(
                 Diagnostic::error(
                     "tenancy::unique-not-tenant-scoped",
-                    format!("{what} ({}) of tenant table `{name}` does not include `{column}`", cols.join(", ")),
+                    format!("{what} ({}) of tenant table `{name}` does not include {missing}", cols.join(", ")),
                 )
                 .label(*source, span.clone(), "tenant table declared here")
                 .help(format!(
-                    "unique violations would reveal other organizations' values: use {what} ({column}, {}){defined}; \
-                     or, if the values are meant to be unique across organizations, declare it in the policy: \
-                     globally_unique = {{ \"{wanted}\" = \"why\" }}{}",
+                    "{why}: use {what} ({scope}, {}){defined}; or, if the values are meant to be unique across \
+                     organizations, declare it in the policy: globally_unique = {{ \"{wanted}\" = \"why\" }}{}",
                     cols.join(", "),
-                    if crate::rules::is_application_id(&key, index.primary) {
-                        "; or, if the application fills it with random ids (Django's UUIDField(default=uuid.uuid4), \
-                         Prisma's @default(uuid()) or @default(cuid())), say so once for every such key: random_ids = \"why\""
-                    } else {
-                        ""
-                    }
+                    random_hint(examples)
                 )),
             );
         }

@@ -45,10 +45,10 @@ pub enum TenantKey {
 impl TenantKey {
     /// The key type of a column of type `data_type` (as the catalog spells it), if it can be one.
     pub fn of_type(data_type: &str) -> Option<TenantKey> {
-        match data_type.split('(').next().unwrap_or("").trim() {
+        match crate::schema::builtin_type(data_type)? {
             "uuid" => Some(TenantKey::Uuid),
-            "text" | "character varying" | "varchar" => Some(TenantKey::Text),
-            "smallint" | "int2" | "integer" | "int" | "int4" | "bigint" | "int8" => Some(TenantKey::Integer),
+            "text" => Some(TenantKey::Text),
+            "smallint" | "integer" | "bigint" => Some(TenantKey::Integer),
             _ => None,
         }
     }

@@ -77,8 +77,7 @@ pub fn unique_key(key: &Key, tenant: &str, references: &[Vec<String>], waiver: O
 /// without a server default: a key the application may fill with random ids itself (uuids,
 /// Prisma's cuids), which the policy file's `random_ids` declares.
 pub fn is_application_id(key: &Key, primary: bool) -> bool {
-    let id_type =
-        |t: &str| matches!(t.split('(').next().unwrap_or("").trim(), "uuid" | "text" | "character varying" | "varchar");
+    let id_type = |t: &str| matches!(crate::schema::builtin_type(t), Some("uuid" | "text"));
     matches!(key.columns.as_slice(), [only] if primary && only.name.is_some() && id_type(only.data_type) && only.default.is_none())
 }
 

@@ -152,6 +152,23 @@ pub fn storage_type(data_type: &str) -> String {
     }
 }
 
+/// Types a generated function compares or returns (lookups, the sync) and tenant columns may
+/// have: built in, so that the function (which reads the table with the DBA's rights) runs no
+/// operator or cast the table's owner defined. Varchar is `text`, a serial its integer type;
+/// lengths are dropped.
+pub fn builtin_type(data_type: &str) -> Option<&'static str> {
+    match storage_type(data_type.split('(').next().unwrap_or("").trim()).as_str() {
+        "text" => Some("text"),
+        "character varying" | "varchar" => Some("text"),
+        "uuid" => Some("uuid"),
+        "bytea" => Some("bytea"),
+        "smallint" | "int2" => Some("smallint"),
+        "integer" | "int" | "int4" => Some("integer"),
+        "bigint" | "int8" => Some("bigint"),
+        _ => None,
+    }
+}
+
 /// Words that must be quoted when used as identifiers (PostgreSQL's reserved keywords).
 const RESERVED: &[&str] = &[
     "all",
@@ -249,6 +266,17 @@ pub fn quote_ident(ident: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn built_in_types_as_generated_functions_and_tenant_keys_read_them() {
+        assert_eq!(builtin_type("character varying(64)"), Some("text"));
+        assert_eq!(builtin_type("bigserial"), Some("bigint"), "a serial in a schema file is its integer type");
+        assert_eq!(builtin_type("int4"), Some("integer"));
+        assert_eq!(builtin_type("citext"), None);
+        assert_eq!(crate::model::TenantKey::of_type("serial"), Some(crate::model::TenantKey::Integer));
+        assert_eq!(crate::model::TenantKey::of_type("varchar(30)"), Some(crate::model::TenantKey::Text));
+        assert_eq!(crate::model::TenantKey::of_type("bytea"), None);
+    }
 
     #[test]
     fn identifiers_are_quoted_only_when_needed() {
