@@ -177,7 +177,7 @@ pub fn current_org_bigint() -> Option<i64> {
 /// `key` as a bigint when it is one in PostgreSQL's own output form (`42`, `-7`; not `042` or
 /// `+42`): the key the sync writes for an integer id is `id::text`, so no two organizations'
 /// keys name the same number.
-pub fn bigint_key(key: &str) -> Option<i64> {
+fn bigint_key(key: &str) -> Option<i64> {
     key.parse::<i64>().ok().filter(|n| n.to_string() == key)
 }
 

@@ -173,9 +173,7 @@ impl TenantParam {
         match crate::key::ColumnKind::of(relation, column)? {
             crate::key::ColumnKind::Uuid => Some(TenantParam::Uuid(org)),
             crate::key::ColumnKind::Text => crate::key::key_of(&org).map(TenantParam::Text),
-            crate::key::ColumnKind::Integer => {
-                crate::key::key_of(&org).and_then(|k| crate::key::bigint_key(&k)).map(TenantParam::Int)
-            }
+            crate::key::ColumnKind::Integer => crate::key::with_key(&org, |_, n| n).flatten().map(TenantParam::Int),
         }
     }
 
