@@ -65,7 +65,7 @@ CREATE TABLE tenancy.organizations (
     name        text NOT NULL CHECK (btrim(name) <> '' AND char_length(name) <= 200),
     plan        text NOT NULL DEFAULT 'free' REFERENCES tenancy.plans (name),
     settings    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(settings) = 'object'),
-    parent_id   uuid REFERENCES tenancy.organizations (id),
+    parent_id   uuid REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
     status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),

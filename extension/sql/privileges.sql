@@ -31,6 +31,10 @@ BEGIN
                'tenancy.current_org_key()', 'tenancy.current_org_bigint()', 'tenancy.org_key_id(text)',
                'tenancy.set_context_key(text, text)', 'tenancy.set_session_context_key(text, text)',
                'tenancy.set_service_context_key(text, text)',
+               'tenancy.current_project()', 'tenancy.current_project_key()', 'tenancy.current_project_bigint()',
+               'tenancy.has_org_role(text)', 'tenancy.has_org_permission(text)',
+               'tenancy.set_project_context(uuid, text)', 'tenancy.set_project_context_key(text, text)',
+               'tenancy.set_session_project_context(uuid, text)', 'tenancy.set_session_project_context_key(text, text)',
                'tenancy.user_organizations(text)', 'tenancy.org_id(text, text)',
                'tenancy.quota(uuid, text)', 'tenancy.quotas(uuid)',
                'tenancy.usage(uuid, text, timestamptz, timestamptz)', 'tenancy.usage_report(timestamptz, timestamptz)',
@@ -49,7 +53,8 @@ GRANT EXECUTE ON FUNCTION
     tenancy.remove_member(uuid, text), tenancy.set_organization_status(uuid, text),
     tenancy.share(regclass, text, uuid, text[]), tenancy.share(regclass, anyelement, uuid, text[]),
     tenancy.unshare(regclass, text, uuid), tenancy.unshare(regclass, anyelement, uuid),
-    tenancy.record_usage(text, bigint), tenancy.try_record_usage(text, bigint)
+    tenancy.record_usage(text, bigint), tenancy.try_record_usage(text, bigint),
+    tenancy.set_project_member(uuid, text, text), tenancy.remove_project_member(uuid, text)
 TO tenancy_writer, tenancy_admin;
 
 GRANT EXECUTE ON FUNCTION

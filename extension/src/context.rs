@@ -10,7 +10,7 @@
 
 use crate::error::TenancyError;
 use crate::gucs;
-use crate::membership::{self, Membership};
+use crate::membership::{self, Membership, OrgRole};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -80,9 +80,9 @@ impl Checked {
     }
 }
 
-/// Writes a whole context: `org` (canonical uuid text, or "" for none), `user`, the membership
-/// and when it was checked.
-pub(crate) fn write_all(org: &str, user: &str, m: Option<&Membership>, checked: Checked, scope: Scope) {
+/// Writes a whole context: `org` (canonical uuid text, or "" for none), `project` (the same, or
+/// "" for an organization context), `user`, the membership and when it was checked.
+pub(crate) fn write_all(org: &str, project: &str, user: &str, m: Option<&Membership>, checked: Checked, scope: Scope) {
     let (role, ranks, permissions) = m.map_or(("", "", ""), |m| (&*m.role, &*m.role_ranks, &*m.permissions));
     let mut membership = checked.text();
     membership.reserve(3 + role.len() + ranks.len() + permissions.len());
@@ -90,7 +90,18 @@ pub(crate) fn write_all(org: &str, user: &str, m: Option<&Membership>, checked: 
         membership.push(';');
         membership.push_str(part);
     }
+    if let Some(o) = m.and_then(|m| m.org.as_ref()) {
+        for part in [&o.role, &o.permissions] {
+            membership.push(';');
+            membership.push_str(part);
+        }
+    }
     write(gucs::ORG_ID_NAME, org, scope);
+    // An organization context over none leaves the (empty) project alone: one setting fewer to
+    // write on the single-level path.
+    if !project.is_empty() || !gucs::with(&gucs::PROJECT_ID, <[u8]>::is_empty) {
+        write(gucs::PROJECT_ID_NAME, project, scope);
+    }
     write(gucs::USER_ID_NAME, user, scope);
     write(gucs::MEMBERSHIP_NAME, &membership, scope);
 }
@@ -102,24 +113,39 @@ struct Parts<'a> {
     role: &'a [u8],
     ranks: &'a [u8],
     permissions: &'a [u8],
+    /// The organization's role and permissions, when `role` is a project's override of it.
+    org: Option<(&'a [u8], &'a [u8])>,
 }
 
 impl<'a> Parts<'a> {
     fn of(bytes: &'a [u8]) -> Parts<'a> {
-        let mut parts = bytes.splitn(4, |b| *b == b';');
+        let mut parts = bytes.splitn(6, |b| *b == b';');
         let mut next = || parts.next().unwrap_or_default();
-        Parts { checked: next(), role: next(), ranks: next(), permissions: next() }
+        let (checked, role, ranks, permissions) = (next(), next(), next(), next());
+        let org = match (parts.next(), parts.next()) {
+            (Some(role), Some(permissions)) => Some((role, permissions)),
+            _ => None,
+        };
+        Parts { checked, role, ranks, permissions, org }
     }
 
     fn role(&self) -> Option<String> {
         (!self.role.is_empty()).then(|| String::from_utf8_lossy(self.role).into_owned())
     }
 
+    /// The organization role and its permissions: the project's organization's in a project
+    /// context, else the role itself.
+    fn org_role(&self) -> (&'a [u8], &'a [u8]) {
+        self.org.unwrap_or((self.role, self.permissions))
+    }
+
     fn membership(&self) -> Option<Membership> {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         Some(Membership {
             role: self.role()?,
-            role_ranks: String::from_utf8_lossy(self.ranks).into_owned(),
-            permissions: String::from_utf8_lossy(self.permissions).into_owned(),
+            role_ranks: text(self.ranks),
+            permissions: text(self.permissions),
+            org: self.org.map(|(role, permissions)| OrgRole { role: text(role), permissions: text(permissions) }),
         })
     }
 }
@@ -136,52 +162,86 @@ pub struct Context {
     pub member: Option<Membership>,
 }
 
-/// (organization, user, trusted role) -> (the generation it was checked at, the membership then,
-/// if any).
-type Rechecked = foldhash::HashMap<([u8; 16], String, Option<String>), (u64, Option<Membership>)>;
+/// (organization, project, user, trusted role) -> (the generation it was checked at, the
+/// membership then, if any).
+type Rechecked = foldhash::HashMap<([u8; 16], Option<[u8; 16]>, String, Option<String>), (u64, Option<Membership>)>;
+
+/// The last uuid text a reader parsed, and its bytes.
+type LastParsed = std::cell::Cell<Option<([u8; 36], [u8; 16])>>;
 
 thread_local! {
-    /// The last organization text [`context_org`] parsed, and its bytes.
-    static LAST_ORG: std::cell::Cell<Option<([u8; 36], [u8; 16])>> = const { std::cell::Cell::new(None) };
-    /// Memberships checked again after their generation moved, by (organization, user): what a
-    /// session context whose settings cannot be rewritten (inside a parallel query) answers with.
+    /// The last organization text [`context_org`] parsed.
+    static LAST_ORG: LastParsed = const { std::cell::Cell::new(None) };
+    /// The same for [`context_project`].
+    static LAST_PROJECT: LastParsed = const { std::cell::Cell::new(None) };
+    /// Memberships checked again after their generation moved, by (organization, project, user):
+    /// what a session context whose settings cannot be rewritten (inside a parallel query)
+    /// answers with.
     static RECHECKED: RefCell<Rechecked> = RefCell::new(Rechecked::default());
 }
 
-/// The organization of the context, parsed (None: no context). Reads the setting in place.
-fn context_org() -> Option<pgrx::Uuid> {
-    gucs::with(&gucs::ORG_ID, |bytes| {
+/// The uuid a context setting holds, parsed (None: empty). Reads the setting in place; the last
+/// text parsed is remembered in `last` (a comparison of 36 bytes instead of parsing them: the
+/// readers run once per statement each).
+fn setting_uuid(
+    setting: &pgrx::GucSetting<Option<CString>>,
+    name: &str,
+    last: &'static std::thread::LocalKey<LastParsed>,
+) -> Option<pgrx::Uuid> {
+    gucs::with(setting, |bytes| {
         if bytes.is_empty() {
             return None;
         }
-        // The readers run once per statement each: the last text parsed is remembered (a
-        // comparison of 36 bytes instead of parsing them).
-        if let Some(org) = LAST_ORG.with(|last| last.get().filter(|(text, _)| text[..] == *bytes).map(|(_, org)| org)) {
-            return Some(pgrx::Uuid::from_bytes(org));
+        if let Some(id) = last.with(|last| last.get().filter(|(text, _)| text[..] == *bytes).map(|(_, id)| id)) {
+            return Some(pgrx::Uuid::from_bytes(id));
         }
         match parse_uuid(bytes) {
-            Some(org) => {
+            Some(id) => {
                 if let Ok(text) = <[u8; 36]>::try_from(bytes) {
-                    LAST_ORG.with(|last| last.set(Some((text, org))));
+                    last.with(|last| last.set(Some((text, id))));
                 }
-                Some(pgrx::Uuid::from_bytes(org))
+                Some(pgrx::Uuid::from_bytes(id))
             }
-            None => TenancyError::CorruptContext(format!(
-                "tenancy.org_id is not a uuid: \"{}\"",
-                String::from_utf8_lossy(bytes)
-            ))
-            .raise(),
+            None => {
+                TenancyError::CorruptContext(format!("{name} is not a uuid: \"{}\"", String::from_utf8_lossy(bytes)))
+                    .raise()
+            }
         }
     })
 }
 
-/// True when the membership of the context's organization has not changed since the context was
-/// checked: its generation in shared memory is the one the context recorded. The whole cost of
-/// keeping session contexts true, on every reader call (kept out of line so that a profile
-/// shows it on its own).
+/// The organization of the context, parsed (None: no context).
+fn context_org() -> Option<pgrx::Uuid> {
+    setting_uuid(&gucs::ORG_ID, "tenancy.org_id", &LAST_ORG)
+}
+
+/// The project of the context, parsed (None: an organization context, or none).
+fn context_project() -> Option<pgrx::Uuid> {
+    setting_uuid(&gucs::PROJECT_ID, "tenancy.project_id", &LAST_PROJECT)
+}
+
+/// The generation a context in `org` (and `project`) is checked at: the organization's, plus the
+/// project's in a project context. Both only ever grow, so the sum moves whenever either does
+/// (a project never changes organization, so the pair is always the same two counters).
+pub(crate) fn context_generation(org: &pgrx::Uuid, project: Option<&pgrx::Uuid>) -> u64 {
+    let generation = membership::generation(org.as_bytes());
+    match project {
+        Some(p) => generation.wrapping_add(membership::generation(p.as_bytes())),
+        None => generation,
+    }
+}
+
+/// True when the membership of the context's organization (and project) has not changed since
+/// the context was checked: its generation in shared memory is the one the context recorded.
+/// The whole cost of keeping session contexts true, on every reader call (kept out of line so
+/// that a profile shows it on its own).
 #[inline(never)]
 fn still_current(org: &pgrx::Uuid) -> bool {
-    let generation = membership::generation(org.as_bytes());
+    let generation = if gucs::with(&gucs::PROJECT_ID, <[u8]>::is_empty) {
+        membership::generation(org.as_bytes())
+    } else {
+        context_generation(org, context_project().as_ref())
+    };
     with_membership(|parts| {
         // The common case without parsing a suffix: the digits are the generation.
         let bytes = parts.checked;
@@ -196,7 +256,8 @@ fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
     if still_current(&org) {
         return Some((org, None));
     }
-    let generation = membership::generation(org.as_bytes());
+    let project = context_project();
+    let generation = context_generation(&org, project.as_ref());
     // SAFETY: reads backend-local state.
     if unsafe { pg_sys::ParallelWorkerNumber >= 0 } {
         // A worker cannot check and remember for its leader: fail closed for this statement.
@@ -210,17 +271,22 @@ fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
     // A trusted context keeps the role (and permissions) its token gave it while the
     // organization stays active and the role exists.
     let trusted_role = trusted.then_some(role);
-    let key = (*org.as_bytes(), user.clone(), trusted_role.clone());
+    let key = (*org.as_bytes(), project.map(|p| *p.as_bytes()), user.clone(), trusted_role.clone());
     let memo = RECHECKED.with(|r| r.borrow().get(&key).filter(|(g, _)| *g == generation).map(|(_, m)| m.clone()));
     let member = memo.unwrap_or_else(|| {
         // The generation was read before this lookup takes its snapshot: a change committed
         // after it moves the generation again.
-        let found = match &trusted_role {
-            Some(role) => membership::lookup_trusted(org, role).map(|mut m| {
+        let found = match (&trusted_role, project) {
+            (Some(role), _) => membership::lookup_trusted(org, role).map(|mut m| {
                 m.permissions = permissions;
                 m
             }),
-            None => membership::lookup(org, &user),
+            // The project is still the organization's (it never moves) and the user's access to
+            // it still holds.
+            (None, Some(project)) => {
+                membership::lookup_project(project, &user).filter(|(o, _)| *o == org).map(|(_, m)| m)
+            }
+            (None, None) => membership::lookup(org, &user),
         };
         RECHECKED.with(|r| {
             let mut r = r.borrow_mut();
@@ -236,9 +302,10 @@ fn checked_org() -> Option<(pgrx::Uuid, Option<Membership>)> {
     // SAFETY: reads backend-local state.
     if !unsafe { pg_sys::IsInParallelMode() } {
         let checked = Checked { generation, trusted };
+        let project_text = project.as_ref().map(uuid_text).unwrap_or_default();
         match &member {
-            Some(m) => write_all(&uuid_text(&org), &user, Some(m), checked, Scope::Transaction),
-            None => write_all("", "", None, checked, Scope::Transaction),
+            Some(m) => write_all(&uuid_text(&org), &project_text, &user, Some(m), checked, Scope::Transaction),
+            None => write_all("", "", "", None, checked, Scope::Transaction),
         }
     }
     let member = member?;
@@ -261,6 +328,23 @@ pub fn current() -> Context {
         }
         None => Context { org: None, user: None, member: None },
     }
+}
+
+/// The project of the context, if it still holds (None in an organization context).
+pub fn current_project_id() -> Option<pgrx::Uuid> {
+    checked_org()?;
+    context_project()
+}
+
+/// What identifies the context for the cursors that [`crate::hooks`] follows: the
+/// organization's uuid text, followed by `/` and the project's in a project context (None: no
+/// organization).
+pub(crate) fn scope_text() -> Option<String> {
+    let org = gucs::read(&gucs::ORG_ID)?;
+    Some(match gucs::read(&gucs::PROJECT_ID) {
+        Some(project) => format!("{org}/{project}"),
+        None => org,
+    })
 }
 
 /// The organization of the current context, or NULL.
@@ -303,41 +387,87 @@ fn rank_of(ranks: &str, role: &str) -> Option<i32> {
     })
 }
 
-/// True when the context's member role ranks at or above `role` (owner > admin > member > guest).
-/// False without a context; an unknown role name is an error.
-#[pg_extern(stable, parallel_safe)]
-pub fn has_role(role: &str) -> bool {
-    let ranked = |mine: &str, ranks: &str| {
-        let Some(wanted) = rank_of(ranks, role) else {
-            let valid: Vec<&str> = ranks.split(',').filter_map(|e| e.split_once(':').map(|p| p.0)).collect();
-            TenancyError::UnknownRole { role: role.to_string(), valid: valid.join(", ") }.raise()
-        };
-        rank_of(ranks, mine).is_some_and(|have| have >= wanted)
+/// Whether `mine` ranks at or above `role` in `ranks`; an unknown `role` is an error.
+fn ranked(mine: &str, ranks: &str, role: &str) -> bool {
+    let Some(wanted) = rank_of(ranks, role) else {
+        let valid: Vec<&str> = ranks.split(',').filter_map(|e| e.split_once(':').map(|p| p.0)).collect();
+        TenancyError::UnknownRole { role: role.to_string(), valid: valid.join(", ") }.raise()
     };
+    rank_of(ranks, mine).is_some_and(|have| have >= wanted)
+}
+
+/// Which of the context's roles a check reads: the effective one (in a project context, the
+/// project's override of the organization role, if any) or the organization's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Level {
+    Effective,
+    Organization,
+}
+
+/// [`has_role`] at `level`.
+pub(crate) fn has_role_at(role: &str, level: Level) -> bool {
     match checked_org() {
         // The settings hold the context: read them in place.
         Some((_, None)) => with_membership(|parts| {
-            !parts.role.is_empty()
+            let mine = if level == Level::Organization { parts.org_role().0 } else { parts.role };
+            !mine.is_empty()
                 && ranked(
-                    std::str::from_utf8(parts.role).unwrap_or_default(),
+                    std::str::from_utf8(mine).unwrap_or_default(),
                     std::str::from_utf8(parts.ranks).unwrap_or_default(),
+                    role,
                 )
         }),
-        Some((_, Some(m))) => ranked(&m.role, &m.role_ranks),
+        Some((_, Some(m))) => ranked(m.role_at(level).0, &m.role_ranks, role),
         None => false,
     }
 }
 
-/// True when the context's member role grants `permission` (such as `members.manage`).
-#[pg_extern(stable, parallel_safe)]
-pub fn has_permission(permission: &str) -> bool {
+/// [`has_permission`] at `level`.
+pub(crate) fn has_permission_at(permission: &str, level: Level) -> bool {
     match checked_org() {
-        Some((_, None)) => {
-            with_membership(|parts| parts.permissions.split(|b| *b == b',').any(|x| x == permission.as_bytes()))
-        }
-        Some((_, Some(m))) => m.permissions.split(',').any(|x| x == permission),
+        Some((_, None)) => with_membership(|parts| {
+            let mine = if level == Level::Organization { parts.org_role().1 } else { parts.permissions };
+            mine.split(|b| *b == b',').any(|x| x == permission.as_bytes())
+        }),
+        Some((_, Some(m))) => m.role_at(level).1.split(',').any(|x| x == permission),
         None => false,
     }
+}
+
+/// True when the context's member role ranks at or above `role` (owner > admin > member > guest).
+/// In a project context, the role is the project's override of the organization role, if the
+/// user has one there. False without a context; an unknown role name is an error.
+#[pg_extern(stable, parallel_safe)]
+pub fn has_role(role: &str) -> bool {
+    has_role_at(role, Level::Effective)
+}
+
+/// True when the context's member role grants `permission` (such as `members.manage`); in a
+/// project context, the project's role.
+#[pg_extern(stable, parallel_safe)]
+pub fn has_permission(permission: &str) -> bool {
+    has_permission_at(permission, Level::Effective)
+}
+
+/// `has_role()` with the user's role in the context's organization, also in a project context
+/// (where a project's override, higher or lower, does not count): what organization-level
+/// tables check.
+#[pg_extern(stable, parallel_safe)]
+pub fn has_org_role(role: &str) -> bool {
+    has_role_at(role, Level::Organization)
+}
+
+/// `has_permission()` with the user's role in the context's organization.
+#[pg_extern(stable, parallel_safe)]
+pub fn has_org_permission(permission: &str) -> bool {
+    has_permission_at(permission, Level::Organization)
+}
+
+/// The project of the current context (a project of the context's organization), or NULL in an
+/// organization context and without one.
+#[pg_extern(stable, parallel_safe)]
+pub fn current_project() -> Option<pgrx::Uuid> {
+    current_project_id()
 }
 
 /// Statement-level guard the policy compiler installs on every tenant table, with the minimum
@@ -366,6 +496,18 @@ fn require_context<'a>(
         pgrx::PgTriggerOperation::Truncate => return Ok(None),
     };
     let args = trigger.extra_args()?;
+    // A fourth argument names the table's level in a two-level policy: `project` tables are
+    // written in a project context only, `organization` tables with the organization's role.
+    let level = match args.get(3).map(String::as_str) {
+        Some("project") => {
+            if current_project_id().is_none() {
+                TenancyError::NoProjectContext { action: format!("{op} on {table}") }.raise()
+            }
+            Level::Effective
+        }
+        Some("organization") => Level::Organization,
+        _ => Level::Effective,
+    };
     // Each argument is `role` or `role|permission`.
     let Some(arg) = args.get(position).filter(|r| !r.is_empty() && r.as_str() != "none") else {
         return Ok(None);
@@ -374,7 +516,7 @@ fn require_context<'a>(
         Some((role, permission)) => (role, Some(permission)),
         None => (arg.as_str(), None),
     };
-    let mine = context.member.as_ref().map(|m| m.role.clone()).unwrap_or_default();
+    let mine = context.member.as_ref().map(|m| m.role_at(level).0.to_string()).unwrap_or_default();
     let deny = |detail: String, hint: &str| -> ! {
         TenancyError::PermissionDenied {
             message: format!("permission denied to {op} on {table}"),
@@ -383,7 +525,7 @@ fn require_context<'a>(
         }
         .raise()
     };
-    if let Some(permission) = permission.filter(|p| !has_permission(p)) {
+    if let Some(permission) = permission.filter(|p| !has_permission_at(p, level)) {
         deny(
             format!(
                 "{op} on {table} requires permission \"{permission}\", which member role \"{mine}\" does not have."
@@ -391,7 +533,7 @@ fn require_context<'a>(
             "Ask an owner or admin of the organization for a role with that permission.",
         )
     }
-    if !has_role(required) {
+    if !has_role_at(required, level) {
         deny(
             format!("{op} on {table} requires member role \"{required}\" or higher; the current role is \"{mine}\"."),
             "Ask an owner or admin of the organization for a higher role.",

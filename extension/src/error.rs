@@ -21,6 +21,15 @@ pub enum TenancyError {
     #[error("no tenant context")]
     NoContext { action: String },
 
+    /// A write to a project-level table outside a project context.
+    #[error("no project context")]
+    NoProjectContext { action: String },
+
+    /// Refusal of `set_project_context`: one text whether the project does not exist, is another
+    /// organization's, or the user has no access to it.
+    #[error("permission denied to set tenant context")]
+    ProjectContextRefused { project_id: String, user_id: String },
+
     #[error("{message}")]
     PermissionDenied { message: String, detail: Option<String>, hint: Option<String> },
 
@@ -144,7 +153,9 @@ impl TenancyError {
         match self {
             TenancyError::NotPreloaded => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             TenancyError::ContextRefused { .. }
+            | TenancyError::ProjectContextRefused { .. }
             | TenancyError::NoContext { .. }
+            | TenancyError::NoProjectContext { .. }
             | TenancyError::PermissionDenied { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             TenancyError::InvalidArgument { .. }
             | TenancyError::UnknownRole { .. }
@@ -191,6 +202,12 @@ impl TenancyError {
             TenancyError::NoContext { action } => {
                 Some(format!("{action} requires a tenant context, and none is set."))
             }
+            TenancyError::NoProjectContext { action } => {
+                Some(format!("{action} requires a project context; the context is the organization's."))
+            }
+            TenancyError::ProjectContextRefused { project_id, user_id } => Some(format!(
+                "User \"{user_id}\" has no access to project {project_id}: it is not a project of an active organization the user is an active member of, or the project's role for the user is no access."
+            )),
             TenancyError::PermissionDenied { detail, .. } => detail.clone(),
             TenancyError::UnknownRole { valid, .. } => Some(format!("Valid roles are: {valid}.")),
             TenancyError::UnknownPlan { valid, .. } => Some(format!("Valid plans are: {valid}.")),
@@ -267,6 +284,9 @@ impl TenancyError {
             ),
             TenancyError::NoContext { .. } => Some(
                 "Call tenancy.set_context(org_id, user_id) at the start of the transaction.".into(),
+            ),
+            TenancyError::NoProjectContext { .. } => Some(
+                "Call tenancy.set_project_context(project_id, user_id) at the start of the transaction.".into(),
             ),
             TenancyError::PermissionDenied { hint, .. } => hint.clone(),
             TenancyError::InvalidArgument { hint, .. } => hint.clone(),

@@ -11,17 +11,24 @@ use std::ffi::CString;
 
 /// `tenancy.org_id`: id of the organization the current transaction acts for (empty: none).
 pub static ORG_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// `tenancy.project_id`: id of the project (an organization whose `parent_id` is the context's
+/// organization) the current transaction acts for (empty: none, an organization context).
+pub static PROJECT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// `tenancy.user_id`: the application's id of the user acting (empty: none).
 pub static USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// `tenancy.membership`: the membership the context was checked against, in one setting (one
-/// write instead of four: each costs about 2,000 instructions), as `checked;role;ranks;permissions`:
+/// write instead of four: each costs about 2,000 instructions), as
+/// `checked;role;ranks;permissions[;org_role;org_permissions]`:
 /// - `checked`: the membership generation of the context's organization when its membership was
 ///   last checked ([`crate::membership`]), followed by `t` when a trusted token vouched for it; a
 ///   reader that finds the organization's generation moved checks the membership again;
 /// - `role`: the user's member role in that organization (`[a-z][a-z0-9_]*`, empty for none);
 /// - `ranks`: every role with its rank, `owner:40,admin:30,...`, captured when the context was
 ///   set so that `has_role()` needs no catalog lookup;
-/// - `permissions`: the member role's permissions, comma separated (the rest of the value).
+/// - `permissions`: the member role's permissions, comma separated;
+/// - in a project context, `org_role` and `org_permissions`: the user's role in the project's
+///   organization and its permissions (what `has_org_role()` reads), when `role` is the
+///   project's override of it. Absent, they are `role` and `permissions`.
 pub static MEMBERSHIP: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// `tenancy.allow_explain`: whether EXPLAIN may show queries that row-level security applies to.
@@ -48,6 +55,7 @@ pub static POSTGREST_TRUST_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(fa
 
 /// Names as `set_config_option()` wants them, in the order [`crate::context`] writes them.
 pub const ORG_ID_NAME: &std::ffi::CStr = c"tenancy.org_id";
+pub const PROJECT_ID_NAME: &std::ffi::CStr = c"tenancy.project_id";
 pub const USER_ID_NAME: &std::ffi::CStr = c"tenancy.user_id";
 pub const MEMBERSHIP_NAME: &std::ffi::CStr = c"tenancy.membership";
 
@@ -66,6 +74,7 @@ pub fn init() {
         )
     };
     define(ORG_ID_NAME, c"Organization of the current tenant context.", &ORG_ID);
+    define(PROJECT_ID_NAME, c"Project of the current tenant context (empty: an organization context).", &PROJECT_ID);
     define(USER_ID_NAME, c"User of the current tenant context.", &USER_ID);
     define(
         MEMBERSHIP_NAME,

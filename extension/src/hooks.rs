@@ -356,7 +356,7 @@ unsafe extern "C-unwind" fn note_or_check_portal(query_desc: *mut pg_sys::QueryD
     } else {
         // Without an organization too (none, or a user-only context): a context restored under
         // the cursor later (ROLLBACK TO SAVEPOINT) is another context.
-        let org = gucs::read(&gucs::ORG_ID).unwrap_or_default();
+        let org = crate::context::scope_text().unwrap_or_default();
         let user = gucs::read(&gucs::USER_ID).unwrap_or_default();
         OPENED.with(|o| {
             let mut o = o.borrow_mut();
@@ -389,12 +389,18 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
 /// readers check it, or else looked up in the catalog.
 fn context_holds(org: &str, user: &str) -> bool {
     let same =
-        gucs::read(&gucs::ORG_ID).as_deref() == Some(org) && gucs::read(&gucs::USER_ID).unwrap_or_default() == user;
+        crate::context::scope_text().as_deref() == Some(org) && gucs::read(&gucs::USER_ID).unwrap_or_default() == user;
     if same {
         return crate::context::current_org().is_some();
     }
-    crate::context::parse_uuid(org.as_bytes())
-        .is_some_and(|org| crate::membership::lookup(pgrx::Uuid::from_bytes(org), user).is_some())
+    let uuid = |text: &str| crate::context::parse_uuid(text.as_bytes()).map(pgrx::Uuid::from_bytes);
+    match org.split_once('/') {
+        // A project context: `org/project`.
+        Some((org, project)) => uuid(org).zip(uuid(project)).is_some_and(|(org, project)| {
+            crate::membership::lookup_project(project, user).is_some_and(|(o, _)| o == org)
+        }),
+        None => uuid(org).is_some_and(|org| crate::membership::lookup(org, user).is_some()),
+    }
 }
 
 /// The name of the portal being run, for errors.
@@ -414,7 +420,7 @@ fn refuse_portal_of_ended_context(query_desc: *mut pg_sys::QueryDesc) {
     let opened =
         OPENED.with(|o| o.borrow().iter().find(|(q, _, _)| *q == query_desc).map(|(_, o, u)| (o.clone(), u.clone())));
     if let Some((org, user)) = opened {
-        let same = gucs::read(&gucs::ORG_ID).unwrap_or_default() == org
+        let same = crate::context::scope_text().unwrap_or_default() == org
             && gucs::read(&gucs::USER_ID).unwrap_or_default() == user;
         if !org.is_empty() && !context_holds(&org, &user) {
             TenancyError::CursorContextEnded { cursor: active_portal_name() }.raise()
@@ -613,7 +619,7 @@ struct Cursor {
 
 impl Cursor {
     fn note_current_context(&mut self) {
-        if let Some(org) = gucs::read(&gucs::ORG_ID) {
+        if let Some(org) = crate::context::scope_text() {
             let entry = (org, gucs::read(&gucs::USER_ID).unwrap_or_default());
             if !self.contexts.contains(&entry) {
                 self.contexts.push(entry);

@@ -174,6 +174,19 @@ pub fn current_org_bigint() -> Option<i64> {
     with_key(&crate::context::current_org()?, |_, n| n).flatten()
 }
 
+/// The application's key of the project of the current context (text), or NULL (also in an
+/// organization context): what compiled policies compare a project-level text tenant column with.
+#[pg_extern(stable, parallel_safe)]
+pub fn current_project_key() -> Option<String> {
+    key_of(&crate::context::current_project_id()?)
+}
+
+/// The project of the current context as a bigint (its application key), or NULL.
+#[pg_extern(stable, parallel_safe)]
+pub fn current_project_bigint() -> Option<i64> {
+    with_key(&crate::context::current_project_id()?, |_, n| n).flatten()
+}
+
 /// `key` as a bigint when it is one in PostgreSQL's own output form (`42`, `-7`; not `042` or
 /// `+42`): the key the sync writes for an integer id is `id::text`, so no two organizations'
 /// keys name the same number.

@@ -82,6 +82,11 @@ extension_sql_file!("../sql/tokens.sql", name = "tokens", requires = ["sharing",
 extension_sql_file!("../sql/schemas.sql", name = "schemas", requires = ["tokens"]);
 extension_sql_file!("../sql/services.sql", name = "services", requires = ["schemas"]);
 extension_sql_file!("../sql/keys.sql", name = "keys", requires = ["services", key::org_key_id]);
+extension_sql_file!(
+    "../sql/projects.sql",
+    name = "projects",
+    requires = ["keys", context::current_project, membership::membership_changed_trigger]
+);
 extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
 
 #[pg_guard]

@@ -173,7 +173,9 @@ fn membership_changed_trigger<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<pgrx::heap_tuple::PgHeapTuple<'a, pgrx::AllocatedByRust>>, pgrx::PgTriggerError> {
     let table = trigger.table_name()?;
-    if trigger.table_schema()? != "tenancy" || !["members", "organizations", "roles"].contains(&table.as_str()) {
+    if trigger.table_schema()? != "tenancy"
+        || !["members", "organizations", "roles", "project_members"].contains(&table.as_str())
+    {
         TenancyError::UnregisteredTrigger {
             function: "membership_changed_trigger",
             table: format!("{}.{table}", trigger.table_schema()?),
@@ -181,21 +183,30 @@ fn membership_changed_trigger<'a>(
         }
         .raise()
     }
-    let old_org = || {
-        let column = if table == "members" { "org_id" } else { "id" };
-        trigger.old().and_then(|t| t.get_by_name::<pgrx::Uuid>(column).ok().flatten())
+    let column = match table.as_str() {
+        "members" => "org_id",
+        "project_members" => "project_id",
+        _ => "id",
     };
-    let org = match (table.as_str(), trigger.level()) {
+    let of = |row: Option<pgrx::heap_tuple::PgHeapTuple<'_, pgrx::AllocatedByPostgres>>| {
+        row.and_then(|t| t.get_by_name::<pgrx::Uuid>(column).ok().flatten())
+    };
+    // The old row's organization (or project): what a change or removal takes away. A project's
+    // override row counts when it is added too (it may take access away: "no access").
+    let orgs = match (table.as_str(), trigger.level()) {
         ("roles", _) | (_, pgrx::PgTriggerLevel::Statement) => None,
-        _ => old_org(),
+        ("project_members", _) => Some([of(trigger.old()), of(trigger.new())]),
+        _ => Some([of(trigger.old()), None]),
     };
     PENDING.with(|p| {
         let mut p = p.borrow_mut();
-        match org {
-            Some(org) => {
-                let bytes = *org.as_bytes();
-                if !p.orgs.contains(&bytes) {
-                    p.orgs.push(bytes);
+        match orgs {
+            Some(orgs) => {
+                for org in orgs.into_iter().flatten() {
+                    let bytes = *org.as_bytes();
+                    if !p.orgs.contains(&bytes) {
+                        p.orgs.push(bytes);
+                    }
                 }
             }
             None => p.all = true,
@@ -212,6 +223,26 @@ pub struct Membership {
     pub role_ranks: String,
     /// The role's permissions, comma separated.
     pub permissions: String,
+    /// In a project context whose project overrides the organization role: the organization
+    /// role (None: `role` is the organization's).
+    pub org: Option<OrgRole>,
+}
+
+/// A member's role in the organization of a project context, and its permissions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgRole {
+    pub role: String,
+    pub permissions: String,
+}
+
+impl Membership {
+    /// The role (and its permissions) that checks at `level` read.
+    pub fn role_at(&self, level: crate::context::Level) -> (&str, &str) {
+        match (&self.org, level) {
+            (Some(o), crate::context::Level::Organization) => (&o.role, &o.permissions),
+            _ => (&self.role, &self.permissions),
+        }
+    }
 }
 
 /// Where the catalog tables are (per backend; the schema's oid changes if the extension is
@@ -224,6 +255,10 @@ pub(crate) struct Catalog {
     organizations: pg_sys::Oid,
     organizations_pkey: pg_sys::Oid,
     roles: pg_sys::Oid,
+    /// `tenancy.project_members` and its primary key (InvalidOid in a database whose extension
+    /// is older than 0.6.0 and not updated yet: no project context starts there).
+    project_members: pg_sys::Oid,
+    project_members_pkey: pg_sys::Oid,
     pub(crate) active_users: pg_sys::Oid,
     /// `(org_id, period, user_id)`.
     pub(crate) active_users_idx: pg_sys::Oid,
@@ -257,6 +292,9 @@ pub(crate) fn catalog() -> Catalog {
         organizations: rel(c"organizations"),
         organizations_pkey: rel(c"organizations_pkey"),
         roles: rel(c"roles"),
+        // SAFETY: as above.
+        project_members: unsafe { pg_sys::get_relname_relid(c"project_members".as_ptr(), schema) },
+        project_members_pkey: unsafe { pg_sys::get_relname_relid(c"project_members_pkey".as_ptr(), schema) },
         active_users: rel(c"active_users"),
         active_users_idx: rel(c"active_users_org_id_period_idx"),
     };
@@ -389,6 +427,98 @@ unsafe fn member_role(c: &Catalog, snapshot: pg_sys::Snapshot, org: pgrx::Uuid, 
     }
 }
 
+/// `user`'s access to `project`: the project's organization, and the membership the project
+/// gives (its override of the user's organization role, or that role), when the project and its
+/// organization exist and are active, the user is a member of the organization, and the
+/// project's role for the user is not "no access" (an override with no role). As of the latest
+/// committed state, like [`lookup`]. It makes the same four probes whatever it finds, so that
+/// a project of another organization, one that does not exist and one the user may not enter
+/// cost the same.
+pub fn lookup_project(project: pgrx::Uuid, user: &str) -> Option<(pgrx::Uuid, Membership)> {
+    let c = catalog();
+    if c.project_members == pg_sys::InvalidOid || c.project_members_pkey == pg_sys::InvalidOid {
+        return None;
+    }
+    let roles_at = roles_generation();
+    with_latest_snapshot(|snapshot| {
+        // SAFETY: the snapshot is registered; each key holds a datum of its column's type.
+        unsafe {
+            let (parent, project_active) = parent_and_status(&c, snapshot, project);
+            let org = parent.unwrap_or(pgrx::Uuid::from_bytes([0; 16]));
+            let org_role = member_role(&c, snapshot, org, user);
+            let org_is_active = org_active(&c, snapshot, org);
+            let overridden = project_role(&c, snapshot, project, user);
+            if parent.is_none() || !project_active || !org_is_active {
+                return None;
+            }
+            let org_role = org_role?;
+            let role = match overridden {
+                Some(None) => return None,
+                Some(Some(role)) => role,
+                None => org_role.clone(),
+            };
+            let mut m = role_of(&c, snapshot, roles_at, &role)?;
+            if role != org_role {
+                let o = role_of(&c, snapshot, roles_at, &org_role)?;
+                m.org = Some(OrgRole { role: o.role, permissions: o.permissions });
+            }
+            Some((org, m))
+        }
+    })
+}
+
+/// The parent (None: none, or no such row) of organization `id`, and whether it is active.
+///
+/// # Safety
+/// `snapshot` must be registered.
+unsafe fn parent_and_status(c: &Catalog, snapshot: pg_sys::Snapshot, id: pgrx::Uuid) -> (Option<pgrx::Uuid>, bool) {
+    unsafe {
+        let orgs = Table::open(c.organizations);
+        let (org_id, parent_id, status) = (orgs.attnum(c"id"), orgs.attnum(c"parent_id"), orgs.attnum(c"status"));
+        let mut found = (None, false);
+        orgs.scan(
+            c.organizations_pkey,
+            snapshot,
+            &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), id.into_datum().expect("uuid datum"))],
+            |t, d| {
+                found = (
+                    column::<pgrx::Uuid>(t, d, parent_id),
+                    column::<String>(t, d, status).as_deref() == Some("active"),
+                );
+                false
+            },
+        );
+        found
+    }
+}
+
+/// The override of `user`'s role in `project`: None without one, Some(None) for "no access".
+///
+/// # Safety
+/// `snapshot` must be registered, and `c.project_members` valid.
+unsafe fn project_role(
+    c: &Catalog,
+    snapshot: pg_sys::Snapshot,
+    project: pgrx::Uuid,
+    user: &str,
+) -> Option<Option<String>> {
+    unsafe {
+        let members = Table::open(c.project_members);
+        let (m_project, m_user, m_role) =
+            (members.attnum(c"project_id"), members.attnum(c"user_id"), members.attnum(c"role"));
+        let mut found = None;
+        let mut keys = [
+            equal_key(m_project, pg_sys::Oid::from(pg_sys::F_UUID_EQ), project.into_datum().expect("uuid datum")),
+            equal_key(m_user, pg_sys::Oid::from(pg_sys::F_TEXTEQ), user.into_datum().expect("text datum")),
+        ];
+        members.scan(c.project_members_pkey, snapshot, &mut keys, |t, d| {
+            found = Some(column::<String>(t, d, m_role));
+            false
+        });
+        found
+    }
+}
+
 /// A membership in `org` with member role `role`, vouched for by a signed token whose key the DBA
 /// trusts for roles ([`crate::token`]): the organization must exist and be active and the role
 /// must exist; nobody need be listed in `tenancy.members`.
@@ -487,25 +617,15 @@ pub(crate) fn with_latest_snapshot<R>(f: impl FnOnce(pg_sys::Snapshot) -> R) -> 
     }
 }
 
-/// Whether `org` exists and is active.
+/// Whether `org` exists, is active, and is an organization (not a project).
 ///
 /// # Safety
 /// `snapshot` must be registered.
 unsafe fn org_active(c: &Catalog, snapshot: pg_sys::Snapshot, org: pgrx::Uuid) -> bool {
     unsafe {
-        let orgs = Table::open(c.organizations);
-        let (org_id, status) = (orgs.attnum(c"id"), orgs.attnum(c"status"));
-        let mut active = false;
-        orgs.scan(
-            c.organizations_pkey,
-            snapshot,
-            &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), org.into_datum().expect("uuid datum"))],
-            |t, d| {
-                active = column::<String>(t, d, status).as_deref() == Some("active");
-                false
-            },
-        );
-        active
+        // A project (a row with a parent) is entered with a project context only.
+        let (parent, active) = parent_and_status(c, snapshot, org);
+        active && parent.is_none()
     }
 }
 
@@ -560,7 +680,7 @@ fn cached_roles(c: &Catalog, generation: u64) -> Option<std::rc::Rc<Roles>> {
 impl Roles {
     fn membership(&self, role: &str) -> Option<Membership> {
         let permissions = self.permissions.get(role)?.clone();
-        Some(Membership { role: role.to_string(), role_ranks: self.ranks.clone(), permissions })
+        Some(Membership { role: role.to_string(), role_ranks: self.ranks.clone(), permissions, org: None })
     }
 }
 

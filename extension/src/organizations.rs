@@ -56,10 +56,13 @@ fn authority_over(org_id: Uuid, allow_self_service: bool) -> Authority {
     let now = context::current();
     if let (Some(org), Some(m)) = (now.org, now.member) {
         if org == org_id {
-            if m.role == "owner" {
+            // The organization's role, also in a project context (where a project's override
+            // of it governs the project only).
+            let (role, permissions) = m.role_at(context::Level::Organization);
+            if role == "owner" {
                 return Authority::Owner;
             }
-            if m.permissions.split(',').any(|p| p == "members.manage") {
+            if permissions.split(',').any(|p| p == "members.manage") {
                 return Authority::Manager;
             }
             if allow_self_service {
@@ -168,7 +171,9 @@ fn create_organization(
     if let Some(parent) = parent_id {
         let now = context::current();
         let parent_admin = now.org == Some(parent)
-            && now.member.is_some_and(|m| m.permissions.split(',').any(|x| x == "members.manage"));
+            && now
+                .member
+                .is_some_and(|m| m.role_at(context::Level::Organization).1.split(',').any(|x| x == "members.manage"));
         if !admin && !parent_admin {
             denied(format!("permission denied to create a child of organization {parent}"))
         }
@@ -206,10 +211,13 @@ fn create_organization(
             }
             TenancyError::OrgIdTaken { org_id: id.map(|i| i.to_string()).unwrap_or_default() }.raise()
         };
-        one::<bool>(
-            "INSERT INTO tenancy.members (org_id, user_id, role) VALUES ($1, $2, 'owner') RETURNING true",
-            &[new_id.into(), owner.into()],
-        );
+        // The owner of an organization; of a project (a child), the owner role in it.
+        let owner_sql = if parent_id.is_some() {
+            "INSERT INTO tenancy.project_members (project_id, user_id, role) VALUES ($1, $2, 'owner') RETURNING true"
+        } else {
+            "INSERT INTO tenancy.members (org_id, user_id, role) VALUES ($1, $2, 'owner') RETURNING true"
+        };
+        one::<bool>(owner_sql, &[new_id.into(), owner.into()]);
         new_id
     })
 }
@@ -300,6 +308,115 @@ fn remove_member(org_id: Option<Uuid>, user_id: Option<&str>) {
         one::<bool>(
             "DELETE FROM tenancy.members WHERE org_id = $1 AND user_id = $2 RETURNING true",
             &[org_id.into(), user_id.into()],
+        );
+    })
+}
+
+/// Which of the context's roles may manage the overrides of `project_id`: the project's own (in
+/// a context in that project), or the organization's (in a context of the project's
+/// organization); None for a DBA. A 42501 otherwise, that reads the same for a project that does
+/// not exist as for one of another organization.
+fn authority_over_project(project_id: Uuid) -> Option<context::Level> {
+    if caller_is_admin() {
+        return None;
+    }
+    let refuse = || -> ! { denied(format!("permission denied to manage members of project {project_id}")) };
+    let now = context::current();
+    let Some(org) = now.org else { refuse() };
+    let level = if context::current_project_id() == Some(project_id) {
+        context::Level::Effective
+    } else {
+        let parent: Option<Uuid> =
+            as_catalog_owner(|| one("SELECT parent_id FROM tenancy.organizations WHERE id = $1", &[project_id.into()]));
+        if parent != Some(org) {
+            refuse()
+        }
+        context::Level::Organization
+    };
+    if !context::has_permission_at("members.manage", level) && !context::has_role_at("owner", level) {
+        refuse()
+    }
+    Some(level)
+}
+
+/// Refuses to give or take away a project role ranked above the caller's own (owners any).
+fn within_own_rank(level: Option<context::Level>, role: &str, action: &str) {
+    if let Some(level) = level {
+        if !context::has_role_at(role, level) {
+            denied(format!("permission denied to {action} project role \"{role}\": it ranks above your own"))
+        }
+    }
+}
+
+/// Locks a project's row and raises if it is not a project (an organization with a parent).
+fn lock_project(project_id: Uuid) {
+    let found: Option<bool> = one(
+        "SELECT true FROM tenancy.organizations WHERE id = $1 AND parent_id IS NOT NULL FOR NO KEY UPDATE",
+        &[project_id.into()],
+    );
+    if found.is_none() {
+        TenancyError::UnknownOrganization { org_id: project_id.to_string() }.raise()
+    }
+}
+
+/// Sets a member's role in a project, overriding their organization role there; `role` NULL
+/// means no access to the project. Managers of the project (`members.manage` in it), managers
+/// of its organization and DBAs may, never above their own role.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_project_member(project_id: Option<Uuid>, user_id: Option<&str>, role: Option<&str>) {
+    let project_id = required("project_id", project_id);
+    let user_id = valid_user_id("user_id", user_id);
+    let role = role.map(str::trim).filter(|r| !r.is_empty());
+    let level = authority_over_project(project_id);
+    if let Some(role) = role {
+        check_role_exists(role);
+        within_own_rank(level, role, "grant");
+    }
+    as_catalog_owner(|| {
+        lock_project(project_id);
+        // The role now (None: no override, or no access): taking one away is like granting it.
+        let current: Option<String> = one(
+            "SELECT role FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
+            &[project_id.into(), user_id.into()],
+        );
+        if let Some(current) = &current {
+            within_own_rank(level, current, "change");
+        }
+        one::<bool>(
+            "INSERT INTO tenancy.project_members (project_id, user_id, role) VALUES ($1, $2, $3)
+             ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role, updated_at = now()
+             RETURNING true",
+            &[project_id.into(), user_id.into(), role.into()],
+        );
+    })
+}
+
+/// Removes a member's override in a project (their organization role applies there again).
+/// The same callers as `set_project_member()`, for overrides not ranked above their own role.
+#[pg_extern(volatile, parallel_unsafe)]
+fn remove_project_member(project_id: Option<Uuid>, user_id: Option<&str>) {
+    let project_id = required("project_id", project_id);
+    let user_id = non_empty("user_id", user_id);
+    let level = authority_over_project(project_id);
+    as_catalog_owner(|| {
+        lock_project(project_id);
+        let found: Option<bool> = one(
+            "SELECT true FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
+            &[project_id.into(), user_id.into()],
+        );
+        if found.is_none() {
+            TenancyError::NotAMember { org_id: project_id.to_string(), user_id: user_id.to_string() }.raise()
+        }
+        let current: Option<String> = one(
+            "SELECT role FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
+            &[project_id.into(), user_id.into()],
+        );
+        if let Some(current) = &current {
+            within_own_rank(level, current, "take away");
+        }
+        one::<bool>(
+            "DELETE FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2 RETURNING true",
+            &[project_id.into(), user_id.into()],
         );
     })
 }

@@ -41,16 +41,22 @@ enum Reader {
     Uuid = 0,
     Key = 1,
     Bigint = 2,
+    /// `tenancy.current_project()`, `current_project_key()` and `current_project_bigint()`: the
+    /// same for the project of a project context.
+    ProjectUuid = 3,
+    ProjectKey = 4,
+    ProjectBigint = 5,
 }
 
 impl Reader {
-    const ALL: [Reader; 3] = [Reader::Uuid, Reader::Key, Reader::Bigint];
+    const ALL: [Reader; 6] =
+        [Reader::Uuid, Reader::Key, Reader::Bigint, Reader::ProjectUuid, Reader::ProjectKey, Reader::ProjectBigint];
 
     fn result_type(self) -> pg_sys::Oid {
         match self {
-            Reader::Uuid => pg_sys::UUIDOID,
-            Reader::Key => pg_sys::TEXTOID,
-            Reader::Bigint => pg_sys::INT8OID,
+            Reader::Uuid | Reader::ProjectUuid => pg_sys::UUIDOID,
+            Reader::Key | Reader::ProjectKey => pg_sys::TEXTOID,
+            Reader::Bigint | Reader::ProjectBigint => pg_sys::INT8OID,
         }
     }
 
@@ -59,6 +65,9 @@ impl Reader {
             Reader::Uuid => current_org_wrapper as *const () as usize,
             Reader::Key => current_org_key_wrapper as *const () as usize,
             Reader::Bigint => current_org_bigint_wrapper as *const () as usize,
+            Reader::ProjectUuid => current_project_wrapper as *const () as usize,
+            Reader::ProjectKey => current_project_key_wrapper as *const () as usize,
+            Reader::ProjectBigint => current_project_bigint_wrapper as *const () as usize,
         }
     }
 
@@ -66,6 +75,9 @@ impl Reader {
         let reader = match hash >> MARK_KIND_SHIFT {
             1 => Reader::Key,
             2 => Reader::Bigint,
+            3 => Reader::ProjectUuid,
+            4 => Reader::ProjectKey,
+            5 => Reader::ProjectBigint,
             _ => Reader::Uuid,
         };
         (reader, (hash & ((1 << MARK_KIND_SHIFT) - 1)) as usize)
@@ -77,9 +89,7 @@ const MARK_KIND_SHIFT: u32 = 28;
 
 thread_local! {
     /// The oids of the readers found last, by [`Reader`] (0: none yet).
-    static READERS: [Cell<pg_sys::Oid>; 3] = const {
-        [Cell::new(pg_sys::Oid::INVALID), Cell::new(pg_sys::Oid::INVALID), Cell::new(pg_sys::Oid::INVALID)]
-    };
+    static READERS: [Cell<pg_sys::Oid>; 6] = const { [const { Cell::new(pg_sys::Oid::INVALID) }; 6] };
     /// Statements that have read the organization into their parameters and not ended yet
     /// (running, or a cursor between fetches): while there is one, the context may not change
     /// ([`refuse_context_change`]).
@@ -115,6 +125,10 @@ unsafe extern "C-unwind" {
     /// `tenancy.current_org_key()` and `tenancy.current_org_bigint()` ([`crate::key`]).
     fn current_org_key_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
     fn current_org_bigint_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    /// `tenancy.current_project()`, `current_project_key()` and `current_project_bigint()`.
+    fn current_project_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    fn current_project_key_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
+    fn current_project_bigint_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 }
 
 /// Installs the planner hook; called from `_PG_init`.
@@ -530,7 +544,7 @@ pub unsafe extern "C-unwind" fn fill(query_desc: *mut pg_sys::QueryDesc) {
     unsafe {
         let estate = (*query_desc).estate;
         // Each reader's value, computed once for the statement.
-        let mut values: [Option<Option<pg_sys::Datum>>; 3] = [None; 3];
+        let mut values: [Option<Option<pg_sys::Datum>>; 6] = [None; 6];
         let mut filled = false;
         each_mark((*query_desc).plannedstmt, |reader, param| {
             let prm = (*estate).es_param_exec_vals.add(param);
@@ -538,14 +552,14 @@ pub unsafe extern "C-unwind" fn fill(query_desc: *mut pg_sys::QueryDesc) {
                 return;
             }
             filled = true;
-            let value = *values[reader as usize].get_or_insert_with(|| match reader {
-                Reader::Uuid => crate::context::current_org().map(|uuid| {
+            let value = *values[reader as usize].get_or_insert_with(|| {
+                let uuid = |id: pgrx::Uuid| {
                     let copy = pg_sys::MemoryContextAlloc((*estate).es_query_cxt, 16) as *mut u8;
-                    std::ptr::copy_nonoverlapping(uuid.as_bytes().as_ptr(), copy, 16);
+                    std::ptr::copy_nonoverlapping(id.as_bytes().as_ptr(), copy, 16);
                     pg_sys::Datum::from(copy)
-                }),
-                Reader::Key => crate::context::current_org().and_then(|org| {
-                    crate::key::with_key(&org, |key, _| {
+                };
+                let key = |id: pgrx::Uuid| {
+                    crate::key::with_key(&id, |key, _| {
                         // A text datum in the statement's memory, as the InitPlan's would have been.
                         let old = pg_sys::MemoryContextSwitchTo((*estate).es_query_cxt);
                         let text =
@@ -553,8 +567,15 @@ pub unsafe extern "C-unwind" fn fill(query_desc: *mut pg_sys::QueryDesc) {
                         pg_sys::MemoryContextSwitchTo(old);
                         pg_sys::Datum::from(text)
                     })
-                }),
-                Reader::Bigint => crate::key::current_org_bigint().map(pg_sys::Datum::from),
+                };
+                match reader {
+                    Reader::Uuid => crate::context::current_org().map(uuid),
+                    Reader::Key => crate::context::current_org().and_then(key),
+                    Reader::Bigint => crate::key::current_org_bigint().map(pg_sys::Datum::from),
+                    Reader::ProjectUuid => crate::context::current_project_id().map(uuid),
+                    Reader::ProjectKey => crate::context::current_project_id().and_then(key),
+                    Reader::ProjectBigint => crate::key::current_project_bigint().map(pg_sys::Datum::from),
+                }
             });
             match value {
                 Some(datum) => {

@@ -124,14 +124,21 @@ pub fn limit(org: Uuid, resource: &Resource) -> Option<i64> {
 }
 
 /// The effective limit of `resource` for the organization `$1` (a resource name is a validated
-/// identifier, safe to inline).
+/// identifier, safe to inline). A project (an organization with a parent) counts against its
+/// own override, else its organization's, else its organization's plan: the plan belongs to
+/// the organization.
 fn limit_sql(resource: &Resource) -> String {
     format!(
         "SELECT quota FROM (
              SELECT quota, 1 AS rank FROM tenancy.quota_overrides WHERE org_id = $1 AND resource = '{0}'
              UNION ALL
-             SELECT pl.quota, 2 FROM tenancy.organizations o
-               JOIN tenancy.plan_limits pl ON pl.plan = o.plan AND pl.resource = '{0}'
+             SELECT q.quota, 2 FROM tenancy.organizations o
+               JOIN tenancy.quota_overrides q ON q.org_id = o.parent_id AND q.resource = '{0}'
+              WHERE o.id = $1
+             UNION ALL
+             SELECT pl.quota, 3 FROM tenancy.organizations o
+               LEFT JOIN tenancy.organizations parent ON parent.id = o.parent_id
+               JOIN tenancy.plan_limits pl ON pl.plan = coalesce(parent.plan, o.plan) AND pl.resource = '{0}'
               WHERE o.id = $1
          ) q ORDER BY rank LIMIT 1",
         resource.name

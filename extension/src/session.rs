@@ -142,10 +142,83 @@ pub(crate) fn start(org_id: pgrx::Uuid, key: Option<&str>, user: &str, vouched: 
         TenancyError::ContextRefused { org_id, user_id: user.to_string() }.raise()
     };
     warn_outside_transaction(scope);
-    context::write_all(&org, user, Some(&membership), context::Checked { generation, trusted }, scope);
+    context::write_all(&org, "", user, Some(&membership), context::Checked { generation, trusted }, scope);
     if counted {
         crate::usage::note_active_user(org_id, user);
     }
+}
+
+/// Starts a context for `user` in `project` (a project of an organization the user is a member
+/// of), checking the access. A refusal names the project by `key`, the application's key the
+/// caller gave, if any, and says the same whether the project does not exist, is another
+/// organization's, or is closed to the user.
+pub(crate) fn start_project(project_id: pgrx::Uuid, key: Option<&str>, user: &str, scope: Scope) {
+    crate::param::refuse_context_change();
+    let refused = || -> ! {
+        let project_id =
+            key.map_or_else(|| context::uuid_text(&project_id), |k| format!("\"{}\"", k.replace('"', "\"\"")));
+        TenancyError::ProjectContextRefused { project_id, user_id: user.to_string() }.raise()
+    };
+    // The organization is the project's parent, known only once the project is read; the
+    // generations are read again after the lookup and the context refused if either moved
+    // meanwhile (a membership change racing the lookup is then seen by the next statement's
+    // readers, which check again).
+    let Some((org_id, _)) = membership::lookup_project(project_id, user) else { refused() };
+    let generation = context::context_generation(&org_id, Some(&project_id));
+    let Some((org_again, membership)) = membership::lookup_project(project_id, user) else { refused() };
+    if org_again != org_id {
+        refused()
+    }
+    let (org, project) = (context::uuid_text(&org_id), context::uuid_text(&project_id));
+    crate::hooks::refuse_if_cursor_from_another_context(Some(&format!("{org}/{project}")), user);
+    warn_outside_transaction(scope);
+    context::write_all(&org, &project, user, Some(&membership), context::Checked { generation, trusted: false }, scope);
+    crate::usage::note_active_user(org_id, user);
+}
+
+fn set_project(project_id: pgrx::Uuid, key: Option<&str>, user_id: Option<&str>, scope: Scope) {
+    let user = self::user_id("user_id", user_id);
+    start_project(project_id, key, user, scope)
+}
+
+/// Sets the tenant context for the current transaction to a project: `tenancy.current_project()`
+/// is the project and `tenancy.current_org()` its organization. The user must be a member of the
+/// organization, and the project's role for the user (an override in `tenancy.project_members`)
+/// must not be no access; the context's role is the override, or else the organization role.
+/// Raises 42501 otherwise, with the same message whether or not the project exists.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_project_context(project_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
+    refuse_unless_any_mode("set_project_context");
+    set_project(error::required("project_id", project_id), None, user_id, Scope::Transaction)
+}
+
+/// `set_project_context` for the project with the application's key `project_key`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_project_context_key(project_key: Option<&str>, user_id: Option<&str>) {
+    refuse_unless_any_mode("set_project_context_key");
+    let project_id = pgrx::Uuid::from_bytes(crate::key::key_argument("project_key", project_key));
+    set_project(project_id, project_key, user_id, Scope::Transaction)
+}
+
+/// `set_project_context` for the rest of the session (the roles `set_session_context` is for).
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_session_project_context(project_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
+    refuse_unless_any_mode("set_session_project_context");
+    if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
+        TenancyError::SessionContextRefused { role: privilege::current_role_name() }.raise()
+    }
+    set_project(error::required("project_id", project_id), None, user_id, Scope::Session)
+}
+
+/// `set_session_project_context` for the project with the application's key `project_key`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_session_project_context_key(project_key: Option<&str>, user_id: Option<&str>) {
+    refuse_unless_any_mode("set_session_project_context_key");
+    if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
+        TenancyError::SessionContextRefused { role: privilege::current_role_name() }.raise()
+    }
+    let project_id = pgrx::Uuid::from_bytes(crate::key::key_argument("project_key", project_key));
+    set_project(project_id, project_key, user_id, Scope::Session)
 }
 
 /// Starts a user-only context (no organization) for the current transaction.
@@ -153,7 +226,7 @@ pub(crate) fn start_user_only(user: &str) {
     crate::param::refuse_context_change();
     crate::hooks::refuse_if_cursor_from_another_context(None, user);
     warn_outside_transaction(Scope::Transaction);
-    context::write_all("", user, None, context::Checked::NONE, Scope::Transaction);
+    context::write_all("", "", user, None, context::Checked::NONE, Scope::Transaction);
 }
 
 fn set(org_id: Option<pgrx::Uuid>, user_id: Option<&str>, scope: Scope) {
@@ -222,5 +295,5 @@ fn set_user_context(user_id: Option<&str>) {
 #[pg_extern(volatile, parallel_unsafe)]
 fn clear_context() {
     crate::param::refuse_context_change();
-    context::write_all("", "", None, context::Checked::NONE, Scope::Session);
+    context::write_all("", "", "", None, context::Checked::NONE, Scope::Session);
 }

@@ -1,5 +1,5 @@
 //! `ALTER EXTENSION pg_tenancy UPDATE` from 0.1.0: a database upgraded with its data ends up with
-//! exactly the objects of a fresh 0.5.0 install (through 0.2.0, 0.3.0 and 0.4.0): functions (with their attributes and grants),
+//! exactly the objects of a fresh 0.6.0 install (through 0.2.0, 0.3.0, 0.4.0 and 0.5.0): functions (with their attributes and grants),
 //! tables, constraints, indexes, triggers, policies, views, privileges and comments.
 
 use pg_tenancy_e2e::*;
@@ -65,7 +65,7 @@ fn snapshot(c: &mut postgres::Client) -> Vec<String> {
     c.query(SNAPSHOT, &[]).unwrap().iter().map(|r| r.get(0)).collect()
 }
 
-/// A database of its own (not from the test template, which has 0.5.0 installed).
+/// A database of its own (not from the test template, which has 0.6.0 installed).
 struct Scratch {
     name: String,
 }
@@ -112,7 +112,7 @@ fn an_upgraded_0_1_0_database_matches_a_fresh_install_and_keeps_its_data() {
     c.batch_execute("ALTER EXTENSION pg_tenancy UPDATE").unwrap();
     assert_eq!(
         text(&mut c, "SELECT extversion FROM pg_extension WHERE extname = 'pg_tenancy'").as_deref(),
-        Some("0.5.0")
+        Some("0.6.0")
     );
     // The data is there, and the 0.1.0 [usage] table is registered (and meters updates now).
     assert_eq!(count(&mut c, "tenancy.members"), 1);
