@@ -115,6 +115,26 @@ BEGIN
 END
 \$\$;
 
+-- Two levels (#14): 100 projects of organization 'org_1' with 100 rows each, keyed by text
+-- (project_id) like app.keyed_text is by organization; the context is the project 'prj_1'.
+INSERT INTO tenancy.organizations (id, key, slug, name, parent_id)
+SELECT tenancy.org_key_id('prj_' || p), 'prj_' || p, 'prj-' || p, 'Project ' || p, tenancy.org_key_id('org_1')
+  FROM generate_series(1, 100) p;
+
+CREATE TABLE app.project_text (project_id text NOT NULL, id int NOT NULL, name text, PRIMARY KEY (project_id, id));
+
+INSERT INTO app.project_text SELECT 'prj_' || (1 + i % 100), i, 'item ' || i FROM generate_series(0, 9999) i;
+
+ANALYZE app.project_text;
+
+ALTER TABLE app.project_text ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE app.project_text FORCE ROW LEVEL SECURITY;
+
+CREATE POLICY tenant ON app.project_text USING (project_id = tenancy.current_project_key());
+
+GRANT SELECT ON app.project_text TO app_user, bench_hand;
+
 CREATE TABLE app.items_open (LIKE app.items INCLUDING ALL);
 
 INSERT INTO app.items_open SELECT * FROM app.items;
@@ -196,6 +216,12 @@ for k in uuid text big; do
     measure "key_${k}_listing" app_user "PERFORM tenancy.$ctx; FOR r IN SELECT * FROM app.keyed_$k ORDER BY id LIMIT 20 LOOP END LOOP;"
     measure "key_${k}_listing_hand" bench_hand "FOR r IN SELECT * FROM app.keyed_$k WHERE org_id = $var ORDER BY id LIMIT 20 LOOP END LOOP;"
 done
+
+# Two levels (#14): the same lookup and listing in a project context over a project-level table,
+# against the single-level text-keyed ones above.
+measure "project_context" app_user "PERFORM tenancy.set_project_context_key('prj_1', 'u1');"
+measure "project_lookup" app_user "PERFORM tenancy.set_project_context_key('prj_1', 'u1'); SELECT * INTO r FROM app.project_text WHERE id = 100 * (i % 100);"
+measure "project_listing" app_user "PERFORM tenancy.set_project_context_key('prj_1', 'u1'); FOR r IN SELECT * FROM app.project_text ORDER BY id LIMIT 20 LOOP END LOOP;"
 
 # A server under callgrind on port 28819, which writes one file per process when it exits.
 port=28819
@@ -311,6 +337,13 @@ row "the policy's own cost in the point lookup (lookup minus context minus hand-
 row "context, the first 20 rows by id under the policy, COMMIT" 'cost[key_${k}_listing]'
 row "hand-written listing, the key a parameter" 'cost[key_${k}_listing_hand]'
 row "the policy's own cost in the listing" 'cost[key_${k}_listing] - cost[key_${k}_context] - cost[key_${k}_listing_hand] + e'
+echo
+echo "| two levels: instructions per transaction (callgrind; 100 projects of 100 rows, text keys) | organization context, organization-level table | project context, project-level table | vs one level |"
+echo "|---|---|---|---|"
+two() { echo "| $1 | $2 | $3 | $(pct "$3" "$2") |"; }
+two "the context alone (\`set_context_key\` / \`set_project_context_key\`), COMMIT" "$(( cost[key_text_context] - e ))" "$(( cost[project_context] - e ))"
+two "context, point lookup by id under the policy, COMMIT" "${cost[key_text_lookup]}" "${cost[project_lookup]}"
+two "context, the first 20 rows by id under the policy, COMMIT" "${cost[key_text_listing]}" "${cost[project_listing]}"
 echo
 echo "| a whole prepared transaction over the wire (callgrind on the server, pgbench -M prepared, one client) | instructions | vs hand-written |"
 echo "|---|---|---|"

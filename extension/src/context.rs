@@ -634,6 +634,19 @@ mod unit {
     }
 
     #[test]
+    fn a_project_context_keeps_the_organization_role_beside_the_project_role() {
+        let org = Parts::of(b"7;admin;owner:40,admin:30;members.manage,settings.manage");
+        assert_eq!(org.role, b"admin");
+        assert_eq!(org.org_role(), (&b"admin"[..], &b"members.manage,settings.manage"[..]));
+        let project = Parts::of(b"9;admin;owner:40,admin:30,member:20;members.manage;member;");
+        assert_eq!((project.role, project.permissions), (&b"admin"[..], &b"members.manage"[..]));
+        assert_eq!(project.org_role(), (&b"member"[..], &b""[..]));
+        let m = project.membership().unwrap();
+        assert_eq!(m.role_at(Level::Effective), ("admin", "members.manage"));
+        assert_eq!(m.role_at(Level::Organization), ("member", ""));
+    }
+
+    #[test]
     fn generations_parse_as_decimal() {
         assert_eq!(parse_u64(b"42"), Some(42));
         assert_eq!(parse_u64(b""), None);

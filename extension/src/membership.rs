@@ -467,6 +467,50 @@ pub fn lookup_project(project: pgrx::Uuid, user: &str) -> Option<(pgrx::Uuid, Me
     })
 }
 
+/// (catalog schema, project, user) -> (the project's organization, the generation the access was
+/// checked at, the membership then).
+type ProjectsChecked = foldhash::HashMap<(pg_sys::Oid, [u8; 16], String), (pgrx::Uuid, u64, Membership)>;
+
+thread_local! {
+    /// Accesses found by [`lookup_project_at`].
+    static PROJECT_FOUND: RefCell<ProjectsChecked> = RefCell::new(ProjectsChecked::default());
+}
+
+/// [`lookup_project`], and the generation of the pair it holds at (read before the lookup that
+/// answered, [`crate::context::context_generation`]); remembered by the backend while that
+/// generation stays, as [`lookup_at`] does for organizations. The organization is known only
+/// from the project: a first lookup finds it, and the answer is the second's, after the
+/// generation was read.
+pub fn lookup_project_at(project: pgrx::Uuid, user: &str) -> Option<(pgrx::Uuid, Membership, u64)> {
+    let c = catalog();
+    let key = (c.schema, *project.as_bytes(), user.to_string());
+    let remember = !changes_pending();
+    if remember {
+        let hit = PROJECT_FOUND.with(|f| f.borrow().get(&key).cloned());
+        if let Some((org, generation, m)) = hit {
+            if crate::context::context_generation(&org, Some(&project)) == generation {
+                return Some((org, m, generation));
+            }
+        }
+    }
+    let (org, _) = lookup_project(project, user)?;
+    let generation = crate::context::context_generation(&org, Some(&project));
+    let (again, m) = lookup_project(project, user)?;
+    if again != org {
+        return None;
+    }
+    if remember && may_remember() {
+        PROJECT_FOUND.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() >= 4096 {
+                f.clear();
+            }
+            f.insert(key, (org, generation, m.clone()));
+        });
+    }
+    Some((org, m, generation))
+}
+
 /// The parent (None: none, or no such row) of organization `id`, and whether it is active.
 ///
 /// # Safety

@@ -159,16 +159,7 @@ pub(crate) fn start_project(project_id: pgrx::Uuid, key: Option<&str>, user: &st
             key.map_or_else(|| context::uuid_text(&project_id), |k| format!("\"{}\"", k.replace('"', "\"\"")));
         TenancyError::ProjectContextRefused { project_id, user_id: user.to_string() }.raise()
     };
-    // The organization is the project's parent, known only once the project is read; the
-    // generations are read again after the lookup and the context refused if either moved
-    // meanwhile (a membership change racing the lookup is then seen by the next statement's
-    // readers, which check again).
-    let Some((org_id, _)) = membership::lookup_project(project_id, user) else { refused() };
-    let generation = context::context_generation(&org_id, Some(&project_id));
-    let Some((org_again, membership)) = membership::lookup_project(project_id, user) else { refused() };
-    if org_again != org_id {
-        refused()
-    }
+    let Some((org_id, membership, generation)) = membership::lookup_project_at(project_id, user) else { refused() };
     let (org, project) = (context::uuid_text(&org_id), context::uuid_text(&project_id));
     crate::hooks::refuse_if_cursor_from_another_context(Some(&format!("{org}/{project}")), user);
     warn_outside_transaction(scope);
