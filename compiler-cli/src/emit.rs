@@ -8,8 +8,8 @@
 
 use crate::hardening;
 use crate::model::{
-    Compiled, CompiledKind, CompiledLookup, CompiledRule, CompiledTable, MembershipsSync, OrganizationsSync, Reference,
-    Sharing, SyncMaps, TenantKey, UserReference,
+    Compiled, CompiledKind, CompiledLookup, CompiledRule, CompiledTable, Level, MembershipsSync, OrganizationsSync,
+    Reference, Sharing, SyncMaps, TenantKey, UserReference,
 };
 use crate::policy::Command;
 use crate::schema::{quote_ident, QualifiedName};
@@ -29,8 +29,7 @@ fn role_list(roles: &[String]) -> String {
 /// the current organization and public rows, and UPDATE rows shared with it for writing.
 fn predicate(
     table: &QualifiedName,
-    column: &str,
-    key: TenantKey,
+    (column, key, level): (&str, TenantKey, Option<Level>),
     rule: &CompiledRule,
     sharing: Option<&Sharing>,
     command: Command,
@@ -38,8 +37,9 @@ fn predicate(
 ) -> String {
     // `tenancy.current_org()` without a sub-SELECT of its own: the extension's planner hook runs
     // it once per statement (a parameter set when the statement starts), and a policy without a
-    // sublink keeps PostgreSQL from walking the statement again at every reuse of its plan.
-    let own = format!("{} = {}", quote_ident(column), key.reader());
+    // sublink keeps PostgreSQL from walking the statement again at every reuse of its plan. The
+    // project readers (project-level tables) are taken out of plans the same way.
+    let own = format!("{} = {}", quote_ident(column), key.reader_at(level));
     // NULL-keyed rows are global: every organization reads them (under a context), nobody
     // writes them but DBAs.
     let global = format!("({} IS NULL AND tenancy.current_org() IS NOT NULL)", quote_ident(column));
@@ -61,7 +61,7 @@ fn predicate(
         _ => own,
     };
     let mut parts = vec![reach];
-    parts.extend(rule_parts(rule));
+    parts.extend(rule_parts(rule, level));
     let own_rows = parts.join(" AND ");
     match null_rows {
         // A user's own rows: reached by that user, for every command, in any organization's
@@ -255,13 +255,19 @@ impl<'a> NullRows<'a> {
 }
 
 /// The parts of a command's rule besides where the row belongs: role, permission, owner, check.
-fn rule_parts(rule: &CompiledRule) -> Vec<String> {
+/// Organization-level tables check the organization role (`has_org_role`): a project's override,
+/// which may be higher, never raises rights over the organization's rows.
+fn rule_parts(rule: &CompiledRule, level: Option<Level>) -> Vec<String> {
+    let (has_role, has_permission) = match level {
+        Some(Level::Organization) => ("tenancy.has_org_role", "tenancy.has_org_permission"),
+        None | Some(Level::Project) => ("tenancy.has_role", "tenancy.has_permission"),
+    };
     let mut parts = Vec::new();
     if !rule.role.is_lowest() {
-        parts.push(format!("(SELECT tenancy.has_role({}))", literal(&rule.role.0)));
+        parts.push(format!("(SELECT {has_role}({}))", literal(&rule.role.0)));
     }
     if let Some(p) = &rule.permission {
-        parts.push(format!("(SELECT tenancy.has_permission({}))", literal(p)));
+        parts.push(format!("(SELECT {has_permission}({}))", literal(p)));
     }
     if let Some(o) = &rule.owner {
         parts.push(format!("{} = (SELECT tenancy.current_user_id())", quote_ident(o)));
@@ -285,7 +291,7 @@ fn child_predicate(table: &QualifiedName, parent: &Reference, rule: &CompiledRul
         .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
         .collect();
     let tenant = quote_ident(&parent.target_tenant);
-    let reader = parent.target_key.reader();
+    let reader = parent.target_key.reader_at(parent.target_level);
     let owned = if parent.target_global && command == Command::Select {
         format!(
             "(t.{tenant} = (SELECT {reader}) OR (t.{tenant} IS NULL AND (SELECT tenancy.current_org()) IS NOT NULL))"
@@ -295,7 +301,7 @@ fn child_predicate(table: &QualifiedName, parent: &Reference, rule: &CompiledRul
     };
     let mut parts =
         vec![format!("EXISTS (SELECT FROM {} t WHERE {} AND {owned})", parent.target, matches.join(" AND "))];
-    parts.extend(rule_parts(rule));
+    parts.extend(rule_parts(rule, parent.target_level));
     parts.join(" AND ")
 }
 
@@ -332,7 +338,7 @@ fn tenant_policy(
     name: &str,
     this: &QualifiedName,
     compiled: &CompiledTable,
-    (column, key): (&str, TenantKey),
+    tenant: (&str, TenantKey, Option<Level>),
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
     sharing: Option<&Sharing>,
     references: &[Reference],
@@ -340,7 +346,7 @@ fn tenant_policy(
     command: Command,
 ) -> Option<String> {
     let (roles, rule) = allowed(compiled, commands, command)?;
-    let p = predicate(this, column, key, rule, sharing, command, null_rows);
+    let p = predicate(this, tenant, rule, sharing, command, null_rows);
     let mut checked = p.clone();
     for r in references {
         checked.push_str("\n        AND ");
@@ -404,7 +410,9 @@ fn reference_check(table: &QualifiedName, r: &Reference) -> String {
         .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
         .collect();
     let tenant = quote_ident(&r.target_tenant);
-    let reader = r.target_key.reader();
+    // The target's level decides the reader: an organization-level row is referenced from any
+    // project of the organization, a project-level one only from its project.
+    let reader = r.target_key.reader_at(r.target_level);
     let owned = if r.target_global {
         format!("(t.{tenant} = (SELECT {reader}) OR t.{tenant} IS NULL)")
     } else {
@@ -947,13 +955,13 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
                 unit.extend(child_policy(&name, partition, table, parent, commands, command));
             }
             CompiledKind::Identity { .. } => {} // below, all commands at once
-            CompiledKind::Tenant { column, key, commands, references, global_rows, user_rows, .. } => {
+            CompiledKind::Tenant { column, key, level, commands, references, global_rows, user_rows, .. } => {
                 // Own rows only: shares name the partitioned table.
                 unit.extend(tenant_policy(
                     &name,
                     partition,
                     table,
-                    (column, *key),
+                    (column, *key, *level),
                     commands,
                     None,
                     references,
@@ -1034,7 +1042,14 @@ END\n$tenancy$;",
 /// The statement guard of a tenant table: it refuses writes without a context, or by too low a
 /// role or a missing permission, with a clear error. Each argument is `role` or
 /// `role|permission`.
-fn require_context_trigger(name: &str, commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>) -> String {
+/// With two levels, the 4th argument says which: a project-level write needs a project context
+/// (checked with the effective role), an organization-level one any context with an
+/// organization (checked with the organization's role).
+fn require_context_trigger(
+    name: &str,
+    commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
+    level: Option<Level>,
+) -> String {
     let min_role = |c: Command| match commands.get(&c) {
         Some(Some(rule)) => match &rule.permission {
             Some(p) => literal(&format!("{}|{p}", rule.role.0)),
@@ -1043,11 +1058,23 @@ fn require_context_trigger(name: &str, commands: &std::collections::BTreeMap<Com
         _ => "'none'".to_string(),
     };
     format!(
-        "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {});",
+        "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {}{});",
         min_role(Command::Insert),
         min_role(Command::Update),
-        min_role(Command::Delete)
+        min_role(Command::Delete),
+        level.map_or(String::new(), |l| format!(", {}", literal(l.key())))
     )
+}
+
+/// With two levels, the SELECT policy of a tenant or child table says its level (and tenant
+/// column), for lint and verify, which read live databases without the policy files.
+fn level_comment(name: &str, level: Option<Level>, column: Option<&str>) -> Option<String> {
+    let level = level?;
+    let text = match column {
+        Some(c) => format!("level: {}, tenant column: {c}", level.key()),
+        None => format!("level: {}, through its parent", level.key()),
+    };
+    Some(format!("COMMENT ON POLICY {} ON {name} IS {};", policy_name(Command::Select), literal(&text)))
 }
 
 /// A table's grants: everything taken from the application roles, then each command a role's
@@ -1248,17 +1275,21 @@ fn table_block(
                 if let Some(policy) = child_policy(&name, &table.name, table, parent, commands, command) {
                     unit.push(policy);
                     grants.push((command, table.roles_for(command)));
+                    if command == Command::Select {
+                        unit.extend(level_comment(&name, parent.target_level, None));
+                    }
                 }
                 units.push(unit);
             }
             units.extend(index_units(names, &table.name, &name, extra_indexes));
-            units.push(vec![require_context_trigger(&name, commands)]);
+            units.push(vec![require_context_trigger(&name, commands, parent.target_level)]);
             units.push(user_references(&table.name, &table.user_references));
             units.push(table_grants(&name, all_roles, &grants));
         }
         CompiledKind::Tenant {
             column,
             key,
+            level,
             add_index,
             set_not_null,
             commands,
@@ -1270,15 +1301,19 @@ fn table_block(
             user_rows,
         } => {
             let col = quote_ident(column);
+            let of_level = level.map_or(String::new(), |l| format!(" ({}-level)", l.key()));
             header = match sharing {
-                None => format!("-- {name}: tenant table, tenant column {col}"),
-                Some(_) => format!("-- {name}: shareable tenant table, tenant column {col}"),
+                None => format!("-- {name}: tenant table{of_level}, tenant column {col}"),
+                Some(_) => format!("-- {name}: shareable tenant table{of_level}, tenant column {col}"),
             };
             if *set_not_null {
                 units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET NOT NULL;")]);
             }
             if !org_root {
-                units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT {};", key.reader())]);
+                units.push(vec![format!(
+                    "ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT {};",
+                    key.reader_at(*level)
+                )]);
             }
             units.extend(owner_defaults(&name, owner_columns));
             units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
@@ -1290,7 +1325,7 @@ fn table_block(
                     &name,
                     &table.name,
                     table,
-                    (column, *key),
+                    (column, *key, *level),
                     commands,
                     sharing.as_ref(),
                     references,
@@ -1299,6 +1334,9 @@ fn table_block(
                 ) {
                     unit.push(policy);
                     grants.push((command, table.roles_for(command)));
+                    if command == Command::Select {
+                        unit.extend(level_comment(&name, *level, Some(column)));
+                    }
                 }
                 units.push(unit);
             }
@@ -1332,7 +1370,7 @@ fn table_block(
                 )]);
             }
             if user_rows.is_none() {
-                units.push(vec![require_context_trigger(&name, commands)]);
+                units.push(vec![require_context_trigger(&name, commands, *level)]);
             } else {
                 // A user's own rows are written with a user-only context too, and by members of
                 // any role: the policies alone decide (a write without any context reaches no
