@@ -246,6 +246,7 @@ pub fn check(
         catalog,
         &governed,
         organizations.as_ref(),
+        memberships.as_ref(),
         organization_column.as_ref(),
         projects.as_ref(),
         project_memberships.as_ref(),
@@ -521,15 +522,9 @@ pub fn check(
                 }
             }
             TableKind::Tenant | TableKind::Shareable => {
-                let level = levels.as_ref().map(|l| {
-                    policy.level.as_ref().map(|v| *v.get_ref()).unwrap_or(
-                        if l.projects_table.as_ref() == Some(&table.name) {
-                            crate::policy::Level::Organization
-                        } else {
-                            crate::policy::Level::Project
-                        },
-                    )
-                });
+                let level = levels
+                    .as_ref()
+                    .map(|l| policy.level.as_ref().map_or_else(|| l.default_level(&table.name), |v| *v.get_ref()));
                 let (column, column_span) = match (&policy.tenant_column, &levels, level) {
                     (Some(c), _, _) => (c.get_ref().clone(), c.span()),
                     (None, Some(l), Some(crate::policy::Level::Organization)) => {
@@ -1470,19 +1465,25 @@ fn check_sync(
 /// Two tenant levels (`[projects]`): where the projects are, and the organization-level tables'
 /// default tenant column.
 struct Levels {
-    projects_table: Option<QualifiedName>,
-    /// `[projects].organization`: the projects table's own tenant column.
-    projects_organization: String,
+    /// The application's projects, organizations and memberships tables, organization-level
+    /// unless declared otherwise, each with the column holding its organization.
+    organization_tables: BTreeMap<QualifiedName, String>,
     organization_column: Option<String>,
 }
 
 impl Levels {
+    /// The level of a tenant table that declares none.
+    fn default_level(&self, table: &QualifiedName) -> crate::policy::Level {
+        if self.organization_tables.contains_key(table) {
+            crate::policy::Level::Organization
+        } else {
+            crate::policy::Level::Project
+        }
+    }
+
     /// The tenant column of organization-level table `table` that sets none itself.
     fn organization_column_of(&self, table: &QualifiedName) -> Option<String> {
-        if self.projects_table.as_ref() == Some(table) {
-            return Some(self.projects_organization.clone());
-        }
-        self.organization_column.clone()
+        self.organization_tables.get(table).cloned().or_else(|| self.organization_column.clone())
     }
 }
 
@@ -1492,6 +1493,7 @@ fn check_levels(
     catalog: &Catalog,
     governed: &[String],
     organizations: Option<&Setting<crate::policy::OrganizationsMap>>,
+    memberships: Option<&Setting<crate::policy::MembershipsMap>>,
     organization_column: Option<&Setting<String>>,
     projects: Option<&Setting<crate::policy::ProjectsMap>>,
     project_memberships: Option<&Setting<crate::policy::ProjectMembershipsMap>>,
@@ -1532,13 +1534,21 @@ fn check_levels(
             ),
         );
     }
-    let projects_table =
-        resolve(catalog, governed, p.source, &p.value.table, &mut Vec::new(), &mut Vec::new()).map(|t| t.name.clone());
-    Some(Levels {
-        projects_table,
-        projects_organization: p.value.organization.get_ref().clone(),
-        organization_column: organization_column.map(|c| c.value.clone()),
-    })
+    // Resolved quietly: check_sync and check_project_sync report their mistakes.
+    let mut organization_tables = BTreeMap::new();
+    let mut table_of = |source: SourceId, table: &Spanned<String>, column: String| {
+        if let Some(t) = resolve(catalog, governed, source, table, &mut Vec::new(), &mut Vec::new()) {
+            organization_tables.insert(t.name.clone(), column);
+        }
+    };
+    if let Some(o) = organizations {
+        table_of(o.source, &o.value.table, o.value.id.as_ref().map_or("id".to_string(), |i| i.get_ref().clone()));
+    }
+    if let Some(m) = memberships {
+        table_of(m.source, &m.value.table, m.value.organization.get_ref().clone());
+    }
+    table_of(p.source, &p.value.table, p.value.organization.get_ref().clone());
+    Some(Levels { organization_tables, organization_column: organization_column.map(|c| c.value.clone()) })
 }
 
 /// Resolves `[projects]` and `[project_memberships]` like [`check_sync`]: tables, columns, role

@@ -37,6 +37,28 @@ fn example_compiles_to_the_checked_in_sql() {
 }
 
 #[test]
+fn a_two_level_schema_compiles_to_the_checked_in_sql() {
+    let dir = "compiler-cli/tests/fixtures/two_levels";
+    let out = tenancy(&["compile", &format!("{dir}/policy.toml"), "--schema", &format!("{dir}/schema.sql")]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let sql = String::from_utf8(out.stdout).unwrap();
+    // Project-level rows are the project's, organization-level rows the organization's, checked
+    // with the organization's role; each guard says its level.
+    for needle in [
+        "USING (project_id = tenancy.current_project_key());",
+        "USING (org_id = tenancy.current_org_key() AND (SELECT tenancy.has_org_role('admin')));",
+        "tenancy.require_context('member', 'member', 'admin', 'project');",
+        "tenancy.require_context('admin|api_keys.create', 'member', 'admin', 'organization');",
+        "t.project_id = (SELECT tenancy.current_project_key())",
+        "PERFORM tenancy.set_project_member(new_project, new_user, new_role);",
+    ] {
+        assert!(sql.contains(needle), "missing {needle}");
+    }
+    assert!(!sql.contains("has_org_role('member')) AND (SELECT tenancy.has_role"));
+    golden(&root().join(format!("{dir}/compiled.sql")), &sql);
+}
+
+#[test]
 fn compiling_twice_gives_identical_output() {
     let a = tenancy(&["compile", "policies/", "--schema", "sql/schema.sql"]);
     let b = tenancy(&["compile", "policies/", "--schema", "sql/schema.sql"]);
