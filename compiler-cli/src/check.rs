@@ -1489,6 +1489,7 @@ impl Levels {
 
 /// Whether the policy files have two tenant levels, and the settings that need `[projects]`
 /// (reported where it is missing).
+#[allow(clippy::too_many_arguments)]
 fn check_levels(
     catalog: &Catalog,
     governed: &[String],
