@@ -303,3 +303,27 @@ fn a_materialized_view_of_a_tenant_table_needs_a_declared_reason() {
     assert!(err.contains("tenancy::missing-reason"), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn two_level_mistakes_are_refused_with_their_codes() {
+    let fixture = root().join("compiler-cli/tests/fixtures/two_levels");
+    let policy = std::fs::read_to_string(fixture.join("policy.toml")).unwrap();
+    let dir = std::env::temp_dir().join(format!("tenancy-levels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (from, to, code) in [
+        ("organization_column = \"org_id\"", "", "tenancy::missing-organization-column"),
+        ("NONE = \"none\"", "NONE = \"nobody\"", "tenancy::unknown-project-role"),
+    ] {
+        let file = dir.join("policy.toml");
+        std::fs::write(&file, policy.replace(from, to)).unwrap();
+        let schema = fixture.join("schema.sql");
+        let out = tenancy(&["check", file.to_str().unwrap(), "--schema", schema.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(code),
+            "{code}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
