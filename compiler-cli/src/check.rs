@@ -76,6 +76,9 @@ pub fn check(
     let mut defaults: Option<Setting<crate::policy::Commands>> = None;
     let mut organizations: Option<Setting<crate::policy::OrganizationsMap>> = None;
     let mut memberships: Option<Setting<crate::policy::MembershipsMap>> = None;
+    let mut organization_column: Option<Setting<String>> = None;
+    let mut projects: Option<Setting<crate::policy::ProjectsMap>> = None;
+    let mut project_memberships: Option<Setting<crate::policy::ProjectMembershipsMap>> = None;
     let mut tables: Vec<(SourceId, Spanned<String>, Spanned<TablePolicy>)> = Vec::new();
     let mut implicit = None;
     let mut random_ids: Option<Setting<String>> = None;
@@ -95,6 +98,9 @@ pub fn check(
         once(sources, &mut defaults, "defaults", source, file.defaults, &mut diags);
         once(sources, &mut organizations, "organizations", source, file.organizations, &mut diags);
         once(sources, &mut memberships, "memberships", source, file.memberships, &mut diags);
+        once(sources, &mut organization_column, "organization_column", source, file.organization_column, &mut diags);
+        once(sources, &mut projects, "projects", source, file.projects, &mut diags);
+        once(sources, &mut project_memberships, "project_memberships", source, file.project_memberships, &mut diags);
         for (key, policy) in file.tables {
             tables.push((source, key, policy));
         }
@@ -162,6 +168,8 @@ pub fn check(
     if let (Some(live), Some(r)) = (live, &roles) {
         check_live_roles(live, r, catalog, &governed, &mut diags);
     }
+    // Two levels (project contexts, tenancy.project_members) came with 0.6.0.
+    let min_version = if projects.is_some() { MIN_PROJECTS_EXTENSION_VERSION } else { MIN_EXTENSION_VERSION };
     if let (Some(live), Some(src)) = (live, first_source) {
         if !live.extension_installed {
             diags.push(
@@ -169,12 +177,12 @@ pub fn check(
                     .label(src, 0..0, "these policies need it")
                     .help("run `CREATE EXTENSION pg_tenancy;` as a superuser (the server needs shared_preload_libraries = 'pg_tenancy')"),
             );
-        } else if version_below(&live.extension_version, MIN_EXTENSION_VERSION) {
+        } else if version_below(&live.extension_version, min_version) {
             diags.push(
                 Diagnostic::error(
                     "tenancy::extension-outdated",
                     format!(
-                        "pg_tenancy {} is installed in this database; these policies need {MIN_EXTENSION_VERSION} or later",
+                        "pg_tenancy {} is installed in this database; these policies need {min_version} or later",
                         live.extension_version
                     ),
                 )
@@ -207,6 +215,7 @@ pub fn check(
                 let span = on.span.clone();
                 let policy = TablePolicy {
                     kind: Spanned::new(span.clone(), TableKind::Tenant),
+                    level: None,
                     tenant_column: None,
                     read_write: None,
                     read_only: None,
@@ -233,6 +242,18 @@ pub fn check(
             }
         }
     }
+    let levels = check_levels(
+        catalog,
+        &governed,
+        organizations.as_ref(),
+        memberships.as_ref(),
+        organization_column.as_ref(),
+        projects.as_ref(),
+        project_memberships.as_ref(),
+        &mut diags,
+    );
+    // Child tables' declared levels, checked against their parents' (check_children).
+    let mut child_levels: BTreeMap<QualifiedName, (SourceId, Spanned<crate::policy::Level>)> = BTreeMap::new();
     let mut covered: BTreeMap<QualifiedName, (SourceId, Range<usize>)> = BTreeMap::new();
     let mut waivers: Waivers = BTreeMap::new();
     let mut compiled_tables = Vec::new();
@@ -326,6 +347,29 @@ pub fn check(
                 .label(*source, g.span(), "only for tenant and shareable tables with a tenant column")
                 .help("a global table's rows are all global already: remove this line, or make the table `kind = \"tenant\"`"),
             );
+        }
+        if let Some(level) = &policy.level {
+            if levels.is_none() {
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::level-without-projects",
+                        format!("`level` is set on `{}`, but the policy files have no `[projects]`", table.name),
+                    )
+                    .label(*source, level.span(), "a tenant level")
+                    .help("levels exist with two tenant levels only: add `[projects]` (the application's projects table), or remove this line"),
+                );
+            } else if !matches!(policy.kind.get_ref(), TableKind::Tenant | TableKind::Shareable) {
+                diags.push(
+                    Diagnostic::error(
+                        "tenancy::level-kind",
+                        format!("`level` is set, but table `{}` is not a tenant table", table.name),
+                    )
+                    .label(*source, level.span(), format!("not used by `kind = \"{}\"`", policy.kind.get_ref().key()))
+                    .help("only tenant and shareable tables belong to an organization or a project: remove this line"),
+                );
+            } else if policy.parent.is_some() {
+                child_levels.insert(table.name.clone(), (*source, level.clone()));
+            }
         }
         let kind = match policy.kind.get_ref() {
             TableKind::Global => {
@@ -470,6 +514,7 @@ pub fn check(
                         target_tenant: String::new(),
                         target_key: TenantKey::Uuid,
                         target_global: false,
+                        target_level: None,
                     },
                     commands,
                     owner_columns: owner_columns.into_iter().collect(),
@@ -477,10 +522,44 @@ pub fn check(
                 }
             }
             TableKind::Tenant | TableKind::Shareable => {
-                let (column, column_span) = match &policy.tenant_column {
-                    Some(c) => (c.get_ref().clone(), c.span()),
-                    None => (default_column.clone(), key.span()),
+                let level = levels
+                    .as_ref()
+                    .map(|l| policy.level.as_ref().map_or_else(|| l.default_level(&table.name), |v| *v.get_ref()));
+                let (column, column_span) = match (&policy.tenant_column, &levels, level) {
+                    (Some(c), _, _) => (c.get_ref().clone(), c.span()),
+                    (None, Some(l), Some(crate::policy::Level::Organization)) => {
+                        match l.organization_column_of(&table.name) {
+                            Some(c) => (c, key.span()),
+                            None => {
+                                diags.push(
+                                    Diagnostic::error(
+                                        "tenancy::missing-organization-column",
+                                        format!("organization-level table `{}` has no tenant column", table.name),
+                                    )
+                                    .label(
+                                        *source,
+                                        policy.level.as_ref().map_or(key.span(), Spanned::span),
+                                        "organization-level here",
+                                    )
+                                    .help("name the column holding the organization's id: `organization_column = \"org_id\"` at the top of the file, or `tenant_column` on this table"),
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                    _ => (default_column.clone(), key.span()),
                 };
+                if level == Some(crate::policy::Level::Project) && *policy.kind.get_ref() == TableKind::Shareable {
+                    diags.push(
+                        Diagnostic::error(
+                            "tenancy::shareable-project-level",
+                            format!("shareable table `{}` is project-level; sharing is between organizations", table.name),
+                        )
+                        .label(*source, policy.kind.span(), "declared shareable here")
+                        .help("make it `level = \"organization\"`, or `kind = \"tenant\"`: tenancy.share() names organizations, not projects"),
+                    );
+                    continue;
+                }
                 let Some(col) = table.column(&column) else {
                     diags.push(
                         Diagnostic::error(
@@ -591,6 +670,7 @@ pub fn check(
                     }
                 });
                 CompiledKind::Tenant {
+                    level,
                     sharing,
                     references: vec![],
                     global_rows,
@@ -707,12 +787,25 @@ pub fn check(
     }
     let random_ids = random_ids.as_ref().map(|r| r.value.trim()).filter(|r| !r.is_empty());
     check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, random_ids, &mut diags);
-    check_children(&mut compiled_tables, &covered, &mut diags);
+    check_children(&mut compiled_tables, &covered, &child_levels, &mut diags);
     check_user_references(catalog, &mut compiled_tables);
     let views = check_views(catalog, &governed, &covered, &unscoped_views, &mut diags);
     let compiled_services = check_services(&read_write, &read_only, &token_only, services, &mut diags);
     let compiled_lookups = check_lookups(catalog, &governed, &compiled_tables, lookups, &mut diags);
-    let sync = check_sync(sources, catalog, &governed, organizations.as_ref(), memberships.as_ref(), &mut diags);
+    let mut sync = check_sync(sources, catalog, &governed, organizations.as_ref(), memberships.as_ref(), &mut diags);
+    if let (Some(_), Some(orgs)) = (&levels, &sync.organizations) {
+        let (p, m) = check_project_sync(
+            sources,
+            catalog,
+            &governed,
+            orgs.key,
+            projects.as_ref(),
+            project_memberships.as_ref(),
+            &mut diags,
+        );
+        sync.projects = p;
+        sync.project_memberships = m;
+    }
     let compiled_quotas = check_counted(Counted::QUOTA, catalog, &governed, &compiled_tables, quotas, live, &mut diags);
     let compiled_usage = check_counted(Counted::USAGE, catalog, &governed, &compiled_tables, usage, live, &mut diags);
 
@@ -740,6 +833,9 @@ pub fn check(
 
 /// The oldest extension version whose objects the compiled SQL uses (tenancy.governed_schemas).
 const MIN_EXTENSION_VERSION: &str = "0.5.0";
+/// The oldest extension version with projects (`[projects]`): tenancy.project_members, the
+/// project readers and the level argument of tenancy.require_context().
+const MIN_PROJECTS_EXTENSION_VERSION: &str = "0.6.0";
 
 /// True when dotted version `a` is older than `b`.
 fn version_below(a: &str, b: &str) -> bool {
@@ -1171,6 +1267,23 @@ fn check_lookups(
             CompiledKind::Identity { column, .. } => Some((None, Some(column.clone()))),
             CompiledKind::Global | CompiledKind::Unscoped { .. } | CompiledKind::Child { .. } => None,
         });
+        let project_level = compiled.iter().any(|c| {
+            c.name == table.name
+                && matches!(c.kind, CompiledKind::Tenant { level: Some(crate::policy::Level::Project), .. })
+        });
+        if project_level && lookup.organization.is_none() {
+            // Its tenant column holds projects, and a lookup returns an organization: returning
+            // a project's id as one would start the wrong context.
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::lookup-project-level",
+                    format!("lookup `{}` reads project-level table `{}`, whose tenant column holds projects", name.get_ref(), table.name),
+                )
+                .label(source, lookup.table.span(), "here")
+                .help("a lookup returns an organization: name a column holding the organization's id, `organization = \"...\"`, or look the key up in an organization-level table"),
+            );
+            continue;
+        }
         let Some((tenant, identity_user)) = tenant else {
             diags.push(
                 Diagnostic::error(
@@ -1346,7 +1459,198 @@ fn check_sync(
     if diags.len() > before {
         return SyncMaps::default();
     }
-    SyncMaps { organizations: orgs, memberships: members }
+    SyncMaps { organizations: orgs, memberships: members, ..SyncMaps::default() }
+}
+
+/// Two tenant levels (`[projects]`): where the projects are, and the organization-level tables'
+/// default tenant column.
+struct Levels {
+    /// The application's projects, organizations and memberships tables, organization-level
+    /// unless declared otherwise, each with the column holding its organization.
+    organization_tables: BTreeMap<QualifiedName, String>,
+    organization_column: Option<String>,
+}
+
+impl Levels {
+    /// The level of a tenant table that declares none.
+    fn default_level(&self, table: &QualifiedName) -> crate::policy::Level {
+        if self.organization_tables.contains_key(table) {
+            crate::policy::Level::Organization
+        } else {
+            crate::policy::Level::Project
+        }
+    }
+
+    /// The tenant column of organization-level table `table` that sets none itself.
+    fn organization_column_of(&self, table: &QualifiedName) -> Option<String> {
+        self.organization_tables.get(table).cloned().or_else(|| self.organization_column.clone())
+    }
+}
+
+/// Whether the policy files have two tenant levels, and the settings that need `[projects]`
+/// (reported where it is missing).
+#[allow(clippy::too_many_arguments)]
+fn check_levels(
+    catalog: &Catalog,
+    governed: &[String],
+    organizations: Option<&Setting<crate::policy::OrganizationsMap>>,
+    memberships: Option<&Setting<crate::policy::MembershipsMap>>,
+    organization_column: Option<&Setting<String>>,
+    projects: Option<&Setting<crate::policy::ProjectsMap>>,
+    project_memberships: Option<&Setting<crate::policy::ProjectMembershipsMap>>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Levels> {
+    let Some(p) = projects else {
+        if let Some(c) = organization_column {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::level-without-projects",
+                    "`organization_column` is set, but the policy files have no `[projects]`",
+                )
+                .label(c.source, c.span.clone(), "the organization-level tables' column")
+                .help("with one tenant level, `tenant_column` names the column: add `[projects]`, or remove this line"),
+            );
+        }
+        if let Some(m) = project_memberships {
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::project-memberships-without-projects",
+                    "`[project_memberships]` is set, but the policy files have no `[projects]`",
+                )
+                .label(m.source, m.span.clone(), "per-project roles here")
+                .help("project roles need the projects: add `[projects]` with the application's projects table"),
+            );
+        }
+        return None;
+    };
+    if organizations.is_none() {
+        diags.push(
+            Diagnostic::error(
+                "tenancy::projects-without-organizations",
+                "`[projects]` is set without `[organizations]`",
+            )
+            .label(p.source, p.span.clone(), "projects here")
+            .help(
+                "a project belongs to an organization of the application's organizations table: add `[organizations]`",
+            ),
+        );
+    }
+    // Resolved quietly: check_sync and check_project_sync report their mistakes.
+    let mut organization_tables = BTreeMap::new();
+    let mut table_of = |source: SourceId, table: &Spanned<String>, column: String| {
+        if let Some(t) = resolve(catalog, governed, source, table, &mut Vec::new(), &mut Vec::new()) {
+            organization_tables.insert(t.name.clone(), column);
+        }
+    };
+    if let Some(o) = organizations {
+        table_of(o.source, &o.value.table, o.value.id.as_ref().map_or("id".to_string(), |i| i.get_ref().clone()));
+    }
+    if let Some(m) = memberships {
+        table_of(m.source, &m.value.table, m.value.organization.get_ref().clone());
+    }
+    table_of(p.source, &p.value.table, p.value.organization.get_ref().clone());
+    Some(Levels { organization_tables, organization_column: organization_column.map(|c| c.value.clone()) })
+}
+
+/// Resolves `[projects]` and `[project_memberships]` like [`check_sync`]: tables, columns, role
+/// values (member roles, or `none` for no access) and `active` predicates. `org_key` is the
+/// organizations' key type, which the projects' organization column must have.
+#[allow(clippy::too_many_arguments)]
+fn check_project_sync(
+    sources: &Sources,
+    catalog: &Catalog,
+    governed: &[String],
+    org_key: TenantKey,
+    projects: Option<&Setting<crate::policy::ProjectsMap>>,
+    project_memberships: Option<&Setting<crate::policy::ProjectMembershipsMap>>,
+    diags: &mut Vec<Diagnostic>,
+) -> (Option<ProjectsSync>, Option<ProjectMembershipsSync>) {
+    let before = diags.len();
+    let mut unused = Vec::new();
+    let column = |table: &Table, source: SourceId, c: &Spanned<String>, diags: &mut Vec<Diagnostic>| {
+        let help = "the projects sync reads text, varchar, uuid, bytea, smallint, integer or bigint columns (and enums for the role)";
+        builtin_column(table, source, c, "sync", ("tenancy::sync-column-type", help), diags)
+            .map(|(col, _)| col.name.clone())
+    };
+    let predicate = |table: &Table, source: SourceId, p: &Spanned<String>, diags: &mut Vec<Diagnostic>| {
+        compile_predicate(sources, source, p, table, diags).map(|c| c.sql)
+    };
+    let projects = projects.and_then(|s| {
+        let map = &s.value;
+        let table = resolve(catalog, governed, s.source, &map.table, diags, &mut unused)?;
+        let default = |v: &Option<Spanned<String>>, d: &str| {
+            v.clone().unwrap_or_else(|| Spanned::new(map.table.span(), d.to_string()))
+        };
+        let id = column(table, s.source, &default(&map.id, "id"), diags)?;
+        let key = org_key_type(table, &id, s.source, map.id.as_ref().map_or(map.table.span(), |i| i.span()), diags)?;
+        let organization = column(table, s.source, &map.organization, diags)?;
+        let organization_key = org_key_type(table, &organization, s.source, map.organization.span(), diags)?;
+        if organization_key != org_key {
+            let data_type = table.column(&organization).map_or(String::new(), |c| c.data_type.clone());
+            diags.push(
+                Diagnostic::error(
+                    "tenancy::project-organization-type",
+                    format!(
+                        "the projects' organization column `{}.{organization}` is `{data_type}`, not the organizations' key type",
+                        table.name
+                    ),
+                )
+                .label(s.source, map.organization.span(), "holds the organization's id")
+                .help("it must hold the `[organizations]` id as it is: the same kind of type (uuid, text or integer)"),
+            );
+            return None;
+        }
+        let name = column(table, s.source, &default(&map.name, "name"), diags)?;
+        let slug = match &map.slug {
+            Some(c) => Some(column(table, s.source, c, diags)?),
+            None => None,
+        };
+        let active = match &map.active {
+            Some(p) => Some(predicate(table, s.source, p, diags)?),
+            None => None,
+        };
+        Some(ProjectsSync { table: table.name.clone(), id, key, organization, organization_key, name, slug, active })
+    });
+    let members = project_memberships.and_then(|s| {
+        let map = &s.value;
+        let table = resolve(catalog, governed, s.source, &map.table, diags, &mut unused)?;
+        let project = column(table, s.source, &map.project, diags)?;
+        let project_key = org_key_type(table, &project, s.source, map.project.span(), diags)?;
+        let user = column(table, s.source, &map.user, diags)?;
+        let role = match table.column(map.role.get_ref()) {
+            Some(col) if catalog.enum_types.contains(&col.data_type) => col.name.clone(),
+            _ => column(table, s.source, &map.role, diags)?,
+        };
+        for r in map.roles.values() {
+            if r.get_ref() != "none" && !MEMBER_ROLES.contains(&r.get_ref().as_str()) {
+                diags.push(
+                    Diagnostic::error("tenancy::unknown-project-role", format!("unknown project role `{}`", r.get_ref()))
+                        .label(s.source, r.span(), "neither a member role nor `none`")
+                        .help(format!(
+                            "map each value to a member role ({}) or to `none` (no access to the project); leave out values that make no override",
+                            MEMBER_ROLES.join(", ")
+                        )),
+                );
+            }
+        }
+        let active = match &map.active {
+            Some(p) => Some(predicate(table, s.source, p, diags)?),
+            None => None,
+        };
+        Some(ProjectMembershipsSync {
+            table: table.name.clone(),
+            project,
+            project_key,
+            user,
+            role,
+            roles: map.roles.iter().map(|(k, v)| (k.get_ref().clone(), v.get_ref().clone())).collect(),
+            active,
+        })
+    });
+    if diags.len() > before {
+        return (None, None);
+    }
+    (projects, members)
 }
 
 /// The key type of column `column` of `table`, which holds organizations' ids for the sync; None
@@ -1393,10 +1697,10 @@ fn check_tenant_keys(
     random_ids: Option<&str>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let tenant_column: BTreeMap<QualifiedName, (String, TenantKey)> = compiled
+    let tenant_column: BTreeMap<QualifiedName, (String, TenantKey, Option<crate::policy::Level>)> = compiled
         .iter()
         .filter_map(|t| match &t.kind {
-            CompiledKind::Tenant { column, key, .. } => Some((t.name.clone(), (column.clone(), *key))),
+            CompiledKind::Tenant { column, key, level, .. } => Some((t.name.clone(), (column.clone(), *key, *level))),
             CompiledKind::Global
             | CompiledKind::Unscoped { .. }
             | CompiledKind::Child { .. }
@@ -1412,11 +1716,19 @@ fn check_tenant_keys(
         let name = compiled_table.name.clone();
         // A child table's rows reach their organization through the parent key: a unique key
         // that includes it is per organization, any other leaks like a tenant table's would.
-        let (column, mut references, kind, parent_key) = match &mut compiled_table.kind {
-            CompiledKind::Tenant { column, references, .. } => (column.clone(), Some(references), "tenant", None),
-            CompiledKind::Identity { column, .. } => (column.clone(), None, "identity", None),
-            CompiledKind::Child { parent, .. } => (String::new(), None, "child", Some(parent.columns.clone())),
+        let (column, mut references, kind, parent_key, level) = match &mut compiled_table.kind {
+            CompiledKind::Tenant { column, references, level, .. } => {
+                (column.clone(), Some(references), "tenant", None, *level)
+            }
+            CompiledKind::Identity { column, .. } => (column.clone(), None, "identity", None, None),
+            CompiledKind::Child { parent, .. } => (String::new(), None, "child", Some(parent.columns.clone()), None),
             _ => continue,
+        };
+        // A reference keeps a row inside the target's tenant: a project-level row pointing at an
+        // organization-level one stays in the organization, not in the project, so only targets
+        // at least as narrow as the table scope its keys.
+        let narrow_enough = |target: Option<crate::policy::Level>| {
+            level != Some(crate::policy::Level::Project) || target == Some(crate::policy::Level::Project)
         };
         let column = &column;
         let (Some(table), Some((source, span))) = (catalog.tables.get(&name), covered.get(&name)) else { continue };
@@ -1444,7 +1756,7 @@ fn check_tenant_keys(
                 .iter()
                 .filter(|fk| {
                     references.is_some()
-                        && tenant_column.contains_key(&fk.references)
+                        && tenant_column.get(&fk.references).is_some_and(|(_, _, l)| narrow_enough(*l))
                         && !global_rows.contains(&fk.references)
                 })
                 .map(|fk| fk.columns.iter().filter(|c| **c != *column).cloned().collect())
@@ -1580,9 +1892,15 @@ fn check_tenant_keys(
         }
         let Some(references) = references.as_mut() else { continue };
         for fk in &table.foreign_keys {
-            let Some((target_column, target_key)) = tenant_column.get(&fk.references) else { continue };
+            let Some((target_column, target_key, target_level)) = tenant_column.get(&fk.references) else {
+                continue;
+            };
+            // Composite keys with the tenant column keep rows apart only between tables of one
+            // level (a project's id is no organization's).
             let scoped = match fk.columns.iter().position(|c| c == &*column) {
-                Some(i) => fk.referred.is_empty() || fk.referred.get(i) == Some(target_column),
+                Some(i) => {
+                    *target_level == level && (fk.referred.is_empty() || fk.referred.get(i) == Some(target_column))
+                }
                 None => false,
             };
             if scoped {
@@ -1603,6 +1921,7 @@ fn check_tenant_keys(
                 target_tenant: target_column.clone(),
                 target_key: *target_key,
                 target_global: global_rows.contains(&fk.references),
+                target_level: *target_level,
             };
             if !references.contains(&reference) {
                 references.push(reference);
@@ -1665,13 +1984,15 @@ fn check_user_references(catalog: &Catalog, compiled: &mut [CompiledTable]) {
 fn check_children(
     compiled: &mut [CompiledTable],
     covered: &BTreeMap<QualifiedName, (SourceId, Range<usize>)>,
+    declared_levels: &BTreeMap<QualifiedName, (SourceId, Spanned<crate::policy::Level>)>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let tenants: BTreeMap<QualifiedName, (String, TenantKey, bool)> = compiled
+    type Parent = (String, TenantKey, bool, Option<crate::policy::Level>);
+    let tenants: BTreeMap<QualifiedName, Parent> = compiled
         .iter()
         .filter_map(|t| match &t.kind {
-            CompiledKind::Tenant { column, key, global_rows, .. } => {
-                Some((t.name.clone(), (column.clone(), *key, *global_rows)))
+            CompiledKind::Tenant { column, key, global_rows, level, .. } => {
+                Some((t.name.clone(), (column.clone(), *key, *global_rows, *level)))
             }
             _ => None,
         })
@@ -1680,10 +2001,29 @@ fn check_children(
         let name = table.name.clone();
         let CompiledKind::Child { parent, .. } = &mut table.kind else { continue };
         match tenants.get(&parent.target) {
-            Some((column, key, global)) if parent.target_columns.len() == parent.columns.len() => {
+            Some((column, key, global, level)) if parent.target_columns.len() == parent.columns.len() => {
                 parent.target_tenant = column.clone();
                 parent.target_key = *key;
                 parent.target_global = *global;
+                // A child's rows belong where its parent's do: the parent's level is its own.
+                parent.target_level = *level;
+                if let Some((source, declared)) = declared_levels.get(&name) {
+                    if Some(*declared.get_ref()) != *level {
+                        diags.push(
+                            Diagnostic::error(
+                                "tenancy::child-level",
+                                format!(
+                                    "`{name}` is declared {}-level, but its parent `{}` is {}-level",
+                                    declared.get_ref().key(),
+                                    parent.target,
+                                    level.map_or("organization", |l| l.key())
+                                ),
+                            )
+                            .label(*source, declared.span(), "declared here")
+                            .help("a table without a tenant column takes its parent's level: remove this line"),
+                        );
+                    }
+                }
             }
             _ => {
                 if let Some((source, span)) = covered.get(&name).cloned() {

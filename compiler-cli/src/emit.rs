@@ -8,8 +8,8 @@
 
 use crate::hardening;
 use crate::model::{
-    Compiled, CompiledKind, CompiledLookup, CompiledRule, CompiledTable, MembershipsSync, OrganizationsSync, Reference,
-    Sharing, SyncMaps, TenantKey, UserReference,
+    Compiled, CompiledKind, CompiledLookup, CompiledRule, CompiledTable, Level, MembershipsSync, OrganizationsSync,
+    ProjectMembershipsSync, ProjectsSync, Reference, Sharing, SyncMaps, TenantKey, UserReference,
 };
 use crate::policy::Command;
 use crate::schema::{quote_ident, QualifiedName};
@@ -29,8 +29,7 @@ fn role_list(roles: &[String]) -> String {
 /// the current organization and public rows, and UPDATE rows shared with it for writing.
 fn predicate(
     table: &QualifiedName,
-    column: &str,
-    key: TenantKey,
+    (column, key, level): (&str, TenantKey, Option<Level>),
     rule: &CompiledRule,
     sharing: Option<&Sharing>,
     command: Command,
@@ -38,8 +37,9 @@ fn predicate(
 ) -> String {
     // `tenancy.current_org()` without a sub-SELECT of its own: the extension's planner hook runs
     // it once per statement (a parameter set when the statement starts), and a policy without a
-    // sublink keeps PostgreSQL from walking the statement again at every reuse of its plan.
-    let own = format!("{} = {}", quote_ident(column), key.reader());
+    // sublink keeps PostgreSQL from walking the statement again at every reuse of its plan. The
+    // project readers (project-level tables) are taken out of plans the same way.
+    let own = format!("{} = {}", quote_ident(column), key.reader_at(level));
     // NULL-keyed rows are global: every organization reads them (under a context), nobody
     // writes them but DBAs.
     let global = format!("({} IS NULL AND tenancy.current_org() IS NOT NULL)", quote_ident(column));
@@ -61,7 +61,7 @@ fn predicate(
         _ => own,
     };
     let mut parts = vec![reach];
-    parts.extend(rule_parts(rule));
+    parts.extend(rule_parts(rule, level));
     let own_rows = parts.join(" AND ");
     match null_rows {
         // A user's own rows: reached by that user, for every command, in any organization's
@@ -255,13 +255,19 @@ impl<'a> NullRows<'a> {
 }
 
 /// The parts of a command's rule besides where the row belongs: role, permission, owner, check.
-fn rule_parts(rule: &CompiledRule) -> Vec<String> {
+/// Organization-level tables check the organization role (`has_org_role`): a project's override,
+/// which may be higher, never raises rights over the organization's rows.
+fn rule_parts(rule: &CompiledRule, level: Option<Level>) -> Vec<String> {
+    let (has_role, has_permission) = match level {
+        Some(Level::Organization) => ("tenancy.has_org_role", "tenancy.has_org_permission"),
+        None | Some(Level::Project) => ("tenancy.has_role", "tenancy.has_permission"),
+    };
     let mut parts = Vec::new();
     if !rule.role.is_lowest() {
-        parts.push(format!("(SELECT tenancy.has_role({}))", literal(&rule.role.0)));
+        parts.push(format!("(SELECT {has_role}({}))", literal(&rule.role.0)));
     }
     if let Some(p) = &rule.permission {
-        parts.push(format!("(SELECT tenancy.has_permission({}))", literal(p)));
+        parts.push(format!("(SELECT {has_permission}({}))", literal(p)));
     }
     if let Some(o) = &rule.owner {
         parts.push(format!("{} = (SELECT tenancy.current_user_id())", quote_ident(o)));
@@ -285,7 +291,7 @@ fn child_predicate(table: &QualifiedName, parent: &Reference, rule: &CompiledRul
         .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
         .collect();
     let tenant = quote_ident(&parent.target_tenant);
-    let reader = parent.target_key.reader();
+    let reader = parent.target_key.reader_at(parent.target_level);
     let owned = if parent.target_global && command == Command::Select {
         format!(
             "(t.{tenant} = (SELECT {reader}) OR (t.{tenant} IS NULL AND (SELECT tenancy.current_org()) IS NOT NULL))"
@@ -295,7 +301,7 @@ fn child_predicate(table: &QualifiedName, parent: &Reference, rule: &CompiledRul
     };
     let mut parts =
         vec![format!("EXISTS (SELECT FROM {} t WHERE {} AND {owned})", parent.target, matches.join(" AND "))];
-    parts.extend(rule_parts(rule));
+    parts.extend(rule_parts(rule, parent.target_level));
     parts.join(" AND ")
 }
 
@@ -332,7 +338,7 @@ fn tenant_policy(
     name: &str,
     this: &QualifiedName,
     compiled: &CompiledTable,
-    (column, key): (&str, TenantKey),
+    tenant: (&str, TenantKey, Option<Level>),
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
     sharing: Option<&Sharing>,
     references: &[Reference],
@@ -340,7 +346,7 @@ fn tenant_policy(
     command: Command,
 ) -> Option<String> {
     let (roles, rule) = allowed(compiled, commands, command)?;
-    let p = predicate(this, column, key, rule, sharing, command, null_rows);
+    let p = predicate(this, tenant, rule, sharing, command, null_rows);
     let mut checked = p.clone();
     for r in references {
         checked.push_str("\n        AND ");
@@ -404,7 +410,9 @@ fn reference_check(table: &QualifiedName, r: &Reference) -> String {
         .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
         .collect();
     let tenant = quote_ident(&r.target_tenant);
-    let reader = r.target_key.reader();
+    // The target's level decides the reader: an organization-level row is referenced from any
+    // project of the organization, a project-level one only from its project.
+    let reader = r.target_key.reader_at(r.target_level);
     let owned = if r.target_global {
         format!("(t.{tenant} = (SELECT {reader}) OR t.{tenant} IS NULL)")
     } else {
@@ -531,6 +539,12 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
         }
     }
     out.extend(sync_blocks(&compiled.sync));
+    if let (Some(p), Some(o)) = (&compiled.sync.projects, &compiled.sync.organizations) {
+        out.push(projects_block(p, o));
+    }
+    if let Some(m) = &compiled.sync.project_memberships {
+        out.push(project_memberships_block(m));
+    }
     for lookup in &compiled.lookups {
         out.push(lookup_block(lookup, &all_roles));
     }
@@ -918,6 +932,321 @@ END\n$tenancy$;"
     out
 }
 
+/// The slug tenancy gives organization or project `p_id` from the one the application gives
+/// (`p_slug`): the application's when tenancy can use it (a DNS label nobody else has, and not
+/// a reserved `org-<hex>` of another id), else `org-<hex of the id>`.
+const SLUG_RULE: &str = "(SELECT CASE WHEN p_slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'\n\
+                         AND NOT EXISTS (SELECT FROM tenancy.organizations o WHERE o.slug = p_slug AND o.id <> p_id)\n\
+                         AND (p_slug !~ '^org-[0-9a-f]{32}$' OR p_slug = 'org-' || replace(p_id::text, '-', ''))\n\
+                        THEN p_slug ELSE 'org-' || replace(p_id::text, '-', '') END AS slug) s";
+
+/// What `tenancy.organizations` takes from application project row `r`: id, key, parent (the
+/// organization's uuid), slug, name, whether it is active.
+fn project_values(p: &ProjectsSync, o: &OrganizationsSync) -> String {
+    let slug = p.slug.as_ref().map_or("NULL::text".to_string(), |s| format!("lower(r.{}::text)", quote_ident(s)));
+    let active = p.active.as_ref().map_or("true".to_string(), |a| format!("coalesce(({a}), false)"));
+    let id = format!("r.{}", quote_ident(&p.id));
+    let key = match p.key {
+        TenantKey::Uuid => "NULL::text".to_string(),
+        TenantKey::Text | TenantKey::Integer => format!("{id}::text"),
+    };
+    format!(
+        "{}, {key}, {}, {slug}, nullif(btrim(left(r.{}::text, 200)), ''), {active}",
+        org_id_of(&id, p.key),
+        org_id_of(&format!("r.{}", quote_ident(&p.organization)), o.key),
+        quote_ident(&p.name)
+    )
+}
+
+/// The sync of `[projects]`: a backfill, then a trigger keeping the projects in
+/// `tenancy.organizations` as rows whose `parent_id` is their organization. The table's owner
+/// and DBAs write through the direct helper, which upserts but never moves a project to another
+/// organization; anyone else through the checked helper, which trusts no argument and changes
+/// only projects of the context's own organization, with the organization's role.
+fn projects_block(p: &ProjectsSync, o: &OrganizationsSync) -> Block {
+    let t = &p.table;
+    let schema = quote_ident(&t.schema);
+    let f = format!("{schema}.tenancy_sync_projects");
+    let direct = format!("{schema}.tenancy_sync_projects_direct");
+    let checked = format!("{schema}.tenancy_sync_projects_checked");
+    let args = "(text, uuid, uuid, text, uuid, text, text, boolean)";
+    let params =
+        "p_op text, p_old_id uuid, p_id uuid, p_key text, p_parent uuid, p_slug text, p_name text, p_active boolean";
+    let id = quote_ident(&p.id);
+    let old_id = org_id_of(&format!("OLD.{id}"), p.key);
+    let old_parent = org_id_of(&format!("OLD.{}", quote_ident(&p.organization)), o.key);
+    let values = project_values(p, o);
+    let moved = "RAISE EXCEPTION 'permission denied to move this project to another organization'\n\
+            USING ERRCODE = '42501', HINT = 'A project keeps the organization it was created in: create a new project in the other organization.';";
+    let direct_fn = format!(
+        "CREATE OR REPLACE FUNCTION {direct}({params}) RETURNS void\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+DECLARE\n\
+    stored_parent uuid;\n\
+BEGIN\n\
+    -- Plain values only: nothing the table's owner defines runs with the definer's rights. Only\n\
+    -- projects (rows with a parent) are ever deleted here, never an organization.\n\
+    IF p_op = 'DELETE' OR p_old_id IS DISTINCT FROM p_id THEN\n\
+        DELETE FROM tenancy.organizations WHERE id = p_old_id AND parent_id IS NOT NULL;\n\
+    END IF;\n\
+    IF p_op = 'DELETE' OR p_id IS NULL THEN\n\
+        RETURN;\n\
+    END IF;\n\
+    -- A project never changes organization (parent_id is set once), and never takes the id of\n\
+    -- an organization (a key both tables use).\n\
+    SELECT parent_id INTO stored_parent FROM tenancy.organizations WHERE id = p_id FOR UPDATE;\n\
+    IF FOUND AND stored_parent IS DISTINCT FROM p_parent THEN\n\
+        {moved}\n\
+    END IF;\n\
+    -- A project of an organization tenancy does not know is skipped, like its memberships.\n\
+    INSERT INTO tenancy.organizations (id, key, parent_id, slug, name, status)\n\
+    SELECT p_id, p_key, p_parent, s.slug, coalesce(p_name, s.slug), CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
+      FROM {SLUG_RULE}\n\
+     WHERE EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = p_parent AND o.parent_id IS NULL)\n\
+    ON CONFLICT (id) DO UPDATE SET slug = EXCLUDED.slug, name = EXCLUDED.name, status = EXCLUDED.status, updated_at = now()\n\
+     WHERE (organizations.slug, organizations.name, organizations.status) IS DISTINCT FROM (EXCLUDED.slug, EXCLUDED.name, EXCLUDED.status);\n\
+END\n$tenancy$;"
+    );
+    let denied = "RAISE EXCEPTION 'permission denied to % this project', coalesce(lower(p_op), 'change')\n\
+            USING ERRCODE = '42501', HINT = 'Projects are created, changed and deleted in their organization''s context, by its admins and owners.';";
+    let checked_fn = format!(
+        "CREATE OR REPLACE FUNCTION {checked}({params}) RETURNS void\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+DECLARE\n\
+    stored_parent uuid;\n\
+    stored_status text;\n\
+    stored_key text;\n\
+BEGIN\n\
+    -- Callable by any read-write application role, so it trusts no argument: it creates and\n\
+    -- changes projects of the context's own organization only, with the organization's role\n\
+    -- (a project's override never counts). Admins create and rename projects; owners delete,\n\
+    -- suspend or reactivate them, as for the organization itself: a deleted project takes its\n\
+    -- rows' access with it. The same error whether the project is another organization's or\n\
+    -- does not exist.\n\
+    IF p_op IS NULL OR p_op NOT IN ('INSERT', 'UPDATE', 'DELETE') THEN\n\
+        {denied}\n\
+    END IF;\n\
+    IF p_op = 'INSERT' THEN\n\
+        IF p_id IS NULL OR p_active IS NULL OR p_parent IS NULL OR p_parent IS DISTINCT FROM tenancy.current_org()\n\
+           OR (p_key IS NOT NULL AND p_id IS DISTINCT FROM tenancy.org_key_id(p_key))\n\
+           OR NOT tenancy.has_org_role('admin') THEN\n\
+            {denied}\n\
+        END IF;\n\
+        -- Locked, then checked: an id tenancy has already (another organization's project, or an\n\
+        -- organization) is refused, never taken over.\n\
+        PERFORM FROM tenancy.organizations WHERE id = p_id FOR UPDATE;\n\
+        IF FOUND THEN\n\
+            {denied}\n\
+        END IF;\n\
+        PERFORM {direct}('INSERT', NULL, p_id, p_key, p_parent, p_slug, p_name, p_active);\n\
+        RETURN;\n\
+    END IF;\n\
+    IF p_old_id IS NULL OR (p_op = 'UPDATE' AND (p_id IS DISTINCT FROM p_old_id OR p_active IS NULL)) THEN\n\
+        {denied}\n\
+    END IF;\n\
+    -- Locked, so that a concurrent transaction deleting it is waited for and then seen: a\n\
+    -- deleted project is never re-created here.\n\
+    SELECT parent_id, status, key INTO stored_parent, stored_status, stored_key\n\
+      FROM tenancy.organizations WHERE id = p_old_id FOR UPDATE;\n\
+    IF NOT FOUND AND p_op = 'DELETE' AND p_parent IS NOT DISTINCT FROM tenancy.current_org()\n\
+       AND NOT EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = p_parent) THEN\n\
+        -- The context's own organization is gone: this transaction deleted it (with its\n\
+        -- projects), and the application's cascade is deleting its projects now.\n\
+        RETURN;\n\
+    END IF;\n\
+    IF NOT FOUND OR stored_parent IS NULL OR stored_parent IS DISTINCT FROM tenancy.current_org() THEN\n\
+        {denied}\n\
+    END IF;\n\
+    IF p_op = 'UPDATE' AND p_parent IS DISTINCT FROM stored_parent THEN\n\
+        {moved}\n\
+    END IF;\n\
+    IF NOT tenancy.has_org_role(CASE WHEN p_op = 'DELETE' OR stored_status IS DISTINCT FROM CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
+                                     THEN 'owner' ELSE 'admin' END) THEN\n\
+        RAISE EXCEPTION 'permission denied to % this project', CASE WHEN p_op = 'DELETE' THEN 'delete' ELSE 'suspend or reactivate' END\n\
+            USING ERRCODE = '42501', HINT = 'The organization''s owners delete, suspend and reactivate a project; admins and owners rename it.';\n\
+    END IF;\n\
+    PERFORM {direct}(p_op, p_old_id, p_id, stored_key, stored_parent, p_slug, p_name, p_active);\n\
+END\n$tenancy$;"
+    );
+    let function = format!(
+        "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+DECLARE\n\
+    new_id uuid; new_key text; new_parent uuid; new_slug text; new_name text; new_active boolean; old_id uuid;\n\
+BEGIN\n\
+    IF TG_OP <> 'INSERT' THEN\n\
+        old_id := {old_id};\n\
+    END IF;\n\
+    IF TG_OP <> 'DELETE' THEN\n\
+        SELECT {values} INTO new_id, new_key, new_parent, new_slug, new_name, new_active FROM (SELECT NEW.*) r;\n\
+    ELSE\n\
+        new_parent := {old_parent};\n\
+    END IF;\n\
+    -- The table's owner (migrations, cascades) and DBAs copy the row as it is; anyone else with\n\
+    -- the rights of their tenant context.\n\
+    IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')\n\
+       OR pg_has_role(current_user, 'tenancy_admin', 'USAGE') THEN\n\
+        PERFORM {direct}(TG_OP, old_id, new_id, new_key, new_parent, new_slug, new_name, new_active);\n\
+    ELSE\n\
+        PERFORM {checked}(TG_OP, old_id, new_id, new_key, new_parent, new_slug, new_name, new_active);\n\
+    END IF;\n\
+    RETURN NULL;\n\
+END\n$tenancy$;"
+    );
+    Block {
+        header: Some(format!(
+            "-- {t}: the application's projects, kept in tenancy.organizations under their organization (parent_id)"
+        )),
+        object: Object::Sync,
+        units: vec![
+            vec![
+                direct_fn,
+                format!("REVOKE ALL ON FUNCTION {direct}{args} FROM PUBLIC;"),
+                grant_to_owner(&direct, args, t),
+            ],
+            vec![
+                checked_fn,
+                format!("REVOKE ALL ON FUNCTION {checked}{args} FROM PUBLIC;"),
+                format!("GRANT EXECUTE ON FUNCTION {checked}{args} TO tenancy_writer;"),
+            ],
+            vec![function, format!("REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;")],
+            vec![format!(
+                "CREATE OR REPLACE TRIGGER tenancy_sync AFTER INSERT OR UPDATE OR DELETE ON {t}\n    FOR EACH ROW EXECUTE FUNCTION {f}();"
+            )],
+            vec![format!(
+                "SELECT {direct}('INSERT', NULL, v.id, v.key, v.parent, v.slug, v.name, v.active)\n  FROM (SELECT {values} FROM {t} r ORDER BY r.{id}) AS v(id, key, parent, slug, name, active);",
+            )],
+        ],
+    }
+}
+
+/// The project role of application row `r`: a member role, or NULL for a value mapped to
+/// `none` (no access to the project).
+fn project_role_expr(m: &ProjectMembershipsSync) -> String {
+    let c = quote_ident(&m.role);
+    if m.roles.is_empty() {
+        return format!("nullif(r.{c}::text, 'none')");
+    }
+    let arms: Vec<String> = m
+        .roles
+        .iter()
+        .filter(|(_, role)| role != "none")
+        .map(|(value, role)| format!("WHEN {} THEN {}", literal(value), literal(role)))
+        .collect();
+    if arms.is_empty() {
+        return "NULL::text".to_string();
+    }
+    format!("CASE r.{c}::text {} END", arms.join(" "))
+}
+
+/// Whether application row `r` is an override: active, with a mapped value (a member role or
+/// `none`) and a user id tenancy accepts. An unmapped value is no override.
+fn project_membership_holds(m: &ProjectMembershipsSync) -> String {
+    let user = format!("r.{}::text", quote_ident(&m.user));
+    let values: Vec<String> = if m.roles.is_empty() {
+        crate::policy::MEMBER_ROLES.iter().chain(&["none"]).map(|r| literal(r)).collect()
+    } else {
+        m.roles.iter().map(|(value, _)| literal(value)).collect()
+    };
+    let mut parts = vec![
+        format!("r.{} IS NOT NULL", quote_ident(&m.project)),
+        format!("btrim({user}) <> '' AND octet_length({user}) <= 256 AND {user} NOT LIKE 'service:%'"),
+        format!("r.{}::text IN ({})", quote_ident(&m.role), values.join(", ")),
+    ];
+    if let Some(a) = &m.active {
+        parts.push(format!("({a})"));
+    }
+    parts.join(" AND ")
+}
+
+/// The sync of `[project_memberships]`: a backfill, then a trigger keeping
+/// `tenancy.project_members` (a NULL role: no access to the project). The table's owner and
+/// DBAs write it directly; anyone else through `tenancy.set_project_member()` and
+/// `remove_project_member()`, which check the rights of their context.
+fn project_memberships_block(m: &ProjectMembershipsSync) -> Block {
+    let t = &m.table;
+    let schema = quote_ident(&t.schema);
+    let f = format!("{schema}.tenancy_sync_project_memberships");
+    let direct = format!("{schema}.tenancy_sync_project_memberships_direct");
+    let args = "(uuid, text, uuid, text, boolean, text)";
+    let user = quote_ident(&m.user);
+    let project = org_id_of(&format!("r.{}", quote_ident(&m.project)), m.project_key);
+    let role = project_role_expr(m);
+    let holds = project_membership_holds(m);
+    let helper = format!(
+        "CREATE OR REPLACE FUNCTION {direct}(old_project uuid, old_user text, new_project uuid, new_user text, new_holds boolean, new_role text) RETURNS void\n    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+    DELETE FROM tenancy.project_members\n\
+     WHERE project_id = old_project AND user_id = old_user\n\
+       AND (new_project IS DISTINCT FROM old_project OR new_user IS DISTINCT FROM old_user OR NOT coalesce(new_holds, false));\n\
+    INSERT INTO tenancy.project_members (project_id, user_id, role)\n\
+    SELECT new_project, new_user, new_role\n\
+     WHERE new_holds AND EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = new_project AND o.parent_id IS NOT NULL)\n\
+    ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role\n\
+     WHERE project_members.role IS DISTINCT FROM EXCLUDED.role;\n$tenancy$;"
+    );
+    let function = format!(
+        "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+DECLARE\n\
+    old_project uuid; old_user text; old_role text; new_project uuid; new_user text; new_role text;\n\
+    old_holds boolean := false; new_holds boolean := false;\n\
+BEGIN\n\
+    IF TG_OP <> 'INSERT' THEN\n\
+        SELECT {project}, r.{user}::text, {role}, true INTO old_project, old_user, old_role, old_holds\n\
+          FROM (SELECT OLD.*) r WHERE {holds};\n\
+    END IF;\n\
+    IF TG_OP <> 'DELETE' THEN\n\
+        SELECT {project}, r.{user}::text, {role}, true INTO new_project, new_user, new_role, new_holds\n\
+          FROM (SELECT NEW.*) r WHERE {holds};\n\
+    END IF;\n\
+    old_holds := coalesce(old_holds, false);\n\
+    new_holds := coalesce(new_holds, false);\n\
+    IF (old_holds, old_project, old_user, old_role) IS NOT DISTINCT FROM (new_holds, new_project, new_user, new_role) THEN\n\
+        RETURN NULL;\n\
+    END IF;\n\
+    -- The table's owner (migrations, cascades) and DBAs copy the row as it is.\n\
+    IF pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')\n\
+       OR pg_has_role(current_user, 'tenancy_admin', 'USAGE') THEN\n\
+        PERFORM {direct}(old_project, old_user, new_project, new_user, new_holds, new_role);\n\
+        RETURN NULL;\n\
+    END IF;\n\
+    -- Anyone else, with the rights of their tenant context (members.manage in the project, or\n\
+    -- the organization's; never above their own role). A row that moved, or stopped being an\n\
+    -- override, is removed; one that is an override now is set.\n\
+    IF old_holds AND (NOT new_holds OR new_project IS DISTINCT FROM old_project OR new_user IS DISTINCT FROM old_user) THEN\n\
+        BEGIN\n\
+            PERFORM tenancy.remove_project_member(old_project, old_user);\n\
+        EXCEPTION WHEN undefined_object THEN\n\
+            -- The project is gone (this transaction deleted it, and its overrides with it): the\n\
+            -- application's cascade is deleting its rows now; there is nothing to remove.\n\
+            NULL;\n\
+        END;\n\
+    END IF;\n\
+    IF new_holds THEN\n\
+        PERFORM tenancy.set_project_member(new_project, new_user, new_role);\n\
+    END IF;\n\
+    RETURN NULL;\n\
+END\n$tenancy$;"
+    );
+    Block {
+        header: Some(format!(
+            "-- {t}: the application's project roles, kept in tenancy.project_members (a NULL role: no access)"
+        )),
+        object: Object::Sync,
+        units: vec![
+            vec![helper, format!("REVOKE ALL ON FUNCTION {direct}{args} FROM PUBLIC;"), grant_to_owner(&direct, args, t)],
+            vec![function, format!("REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;")],
+            vec![format!(
+                "CREATE OR REPLACE TRIGGER tenancy_sync AFTER INSERT OR UPDATE OR DELETE ON {t}\n    FOR EACH ROW EXECUTE FUNCTION {f}();"
+            )],
+            vec![
+                format!(
+                    "INSERT INTO tenancy.project_members (project_id, user_id, role)\nSELECT DISTINCT ON ({project}, r.{user}::text) {project}, r.{user}::text, {role}\n  FROM {t} r\n WHERE {holds}\n   AND EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = {project} AND o.parent_id IS NOT NULL)\n ORDER BY {project}, r.{user}::text\nON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role\n WHERE project_members.role IS DISTINCT FROM EXCLUDED.role;"
+                ),
+                format!(
+                    "DELETE FROM tenancy.project_members pm\n WHERE NOT EXISTS (SELECT FROM {t} r WHERE {project} = pm.project_id AND r.{user}::text = pm.user_id AND {holds});"
+                ),
+            ],
+        ],
+    }
+}
+
 /// A partition of a covered table: row-level security enabled and forced with the table's
 /// policies (own rows only: shares name the partitioned table), and no grants, so that the
 /// application reads and writes through the partitioned table; reading a partition directly is
@@ -947,13 +1276,13 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
                 unit.extend(child_policy(&name, partition, table, parent, commands, command));
             }
             CompiledKind::Identity { .. } => {} // below, all commands at once
-            CompiledKind::Tenant { column, key, commands, references, global_rows, user_rows, .. } => {
+            CompiledKind::Tenant { column, key, level, commands, references, global_rows, user_rows, .. } => {
                 // Own rows only: shares name the partitioned table.
                 unit.extend(tenant_policy(
                     &name,
                     partition,
                     table,
-                    (column, *key),
+                    (column, *key, *level),
                     commands,
                     None,
                     references,
@@ -1034,7 +1363,14 @@ END\n$tenancy$;",
 /// The statement guard of a tenant table: it refuses writes without a context, or by too low a
 /// role or a missing permission, with a clear error. Each argument is `role` or
 /// `role|permission`.
-fn require_context_trigger(name: &str, commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>) -> String {
+/// With two levels, the 4th argument says which: a project-level write needs a project context
+/// (checked with the effective role), an organization-level one any context with an
+/// organization (checked with the organization's role).
+fn require_context_trigger(
+    name: &str,
+    commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
+    level: Option<Level>,
+) -> String {
     let min_role = |c: Command| match commands.get(&c) {
         Some(Some(rule)) => match &rule.permission {
             Some(p) => literal(&format!("{}|{p}", rule.role.0)),
@@ -1043,11 +1379,23 @@ fn require_context_trigger(name: &str, commands: &std::collections::BTreeMap<Com
         _ => "'none'".to_string(),
     };
     format!(
-        "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {});",
+        "CREATE OR REPLACE TRIGGER tenancy_require_context\n    BEFORE INSERT OR UPDATE OR DELETE ON {name}\n    FOR EACH STATEMENT EXECUTE FUNCTION tenancy.require_context({}, {}, {}{});",
         min_role(Command::Insert),
         min_role(Command::Update),
-        min_role(Command::Delete)
+        min_role(Command::Delete),
+        level.map_or(String::new(), |l| format!(", {}", literal(l.key())))
     )
+}
+
+/// With two levels, the SELECT policy of a tenant or child table says its level (and tenant
+/// column), for lint and verify, which read live databases without the policy files.
+fn level_comment(name: &str, level: Option<Level>, column: Option<&str>) -> Option<String> {
+    let level = level?;
+    let text = match column {
+        Some(c) => format!("level: {}, tenant column: {c}", level.key()),
+        None => format!("level: {}, through its parent", level.key()),
+    };
+    Some(format!("COMMENT ON POLICY {} ON {name} IS {};", policy_name(Command::Select), literal(&text)))
 }
 
 /// A table's grants: everything taken from the application roles, then each command a role's
@@ -1248,17 +1596,21 @@ fn table_block(
                 if let Some(policy) = child_policy(&name, &table.name, table, parent, commands, command) {
                     unit.push(policy);
                     grants.push((command, table.roles_for(command)));
+                    if command == Command::Select {
+                        unit.extend(level_comment(&name, parent.target_level, None));
+                    }
                 }
                 units.push(unit);
             }
             units.extend(index_units(names, &table.name, &name, extra_indexes));
-            units.push(vec![require_context_trigger(&name, commands)]);
+            units.push(vec![require_context_trigger(&name, commands, parent.target_level)]);
             units.push(user_references(&table.name, &table.user_references));
             units.push(table_grants(&name, all_roles, &grants));
         }
         CompiledKind::Tenant {
             column,
             key,
+            level,
             add_index,
             set_not_null,
             commands,
@@ -1270,15 +1622,19 @@ fn table_block(
             user_rows,
         } => {
             let col = quote_ident(column);
+            let of_level = level.map_or(String::new(), |l| format!(" ({}-level)", l.key()));
             header = match sharing {
-                None => format!("-- {name}: tenant table, tenant column {col}"),
-                Some(_) => format!("-- {name}: shareable tenant table, tenant column {col}"),
+                None => format!("-- {name}: tenant table{of_level}, tenant column {col}"),
+                Some(_) => format!("-- {name}: shareable tenant table{of_level}, tenant column {col}"),
             };
             if *set_not_null {
                 units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET NOT NULL;")]);
             }
             if !org_root {
-                units.push(vec![format!("ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT {};", key.reader())]);
+                units.push(vec![format!(
+                    "ALTER TABLE {name} ALTER COLUMN {col} SET DEFAULT {};",
+                    key.reader_at(*level)
+                )]);
             }
             units.extend(owner_defaults(&name, owner_columns));
             units.push(vec![format!("ALTER TABLE {name} ENABLE ROW LEVEL SECURITY;")]);
@@ -1290,7 +1646,7 @@ fn table_block(
                     &name,
                     &table.name,
                     table,
-                    (column, *key),
+                    (column, *key, *level),
                     commands,
                     sharing.as_ref(),
                     references,
@@ -1299,6 +1655,9 @@ fn table_block(
                 ) {
                     unit.push(policy);
                     grants.push((command, table.roles_for(command)));
+                    if command == Command::Select {
+                        unit.extend(level_comment(&name, *level, Some(column)));
+                    }
                 }
                 units.push(unit);
             }
@@ -1332,7 +1691,7 @@ fn table_block(
                 )]);
             }
             if user_rows.is_none() {
-                units.push(vec![require_context_trigger(&name, commands)]);
+                units.push(vec![require_context_trigger(&name, commands, *level)]);
             } else {
                 // A user's own rows are written with a user-only context too, and by members of
                 // any role: the policies alone decide (a write without any context reaches no

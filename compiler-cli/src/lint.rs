@@ -109,10 +109,13 @@ pub fn lint(
                 a.attnotnull, a.attnum,
                 ARRAY(SELECT x.indkey[0] FROM pg_index x WHERE x.indrelid = c.oid),
                 EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenancy_select'
-                          AND pg_get_expr(p.polqual, p.polrelid) LIKE '%' || quote_ident($2) || ' IS NULL%')
+                          AND pg_get_expr(p.polqual, p.polrelid) LIKE '%' || quote_ident(coalesce(lv.tenant_column, $2)) || ' IS NULL%')
            FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
-           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
+           -- With two levels, the SELECT policy names each table's tenant column (its level).
+           LEFT JOIN LATERAL (SELECT substring(obj_description(p.oid, 'pg_policy') FROM '^level: [a-z]+, tenant column: (.+)$') AS tenant_column
+                                FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenancy_select') lv ON true
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = coalesce(lv.tenant_column, $2) AND NOT a.attisdropped
           WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)
             AND a.atttypid IN ('uuid'::regtype, 'text'::regtype, 'varchar'::regtype, 'int2'::regtype, 'int4'::regtype, 'int8'::regtype)
             -- A table the policy files declare unscoped (lint_unscoped lists it) or an identity
@@ -327,7 +330,15 @@ pub fn per_row_calls(expression: &str) -> BTreeSet<String> {
                 sqlparser::ast::FunctionArguments::List(list) => list.args.is_empty(),
                 sqlparser::ast::FunctionArguments::Subquery(_) => false,
             };
-            let once = matches!(last.as_str(), "current_org" | "current_org_key" | "current_org_bigint") && no_args;
+            let once = matches!(
+                last.as_str(),
+                "current_org"
+                    | "current_org_key"
+                    | "current_org_bigint"
+                    | "current_project"
+                    | "current_project_key"
+                    | "current_project_bigint"
+            ) && no_args;
             if !once && (last == "current_setting" || crate::predicate::TENANCY_FUNCTIONS.contains(&last.as_str())) {
                 found.insert(format!("{name}()"));
             }
@@ -874,6 +885,8 @@ mod tests {
         assert!(per_row_calls("((org_id IS NULL) AND (tenancy.current_org() IS NOT NULL))").is_empty());
         assert!(per_row_calls("(project_id = tenancy.current_org_key())").is_empty());
         assert!(per_row_calls("(account_id = tenancy.current_org_bigint())").is_empty());
+        assert!(per_row_calls("(project_id = tenancy.current_project_key())").is_empty());
+        assert!(!per_row_calls("(org_id = tenancy.current_org() AND tenancy.has_org_role('admin'::text))").is_empty());
     }
 }
 

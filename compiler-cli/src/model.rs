@@ -1,6 +1,7 @@
 //! The compiled model: what [`crate::check`] resolves policy files and a schema into, and
 //! what [`crate::emit`] turns into SQL. Plain data; no rule lives here.
 
+pub use crate::policy::Level;
 use crate::policy::{Command, MEMBER_ROLES};
 use crate::schema::QualifiedName;
 use std::collections::BTreeMap;
@@ -61,6 +62,18 @@ impl TenantKey {
             TenantKey::Integer => "tenancy.current_org_bigint()",
         }
     }
+
+    /// The context function a tenant column of this type is compared with at `level`: the
+    /// project readers for project-level tables, else the organization's ([`TenantKey::reader`]).
+    /// `None` is a policy set without `[projects]`.
+    pub fn reader_at(self, level: Option<Level>) -> &'static str {
+        match (level, self) {
+            (Some(Level::Project), TenantKey::Uuid) => "tenancy.current_project()",
+            (Some(Level::Project), TenantKey::Text) => "tenancy.current_project_key()",
+            (Some(Level::Project), TenantKey::Integer) => "tenancy.current_project_bigint()",
+            (None | Some(Level::Organization), _) => self.reader(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +83,8 @@ pub enum CompiledKind {
         column: String,
         /// The tenant column's type: what the policies compare it with.
         key: TenantKey,
+        /// With `[projects]`: whether rows belong to organizations or projects (None without).
+        level: Option<Level>,
         /// Emit an index on the tenant column (none leads with it yet).
         add_index: bool,
         /// Emit SET NOT NULL on the tenant column.
@@ -128,6 +143,9 @@ pub struct Reference {
     pub target_key: TenantKey,
     /// The target's NULL-keyed rows are global: they may be referenced too.
     pub target_global: bool,
+    /// The target's level (None without `[projects]`): which reader its tenant column is
+    /// compared with.
+    pub target_level: Option<Level>,
 }
 
 /// A one-column foreign key from a governed table to an identity table. PostgreSQL checks it as
@@ -250,6 +268,37 @@ pub struct CompiledLookup {
 pub struct SyncMaps {
     pub organizations: Option<OrganizationsSync>,
     pub memberships: Option<MembershipsSync>,
+    pub projects: Option<ProjectsSync>,
+    pub project_memberships: Option<ProjectMembershipsSync>,
+}
+
+/// `[projects]`, checked: kept in `tenancy.organizations` with `parent_id` their organization.
+#[derive(Debug, Clone)]
+pub struct ProjectsSync {
+    pub table: QualifiedName,
+    pub id: String,
+    /// The id column's type: a uuid is the project's id, any other its `key`.
+    pub key: TenantKey,
+    /// The column holding the organization's id, and its key type (the organizations').
+    pub organization: String,
+    pub organization_key: TenantKey,
+    pub name: String,
+    pub slug: Option<String>,
+    pub active: Option<String>,
+}
+
+/// `[project_memberships]`, checked: kept in `tenancy.project_members`.
+#[derive(Debug, Clone)]
+pub struct ProjectMembershipsSync {
+    pub table: QualifiedName,
+    pub project: String,
+    /// The projects' key type (the project column holds a project's id).
+    pub project_key: TenantKey,
+    pub user: String,
+    pub role: String,
+    /// (application value as text, member role or `none`); empty: the values are roles.
+    pub roles: Vec<(String, String)>,
+    pub active: Option<String>,
 }
 
 #[derive(Debug, Clone)]

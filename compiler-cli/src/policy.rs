@@ -11,8 +11,12 @@ use toml::Spanned;
 pub struct PolicyFile {
     /// Schemas pg_tenancy governs: every table in them must be covered by a policy.
     pub schemas: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Name of the tenant column (default `org_id`).
+    /// Name of the tenant column (default `org_id`). With `[projects]`, the column of the
+    /// project-level tables.
     pub tenant_column: Option<Spanned<String>>,
+    /// With `[projects]`: the tenant column of the organization-level tables (those with
+    /// `level = "organization"` that do not set their own `tenant_column`).
+    pub organization_column: Option<Spanned<String>>,
     /// Tables of the governed schemas that no `[tables]` entry names and that have the tenant
     /// column are tenant tables with the defaults (`kind = "tenant"`). Tables without it must
     /// still be listed, each with its kind.
@@ -39,6 +43,11 @@ pub struct PolicyFile {
     pub organizations: Option<Spanned<OrganizationsMap>>,
     /// The application's own memberships table, kept in `tenancy.members`.
     pub memberships: Option<Spanned<MembershipsMap>>,
+    /// The application's projects table: a second tenant level under the organizations, kept
+    /// in `tenancy.organizations` as rows whose `parent_id` is their organization.
+    pub projects: Option<Spanned<ProjectsMap>>,
+    /// The application's per-project roles, kept in `tenancy.project_members`. Needs `[projects]`.
+    pub project_memberships: Option<Spanned<ProjectMembershipsMap>>,
     /// Lookups before the tenant is known (an API key -> its organization), each compiled into
     /// a function the application roles may call.
     #[serde(default)]
@@ -115,6 +124,65 @@ pub struct MembershipsMap {
     pub default_role: Option<Spanned<String>>,
     /// A predicate over the row: memberships it does not hold for are not memberships.
     pub active: Option<Spanned<String>>,
+}
+
+/// `[projects]`: the application's projects table, each row a project of the organization in
+/// its `organization` column. `tenancy apply` copies its rows into `tenancy.organizations` (with
+/// `parent_id` the organization's id) and a trigger keeps them in sync.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectsMap {
+    pub table: Spanned<String>,
+    /// The project's id column (default `id`): a uuid is the project's id, any other its key.
+    pub id: Option<Spanned<String>>,
+    /// The column holding the project's organization (its `[organizations]` id).
+    pub organization: Spanned<String>,
+    /// The name column (default `name`).
+    pub name: Option<Spanned<String>>,
+    pub slug: Option<Spanned<String>>,
+    /// A predicate over the row: projects it does not hold for are suspended.
+    pub active: Option<Spanned<String>>,
+}
+
+/// `[project_memberships]`: per-project roles overriding the organization role. A value mapped to
+/// `"none"` takes the project away from the member (a row with a NULL role); a value not listed
+/// makes no override.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectMembershipsMap {
+    pub table: Spanned<String>,
+    /// The column holding the project's id.
+    pub project: Spanned<String>,
+    /// The column holding the user's id (any type: compared as text).
+    pub user: Spanned<String>,
+    /// The column holding the member's role in the project.
+    pub role: Spanned<String>,
+    /// The application's role values and the member role (or `"none"`) each is. Without it,
+    /// values are member roles (or `none`) themselves.
+    #[serde(default)]
+    pub roles: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// A predicate over the row: rows it does not hold for make no override.
+    pub active: Option<Spanned<String>>,
+}
+
+/// The tenant level of a table in a policy set with `[projects]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Rows belong to an organization, whatever its project: compared with the organization
+    /// readers, with the organization role.
+    Organization,
+    /// Rows belong to a project: compared with the project readers, with the effective role.
+    Project,
+}
+
+impl Level {
+    pub fn key(self) -> &'static str {
+        match self {
+            Level::Organization => "organization",
+            Level::Project => "project",
+        }
+    }
 }
 
 /// `[quotas] projects = { table = "projects" }` counts rows;
@@ -273,7 +341,7 @@ impl TableKind {
 #[serde(deny_unknown_fields)]
 pub struct TablePolicy {
     pub kind: Spanned<TableKind>,
-    /// Overrides the file's `tenant_column` for this table.
+    /// Overrides the file's `tenant_column` (or `organization_column`) for this table.
     pub tenant_column: Option<Spanned<String>>,
     /// Override `[roles]` for this table: which application roles may write and which may only
     /// read it (roles in neither get nothing). Each defaults to the top-level list.
@@ -314,6 +382,10 @@ pub struct TablePolicy {
     pub insert: Option<Spanned<CommandRule>>,
     pub update: Option<Spanned<CommandRule>>,
     pub delete: Option<Spanned<CommandRule>>,
+    // Last, so that the list of keys in an unknown-field error only grows at its end.
+    /// With `[projects]`: whether the table's rows belong to organizations or to projects
+    /// (default `"project"`; the projects table itself `"organization"`).
+    pub level: Option<Spanned<Level>>,
 }
 
 impl TablePolicy {

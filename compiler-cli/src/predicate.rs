@@ -20,6 +20,12 @@ pub const TENANCY_FUNCTIONS: &[&str] = &[
     "has_role",
     "has_permission",
     "is_admin",
+    // Two levels (`[projects]`, extension 0.6.0).
+    "current_project",
+    "current_project_key",
+    "current_project_bigint",
+    "has_org_role",
+    "has_org_permission",
 ];
 
 /// A mistake in a predicate, with its byte range inside the predicate's text.

@@ -37,6 +37,28 @@ fn example_compiles_to_the_checked_in_sql() {
 }
 
 #[test]
+fn a_two_level_schema_compiles_to_the_checked_in_sql() {
+    let dir = "compiler-cli/tests/fixtures/two_levels";
+    let out = tenancy(&["compile", &format!("{dir}/policy.toml"), "--schema", &format!("{dir}/schema.sql")]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let sql = String::from_utf8(out.stdout).unwrap();
+    // Project-level rows are the project's, organization-level rows the organization's, checked
+    // with the organization's role; each guard says its level.
+    for needle in [
+        "USING (project_id = tenancy.current_project_key());",
+        "USING (org_id = tenancy.current_org_key() AND (SELECT tenancy.has_org_role('admin')));",
+        "tenancy.require_context('member', 'member', 'admin', 'project');",
+        "tenancy.require_context('admin|api_keys.create', 'member', 'admin', 'organization');",
+        "t.project_id = (SELECT tenancy.current_project_key())",
+        "PERFORM tenancy.set_project_member(new_project, new_user, new_role);",
+    ] {
+        assert!(sql.contains(needle), "missing {needle}");
+    }
+    assert!(!sql.contains("has_org_role('member')) AND (SELECT tenancy.has_role"));
+    golden(&root().join(format!("{dir}/compiled.sql")), &sql);
+}
+
+#[test]
 fn compiling_twice_gives_identical_output() {
     let a = tenancy(&["compile", "policies/", "--schema", "sql/schema.sql"]);
     let b = tenancy(&["compile", "policies/", "--schema", "sql/schema.sql"]);
@@ -279,5 +301,29 @@ fn a_materialized_view_of_a_tenant_table_needs_a_declared_reason() {
     let (code, err) = check("[materialized_views]\nrecent = \" \"\n");
     assert_eq!(code, Some(1));
     assert!(err.contains("tenancy::missing-reason"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn two_level_mistakes_are_refused_with_their_codes() {
+    let fixture = root().join("compiler-cli/tests/fixtures/two_levels");
+    let policy = std::fs::read_to_string(fixture.join("policy.toml")).unwrap();
+    let dir = std::env::temp_dir().join(format!("tenancy-levels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (from, to, code) in [
+        ("organization_column = \"org_id\"", "", "tenancy::missing-organization-column"),
+        ("NONE = \"none\"", "NONE = \"nobody\"", "tenancy::unknown-project-role"),
+    ] {
+        let file = dir.join("policy.toml");
+        std::fs::write(&file, policy.replace(from, to)).unwrap();
+        let schema = fixture.join("schema.sql");
+        let out = tenancy(&["check", file.to_str().unwrap(), "--schema", schema.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(code),
+            "{code}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     std::fs::remove_dir_all(dir).ok();
 }
