@@ -38,10 +38,16 @@ SELECT concat_ws(E'\\n',
     (SELECT string_agg(pg_get_functiondef(p.oid) || coalesce(p.proacl::text, ''), ';' ORDER BY p.oid)
        FROM pg_proc p WHERE p.proname LIKE 'tenancy\\_sync\\_%' OR p.proname LIKE 'tenancy\\_lookup\\_%'),
     (SELECT string_agg(pg_get_triggerdef(t.oid), ';' ORDER BY t.oid) FROM pg_trigger t WHERE t.tgname = 'tenancy_sync'),
-    (SELECT md5(coalesce(string_agg(id::text || '|' || coalesce(key, '') || '|' || slug || '|' || name || '|' || status, ',' ORDER BY id), ''))
+    (SELECT md5(coalesce(string_agg(id::text || '|' || coalesce(key, '') || '|' || slug || '|' || name || '|' || status || '|' || coalesce(parent_id::text, ''), ',' ORDER BY id), ''))
        FROM tenancy.organizations),
     (SELECT md5(coalesce(string_agg(org_id::text || '|' || user_id || '|' || role, ',' ORDER BY org_id, user_id), ''))
        FROM tenancy.members))";
+
+/// The rows of tenancy.project_members (as a digest), which the sync of `[project_memberships]`
+/// writes.
+const PROJECT_MEMBERS_STATE: &str = "
+SELECT md5(coalesce(string_agg(project_id::text || '|' || user_id || '|' || coalesce(role, ''), ',' ORDER BY project_id, user_id), ''))
+  FROM tenancy.project_members";
 
 const SCHEMA_STATE: &str = "SELECT coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = $1";
 
@@ -50,7 +56,16 @@ fn state(tx: &mut postgres::Transaction<'_>, object: &Object) -> Result<String, 
         Object::Database => tx.query_one(crate::hardening::DATABASE_STATE, &[])?,
         Object::Schema(s) => tx.query_one(SCHEMA_STATE, &[s])?,
         Object::Relation(r) => tx.query_one(RELATION_STATE, &[r])?,
-        Object::Sync => tx.query_one(SYNC_STATE, &[])?,
+        Object::Sync => {
+            let mut state = tx.query_one(SYNC_STATE, &[])?.get::<_, Option<String>>(0).unwrap_or_default();
+            // Projects' roles (0.6.0 and later).
+            if tx.query_one("SELECT to_regclass('tenancy.project_members') IS NOT NULL", &[])?.get::<_, bool>(0) {
+                let digest: Option<String> = tx.query_one(PROJECT_MEMBERS_STATE, &[])?.get(0);
+                state.push('\n');
+                state.push_str(&digest.unwrap_or_default());
+            }
+            return Ok(state);
+        }
     };
     Ok(row.get::<_, Option<String>>(0).unwrap_or_default())
 }

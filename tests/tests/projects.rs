@@ -1,0 +1,395 @@
+//! Two levels of tenants: organizations and their projects, as a Langfuse-like application
+//! defines them (text ids, its own organizations, projects, memberships and per-project
+//! memberships that override the organization role, including no access). Organization-level
+//! tables are the organization's in any of its projects, with the organization's role;
+//! project-level tables are one project's only; NULL-keyed rows are global. Everything runs as
+//! the application role, and the attacks are the application's own SQL.
+
+use pg_tenancy_e2e::*;
+
+const TWO_LEVELS: &str = "
+CREATE SCHEMA two;
+CREATE TABLE two.organizations (id text PRIMARY KEY, name text NOT NULL);
+CREATE TABLE two.organization_memberships (
+    org_id   text NOT NULL REFERENCES two.organizations (id) ON DELETE CASCADE,
+    user_id  text NOT NULL,
+    role     text NOT NULL,
+    PRIMARY KEY (org_id, user_id)
+);
+CREATE TABLE two.projects (
+    id          text PRIMARY KEY,
+    org_id      text NOT NULL REFERENCES two.organizations (id) ON DELETE CASCADE,
+    name        text NOT NULL,
+    deleted_at  timestamptz
+);
+CREATE INDEX ON two.projects (org_id);
+CREATE TABLE two.project_memberships (
+    project_id  text NOT NULL REFERENCES two.projects (id) ON DELETE CASCADE,
+    user_id     text NOT NULL,
+    role        text NOT NULL,
+    PRIMARY KEY (project_id, user_id)
+);
+CREATE TABLE two.api_keys (
+    id      text PRIMARY KEY,
+    org_id  text NOT NULL REFERENCES two.organizations (id),
+    note    text NOT NULL
+);
+CREATE INDEX ON two.api_keys (org_id);
+CREATE TABLE two.traces (
+    id          text PRIMARY KEY,
+    project_id  text NOT NULL REFERENCES two.projects (id),
+    name        text NOT NULL
+);
+CREATE INDEX ON two.traces (project_id);
+CREATE TABLE two.observations (
+    id        text PRIMARY KEY,
+    trace_id  text NOT NULL REFERENCES two.traces (id) ON DELETE CASCADE,
+    body      text NOT NULL
+);
+CREATE INDEX ON two.observations (trace_id);
+-- NULL project_id: models every project reads.
+CREATE TABLE two.models (
+    id          text PRIMARY KEY,
+    project_id  text REFERENCES two.projects (id),
+    name        text NOT NULL
+);
+CREATE INDEX ON two.models (project_id);
+INSERT INTO two.organizations VALUES ('org_acme', 'Acme'), ('org_globex', 'Globex');
+INSERT INTO two.organization_memberships VALUES
+    ('org_acme', 'alice', 'OWNER'), ('org_acme', 'bob', 'MEMBER'), ('org_acme', 'carol', 'VIEWER'),
+    ('org_globex', 'gina', 'OWNER');
+INSERT INTO two.projects (id, org_id, name) VALUES
+    ('prj_a1', 'org_acme', 'Acme one'), ('prj_a2', 'org_acme', 'Acme two'), ('prj_g1', 'org_globex', 'Globex one');
+INSERT INTO two.project_memberships VALUES ('prj_a1', 'bob', 'ADMIN'), ('prj_a2', 'bob', 'NONE');
+INSERT INTO two.api_keys VALUES ('key_acme', 'org_acme', 'acme key'), ('key_globex', 'org_globex', 'globex key');
+INSERT INTO two.traces VALUES ('tr_a1', 'prj_a1', 'a1 trace'), ('tr_a2', 'prj_a2', 'a2 trace'), ('tr_g1', 'prj_g1', 'g1 trace');
+INSERT INTO two.observations VALUES ('ob_a1', 'tr_a1', 'a1'), ('ob_g1', 'tr_g1', 'g1');
+INSERT INTO two.models VALUES ('m_global', NULL, 'gpt'), ('m_a1', 'prj_a1', 'a1 model'), ('m_g1', 'prj_g1', 'g1 model');
+INSERT INTO tenancy.resources (name, kind, label) VALUES ('traces', 'count', 'Trace');
+INSERT INTO tenancy.plan_limits (plan, resource, quota) VALUES ('free', 'traces', 2);
+";
+
+const POLICY: &str = r#"
+schemas = ["two"]
+tenant_column = "project_id"
+organization_column = "org_id"
+random_ids = "the application fills every id with a cuid"
+
+[roles]
+read_write = ["app_user"]
+read_only = ["app_readonly"]
+
+[defaults]
+select = "guest"
+insert = "member"
+update = "member"
+delete = "admin"
+
+[organizations]
+table = "two.organizations"
+id = "id"
+name = "name"
+
+[memberships]
+table = "two.organization_memberships"
+organization = "org_id"
+user = "user_id"
+role = "role"
+roles = { OWNER = "owner", ADMIN = "admin", MEMBER = "member", VIEWER = "guest" }
+
+[projects]
+table = "two.projects"
+id = "id"
+organization = "org_id"
+name = "name"
+active = "deleted_at IS NULL"
+
+[project_memberships]
+table = "two.project_memberships"
+project = "project_id"
+user = "user_id"
+role = "role"
+roles = { OWNER = "owner", ADMIN = "admin", MEMBER = "member", VIEWER = "guest", NONE = "none" }
+
+[tables."two.organizations"]
+kind = "tenant"
+level = "organization"
+tenant_column = "id"
+insert = "none"
+update = "admin"
+delete = "owner"
+
+[tables."two.organization_memberships"]
+kind = "tenant"
+level = "organization"
+insert = "admin"
+update = "admin"
+delete = "admin"
+
+[tables."two.projects"]
+kind = "tenant"
+level = "organization"
+insert = "admin"
+update = "admin"
+delete = "owner"
+
+[tables."two.project_memberships"]
+kind = "tenant"
+insert = "admin"
+update = "admin"
+delete = "admin"
+
+[tables."two.api_keys"]
+kind = "tenant"
+level = "organization"
+select = "admin"
+insert = "admin"
+update = "admin"
+delete = "admin"
+
+[tables."two.traces"]
+kind = "tenant"
+
+[tables."two.observations"]
+kind = "tenant"
+parent = "trace_id"
+
+[tables."two.models"]
+kind = "tenant"
+global_rows = true
+
+[quotas]
+traces = { table = "two.traces" }
+"#;
+
+/// The first column of each row of `sql`, in a transaction started with `start`.
+fn rows_in(c: &mut postgres::Client, start: &str, sql: &str) -> Result<Vec<String>, DbError> {
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(start).map_err(|e| DbError::of(&e))?;
+    let rows = tx.query(sql, &[]).map_err(|e| DbError::of(&e))?;
+    let out = rows.iter().map(|r| r.try_get::<_, Option<String>>(0).ok().flatten().unwrap_or_default()).collect();
+    tx.commit().map_err(|e| DbError::of(&e))?;
+    Ok(out)
+}
+
+fn project(key: &str, user: &str) -> String {
+    format!("SELECT tenancy.set_project_context_key('{key}', '{user}')")
+}
+
+fn org(key: &str, user: &str) -> String {
+    format!("SELECT tenancy.set_context_key('{key}', '{user}')")
+}
+
+fn ids(c: &mut postgres::Client, start: &str, table: &str) -> Vec<String> {
+    rows_in(c, start, &format!("SELECT id FROM {table} ORDER BY id")).unwrap()
+}
+
+/// The error of `sql` in a transaction started with `start` (rolled back).
+fn refused(c: &mut postgres::Client, start: &str, sql: &str) -> DbError {
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(start).unwrap();
+    match tx.batch_execute(sql) {
+        Ok(()) => panic!("{sql} succeeded under {start}"),
+        Err(e) => DbError::of(&e),
+    }
+}
+
+#[test]
+fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_role() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(TWO_LEVELS).unwrap();
+    apply_policy(&db, POLICY);
+    let mut c = db.app();
+
+    // The sync made each project a child of its organization, under the uuid of its key.
+    assert_eq!(
+        text(
+            &mut admin,
+            "SELECT string_agg(p.key || '<' || o.key, ',' ORDER BY p.key) FROM tenancy.organizations p
+               JOIN tenancy.organizations o ON o.id = p.parent_id"
+        )
+        .as_deref(),
+        Some("prj_a1<org_acme,prj_a2<org_acme,prj_g1<org_globex")
+    );
+
+    // Project-level rows: one project's only; global rows in every project.
+    assert_eq!(ids(&mut c, &project("prj_a1", "alice"), "two.traces"), ["tr_a1"]);
+    assert_eq!(ids(&mut c, &project("prj_a2", "alice"), "two.traces"), ["tr_a2"]);
+    assert_eq!(ids(&mut c, &project("prj_a1", "alice"), "two.observations"), ["ob_a1"]);
+    assert_eq!(ids(&mut c, &project("prj_a1", "alice"), "two.models"), ["m_a1", "m_global"]);
+    assert_eq!(ids(&mut c, &project("prj_g1", "gina"), "two.models"), ["m_g1", "m_global"]);
+    // Organization-level rows: the organization's, in any of its projects and in the
+    // organization's own context.
+    assert_eq!(ids(&mut c, &project("prj_a2", "alice"), "two.api_keys"), ["key_acme"]);
+    assert_eq!(ids(&mut c, &org("org_acme", "alice"), "two.api_keys"), ["key_acme"]);
+    assert_eq!(ids(&mut c, &org("org_acme", "alice"), "two.projects"), ["prj_a1", "prj_a2"]);
+    // An organization context reads no project's rows, and writes none.
+    assert!(ids(&mut c, &org("org_acme", "alice"), "two.traces").is_empty());
+    let e = refused(&mut c, &org("org_acme", "alice"), "INSERT INTO two.traces VALUES ('tr_x', 'prj_a1', 'x')");
+    assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "no project context"), "{e:?}");
+
+    // The role in a project: bob is a member of Acme, admin of prj_a1, and has no access to
+    // prj_a2; the refusal reads exactly as for another organization's project and for none.
+    assert_eq!(
+        rows_in(
+            &mut c,
+            &project("prj_a1", "bob"),
+            "SELECT tenancy.current_member_role() || '/' || tenancy.has_org_role('admin')::text"
+        )
+        .unwrap(),
+        ["admin/false"]
+    );
+    let details: Vec<(String, String)> = ["prj_a2", "prj_g1", "prj_nope"]
+        .iter()
+        .map(|p| {
+            let e = error_of(&mut c, &project(p, "bob"));
+            assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "permission denied to set tenant context"));
+            (e.detail.unwrap_or_default().replace(p, "P"), e.hint.unwrap_or_default())
+        })
+        .collect();
+    assert!(details.windows(2).all(|w| w[0] == w[1]), "{details:?}");
+    // A project is no organization: set_context refuses it as it refuses a stranger.
+    let e = error_of(&mut c, &org("prj_a1", "alice"));
+    assert_eq!(e.code, "42501");
+
+    // Organization-level rules use the organization role: a project admin who is a member of
+    // the organization does not see or write the organization's API keys or memberships.
+    assert!(ids(&mut c, &project("prj_a1", "bob"), "two.api_keys").is_empty());
+    let e = refused(
+        &mut c,
+        &project("prj_a1", "bob"),
+        "INSERT INTO two.organization_memberships VALUES ('org_acme', 'mallory', 'OWNER')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    let e = refused(
+        &mut c,
+        &project("prj_a1", "bob"),
+        "SELECT tenancy.add_member(tenancy.org_key_id('org_acme'), 'mallory', 'admin')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    // ... but does administer the project.
+    rows_in(
+        &mut c,
+        &project("prj_a1", "bob"),
+        "INSERT INTO two.traces VALUES ('tr_bob', 'prj_a1', 'bob') RETURNING id",
+    )
+    .unwrap();
+    // Not above their own role, and not in another project.
+    let e = refused(
+        &mut c,
+        &project("prj_a1", "bob"),
+        "INSERT INTO two.project_memberships VALUES ('prj_a1', 'carol', 'OWNER')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    let e = refused(
+        &mut c,
+        &project("prj_a1", "bob"),
+        "INSERT INTO two.project_memberships VALUES ('prj_a2', 'bob', 'ADMIN')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    let e = refused(
+        &mut c,
+        &project("prj_a1", "bob"),
+        "SELECT tenancy.set_project_member(tenancy.org_key_id('prj_a2'), 'bob', 'admin')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    // Rows cannot be moved into another project or point at another project's rows: the
+    // foreign key's error reads as for a row that does not exist.
+    let e =
+        refused(&mut c, &project("prj_a1", "alice"), "UPDATE two.traces SET project_id = 'prj_a2' WHERE id = 'tr_a1'");
+    assert_eq!(e.code, "42501", "{e:?}");
+    let missing =
+        refused(&mut c, &project("prj_a1", "alice"), "INSERT INTO two.observations VALUES ('ob_x', 'tr_nope', 'x')");
+    let other =
+        refused(&mut c, &project("prj_a1", "alice"), "INSERT INTO two.observations VALUES ('ob_x', 'tr_g1', 'x')");
+    assert_eq!(
+        (other.code.as_str(), other.message.replace("tr_g1", "T")),
+        (missing.code.as_str(), missing.message.replace("tr_nope", "T"))
+    );
+    // Global rows are read by all and written by none.
+    assert!(rows_in(
+        &mut c,
+        &project("prj_a1", "alice"),
+        "UPDATE two.models SET name = 'mine' WHERE id = 'm_global' RETURNING id"
+    )
+    .unwrap()
+    .is_empty());
+    let e = refused(&mut c, &project("prj_a1", "alice"), "INSERT INTO two.models VALUES ('m_new', NULL, 'mine')");
+    assert_eq!(e.code, "42501", "{e:?}");
+    assert_eq!(affected(&mut admin, "SELECT FROM two.models WHERE id = 'm_global' AND name = 'gpt'"), 1);
+
+    // The application manages projects through its own tables: an owner creates one in the
+    // organization's context, and may then enter it; a member may not create one, nor anyone
+    // one in another organization.
+    rows_in(
+        &mut c,
+        &org("org_acme", "alice"),
+        "INSERT INTO two.projects (id, org_id, name) VALUES ('prj_a3', 'org_acme', 'Acme three') RETURNING id",
+    )
+    .unwrap();
+    assert!(ids(&mut c, &project("prj_a3", "alice"), "two.traces").is_empty());
+    let e = refused(
+        &mut c,
+        &org("org_acme", "bob"),
+        "INSERT INTO two.projects (id, org_id, name) VALUES ('prj_b', 'org_acme', 'b')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    let e = refused(
+        &mut c,
+        &org("org_acme", "alice"),
+        "INSERT INTO two.projects (id, org_id, name) VALUES ('prj_x', 'org_globex', 'x')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+
+    // A project override written by the application takes access away from a session that is
+    // in the project already, by its next statement.
+    let mut carol = db.app();
+    carol.batch_execute("SELECT tenancy.set_session_project_context_key('prj_a1', 'carol')").unwrap();
+    assert_eq!(count(&mut carol, "two.traces"), 2);
+    rows_in(
+        &mut c,
+        &project("prj_a1", "alice"),
+        "INSERT INTO two.project_memberships VALUES ('prj_a1', 'carol', 'NONE') RETURNING user_id",
+    )
+    .unwrap();
+    assert_eq!(count(&mut carol, "two.traces"), 0);
+    assert_eq!(error_of(&mut carol, &project("prj_a1", "carol")).code, "42501");
+    // A project deleted by the application (soft: deleted_at) closes it.
+    rows_in(
+        &mut c,
+        &org("org_acme", "alice"),
+        "UPDATE two.projects SET deleted_at = now() WHERE id = 'prj_a3' RETURNING id",
+    )
+    .unwrap();
+    assert_eq!(error_of(&mut c, &project("prj_a3", "alice")).code, "42501");
+
+    // Quotas count per project, against the organization's plan (free: 2 traces).
+    rows_in(
+        &mut c,
+        &project("prj_a2", "alice"),
+        "INSERT INTO two.traces VALUES ('tr_a2b', 'prj_a2', 'x') RETURNING id",
+    )
+    .unwrap();
+    let e = refused(&mut c, &project("prj_a2", "alice"), "INSERT INTO two.traces VALUES ('tr_a2c', 'prj_a2', 'x')");
+    assert_eq!(e.code, "53400", "{e:?}");
+    rows_in(&mut c, &project("prj_g1", "gina"), "INSERT INTO two.traces VALUES ('tr_g1b', 'prj_g1', 'x') RETURNING id")
+        .unwrap();
+
+    // The plan compares the project column with a parameter: no InitPlan, no call per row.
+    let mut explain = db.admin();
+    explain
+        .batch_execute(
+            "SET tenancy.allow_explain = on; SET enable_seqscan = off; SET ROLE app_user; BEGIN;
+             SELECT tenancy.set_project_context_key('prj_a1', 'alice');",
+        )
+        .unwrap();
+    let plan: Vec<String> = explain
+        .query("EXPLAIN (COSTS OFF) SELECT id FROM two.traces WHERE name = 'x'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("(project_id = $0)") && !plan.contains("InitPlan"), "{plan}");
+}
