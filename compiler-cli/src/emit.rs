@@ -733,6 +733,8 @@ fn sync_blocks(sync: &SyncMaps) -> Vec<Block> {
     if let Some(o) = &sync.organizations {
         let t = &o.table;
         let schema = quote_ident(&t.schema);
+        // With projects, the organization role (a project's override is not the organization's).
+        let has_role = if sync.projects.is_some() { "tenancy.has_org_role" } else { "tenancy.has_role" };
         let f = format!("{schema}.tenancy_sync_organizations");
         let direct = format!("{schema}.tenancy_sync_organizations_direct");
         let checked = format!("{schema}.tenancy_sync_organizations_checked");
@@ -780,7 +782,7 @@ BEGIN\n\
         RAISE EXCEPTION 'permission denied to % this organization', lower(p_op)\n\
             USING ERRCODE = '42501', HINT = 'Organizations are created by DBAs or with tenancy.create_organization().';\n\
     END IF;\n\
-    IF NOT tenancy.has_role(CASE WHEN p_op = 'DELETE' OR current_status IS DISTINCT FROM CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
+    IF NOT {has_role}(CASE WHEN p_op = 'DELETE' OR current_status IS DISTINCT FROM CASE WHEN p_active THEN 'active' ELSE 'suspended' END\n\
                                  THEN 'owner' ELSE 'admin' END) THEN\n\
         RAISE EXCEPTION 'permission denied to % this organization', CASE WHEN p_op = 'DELETE' THEN 'delete' ELSE 'suspend or reactivate' END\n\
             USING ERRCODE = '42501', HINT = 'Owners delete, suspend and reactivate an organization; admins and owners rename it.';\n\

@@ -96,11 +96,12 @@ pub(crate) fn write_all(org: &str, project: &str, user: &str, m: Option<&Members
             membership.push_str(part);
         }
     }
-    write(gucs::ORG_ID_NAME, org, scope);
-    // An organization context over none leaves the (empty) project alone: one setting fewer to
-    // write on the single-level path.
-    if !project.is_empty() || !gucs::with(&gucs::PROJECT_ID, <[u8]>::is_empty) {
-        write(gucs::PROJECT_ID_NAME, project, scope);
+    // A project context is `org/project` in the one setting (a second setting would cost a write
+    // of its own on every context).
+    if project.is_empty() {
+        write(gucs::ORG_ID_NAME, org, scope);
+    } else {
+        write(gucs::ORG_ID_NAME, &format!("{org}/{project}"), scope);
     }
     write(gucs::USER_ID_NAME, user, scope);
     write(gucs::MEMBERSHIP_NAME, &membership, scope);
@@ -180,15 +181,21 @@ thread_local! {
     static RECHECKED: RefCell<Rechecked> = RefCell::new(Rechecked::default());
 }
 
-/// The uuid a context setting holds, parsed (None: empty). Reads the setting in place; the last
-/// text parsed is remembered in `last` (a comparison of 36 bytes instead of parsing them: the
-/// readers run once per statement each).
-fn setting_uuid(
-    setting: &pgrx::GucSetting<Option<CString>>,
-    name: &str,
-    last: &'static std::thread::LocalKey<LastParsed>,
-) -> Option<pgrx::Uuid> {
-    gucs::with(setting, |bytes| {
+/// The organization and project parts of `tenancy.org_id` (`org` or `org/project`).
+fn split_scope(bytes: &[u8]) -> (&[u8], &[u8]) {
+    match bytes.iter().position(|b| *b == b'/') {
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (bytes, &[]),
+    }
+}
+
+/// The uuid in one part of `tenancy.org_id`, parsed (None: empty). Reads the setting in place;
+/// the last text parsed is remembered in `last` (a comparison of 36 bytes instead of parsing
+/// them: the readers run once per statement each).
+fn scope_uuid(project: bool, last: &'static std::thread::LocalKey<LastParsed>) -> Option<pgrx::Uuid> {
+    gucs::with(&gucs::ORG_ID, |whole| {
+        let (org, proj) = split_scope(whole);
+        let bytes = if project { proj } else { org };
         if bytes.is_empty() {
             return None;
         }
@@ -202,22 +209,23 @@ fn setting_uuid(
                 }
                 Some(pgrx::Uuid::from_bytes(id))
             }
-            None => {
-                TenancyError::CorruptContext(format!("{name} is not a uuid: \"{}\"", String::from_utf8_lossy(bytes)))
-                    .raise()
-            }
+            None => TenancyError::CorruptContext(format!(
+                "tenancy.org_id is not a uuid, or two joined by '/': \"{}\"",
+                String::from_utf8_lossy(whole)
+            ))
+            .raise(),
         }
     })
 }
 
 /// The organization of the context, parsed (None: no context).
 fn context_org() -> Option<pgrx::Uuid> {
-    setting_uuid(&gucs::ORG_ID, "tenancy.org_id", &LAST_ORG)
+    scope_uuid(false, &LAST_ORG)
 }
 
 /// The project of the context, parsed (None: an organization context, or none).
 fn context_project() -> Option<pgrx::Uuid> {
-    setting_uuid(&gucs::PROJECT_ID, "tenancy.project_id", &LAST_PROJECT)
+    scope_uuid(true, &LAST_PROJECT)
 }
 
 /// The generation a context in `org` (and `project`) is checked at: the organization's, plus the
@@ -237,7 +245,7 @@ pub(crate) fn context_generation(org: &pgrx::Uuid, project: Option<&pgrx::Uuid>)
 /// that a profile shows it on its own).
 #[inline(never)]
 fn still_current(org: &pgrx::Uuid) -> bool {
-    let generation = if gucs::with(&gucs::PROJECT_ID, <[u8]>::is_empty) {
+    let generation = if gucs::with(&gucs::ORG_ID, |bytes| bytes.len() <= 36) {
         membership::generation(org.as_bytes())
     } else {
         context_generation(org, context_project().as_ref())
@@ -336,15 +344,17 @@ pub fn current_project_id() -> Option<pgrx::Uuid> {
     context_project()
 }
 
+/// Whether the context is the one [`scope_text`] gave `text` for, and its user `user`, compared in
+/// place (a cursor's every fetch checks it: no copies).
+pub(crate) fn is_scope(text: &str, user: &str) -> bool {
+    gucs::with(&gucs::ORG_ID, |scope| scope == text.as_bytes()) && gucs::with(&gucs::USER_ID, |u| u == user.as_bytes())
+}
+
 /// What identifies the context for the cursors that [`crate::hooks`] follows: the
 /// organization's uuid text, followed by `/` and the project's in a project context (None: no
-/// organization).
+/// organization): `tenancy.org_id` as it is.
 pub(crate) fn scope_text() -> Option<String> {
-    let org = gucs::read(&gucs::ORG_ID)?;
-    Some(match gucs::read(&gucs::PROJECT_ID) {
-        Some(project) => format!("{org}/{project}"),
-        None => org,
-    })
+    gucs::read(&gucs::ORG_ID)
 }
 
 /// The organization of the current context, or NULL.

@@ -9,11 +9,9 @@
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
-/// `tenancy.org_id`: id of the organization the current transaction acts for (empty: none).
+/// `tenancy.org_id`: id of the organization the current transaction acts for (empty: none), and
+/// in a project context the project's after a `/` (`<org uuid>/<project uuid>`).
 pub static ORG_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-/// `tenancy.project_id`: id of the project (an organization whose `parent_id` is the context's
-/// organization) the current transaction acts for (empty: none, an organization context).
-pub static PROJECT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// `tenancy.user_id`: the application's id of the user acting (empty: none).
 pub static USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// `tenancy.membership`: the membership the context was checked against, in one setting (one
@@ -55,7 +53,6 @@ pub static POSTGREST_TRUST_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(fa
 
 /// Names as `set_config_option()` wants them, in the order [`crate::context`] writes them.
 pub const ORG_ID_NAME: &std::ffi::CStr = c"tenancy.org_id";
-pub const PROJECT_ID_NAME: &std::ffi::CStr = c"tenancy.project_id";
 pub const USER_ID_NAME: &std::ffi::CStr = c"tenancy.user_id";
 pub const MEMBERSHIP_NAME: &std::ffi::CStr = c"tenancy.membership";
 
@@ -74,7 +71,6 @@ pub fn init() {
         )
     };
     define(ORG_ID_NAME, c"Organization of the current tenant context.", &ORG_ID);
-    define(PROJECT_ID_NAME, c"Project of the current tenant context (empty: an organization context).", &PROJECT_ID);
     define(USER_ID_NAME, c"User of the current tenant context.", &USER_ID);
     define(
         MEMBERSHIP_NAME,

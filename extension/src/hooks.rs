@@ -388,9 +388,7 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
 /// True when the membership of (`org`, `user`) still holds: the context's own, checked as the
 /// readers check it, or else looked up in the catalog.
 fn context_holds(org: &str, user: &str) -> bool {
-    let same =
-        crate::context::scope_text().as_deref() == Some(org) && gucs::read(&gucs::USER_ID).unwrap_or_default() == user;
-    if same {
+    if crate::context::is_scope(org, user) {
         return crate::context::current_org().is_some();
     }
     let uuid = |text: &str| crate::context::parse_uuid(text.as_bytes()).map(pgrx::Uuid::from_bytes);
@@ -417,17 +415,25 @@ fn active_portal_name() -> String {
 
 /// Raises 42501 when `query_desc` was opened under a context whose membership has ended since.
 fn refuse_portal_of_ended_context(query_desc: *mut pg_sys::QueryDesc) {
-    let opened =
-        OPENED.with(|o| o.borrow().iter().find(|(q, _, _)| *q == query_desc).map(|(_, o, u)| (o.clone(), u.clone())));
-    if let Some((org, user)) = opened {
-        let same = crate::context::scope_text().unwrap_or_default() == org
-            && gucs::read(&gucs::USER_ID).unwrap_or_default() == user;
-        if !org.is_empty() && !context_holds(&org, &user) {
+    // Every fetch: the common case (the context it was opened under) compares in place, with
+    // no copies.
+    let opened = OPENED.with(|o| {
+        o.borrow().iter().find(|(q, _, _)| *q == query_desc).map(|(_, org, user)| {
+            let same = crate::context::is_scope(org, user);
+            (same, org.is_empty(), (!same).then(|| (org.clone(), user.clone())))
+        })
+    });
+    match opened {
+        Some((true, false, _)) if crate::context::current_org().is_none() => {
             TenancyError::CursorContextEnded { cursor: active_portal_name() }.raise()
         }
-        if !same {
+        Some((false, _, Some((org, user)))) => {
+            if !org.is_empty() && !context_holds(&org, &user) {
+                TenancyError::CursorContextEnded { cursor: active_portal_name() }.raise()
+            }
             TenancyError::CursorOfAnotherContext { cursor: active_portal_name() }.raise()
         }
+        _ => {}
     }
 }
 
@@ -658,6 +664,12 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
 /// Raises 55000 if a holdable cursor filled under another context is still open: starting a
 /// context for (`org`, `user`) would let it read that context's rows. Cursors that are gone
 /// (closed, `DISCARD ALL`) are forgotten here.
+/// Whether this session holds a `WITH HOLD` cursor filled under a context (what
+/// [`refuse_if_cursor_from_another_context`] looks at).
+pub fn holds_cursors() -> bool {
+    HELD.with(|h| !h.borrow().is_empty())
+}
+
 pub fn refuse_if_cursor_from_another_context(org: Option<&str>, user: &str) {
     let blocking = HELD.with(|h| {
         let mut h = h.borrow_mut();

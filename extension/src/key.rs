@@ -17,7 +17,6 @@
 //! once per backend and organization: a CHECK constraint keeps `id = tenancy.org_key_id(key)`,
 //! so an id always has the same key, and what a backend remembered never goes stale.
 
-use crate::privilege::as_catalog_owner;
 use pgrx::prelude::*;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -133,12 +132,7 @@ pub fn with_key<R>(id: &pgrx::Uuid, f: impl FnOnce(&str, Option<i64>) -> R) -> O
     let text = if version(&bytes) != 8 {
         crate::context::uuid_text(id)
     } else {
-        let key: Option<String> = as_catalog_owner(|| {
-            crate::catalog::one(
-                "SELECT key FROM tenancy.organizations WHERE id OPERATOR(pg_catalog.=) $1",
-                &[(*id).into()],
-            )
-        });
+        let key = crate::membership::org_key(*id);
         // Only a key that maps back to the id is remembered (the CHECK constraint makes every one so).
         key.filter(|k| id_of_key(k) == bytes)?
     };

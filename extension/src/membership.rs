@@ -511,6 +511,42 @@ pub fn lookup_project_at(project: pgrx::Uuid, user: &str) -> Option<(pgrx::Uuid,
     Some((org, m, generation))
 }
 
+/// The `key` of organization `id` (None: none, or no such row), read from the table directly:
+/// no SPI, so also in a parallel worker (which reads with the query's snapshot; a key never
+/// changes once its organization exists).
+pub fn org_key(id: pgrx::Uuid) -> Option<String> {
+    let c = catalog();
+    let read = |snapshot: pg_sys::Snapshot| {
+        // SAFETY: the snapshot is registered; the key holds a uuid datum.
+        unsafe {
+            let orgs = Table::open(c.organizations);
+            let (org_id, key) = (orgs.attnum(c"id"), orgs.attnum(c"key"));
+            let mut found = None;
+            orgs.scan(
+                c.organizations_pkey,
+                snapshot,
+                &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), id.into_datum().expect("uuid datum"))],
+                |t, d| {
+                    found = column::<String>(t, d, key);
+                    false
+                },
+            );
+            found
+        }
+    };
+    // SAFETY: reads backend-local state; the active snapshot is registered for the scan.
+    unsafe {
+        if pg_sys::IsInParallelMode() {
+            let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetActiveSnapshot());
+            let found = read(snapshot);
+            pg_sys::UnregisterSnapshot(snapshot);
+            found
+        } else {
+            with_latest_snapshot(read)
+        }
+    }
+}
+
 /// The parent (None: none, or no such row) of organization `id`, and whether it is active.
 ///
 /// # Safety

@@ -348,6 +348,23 @@ fn within_own_rank(level: Option<context::Level>, role: &str, action: &str) {
     }
 }
 
+/// Refuses (callers other than DBAs) to set or remove the project role of someone who is no
+/// member of the project's organization, or whose organization role ranks above the caller's:
+/// a project's admin does not lock an organization's owner out of the project.
+fn may_override(level: Option<context::Level>, project_id: Uuid, user_id: &str) {
+    let Some(level) = level else { return };
+    let org: Option<Uuid> = one("SELECT parent_id FROM tenancy.organizations WHERE id = $1", &[project_id.into()]);
+    let org = org.unwrap_or_else(|| TenancyError::UnknownOrganization { org_id: project_id.to_string() }.raise());
+    let Some(org_role) = member_role(org, user_id) else {
+        TenancyError::NotAMember { org_id: org.to_string(), user_id: user_id.to_string() }.raise()
+    };
+    if !context::has_role_at(&org_role, level) {
+        denied(format!(
+            "permission denied to change the project role of \"{user_id}\": their organization role \"{org_role}\" ranks above your own"
+        ))
+    }
+}
+
 /// Locks a project's row and raises if it is not a project (an organization with a parent).
 fn lock_project(project_id: Uuid) {
     let found: Option<bool> = one(
@@ -374,6 +391,7 @@ fn set_project_member(project_id: Option<Uuid>, user_id: Option<&str>, role: Opt
     }
     as_catalog_owner(|| {
         lock_project(project_id);
+        may_override(level, project_id, user_id);
         // The role now (None: no override, or no access): taking one away is like granting it.
         let current: Option<String> = one(
             "SELECT role FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
@@ -400,6 +418,7 @@ fn remove_project_member(project_id: Option<Uuid>, user_id: Option<&str>) {
     let level = authority_over_project(project_id);
     as_catalog_owner(|| {
         lock_project(project_id);
+        may_override(level, project_id, user_id);
         let found: Option<bool> = one(
             "SELECT true FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
             &[project_id.into(), user_id.into()],

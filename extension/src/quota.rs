@@ -552,18 +552,19 @@ fn used_of(org: Uuid, r: &Resource) -> i64 {
     }
 }
 
-/// The organization a caller may read quotas of: any for DBAs, else only the context's.
+/// The organization a caller may read quotas of: any for DBAs, else only the context's (or its
+/// project's, in a project context).
 fn readable_org(org_id: Option<Uuid>) -> Uuid {
     let org = required("org_id", org_id);
     if caller_is_admin() {
         require_org_exists(org);
         return org;
     }
-    if current_org() != Some(org) {
+    if current_org() != Some(org) && crate::context::current_project_id() != Some(org) {
         TenancyError::PermissionDenied {
             message: format!("permission denied to read the quotas of organization {org}"),
             detail: None,
-            hint: Some("Set a context for that organization first.".into()),
+            hint: Some("Set a context for that organization (or project) first.".into()),
         }
         .raise()
     }

@@ -161,7 +161,9 @@ pub(crate) fn start_project(project_id: pgrx::Uuid, key: Option<&str>, user: &st
     };
     let Some((org_id, membership, generation)) = membership::lookup_project_at(project_id, user) else { refused() };
     let (org, project) = (context::uuid_text(&org_id), context::uuid_text(&project_id));
-    crate::hooks::refuse_if_cursor_from_another_context(Some(&format!("{org}/{project}")), user);
+    if crate::hooks::holds_cursors() {
+        crate::hooks::refuse_if_cursor_from_another_context(Some(&format!("{org}/{project}")), user);
+    }
     warn_outside_transaction(scope);
     context::write_all(&org, &project, user, Some(&membership), context::Checked { generation, trusted: false }, scope);
     crate::usage::note_active_user(org_id, user);

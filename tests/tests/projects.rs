@@ -268,6 +268,39 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
         "SELECT tenancy.add_member(tenancy.org_key_id('org_acme'), 'mallory', 'admin')",
     );
     assert_eq!(e.code, "42501", "{e:?}");
+    // Nor through the sync's own helpers, which any read-write role may call (found by an
+    // attack: a project admin renamed the organization).
+    let e = refused(
+        &mut c,
+        &project("prj_a1", "bob"),
+        "SELECT two.tenancy_sync_organizations_checked('UPDATE', tenancy.org_key_id('org_acme'),
+             tenancy.org_key_id('org_acme'), 'org_acme', 'acme-hijacked', 'Pwned', true)",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    // A project's admin neither locks an organization owner out of the project nor plants a
+    // role for someone outside the organization.
+    let e = refused(
+        &mut c,
+        &project("prj_a1", "bob"),
+        "SELECT tenancy.set_project_member(tenancy.org_key_id('prj_a1'), 'alice', NULL)",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    let e = refused(
+        &mut c,
+        &project("prj_a1", "bob"),
+        "SELECT tenancy.set_project_member(tenancy.org_key_id('prj_a1'), 'gina', 'member')",
+    );
+    assert_eq!(e.code, "42704", "{e:?}");
+    // A parallel worker reads the project context as its leader does.
+    assert_eq!(
+        rows_in(
+            &mut c,
+            &format!("{}; SET LOCAL force_parallel_mode = on", project("prj_a1", "bob")),
+            "SELECT tenancy.current_project_key() || '/' || tenancy.has_org_role('admin')::text"
+        )
+        .unwrap(),
+        ["prj_a1/false"]
+    );
     // ... but does administer the project.
     rows_in(
         &mut c,
@@ -375,6 +408,15 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     assert_eq!(e.code, "53400", "{e:?}");
     rows_in(&mut c, &project("prj_g1", "gina"), "INSERT INTO two.traces VALUES ('tr_g1b', 'prj_g1', 'x') RETURNING id")
         .unwrap();
+    assert_eq!(
+        rows_in(
+            &mut c,
+            &project("prj_a2", "alice"),
+            "SELECT used || '/' || quota FROM tenancy.quotas(tenancy.current_project()) WHERE resource = 'traces'"
+        )
+        .unwrap(),
+        ["2/2"]
+    );
 
     // The plan compares the project column with a parameter: no InitPlan, no call per row.
     let mut explain = db.admin();
