@@ -384,6 +384,14 @@ fn set_project_member(project_id: Option<Uuid>, user_id: Option<&str>, role: Opt
     let project_id = required("project_id", project_id);
     let user_id = valid_user_id("user_id", user_id);
     let role = role.map(str::trim).filter(|r| !r.is_empty());
+    if role == Some("none") {
+        TenancyError::InvalidArgument {
+            param: "role",
+            reason: "\"none\" is not a role".into(),
+            hint: Some("Pass NULL for no access to the project.".into()),
+        }
+        .raise()
+    }
     let level = authority_over_project(project_id);
     if let Some(role) = role {
         check_role_exists(role);
