@@ -68,6 +68,9 @@ struct TenantTable {
     forced: bool,
     not_null: bool,
     tenant_attnum: i16,
+    /// Its tenant column: the one lint was given, or with two levels the one its SELECT policy
+    /// names.
+    tenant_column: String,
     /// Its SELECT policy reads NULL-keyed rows as global (`global_rows = true`).
     global_rows: bool,
     /// Leading key columns (attnums) of every index.
@@ -109,7 +112,8 @@ pub fn lint(
                 a.attnotnull, a.attnum,
                 ARRAY(SELECT x.indkey[0] FROM pg_index x WHERE x.indrelid = c.oid),
                 EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenancy_select'
-                          AND pg_get_expr(p.polqual, p.polrelid) LIKE '%' || quote_ident(coalesce(lv.tenant_column, $2)) || ' IS NULL%')
+                          AND pg_get_expr(p.polqual, p.polrelid) LIKE '%' || quote_ident(coalesce(lv.tenant_column, $2)) || ' IS NULL%'),
+                a.attname::text
            FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
            -- With two levels, the SELECT policy names each table's tenant column (its level).
@@ -139,6 +143,7 @@ pub fn lint(
                 tenant_attnum: row.get(6),
                 indexes: row.get::<_, Vec<i16>>(7).into_iter().map(|c| vec![c]).collect(),
                 global_rows: row.get(8),
+                tenant_column: row.get(9),
             },
         );
     }
@@ -454,7 +459,7 @@ fn lint_constraints(
                 ));
             }
             if !scoped && sees_all {
-                cross_tenant_rows(client, table, parent, &key_names, &target_names, &object, col, out)?;
+                cross_tenant_rows(client, table, parent, &key_names, &target_names, &object, out)?;
             }
         }
         let wanted: BTreeSet<i16> = keys.iter().copied().collect();
@@ -547,9 +552,15 @@ fn cross_tenant_rows(
     keys: &[String],
     target_keys: &[String],
     object: &str,
-    col: &str,
     out: &mut Vec<Finding>,
 ) -> Result<(), postgres::Error> {
+    // Two levels: a project's row pointing at its organization's compares another column, and is
+    // not a cross-tenant pointer by itself (the policies check the level).
+    if table.tenant_column != parent.tenant_column {
+        return Ok(());
+    }
+    let own = quote_ident(&table.tenant_column);
+    let col = own.as_str();
     let join: Vec<String> = keys.iter().zip(target_keys).map(|(k, t)| format!("p.{t} = c.{k}")).collect();
     let listing = format!(
         "SELECT c.* FROM {} c JOIN {} p ON {} WHERE p.{col} IS DISTINCT FROM c.{col}",
@@ -623,6 +634,9 @@ fn lint_unique_keys(
         &[&oids(tables)],
     )? {
         let table = &tables[&(row.get::<_, i64>(0) as u32)];
+        // Each table's own tenant column (two levels: the project's or the organization's).
+        let own = quote_ident(&table.tenant_column);
+        let (tenant, col) = if table.tenant_column == tenant { (tenant, col) } else { (table.tenant_column.as_str(), own.as_str()) };
         let (name, contype, primary, exclusion): (String, String, bool, bool) = (row.get(1), row.get(2), row.get(3), row.get(4));
         let names: Vec<Option<String>> = row.get(5);
         let types: Vec<String> = row.get(6);
