@@ -320,6 +320,17 @@ impl DbError {
     }
 }
 
+/// The first column (as text) of each row of `sql`, in a transaction that `start` begins (a
+/// context function, say) and that commits after it.
+pub fn in_context(c: &mut Client, start: &str, sql: &str) -> Result<Vec<String>, DbError> {
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(start).map_err(|e| DbError::of(&e))?;
+    let rows = tx.query(sql, &[]).map_err(|e| DbError::of(&e))?;
+    let out = rows.iter().map(|r| r.try_get::<_, Option<String>>(0).ok().flatten().unwrap_or_default()).collect();
+    tx.commit().map_err(|e| DbError::of(&e))?;
+    Ok(out)
+}
+
 /// Runs `sql` and returns its error; panics if it succeeds.
 pub fn error_of(client: &mut impl postgres::GenericClient, sql: &str) -> DbError {
     match client.batch_execute(sql) {

@@ -111,15 +111,6 @@ api_key = { table = "keyed.api_keys", key = "digest" }
 "#
 }
 
-fn in_context(c: &mut postgres::Client, start: &str, sql: &str) -> Result<Vec<String>, DbError> {
-    let mut tx = c.transaction().unwrap();
-    tx.batch_execute(start).map_err(|e| DbError::of(&e))?;
-    let rows = tx.query(sql, &[]).map_err(|e| DbError::of(&e))?;
-    let out = rows.iter().map(|r| r.try_get::<_, Option<String>>(0).ok().flatten().unwrap_or_default()).collect();
-    tx.commit().map_err(|e| DbError::of(&e))?;
-    Ok(out)
-}
-
 fn plan(c: &mut postgres::Client, sql: &str) -> String {
     c.batch_execute("SET enable_seqscan = off").unwrap();
     let rows = c.query(&format!("EXPLAIN (COSTS OFF) {sql}"), &[]).unwrap();

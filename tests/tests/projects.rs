@@ -162,16 +162,6 @@ global_rows = true
 traces = { table = "two.traces" }
 "#;
 
-/// The first column of each row of `sql`, in a transaction started with `start`.
-fn rows_in(c: &mut postgres::Client, start: &str, sql: &str) -> Result<Vec<String>, DbError> {
-    let mut tx = c.transaction().unwrap();
-    tx.batch_execute(start).map_err(|e| DbError::of(&e))?;
-    let rows = tx.query(sql, &[]).map_err(|e| DbError::of(&e))?;
-    let out = rows.iter().map(|r| r.try_get::<_, Option<String>>(0).ok().flatten().unwrap_or_default()).collect();
-    tx.commit().map_err(|e| DbError::of(&e))?;
-    Ok(out)
-}
-
 fn project(key: &str, user: &str) -> String {
     format!("SELECT tenancy.set_project_context_key('{key}', '{user}')")
 }
@@ -181,7 +171,7 @@ fn org(key: &str, user: &str) -> String {
 }
 
 fn ids(c: &mut postgres::Client, start: &str, table: &str) -> Vec<String> {
-    rows_in(c, start, &format!("SELECT id FROM {table} ORDER BY id")).unwrap()
+    in_context(c, start, &format!("SELECT id FROM {table} ORDER BY id")).unwrap()
 }
 
 /// The error of `sql` in a transaction started with `start` (rolled back).
@@ -239,7 +229,7 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     // The role in a project: bob is a member of Acme, admin of prj_a1, and has no access to
     // prj_a2; the refusal reads exactly as for another organization's project and for none.
     assert_eq!(
-        rows_in(
+        in_context(
             &mut c,
             &project("prj_a1", "bob"),
             "SELECT tenancy.current_member_role() || '/' || tenancy.has_org_role('admin')::text"
@@ -300,7 +290,7 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     assert_eq!(e.code, "42704", "{e:?}");
     // A parallel worker reads the project context as its leader does.
     assert_eq!(
-        rows_in(
+        in_context(
             &mut c,
             &format!("{}; SET LOCAL force_parallel_mode = on", project("prj_a1", "bob")),
             "SELECT tenancy.current_project_key() || '/' || tenancy.has_org_role('admin')::text"
@@ -309,7 +299,7 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
         ["prj_a1/false"]
     );
     // ... but does administer the project.
-    rows_in(
+    in_context(
         &mut c,
         &project("prj_a1", "bob"),
         "INSERT INTO two.traces VALUES ('tr_bob', 'prj_a1', 'bob') RETURNING id",
@@ -348,7 +338,7 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
         (missing.code.as_str(), missing.message.replace("tr_nope", "T"))
     );
     // Global rows are read by all and written by none.
-    assert!(rows_in(
+    assert!(in_context(
         &mut c,
         &project("prj_a1", "alice"),
         "UPDATE two.models SET name = 'mine' WHERE id = 'm_global' RETURNING id"
@@ -362,7 +352,7 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     // The application manages projects through its own tables: an owner creates one in the
     // organization's context, and may then enter it; a member may not create one, nor anyone
     // one in another organization.
-    rows_in(
+    in_context(
         &mut c,
         &org("org_acme", "alice"),
         "INSERT INTO two.projects (id, org_id, name) VALUES ('prj_a3', 'org_acme', 'Acme three') RETURNING id",
@@ -387,7 +377,7 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     let mut carol = db.app();
     carol.batch_execute("SELECT tenancy.set_session_project_context_key('prj_a1', 'carol')").unwrap();
     assert_eq!(count(&mut carol, "two.traces"), 2);
-    rows_in(
+    in_context(
         &mut c,
         &project("prj_a1", "alice"),
         "INSERT INTO two.project_memberships VALUES ('prj_a1', 'carol', 'NONE') RETURNING user_id",
@@ -396,7 +386,7 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     assert_eq!(count(&mut carol, "two.traces"), 0);
     assert_eq!(error_of(&mut carol, &project("prj_a1", "carol")).code, "42501");
     // A project deleted by the application (soft: deleted_at) closes it.
-    rows_in(
+    in_context(
         &mut c,
         &org("org_acme", "alice"),
         "UPDATE two.projects SET deleted_at = now() WHERE id = 'prj_a3' RETURNING id",
@@ -405,7 +395,7 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     assert_eq!(error_of(&mut c, &project("prj_a3", "alice")).code, "42501");
 
     // Quotas count per project, against the organization's plan (free: 2 traces).
-    rows_in(
+    in_context(
         &mut c,
         &project("prj_a2", "alice"),
         "INSERT INTO two.traces VALUES ('tr_a2b', 'prj_a2', 'x') RETURNING id",
@@ -413,10 +403,14 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     .unwrap();
     let e = refused(&mut c, &project("prj_a2", "alice"), "INSERT INTO two.traces VALUES ('tr_a2c', 'prj_a2', 'x')");
     assert_eq!(e.code, "53400", "{e:?}");
-    rows_in(&mut c, &project("prj_g1", "gina"), "INSERT INTO two.traces VALUES ('tr_g1b', 'prj_g1', 'x') RETURNING id")
-        .unwrap();
+    in_context(
+        &mut c,
+        &project("prj_g1", "gina"),
+        "INSERT INTO two.traces VALUES ('tr_g1b', 'prj_g1', 'x') RETURNING id",
+    )
+    .unwrap();
     assert_eq!(
-        rows_in(
+        in_context(
             &mut c,
             &project("prj_a2", "alice"),
             "SELECT used || '/' || quota FROM tenancy.quotas(tenancy.current_project()) WHERE resource = 'traces'"
