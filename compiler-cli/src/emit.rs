@@ -348,11 +348,56 @@ fn tenant_policy(
     let (roles, rule) = allowed(compiled, commands, command)?;
     let p = predicate(this, tenant, rule, sharing, command, null_rows);
     let mut checked = p.clone();
+    let mut helpers = String::new();
     for r in references {
         checked.push_str("\n        AND ");
-        checked.push_str(&reference_check(this, r));
+        match self_reference(&compiled.name, r) {
+            Some((function, sql)) => {
+                let column = quote_ident(&r.columns[0]);
+                let this = quote_ident(&this.name);
+                checked.push_str(&format!("({this}.{column} IS NULL OR {function}({this}.{column}))"));
+                if matches!(command, Command::Insert | Command::Update) {
+                    helpers.push_str(&sql);
+                    helpers.push('\n');
+                }
+            }
+            None => checked.push_str(&reference_check(this, r)),
+        }
     }
-    Some(policy_sql(name, command, &roles, &p, &checked))
+    Some(helpers + &policy_sql(name, command, &roles, &p, &checked))
+}
+
+/// A one-column foreign key of `table` to itself (a key created by another key, a comment
+/// replying to another): its check cannot read the table inside the table's own policy
+/// (PostgreSQL refuses a policy that reads its own relation: "infinite recursion detected"), so
+/// it reads it in a function of its own, which PostgreSQL plans as a query of its own, as the
+/// writer and under the table's policies. Returns the function's name and its CREATE.
+fn self_reference(table: &QualifiedName, r: &Reference) -> Option<(String, String)> {
+    if r.target != *table || r.columns.len() != 1 {
+        return None;
+    }
+    let function = format!(
+        "{}.{}",
+        quote_ident(&table.schema),
+        quote_ident(&fit(&format!("tenancy_refers_{}_{}", table.name, r.columns[0]), ""))
+    );
+    let tenant = quote_ident(&r.target_tenant);
+    let reader = r.target_key.reader_at(r.target_level);
+    let owned = if r.target_global {
+        format!("(t.{tenant} = (SELECT {reader}) OR t.{tenant} IS NULL)")
+    } else {
+        format!("t.{tenant} = (SELECT {reader})")
+    };
+    let sql = format!(
+        "CREATE OR REPLACE FUNCTION {function}(v anyelement) RETURNS boolean\n    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+BEGIN\n\
+    -- The row `v` names exists in the current organization, read as the writer.\n\
+    RETURN EXISTS (SELECT FROM {} t WHERE t.{} = v AND {owned});\n\
+END\n$tenancy$;",
+        r.target,
+        quote_ident(&r.target_columns[0])
+    );
+    Some((function, sql))
 }
 
 /// `CREATE POLICY tenancy_<command> ON name ... TO roles`, with `using` for the rows a command

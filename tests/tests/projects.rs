@@ -32,8 +32,11 @@ CREATE TABLE two.project_memberships (
 CREATE TABLE two.api_keys (
     id      text PRIMARY KEY,
     org_id  text NOT NULL REFERENCES two.organizations (id),
-    note    text NOT NULL
+    note    text NOT NULL,
+    -- The key that created this one (Langfuse's created_by_api_key_id): a table referencing itself.
+    created_by  text REFERENCES two.api_keys (id)
 );
+CREATE INDEX ON two.api_keys (created_by);
 CREATE INDEX ON two.api_keys (org_id);
 CREATE TABLE two.traces (
     id          text PRIMARY KEY,
@@ -61,7 +64,7 @@ INSERT INTO two.organization_memberships VALUES
 INSERT INTO two.projects (id, org_id, name) VALUES
     ('prj_a1', 'org_acme', 'Acme one'), ('prj_a2', 'org_acme', 'Acme two'), ('prj_g1', 'org_globex', 'Globex one');
 INSERT INTO two.project_memberships VALUES ('prj_a1', 'bob', 'ADMIN'), ('prj_a2', 'bob', 'NONE');
-INSERT INTO two.api_keys VALUES ('key_acme', 'org_acme', 'acme key'), ('key_globex', 'org_globex', 'globex key');
+INSERT INTO two.api_keys VALUES ('key_acme', 'org_acme', 'acme key', NULL), ('key_globex', 'org_globex', 'globex key', NULL);
 INSERT INTO two.traces VALUES ('tr_a1', 'prj_a1', 'a1 trace'), ('tr_a2', 'prj_a2', 'a2 trace'), ('tr_g1', 'prj_g1', 'g1 trace');
 INSERT INTO two.observations VALUES ('ob_a1', 'tr_a1', 'a1'), ('ob_g1', 'tr_g1', 'g1');
 INSERT INTO two.models VALUES ('m_global', NULL, 'gpt'), ('m_a1', 'prj_a1', 'a1 model'), ('m_g1', 'prj_g1', 'g1 model');
@@ -221,6 +224,32 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     assert_eq!(ids(&mut c, &project("prj_a2", "alice"), "two.api_keys"), ["key_acme"]);
     assert_eq!(ids(&mut c, &org("org_acme", "alice"), "two.api_keys"), ["key_acme"]);
     assert_eq!(ids(&mut c, &org("org_acme", "alice"), "two.projects"), ["prj_a1", "prj_a2"]);
+    // A table that references itself is written under its policies (a policy that read its own
+    // table failed: "infinite recursion"), and only ever points at the organization's rows.
+    in_context(
+        &mut c,
+        &org("org_acme", "alice"),
+        "INSERT INTO two.api_keys (id, note, created_by) VALUES ('key_acme2', 'second', 'key_acme') RETURNING id",
+    )
+    .unwrap();
+    in_context(
+        &mut c,
+        &org("org_acme", "alice"),
+        "UPDATE two.api_keys SET note = 'renamed' WHERE id = 'key_acme2' RETURNING id",
+    )
+    .unwrap();
+    let other = refused(
+        &mut c,
+        &org("org_acme", "alice"),
+        "INSERT INTO two.api_keys (id, note, created_by) VALUES ('key_x', 'x', 'key_globex')",
+    );
+    let missing = refused(
+        &mut c,
+        &org("org_acme", "alice"),
+        "INSERT INTO two.api_keys (id, note, created_by) VALUES ('key_x', 'x', 'key_nope')",
+    );
+    assert_eq!((other.code.as_str(), other.message.as_str()), (missing.code.as_str(), missing.message.as_str()));
+    assert_eq!(other.code, "42501", "{other:?}");
     // An organization context reads no project's rows, and writes none.
     assert!(ids(&mut c, &org("org_acme", "alice"), "two.traces").is_empty());
     let e = refused(&mut c, &org("org_acme", "alice"), "INSERT INTO two.traces VALUES ('tr_x', 'prj_a1', 'x')");
