@@ -116,7 +116,22 @@ SELECT m.org_id, m.user_id, m.role
  WHERE o.parent_id IS NOT NULL
 ON CONFLICT DO NOTHING;
 
+-- A member who leaves an organization leaves its projects' roles too: none comes back if they
+-- rejoin.
+CREATE FUNCTION tenancy.forget_project_roles() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM tenancy.project_members pm
+     USING tenancy.organizations p
+     WHERE p.id = pm.project_id AND p.parent_id = OLD.org_id AND pm.user_id = OLD.user_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER forget_project_roles AFTER DELETE ON tenancy.members
+    FOR EACH ROW EXECUTE FUNCTION tenancy.forget_project_roles();
+
 REVOKE ALL ON FUNCTION tenancy.check_project_levels() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy.forget_project_roles() FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenancy.set_project_member(uuid, text, text), tenancy.remove_project_member(uuid, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenancy.set_project_member(uuid, text, text), tenancy.remove_project_member(uuid, text)
     TO tenancy_writer, tenancy_admin;

@@ -66,3 +66,17 @@ CREATE TRIGGER membership_changed AFTER INSERT OR UPDATE OR DELETE ON tenancy.pr
     FOR EACH ROW EXECUTE FUNCTION tenancy.membership_changed_trigger();
 CREATE TRIGGER membership_changed_truncate AFTER TRUNCATE ON tenancy.project_members
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy.membership_changed_trigger();
+
+-- A member who leaves an organization leaves its projects' roles too: none comes back if they
+-- rejoin.
+CREATE FUNCTION tenancy.forget_project_roles() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM tenancy.project_members pm
+     USING tenancy.organizations p
+     WHERE p.id = pm.project_id AND p.parent_id = OLD.org_id AND pm.user_id = OLD.user_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER forget_project_roles AFTER DELETE ON tenancy.members
+    FOR EACH ROW EXECUTE FUNCTION tenancy.forget_project_roles();

@@ -195,6 +195,10 @@ fn create_organization(
         }
         if let Some(parent) = parent_id {
             lock_org(parent);
+            // A project's owner is one of its organization's members.
+            if !admin && member_role(parent, owner).is_none() {
+                TenancyError::NotAMember { org_id: parent.to_string(), user_id: owner.to_string() }.raise()
+            }
         }
         let new_id: Option<Uuid> = one(
             "INSERT INTO tenancy.organizations (id, name, slug, plan, parent_id)
@@ -348,20 +352,23 @@ fn within_own_rank(level: Option<context::Level>, role: &str, action: &str) {
     }
 }
 
-/// Refuses (callers other than DBAs) to set or remove the project role of someone who is no
-/// member of the project's organization, or whose organization role ranks above the caller's:
-/// a project's admin does not lock an organization's owner out of the project.
-fn may_override(level: Option<context::Level>, project_id: Uuid, user_id: &str) {
-    let Some(level) = level else { return };
+/// Refuses (callers other than DBAs) to set the project role of someone who is no member of the
+/// project's organization (`setting`; a role left behind by a former member may be removed), or
+/// to set or remove that of someone whose organization role ranks above the caller's own
+/// organization role: a project's role, even its owner, never reaches over the organization's
+/// managers.
+fn may_override(level: Option<context::Level>, project_id: Uuid, user_id: &str, setting: bool) {
+    if level.is_none() {
+        return;
+    }
     let org: Option<Uuid> = one("SELECT parent_id FROM tenancy.organizations WHERE id = $1", &[project_id.into()]);
     let org = org.unwrap_or_else(|| TenancyError::UnknownOrganization { org_id: project_id.to_string() }.raise());
-    let Some(org_role) = member_role(org, user_id) else {
-        TenancyError::NotAMember { org_id: org.to_string(), user_id: user_id.to_string() }.raise()
-    };
-    if !context::has_role_at(&org_role, level) {
-        denied(format!(
+    match member_role(org, user_id) {
+        None if setting => TenancyError::NotAMember { org_id: org.to_string(), user_id: user_id.to_string() }.raise(),
+        Some(org_role) if !context::has_role_at(&org_role, context::Level::Organization) => denied(format!(
             "permission denied to change the project role of \"{user_id}\": their organization role \"{org_role}\" ranks above your own"
-        ))
+        )),
+        _ => {}
     }
 }
 
@@ -383,7 +390,16 @@ fn lock_project(project_id: Uuid) {
 fn set_project_member(project_id: Option<Uuid>, user_id: Option<&str>, role: Option<&str>) {
     let project_id = required("project_id", project_id);
     let user_id = valid_user_id("user_id", user_id);
-    let role = role.map(str::trim).filter(|r| !r.is_empty());
+    // Only NULL means no access: a blank role is a mistake, not a lockout.
+    let role = role.map(str::trim);
+    if role == Some("") {
+        TenancyError::InvalidArgument {
+            param: "role",
+            reason: "is blank".into(),
+            hint: Some("Pass a role, or NULL for no access to the project.".into()),
+        }
+        .raise()
+    }
     if role == Some("none") {
         TenancyError::InvalidArgument {
             param: "role",
@@ -399,7 +415,7 @@ fn set_project_member(project_id: Option<Uuid>, user_id: Option<&str>, role: Opt
     }
     as_catalog_owner(|| {
         lock_project(project_id);
-        may_override(level, project_id, user_id);
+        may_override(level, project_id, user_id, true);
         // The role now (None: no override, or no access): taking one away is like granting it.
         let current: Option<String> = one(
             "SELECT role FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
@@ -426,7 +442,7 @@ fn remove_project_member(project_id: Option<Uuid>, user_id: Option<&str>) {
     let level = authority_over_project(project_id);
     as_catalog_owner(|| {
         lock_project(project_id);
-        may_override(level, project_id, user_id);
+        may_override(level, project_id, user_id, false);
         let found: Option<bool> = one(
             "SELECT true FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
             &[project_id.into(), user_id.into()],

@@ -317,6 +317,57 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
         "SELECT tenancy.set_project_member(tenancy.org_key_id('prj_a1'), 'gina', 'member')",
     );
     assert_eq!(e.code, "42704", "{e:?}");
+    // Nor does a project's owner who is a viewer of the organization (a second attack round):
+    // organization roles rank over project ones.
+    in_context(
+        &mut c,
+        &org("org_acme", "alice"),
+        "SELECT tenancy.set_project_member(tenancy.org_key_id('prj_a2'), 'carol', 'owner')::text",
+    )
+    .unwrap();
+    let e = refused(
+        &mut c,
+        &project("prj_a2", "carol"),
+        "SELECT tenancy.set_project_member(tenancy.org_key_id('prj_a2'), 'alice', NULL)",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    let e = refused(
+        &mut c,
+        &project("prj_a2", "carol"),
+        "INSERT INTO two.project_memberships VALUES ('prj_a2', 'alice', 'NONE')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    // A blank role is a mistake, not no access.
+    let e = refused(
+        &mut c,
+        &org("org_acme", "alice"),
+        "SELECT tenancy.set_project_member(tenancy.org_key_id('prj_a2'), 'bob', ' ')",
+    );
+    assert_eq!(e.code, "22023", "{e:?}");
+    // A member who leaves the organization leaves its project roles: none comes back on rejoining.
+    in_context(
+        &mut c,
+        &org("org_acme", "alice"),
+        "DELETE FROM two.organization_memberships WHERE user_id = 'carol' RETURNING user_id",
+    )
+    .unwrap();
+    in_context(
+        &mut c,
+        &org("org_acme", "alice"),
+        "INSERT INTO two.organization_memberships VALUES ('org_acme', 'carol', 'VIEWER') RETURNING user_id",
+    )
+    .unwrap();
+    assert_eq!(
+        in_context(&mut c, &project("prj_a2", "carol"), "SELECT tenancy.current_member_role()").unwrap(),
+        ["guest"]
+    );
+    // A project is created for a member of its organization only.
+    let e = refused(
+        &mut c,
+        &org("org_acme", "alice"),
+        "SELECT tenancy.create_organization('P', 'p-x', 'gina', 'free', NULL, tenancy.org_key_id('org_acme'))",
+    );
+    assert_eq!(e.code, "42704", "{e:?}");
     // A parallel worker reads the project context as its leader does.
     assert_eq!(
         in_context(
