@@ -381,13 +381,7 @@ fn self_reference(table: &QualifiedName, r: &Reference) -> Option<(String, Strin
         quote_ident(&table.schema),
         quote_ident(&fit(&format!("tenancy_refers_{}_{}", table.name, r.columns[0]), ""))
     );
-    let tenant = quote_ident(&r.target_tenant);
-    let reader = r.target_key.reader_at(r.target_level);
-    let owned = if r.target_global {
-        format!("(t.{tenant} = (SELECT {reader}) OR t.{tenant} IS NULL)")
-    } else {
-        format!("t.{tenant} = (SELECT {reader})")
-    };
+    let owned = referenced_row_owned(r);
     let sql = format!(
         "CREATE OR REPLACE FUNCTION {function}(v anyelement) RETURNS boolean\n    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
 BEGIN\n\
@@ -454,21 +448,27 @@ fn reference_check(table: &QualifiedName, r: &Reference) -> String {
         .zip(&r.target_columns)
         .map(|(c, t)| format!("t.{} = {this}.{}", quote_ident(t), quote_ident(c)))
         .collect();
+    format!(
+        "({} OR EXISTS (SELECT FROM {} t WHERE {} AND {}))",
+        nulls.join(" OR "),
+        r.target,
+        matches.join(" AND "),
+        referenced_row_owned(r)
+    )
+}
+
+/// That the referenced row `t` of [`Reference`] `r` is the current organization's (or project's)
+/// (or, for a target with global rows, global). The target's level decides the reader: an
+/// organization-level row is referenced from any project of the organization, a project-level
+/// one only from its project.
+fn referenced_row_owned(r: &Reference) -> String {
     let tenant = quote_ident(&r.target_tenant);
-    // The target's level decides the reader: an organization-level row is referenced from any
-    // project of the organization, a project-level one only from its project.
     let reader = r.target_key.reader_at(r.target_level);
-    let owned = if r.target_global {
+    if r.target_global {
         format!("(t.{tenant} = (SELECT {reader}) OR t.{tenant} IS NULL)")
     } else {
         format!("t.{tenant} = (SELECT {reader})")
-    };
-    format!(
-        "({} OR EXISTS (SELECT FROM {} t WHERE {} AND {owned}))",
-        nulls.join(" OR "),
-        r.target,
-        matches.join(" AND ")
-    )
+    }
 }
 
 /// Rows shared with the current organization (for writing, with `write`). The array is computed

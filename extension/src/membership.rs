@@ -443,7 +443,8 @@ pub fn lookup_project(project: pgrx::Uuid, user: &str) -> Option<(pgrx::Uuid, Me
     with_latest_snapshot(|snapshot| {
         // SAFETY: the snapshot is registered; each key holds a datum of its column's type.
         unsafe {
-            let (parent, project_active) = parent_and_status(&c, snapshot, project);
+            let (parent, project_active) =
+                org_row(&c, snapshot, project, false).map_or((None, false), |r| (r.parent, r.active));
             let org = parent.unwrap_or(pgrx::Uuid::from_bytes([0; 16]));
             let org_role = member_role(&c, snapshot, org, user);
             let org_is_active = org_active(&c, snapshot, org);
@@ -516,55 +517,49 @@ pub fn lookup_project_at(project: pgrx::Uuid, user: &str) -> Option<(pgrx::Uuid,
 /// changes once its organization exists).
 pub fn org_key(id: pgrx::Uuid) -> Option<String> {
     let c = catalog();
-    let read = |snapshot: pg_sys::Snapshot| {
-        // SAFETY: the snapshot is registered; the key holds a uuid datum.
-        unsafe {
-            let orgs = Table::open(c.organizations);
-            let (org_id, key) = (orgs.attnum(c"id"), orgs.attnum(c"key"));
-            let mut found = None;
-            orgs.scan(
-                c.organizations_pkey,
-                snapshot,
-                &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), id.into_datum().expect("uuid datum"))],
-                |t, d| {
-                    found = column::<String>(t, d, key);
-                    false
-                },
-            );
-            found
-        }
-    };
-    // SAFETY: reads backend-local state; the active snapshot is registered for the scan.
+    // SAFETY: reads backend-local state; the snapshots are registered for the scan.
     unsafe {
         if pg_sys::IsInParallelMode() {
             let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetActiveSnapshot());
-            let found = read(snapshot);
+            let found = org_row(&c, snapshot, id, true).and_then(|r| r.key);
             pg_sys::UnregisterSnapshot(snapshot);
             found
         } else {
-            with_latest_snapshot(read)
+            with_latest_snapshot(|snapshot| org_row(&c, snapshot, id, true).and_then(|r| r.key))
         }
     }
 }
 
-/// The parent (None: none, or no such row) of organization `id`, and whether it is active.
+/// What the context functions read of a row of `tenancy.organizations`.
+struct OrgRow {
+    /// The project's organization (None: an organization).
+    parent: Option<pgrx::Uuid>,
+    active: bool,
+    /// Read only when asked for (a database whose extension predates 0.5.0 has no `key`).
+    key: Option<String>,
+}
+
+/// The row of organization `id`, read through the primary key (None: no such row); its `key`
+/// with `with_key`.
 ///
 /// # Safety
 /// `snapshot` must be registered.
-unsafe fn parent_and_status(c: &Catalog, snapshot: pg_sys::Snapshot, id: pgrx::Uuid) -> (Option<pgrx::Uuid>, bool) {
+unsafe fn org_row(c: &Catalog, snapshot: pg_sys::Snapshot, id: pgrx::Uuid, with_key: bool) -> Option<OrgRow> {
     unsafe {
         let orgs = Table::open(c.organizations);
         let (org_id, parent_id, status) = (orgs.attnum(c"id"), orgs.attnum(c"parent_id"), orgs.attnum(c"status"));
-        let mut found = (None, false);
+        let key = with_key.then(|| orgs.attnum(c"key"));
+        let mut found = None;
         orgs.scan(
             c.organizations_pkey,
             snapshot,
             &mut [equal_key(org_id, pg_sys::Oid::from(pg_sys::F_UUID_EQ), id.into_datum().expect("uuid datum"))],
             |t, d| {
-                found = (
-                    column::<pgrx::Uuid>(t, d, parent_id),
-                    column::<String>(t, d, status).as_deref() == Some("active"),
-                );
+                found = Some(OrgRow {
+                    parent: column::<pgrx::Uuid>(t, d, parent_id),
+                    active: column::<String>(t, d, status).as_deref() == Some("active"),
+                    key: key.and_then(|key| column::<String>(t, d, key)),
+                });
                 false
             },
         );
@@ -704,8 +699,7 @@ pub(crate) fn with_latest_snapshot<R>(f: impl FnOnce(pg_sys::Snapshot) -> R) -> 
 unsafe fn org_active(c: &Catalog, snapshot: pg_sys::Snapshot, org: pgrx::Uuid) -> bool {
     unsafe {
         // A project (a row with a parent) is entered with a project context only.
-        let (parent, active) = parent_and_status(c, snapshot, org);
-        active && parent.is_none()
+        org_row(c, snapshot, org, false).is_some_and(|r| r.active && r.parent.is_none())
     }
 }
 

@@ -372,6 +372,15 @@ fn may_override(level: Option<context::Level>, project_id: Uuid, user_id: &str, 
     }
 }
 
+/// The override of `user_id`'s role in `project_id`: None without one, Some(None) for no access.
+fn project_override(project_id: Uuid, user_id: &str) -> Option<Option<String>> {
+    let row: Option<Vec<Option<String>>> = one(
+        "SELECT ARRAY[role] FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
+        &[project_id.into(), user_id.into()],
+    );
+    row.map(|r| r.into_iter().next().flatten())
+}
+
 /// Locks a project's row and raises if it is not a project (an organization with a parent).
 fn lock_project(project_id: Uuid) {
     let found: Option<bool> = one(
@@ -417,11 +426,7 @@ fn set_project_member(project_id: Option<Uuid>, user_id: Option<&str>, role: Opt
         lock_project(project_id);
         may_override(level, project_id, user_id, true);
         // The role now (None: no override, or no access): taking one away is like granting it.
-        let current: Option<String> = one(
-            "SELECT role FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
-            &[project_id.into(), user_id.into()],
-        );
-        if let Some(current) = &current {
+        if let Some(Some(current)) = &project_override(project_id, user_id) {
             within_own_rank(level, current, "change");
         }
         one::<bool>(
@@ -443,17 +448,9 @@ fn remove_project_member(project_id: Option<Uuid>, user_id: Option<&str>) {
     as_catalog_owner(|| {
         lock_project(project_id);
         may_override(level, project_id, user_id, false);
-        let found: Option<bool> = one(
-            "SELECT true FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
-            &[project_id.into(), user_id.into()],
-        );
-        if found.is_none() {
+        let Some(current) = project_override(project_id, user_id) else {
             TenancyError::NotAMember { org_id: project_id.to_string(), user_id: user_id.to_string() }.raise()
-        }
-        let current: Option<String> = one(
-            "SELECT role FROM tenancy.project_members WHERE project_id = $1 AND user_id = $2",
-            &[project_id.into(), user_id.into()],
-        );
+        };
         if let Some(current) = &current {
             within_own_rank(level, current, "take away");
         }

@@ -62,6 +62,20 @@ pub(crate) fn refuse_unless_any_mode(function: &'static str) {
     }
 }
 
+/// Refuses a session context to roles not allowed one (`tenancy.session_context` off; DBAs may):
+/// behind a pool, a session context would reach whoever gets the connection next.
+fn refuse_unless_session_role() {
+    if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
+        TenancyError::SessionContextRefused { role: privilege::current_role_name() }.raise()
+    }
+}
+
+/// How a refusal names the organization or project asked for: by the application's `key` the
+/// caller gave (quoted), else by its uuid.
+fn named(key: Option<&str>, id: &pgrx::Uuid) -> String {
+    key.map_or_else(|| context::uuid_text(id), |k| format!("\"{}\"", k.replace('"', "\"\"")))
+}
+
 thread_local! {
     /// (current role, login role) -> whether either is token-only; forgotten whenever a role or a
     /// role membership changes (registered with the syscache on first use).
@@ -138,8 +152,7 @@ pub(crate) fn start(org_id: pgrx::Uuid, key: Option<&str>, user: &str, vouched: 
         }
     };
     let Some(membership) = found else {
-        let org_id = key.map_or(org, |k| format!("\"{}\"", k.replace('"', "\"\"")));
-        TenancyError::ContextRefused { org_id, user_id: user.to_string() }.raise()
+        TenancyError::ContextRefused { org_id: named(key, &org_id), user_id: user.to_string() }.raise()
     };
     warn_outside_transaction(scope);
     context::write_all(&org, "", user, Some(&membership), context::Checked { generation, trusted }, scope);
@@ -154,12 +167,9 @@ pub(crate) fn start(org_id: pgrx::Uuid, key: Option<&str>, user: &str, vouched: 
 /// organization's, or is closed to the user.
 pub(crate) fn start_project(project_id: pgrx::Uuid, key: Option<&str>, user: &str, scope: Scope) {
     crate::param::refuse_context_change();
-    let refused = || -> ! {
-        let project_id =
-            key.map_or_else(|| context::uuid_text(&project_id), |k| format!("\"{}\"", k.replace('"', "\"\"")));
-        TenancyError::ProjectContextRefused { project_id, user_id: user.to_string() }.raise()
+    let Some((org_id, membership, generation)) = membership::lookup_project_at(project_id, user) else {
+        TenancyError::ProjectContextRefused { project_id: named(key, &project_id), user_id: user.to_string() }.raise()
     };
-    let Some((org_id, membership, generation)) = membership::lookup_project_at(project_id, user) else { refused() };
     let (org, project) = (context::uuid_text(&org_id), context::uuid_text(&project_id));
     if crate::hooks::holds_cursors() {
         crate::hooks::refuse_if_cursor_from_another_context(Some(&format!("{org}/{project}")), user);
@@ -197,9 +207,7 @@ fn set_project_context_key(project_key: Option<&str>, user_id: Option<&str>) {
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_session_project_context(project_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
     refuse_unless_any_mode("set_session_project_context");
-    if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
-        TenancyError::SessionContextRefused { role: privilege::current_role_name() }.raise()
-    }
+    refuse_unless_session_role();
     set_project(error::required("project_id", project_id), None, user_id, Scope::Session)
 }
 
@@ -207,9 +215,7 @@ fn set_session_project_context(project_id: Option<pgrx::Uuid>, user_id: Option<&
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_session_project_context_key(project_key: Option<&str>, user_id: Option<&str>) {
     refuse_unless_any_mode("set_session_project_context_key");
-    if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
-        TenancyError::SessionContextRefused { role: privilege::current_role_name() }.raise()
-    }
+    refuse_unless_session_role();
     let project_id = pgrx::Uuid::from_bytes(crate::key::key_argument("project_key", project_key));
     set_project(project_id, project_key, user_id, Scope::Session)
 }
@@ -245,9 +251,7 @@ fn set_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_session_context(org_id: Option<pgrx::Uuid>, user_id: Option<&str>) {
     refuse_unless_any_mode("set_session_context");
-    if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
-        TenancyError::SessionContextRefused { role: privilege::current_role_name() }.raise()
-    }
+    refuse_unless_session_role();
     set(org_id, user_id, Scope::Session)
 }
 
@@ -266,9 +270,7 @@ fn set_context_key(org_key: Option<&str>, user_id: Option<&str>) {
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_session_context_key(org_key: Option<&str>, user_id: Option<&str>) {
     refuse_unless_any_mode("set_session_context_key");
-    if !gucs::SESSION_CONTEXT.get() && !context::caller_bypasses_rls() {
-        TenancyError::SessionContextRefused { role: privilege::current_role_name() }.raise()
-    }
+    refuse_unless_session_role();
     let org_id = pgrx::Uuid::from_bytes(crate::key::key_argument("org_key", org_key));
     let user = self::user_id("user_id", user_id);
     start(org_id, org_key, user, Vouched::Member, Scope::Session)
