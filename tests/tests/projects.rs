@@ -255,6 +255,22 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     let e = refused(&mut c, &org("org_acme", "alice"), "INSERT INTO two.traces VALUES ('tr_x', 'prj_a1', 'x')");
     assert_eq!((e.code.as_str(), e.message.as_str()), ("42501", "no project context"), "{e:?}");
 
+    // The read-only role reads a project and writes nothing, not even project roles.
+    let mut ro = db.connect_as("app_readonly");
+    assert_eq!(ids(&mut ro, &project("prj_a1", "alice"), "two.traces"), ["tr_a1"]);
+    let e = refused(&mut ro, &project("prj_a1", "alice"), "INSERT INTO two.traces VALUES ('tr_ro', 'prj_a1', 'x')");
+    assert_eq!(e.code, "42501", "{e:?}");
+    let e = refused(
+        &mut ro,
+        &project("prj_a1", "alice"),
+        "SELECT tenancy.set_project_member(tenancy.org_key_id('prj_a1'), 'bob', 'owner')",
+    );
+    assert_eq!(e.code, "42501", "{e:?}");
+    // Without a context nothing is visible, the project readers are NULL, and no role can be set.
+    assert_eq!(count(&mut c, "two.traces"), 0);
+    assert_eq!(text(&mut c, "SELECT coalesce(tenancy.current_project_key(), 'none')").as_deref(), Some("none"));
+    let e = error_of(&mut c, "SELECT tenancy.set_project_member(tenancy.org_key_id('prj_a1'), 'bob', 'owner')");
+    assert_eq!(e.code, "42501", "{e:?}");
     // The role in a project: bob is a member of Acme, admin of prj_a1, and has no access to
     // prj_a2; the refusal reads exactly as for another organization's project and for none.
     assert_eq!(
