@@ -129,6 +129,29 @@ pub fn try_apply_policy(db: &TestDb, policy: &str) -> Result<(), pg_tenancy_comp
     result
 }
 
+/// Runs `tenancy verify` on the test database knowing `policy` (the text of a policy file, as
+/// `--policies` gives it), acting as `roles` (none: the policy's roles); panics if it cannot run.
+pub fn verify_with_policy(db: &TestDb, policy: &str, roles: &[&str]) -> pg_tenancy_compiler::verify::Report {
+    let dir = std::env::temp_dir().join(format!("tenancy-verify-{}-{}", std::process::id(), db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("app.toml");
+    std::fs::write(&file, policy).unwrap();
+    let mut admin = db.admin();
+    let compiled = pg_tenancy_compiler::cli::commands::verify::compile(
+        &mut admin,
+        vec![file],
+        pg_tenancy_compiler::cli::options::Format::Human,
+    )
+    .unwrap_or_else(|e| panic!("the policy does not compile: {e:?}"));
+    std::fs::remove_dir_all(dir).ok();
+    let options = pg_tenancy_compiler::verify::Options {
+        schemas: vec![],
+        tenant_column: "org_id".into(),
+        app_roles: roles.iter().map(|r| r.to_string()).collect(),
+    };
+    pg_tenancy_compiler::verify::verify(&mut admin, &options, Some(&compiled)).expect("verify runs")
+}
+
 /// Applies `policy` (the text of a policy file) to the test database; panics if apply fails.
 pub fn apply_policy(db: &TestDb, policy: &str) {
     try_apply_policy(db, policy).expect("tenancy apply");

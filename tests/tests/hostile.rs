@@ -1014,7 +1014,7 @@ fn verify_runs_the_audited_tables_code_without_the_superusers_rights() {
         tenant_column: "org_id".into(),
         app_roles: vec![],
     };
-    let report = pg_tenancy_compiler::verify::verify(&mut db.admin(), &options).expect("verify runs");
+    let report = pg_tenancy_compiler::verify::verify(&mut db.admin(), &options, None).expect("verify runs");
     assert_eq!(report.roles, ["app_readonly", "app_user"], "the members of tenancy_writer and tenancy_reader");
     let mut admin = db.admin();
     assert_eq!(text(&mut admin, "SELECT is_called FROM mig.ran").as_deref(), Some("true"), "the trap never ran");

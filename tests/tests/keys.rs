@@ -297,8 +297,16 @@ fn text_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() {
     assert_eq!(count(&mut admin, "tenancy.organizations WHERE key = 'org_hooli'"), 0);
     assert_eq!(in_context(&mut c, hooli, "SELECT 1").unwrap_err().code, "42501");
 
-    // verify does not write rows keyed the application's way yet: it says so for each such
-    // table, rather than passing it as a global one.
+    // verify, given the policy file, writes rows keyed the application's way (organizations
+    // as rows of keyed.organizations, which the sync copies) and proves every table; without
+    // it, it says what it needs rather than passing the tables as global ones.
+    let report = verify_with_policy(&db, &text_policy(), &["app_user"]);
+    let shown = pg_tenancy_compiler::verify::render_human(&report);
+    assert_eq!((report.leaks(), report.unverified()), (0, 0), "{shown}");
+    let tables: Vec<&str> = report.results.iter().map(|r| r.table.as_str()).collect();
+    for t in ["keyed.contacts", "keyed.deals", "keyed.memberships", "keyed.notes", "keyed.organizations"] {
+        assert!(tables.contains(&t), "{t}: {shown}");
+    }
     let report = pg_tenancy_compiler::verify::verify(
         &mut db.admin(),
         &pg_tenancy_compiler::verify::Options {
@@ -306,6 +314,7 @@ fn text_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() {
             tenant_column: "org_id".into(),
             app_roles: vec!["app_user".into()],
         },
+        None,
     )
     .unwrap();
     let unverified: Vec<&str> = report.unverified_tables.iter().map(|(t, _)| t.as_str()).collect();
@@ -314,7 +323,7 @@ fn text_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() {
         ["keyed.api_keys", "keyed.contacts", "keyed.deals", "keyed.memberships", "keyed.notes"],
         "{unverified:?}"
     );
-    assert!(report.unverified_tables.iter().all(|(_, why)| why.contains("its tenant column is")), "{report:?}");
+    assert!(report.unverified_tables.iter().all(|(_, why)| why.contains("--policies")), "{report:?}");
     assert_eq!(report.leaks(), 0);
 
     // The policies compare the column with a parameter of the statement: an index condition,
@@ -480,4 +489,10 @@ fn integer_keyed_organizations_and_tenant_columns_are_governed_like_uuid_ones() 
     let p = plan(&mut e, "SELECT * FROM shop.orders WHERE id = 3");
     assert!(p.contains("Index") && p.contains("account_id = $"), "{p}");
     assert!(!p.contains("current_org") && !p.contains("InitPlan"), "{p}");
+
+    // verify writes rows with the application's integer keys and proves every table.
+    let report = verify_with_policy(&db, &integer_policy(), &["app_user"]);
+    let shown = pg_tenancy_compiler::verify::render_human(&report);
+    assert_eq!((report.leaks(), report.unverified()), (0, 0), "{shown}");
+    assert!(report.results.iter().any(|r| r.table.starts_with("shop.")), "{shown}");
 }

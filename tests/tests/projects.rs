@@ -532,3 +532,60 @@ fn projects_keep_their_rows_and_organizations_keep_theirs_with_the_organization_
     let plan = plan.join("\n");
     assert!(plan.contains("(project_id = $0)") && !plan.contains("InitPlan"), "{plan}");
 }
+
+/// `tenancy verify`, given the policy files, creates the organizations, owners and projects as
+/// rows of the application's own tables (the sync copies them), acts in each project and each
+/// organization, and proves every table of the two levels; a policy that lets a project read its
+/// organization's other projects' rows is a leak it names. Without the policy files it cannot
+/// know the projects, and says so.
+#[test]
+fn verify_proves_both_levels_from_the_policy_files() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(TWO_LEVELS).unwrap();
+    apply_policy(&db, POLICY);
+    let report = verify_with_policy(&db, POLICY, &["app_user"]);
+    let text = pg_tenancy_compiler::verify::render_human(&report);
+    assert_eq!(report.tenants, ["A1", "B1", "A2", "A", "B"], "{text}");
+    assert_eq!((report.leaks(), report.unverified()), (0, 0), "{text}");
+    assert_eq!(report.results.len(), 8, "{text}");
+    let reach = |table: &str, command: &str| {
+        let r = report.results.iter().find(|r| r.table == table).unwrap_or_else(|| panic!("{table}\n{text}"));
+        r.cells[command].reach.iter().copied().collect::<Vec<_>>().join(",")
+    };
+    assert_eq!(reach("two.traces", "select"), "own");
+    assert_eq!(reach("two.observations", "insert"), "own");
+    assert_eq!(reach("two.models", "select"), "global,own", "NULL-keyed rows are every project's");
+    assert_eq!(reach("two.api_keys", "update"), "own");
+    assert_eq!(reach("two.traces", "no context"), "closed");
+    // The application's guard on its last owner is reported as what it is, not as a policy.
+    assert_eq!(reach("two.organization_memberships", "delete"), "refused", "{text}");
+    assert!(text.contains("cannot remove the last owner"), "{text}");
+    // Nothing is left behind.
+    assert_eq!(count(&mut admin, "two.projects WHERE name LIKE 'Verify %'"), 0);
+    assert_eq!(count(&mut admin, "tenancy.organizations WHERE name LIKE 'Verify %'"), 0);
+
+    // A project that reads its organization's other projects' traces.
+    admin
+        .batch_execute("ALTER POLICY tenancy_select ON two.traces USING (project_id IN (SELECT id FROM two.projects))")
+        .unwrap();
+    let report = verify_with_policy(&db, POLICY, &["app_user"]);
+    let text = pg_tenancy_compiler::verify::render_human(&report);
+    let leaks: Vec<&String> = report.results.iter().flat_map(|r| r.cells.values()).flat_map(|c| &c.leaks).collect();
+    assert!(leaks.iter().any(|l| l.contains("acting for project A1 of organization A sees 1 row(s)")), "{text}");
+    assert!(leaks.iter().all(|l| !l.contains("B1")), "organization B's own project is alone: {text}");
+
+    // Without the policy files, the two-level tables cannot be written: said, not passed.
+    let report = pg_tenancy_compiler::verify::verify(
+        &mut db.admin(),
+        &pg_tenancy_compiler::verify::Options {
+            schemas: vec!["two".into()],
+            tenant_column: "project_id".into(),
+            app_roles: vec!["app_user".into()],
+        },
+        None,
+    )
+    .unwrap();
+    assert!(report.unverified_tables.len() >= 6, "{report:?}");
+    assert!(report.unverified_tables.iter().all(|(_, why)| why.contains("--policies")), "{report:?}");
+}

@@ -27,7 +27,23 @@ fn cell(report: &Report, role: &str, table: &str, command: &str) -> String {
 #[test]
 fn the_compiled_example_is_isolated_for_every_role_table_and_command() {
     let db = TestDb::new();
-    let report = verify::verify(&mut db.admin(), &options(&[], &[])).unwrap();
+    let report = verify::verify(&mut db.admin(), &options(&[], &[]), None).unwrap();
+    // Knowing the policy file, the same matrix.
+    let knowing = verify_with_policy(&db, &example_policy(), &[]);
+    assert!(knowing.from_policies && !report.from_policies);
+    for (a, b) in report.results.iter().zip(&knowing.results) {
+        assert_eq!((&a.role, &a.table, a.kind), (&b.role, &b.table, b.kind));
+        for c in verify::COMMANDS {
+            assert_eq!(a.cells[c].reach, b.cells[c].reach, "{} {} {c}", a.role, a.table);
+        }
+    }
+    assert_eq!(
+        report.results.len(),
+        knowing.results.len(),
+        "{}\n{}",
+        verify::render_human(&report),
+        verify::render_human(&knowing)
+    );
     assert_eq!(report.roles, ["app_readonly", "app_user"]);
     assert_eq!(report.organizations, 2);
     assert_eq!(report.leaks(), 0, "{}", verify::render_human(&report));
@@ -71,7 +87,7 @@ fn every_leak_of_an_unseen_schema_is_found() {
     db.admin()
         .batch_execute(&std::fs::read_to_string(repo_root().join("tests/fixtures/verify_crm.sql")).unwrap())
         .unwrap();
-    let report = verify::verify(&mut db.admin(), &options(&["crm"], &["crm_app"])).unwrap();
+    let report = verify::verify(&mut db.admin(), &options(&["crm"], &["crm_app"]), None).unwrap();
     let text = verify::render_human(&report);
     assert_eq!(report.roles, ["crm_app"], "{text}");
     assert_eq!(report.unverified(), 0, "{text}");
@@ -103,7 +119,7 @@ fn verify_needs_a_superuser_and_says_so() {
     let db = TestDb::new();
     let failure = tenancy(&["verify", "--database-url", &app_url(&db.name)]).unwrap_err();
     assert_eq!(failure.report(), 2);
-    let e = verify::verify(&mut db.app(), &options(&[], &[])).unwrap_err();
+    let e = verify::verify(&mut db.app(), &options(&[], &[]), None).unwrap_err();
     match e {
         verify::VerifyError::Unusable(m) => assert!(m.contains("is not a superuser"), "{m}"),
         other => panic!("{other:?}"),
@@ -146,7 +162,7 @@ fn the_verifier_runs_a_tables_code_as_its_owner_not_as_a_superuser() {
              CREATE TRIGGER spy BEFORE INSERT ON own.items FOR EACH ROW EXECUTE FUNCTION own.spy();",
         )
         .unwrap();
-    let report = verify::verify(&mut db.admin(), &options(&["own"], &["app_user"])).unwrap();
+    let report = verify::verify(&mut db.admin(), &options(&["own"], &["app_user"]), None).unwrap();
     assert_eq!(report.leaks(), 0, "{}", verify::render_human(&report));
     let who: i64 = db.admin().query_one("SELECT last_value FROM own.who", &[]).unwrap().get(0);
     assert_ne!(who, 0, "the table's trigger did not run: the verifier wrote no row");
@@ -156,4 +172,163 @@ fn the_verifier_runs_a_tables_code_as_its_owner_not_as_a_superuser() {
         text(&mut db.admin(), "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'own.items'::regclass").as_deref(),
         Some("true")
     );
+}
+
+const KINDS: &str = "
+CREATE SCHEMA lib;
+CREATE TABLE lib.templates (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid, name text NOT NULL);
+CREATE INDEX ON lib.templates (org_id);
+CREATE TABLE lib.papers (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                         template_id uuid REFERENCES lib.templates (id), title text NOT NULL);
+CREATE INDEX ON lib.papers (template_id);
+CREATE TABLE lib.page_notes (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                             paper_id uuid NOT NULL REFERENCES lib.papers (id), body text NOT NULL);
+CREATE INDEX ON lib.page_notes (paper_id);
+CREATE TABLE lib.audit_log (at timestamptz NOT NULL DEFAULT now(), actor text, message text NOT NULL);
+CREATE TABLE lib.users (id text PRIMARY KEY, email text NOT NULL UNIQUE, display_name text NOT NULL);
+CREATE TABLE lib.issues (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                         title text NOT NULL, created_by text NOT NULL REFERENCES lib.users (id));
+CREATE INDEX ON lib.issues (org_id);
+-- A child of a table with global rows: the built-in template's sections are global too.
+CREATE TABLE lib.sections (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                           template_id uuid NOT NULL REFERENCES lib.templates (id), heading text NOT NULL);
+CREATE INDEX ON lib.sections (template_id);
+-- One row per organization: a second one is a unique violation.
+CREATE TABLE lib.settings (org_id uuid PRIMARY KEY, theme text NOT NULL);
+-- A cycle, named so that the table written last sorts first.
+CREATE TABLE lib.z_plans (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL, first_step_id uuid);
+CREATE INDEX ON lib.z_plans (org_id);
+CREATE TABLE lib.a_steps (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                          plan_id uuid NOT NULL REFERENCES lib.z_plans (id));
+CREATE INDEX ON lib.a_steps (org_id);
+CREATE INDEX ON lib.a_steps (plan_id);
+ALTER TABLE lib.z_plans ADD FOREIGN KEY (first_step_id) REFERENCES lib.a_steps (id);
+CREATE INDEX ON lib.z_plans (first_step_id);
+GRANT USAGE ON SCHEMA lib TO app_user, app_readonly;
+INSERT INTO lib.templates (name) VALUES ('Built-in');
+INSERT INTO lib.sections (template_id, heading) SELECT id, 'Introduction' FROM lib.templates;
+";
+
+const KINDS_POLICY: &str = r#"
+[tables.templates]
+kind = "tenant"
+global_rows = true
+
+[tables.papers]
+kind = "tenant"
+
+[tables.page_notes]
+kind = "tenant"
+parent = "paper_id"
+
+[tables.sections]
+kind = "tenant"
+parent = "template_id"
+
+[tables.settings]
+kind = "tenant"
+
+[tables.z_plans]
+kind = "tenant"
+
+[tables.a_steps]
+kind = "tenant"
+
+[tables.audit_log]
+kind = "unscoped"
+reason = "the application's audit trail, written before the tenant is known"
+
+[tables.users]
+kind = "identity"
+globally_unique = { email = "one account per address" }
+
+[tables.issues]
+kind = "tenant"
+"#;
+
+/// Given the policy files, verify proves each kind of table as the policies declare it: rows
+/// that belong through a parent row, users who see themselves, NULL-keyed global rows every
+/// organization reads and none writes, and unscoped tables listed with their reason. Each broken
+/// policy is a leak it names.
+#[test]
+fn every_kind_of_table_is_proven_as_the_policy_files_declare_it() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(KINDS).unwrap();
+    let policy = example_policy().replace("schemas = [\"app\"]", "schemas = [\"app\", \"lib\"]") + KINDS_POLICY;
+    apply_policy(&db, &policy);
+    let report = verify_with_policy(&db, &policy, &["app_user"]);
+    let text = verify::render_human(&report);
+    assert_eq!((report.leaks(), report.unverified()), (0, 0), "{text}");
+    let kind = |t: &str| report.results.iter().find(|r| r.table == t).map(|r| r.kind);
+    assert_eq!(kind("lib.page_notes"), Some(Kind::Child));
+    assert_eq!(kind("lib.users"), Some(Kind::Identity));
+    assert_eq!(kind("lib.audit_log"), None, "unscoped tables are not probed");
+    assert_eq!(
+        report.unscoped,
+        [(
+            "lib.audit_log".to_string(),
+            "the application's audit trail, written before the tenant is known".to_string()
+        )]
+    );
+    assert!(text.contains("unscoped (not probed, as the policy files declare): lib.audit_log"), "{text}");
+    for (table, command, want) in [
+        ("lib.page_notes", "select", "own"),
+        ("lib.page_notes", "insert", "own"),
+        ("lib.users", "select", "own"),
+        ("lib.users", "insert", "denied"),
+        ("lib.templates", "select", "global, own"),
+        ("lib.issues", "insert", "own"),
+        ("lib.sections", "select", "global, own"),
+        ("lib.sections", "insert", "own"),
+        // Its own row out of the way first: one row per organization.
+        ("lib.settings", "insert", "own"),
+        ("lib.a_steps", "insert", "own"),
+    ] {
+        assert_eq!(cell(&report, "app_user", table, command).replace(',', ", "), want, "{table} {command}\n{text}");
+    }
+
+    // One policy changed, verify run, the policy put back (verify's connection must not wait
+    // on a lock the change holds).
+    let leaks_after = |admin: &mut postgres::Client, table: &str, policy_name: &str, change: &str| {
+        let was = admin
+            .query_one(
+                "SELECT pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid) FROM pg_policy
+                  WHERE polrelid = $1::text::regclass AND polname = $2",
+                &[&table, &policy_name],
+            )
+            .unwrap();
+        let restore: Vec<String> = [("USING", was.get::<_, Option<String>>(0)), ("WITH CHECK", was.get(1))]
+            .into_iter()
+            .filter_map(|(k, e)| e.map(|e| format!("{k} ({e})")))
+            .collect();
+        admin.batch_execute(&format!("ALTER POLICY {policy_name} ON {table} {change}")).unwrap();
+        let report = verify_with_policy(&db, &policy, &["app_user"]);
+        admin.batch_execute(&format!("ALTER POLICY {policy_name} ON {table} {}", restore.join(" "))).unwrap();
+        report.results.iter().flat_map(|r| r.cells.values()).flat_map(|c| c.leaks.clone()).collect::<Vec<_>>()
+    };
+    // Each sabotage is a leak verify names (and only with it: the same database passed above).
+    for (table, policy_name, sabotage, leak) in [
+        ("lib.page_notes", "tenancy_select", "USING (true)", "sees 1 row(s) of other organizations"),
+        ("lib.users", "tenancy_select", "USING (true)", "select reached 1 row(s) of other users"),
+        ("lib.sections", "tenancy_insert", "WITH CHECK (true)", "inserted a global row"),
+        ("lib.sections", "tenancy_update", "USING (true) WITH CHECK (true)", "moved its row under a global row"),
+        (
+            "lib.templates",
+            "tenancy_insert",
+            "WITH CHECK (org_id IS NULL OR org_id = tenancy.current_org())",
+            "inserted a global row (NULL tenant)",
+        ),
+        (
+            "lib.templates",
+            "tenancy_update",
+            "USING (true) WITH CHECK (true)",
+            "row(s) of other organizations not shared with it for writing",
+        ),
+    ] {
+        let leaks = leaks_after(&mut admin, table, policy_name, sabotage);
+        assert!(leaks.iter().any(|l| l.contains(leak)), "{table} {sabotage}: {leaks:#?}");
+    }
+    let report = verify_with_policy(&db, &policy, &["app_user"]);
+    assert_eq!(report.leaks(), 0, "every policy was put back");
 }

@@ -162,21 +162,31 @@ pub struct MigrateArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub audit: AuditArgs,
+    /// The policy files applied to the database, or directories of them, once per path
+    /// (`--policies policies/`): verify then knows each table's tenant column, kind and level,
+    /// and creates organizations (and projects) in the application's own tables. Without them,
+    /// it audits by lint's heuristics (--tenant-column), for a database pg_tenancy never touched
+    #[arg(long = "policies", value_name = "PATH")]
+    pub policies: Vec<PathBuf>,
 }
 
 const VERIFY_HELP: &str = "\
 Inside one transaction that is always rolled back, verify creates two organizations with an
-owner each, writes rows into every table (generating values for required columns and foreign
-keys), shares and publishes rows of shareable tables, and then, as each application role acting
-for each organization, runs SELECT, INSERT, UPDATE and DELETE against both organizations' rows,
-and the same without a context. Everything that touches the audited tables runs as their owner
+owner each (given policy files with [organizations], [memberships] and [projects]: as rows of
+the application's own tables, which the sync copies; with two levels, projects A1 and A2 of
+organization A and B1 of B), writes rows into every table (generating values for required
+columns and foreign keys), shares and publishes rows of shareable tables, and then, as each
+application role acting in each organization and project, runs SELECT, INSERT, UPDATE and
+DELETE against every tenant's rows, and the same without a context. Everything that touches the audited tables runs as their owner
 or the application role in a security-restricted operation (tenancy.run_restricted()), so the
 tables' own code never runs with the superuser's rights. A leak is any row of another
 organization seen or changed beyond what is public or shared with the organization, a row
 written into or pointing at another organization, or anything seen or written without a context.
 
-Cells: own, shared, public (rows reached), denied (refused: allowed by design), closed (nothing
-without a context), LEAK, not verified (a row could not be generated; the reason is printed).";
+Cells: own, shared, public, global (rows reached), all (a global table), none (nothing to
+reach), denied (refused: allowed by design), closed (nothing without a context), LEAK, not
+verified (a row could not be generated, or a check could not run; the reason is printed).
+Tables the policy files declare unscoped are listed with their reason, not probed.";
 
 fn lint_rules_help() -> String {
     let mut s = String::from("Rules:\n");
