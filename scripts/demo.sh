@@ -151,7 +151,7 @@ forged="$(jwt alice "$GLOBEX_ID" | cut -d. -f1,2).$(echo "$ALICE_TOKEN" | cut -d
 app "SELECT tenancy.set_context_token('$forged');"
 
 bold "14. tenancy verify: as each application role and organization, try every command on every table (rolled back)"
-"$TENANCY" verify --database-url "$ADMIN_URL" | sed 's/^/    /'
+"$TENANCY" verify --database-url "$ADMIN_URL" --policies policies/app.toml | sed 's/^/    /'
 
 bold "The demo cluster is still running."
 cat <<MSG
