@@ -515,7 +515,9 @@ pub fn check(
                         target_key: TenantKey::Uuid,
                         target_global: false,
                         target_level: None,
+                        via: None,
                     },
+                    references: vec![],
                     commands,
                     owner_columns: owner_columns.into_iter().collect(),
                     extra_indexes,
@@ -788,6 +790,7 @@ pub fn check(
     let random_ids = random_ids.as_ref().map(|r| r.value.trim()).filter(|r| !r.is_empty());
     check_tenant_keys(sources, catalog, &mut compiled_tables, &covered, &waivers, random_ids, &mut diags);
     check_children(&mut compiled_tables, &covered, &child_levels, &mut diags);
+    check_child_references(catalog, &mut compiled_tables);
     check_user_references(catalog, &mut compiled_tables);
     let views = check_views(catalog, &governed, &covered, &unscoped_views, &mut diags);
     let compiled_services = check_services(&read_write, &read_only, &token_only, services, &mut diags);
@@ -1922,6 +1925,87 @@ fn check_tenant_keys(
                 target_key: *target_key,
                 target_global: global_rows.contains(&fk.references),
                 target_level: *target_level,
+                via: None,
+            };
+            if !references.contains(&reference) {
+                references.push(reference);
+            }
+        }
+    }
+}
+
+/// Foreign keys to child tables (whose rows belong through a parent row), and a child table's
+/// foreign keys besides its parent's: checked by the policies like any [`Reference`], through the
+/// child's parent row (`via`). Without them a row could point at another organization's child
+/// row, and the foreign key's error would tell that the row exists.
+fn check_child_references(catalog: &Catalog, compiled: &mut [CompiledTable]) {
+    let parents: BTreeMap<QualifiedName, Reference> = compiled
+        .iter()
+        .filter_map(|t| match &t.kind {
+            CompiledKind::Child { parent, .. } if !parent.target_tenant.is_empty() => {
+                Some((t.name.clone(), parent.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let tenants: BTreeMap<QualifiedName, (String, TenantKey, bool, Option<crate::policy::Level>)> = compiled
+        .iter()
+        .filter_map(|t| match &t.kind {
+            CompiledKind::Tenant { column, key, global_rows, level, .. } => {
+                Some((t.name.clone(), (column.clone(), *key, *global_rows, *level)))
+            }
+            _ => None,
+        })
+        .collect();
+    for compiled_table in compiled.iter_mut() {
+        let Some(table) = catalog.tables.get(&compiled_table.name) else { continue };
+        let (references, parent_columns) = match &mut compiled_table.kind {
+            CompiledKind::Tenant { references, .. } => (references, None),
+            CompiledKind::Child { references, parent, .. } => {
+                let columns = parent.columns.clone();
+                (references, Some(columns))
+            }
+            _ => continue,
+        };
+        for fk in &table.foreign_keys {
+            if parent_columns.as_ref() == Some(&fk.columns) {
+                continue; // the parent itself: the row's own predicate
+            }
+            let target_columns = if fk.referred.is_empty() {
+                catalog.tables.get(&fk.references).map_or(vec![], Table::primary_key)
+            } else {
+                fk.referred.clone()
+            };
+            if target_columns.len() != fk.columns.len() {
+                continue;
+            }
+            let reference = if let Some(via) = parents.get(&fk.references) {
+                Reference {
+                    columns: fk.columns.clone(),
+                    target: fk.references.clone(),
+                    target_columns,
+                    target_tenant: via.target_tenant.clone(),
+                    target_key: via.target_key,
+                    target_global: via.target_global,
+                    target_level: via.target_level,
+                    via: Some(Box::new(via.clone())),
+                }
+            } else if let (Some(_), Some((column, key, global, level))) = (&parent_columns, tenants.get(&fk.references))
+            {
+                // A child's foreign key to a tenant table (a tenant table's own are checked
+                // already, in check_tenant_keys).
+                Reference {
+                    columns: fk.columns.clone(),
+                    target: fk.references.clone(),
+                    target_columns,
+                    target_tenant: column.clone(),
+                    target_key: *key,
+                    target_global: *global,
+                    target_level: *level,
+                    via: None,
+                }
+            } else {
+                continue;
             };
             if !references.contains(&reference) {
                 references.push(reference);

@@ -321,13 +321,43 @@ fn child_policy(
     name: &str,
     table: &QualifiedName,
     compiled: &CompiledTable,
-    parent: &Reference,
+    (parent, references): (&Reference, &[Reference]),
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
     command: Command,
 ) -> Option<String> {
     let (roles, rule) = allowed(compiled, commands, command)?;
     let p = child_predicate(table, parent, rule, command);
-    Some(policy_sql(name, command, &roles, &p, &p))
+    let (checked, helpers) = with_references(compiled, table, &p, references, command);
+    Some(helpers + &policy_sql(name, command, &roles, &p, &checked))
+}
+
+/// `predicate` and the check of each [`Reference`] (the rows a new row points at are the current
+/// organization's), with the functions a self-reference needs ([`self_reference`]).
+fn with_references(
+    compiled: &CompiledTable,
+    this: &QualifiedName,
+    predicate: &str,
+    references: &[Reference],
+    command: Command,
+) -> (String, String) {
+    let mut checked = predicate.to_string();
+    let mut helpers = String::new();
+    for r in references {
+        checked.push_str("\n        AND ");
+        match self_reference(&compiled.name, r) {
+            Some((function, sql)) => {
+                let column = quote_ident(&r.columns[0]);
+                let this = quote_ident(&this.name);
+                checked.push_str(&format!("({this}.{column} IS NULL OR {function}({this}.{column}))"));
+                if matches!(command, Command::Insert | Command::Update) {
+                    helpers.push_str(&sql);
+                    helpers.push('\n');
+                }
+            }
+            None => checked.push_str(&reference_check(this, r)),
+        }
+    }
+    (checked, helpers)
 }
 
 /// The CREATE POLICY of one command of a tenant table (`this` names the table, or a partition of
@@ -347,23 +377,7 @@ fn tenant_policy(
 ) -> Option<String> {
     let (roles, rule) = allowed(compiled, commands, command)?;
     let p = predicate(this, tenant, rule, sharing, command, null_rows);
-    let mut checked = p.clone();
-    let mut helpers = String::new();
-    for r in references {
-        checked.push_str("\n        AND ");
-        match self_reference(&compiled.name, r) {
-            Some((function, sql)) => {
-                let column = quote_ident(&r.columns[0]);
-                let this = quote_ident(&this.name);
-                checked.push_str(&format!("({this}.{column} IS NULL OR {function}({this}.{column}))"));
-                if matches!(command, Command::Insert | Command::Update) {
-                    helpers.push_str(&sql);
-                    helpers.push('\n');
-                }
-            }
-            None => checked.push_str(&reference_check(this, r)),
-        }
-    }
+    let (checked, helpers) = with_references(compiled, this, &p, references, command);
     Some(helpers + &policy_sql(name, command, &roles, &p, &checked))
 }
 
@@ -464,10 +478,27 @@ fn reference_check(table: &QualifiedName, r: &Reference) -> String {
 fn referenced_row_owned(r: &Reference) -> String {
     let tenant = quote_ident(&r.target_tenant);
     let reader = r.target_key.reader_at(r.target_level);
-    if r.target_global {
-        format!("(t.{tenant} = (SELECT {reader}) OR t.{tenant} IS NULL)")
+    let (owner, lookup) = match &r.via {
+        // A child row: its parent row `p` is the organization's.
+        Some(via) => ("p", {
+            let matches: Vec<String> = via
+                .columns
+                .iter()
+                .zip(&via.target_columns)
+                .map(|(c, tc)| format!("p.{} = t.{}", quote_ident(tc), quote_ident(c)))
+                .collect();
+            Some((via.target.to_string(), matches.join(" AND ")))
+        }),
+        None => ("t", None),
+    };
+    let owned = if r.target_global {
+        format!("({owner}.{tenant} = (SELECT {reader}) OR {owner}.{tenant} IS NULL)")
     } else {
-        format!("t.{tenant} = (SELECT {reader})")
+        format!("{owner}.{tenant} = (SELECT {reader})")
+    };
+    match lookup {
+        Some((target, matches)) => format!("EXISTS (SELECT FROM {target} p WHERE {matches} AND {owned})"),
+        None => owned,
     }
 }
 
@@ -1319,8 +1350,8 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
                     unit.push(all_rows_policy(command, &name, &roles));
                 }
             }
-            CompiledKind::Child { parent, commands, .. } => {
-                unit.extend(child_policy(&name, partition, table, parent, commands, command));
+            CompiledKind::Child { parent, references, commands, .. } => {
+                unit.extend(child_policy(&name, partition, table, (parent, references), commands, command));
             }
             CompiledKind::Identity { .. } => {} // below, all commands at once
             CompiledKind::Tenant { column, key, level, commands, references, global_rows, user_rows, .. } => {
@@ -1628,7 +1659,7 @@ fn table_block(
             }
             units.push(grants);
         }
-        CompiledKind::Child { parent, commands, owner_columns, extra_indexes } => {
+        CompiledKind::Child { parent, references, commands, owner_columns, extra_indexes } => {
             header = format!(
                 "-- {name}: tenant table through its parent {} ({})",
                 parent.target,
@@ -1640,7 +1671,7 @@ fn table_block(
             let mut grants: Vec<(Command, Vec<String>)> = Vec::new();
             for command in Command::ALL {
                 let mut unit = vec![format!("DROP POLICY IF EXISTS {} ON {name};", policy_name(command))];
-                if let Some(policy) = child_policy(&name, &table.name, table, parent, commands, command) {
+                if let Some(policy) = child_policy(&name, &table.name, table, (parent, references), commands, command) {
                     unit.push(policy);
                     grants.push((command, table.roles_for(command)));
                     if command == Command::Select {

@@ -123,6 +123,8 @@ pub enum CompiledKind {
     /// its foreign key `parent` references (a tenant table with a tenant column).
     Child {
         parent: Reference,
+        /// Its other foreign keys to tenant and child tables, which the policies make safe.
+        references: Vec<Reference>,
         commands: BTreeMap<Command, Option<CompiledRule>>,
         owner_columns: Vec<String>,
         extra_indexes: Vec<Vec<String>>,
@@ -146,6 +148,9 @@ pub struct Reference {
     /// The target's level (None without `[projects]`): which reader its tenant column is
     /// compared with.
     pub target_level: Option<Level>,
+    /// The target is a child table: its rows belong through this foreign key of its own (to a
+    /// tenant table), whose tenant, key type, global rows and level the fields above repeat.
+    pub via: Option<Box<Reference>>,
 }
 
 /// A one-column foreign key from a governed table to an identity table. PostgreSQL checks it as

@@ -717,14 +717,27 @@ fn a_table_without_a_tenant_column_belongs_to_the_organization_of_its_parent_row
                  ('d1000000-0000-0000-0000-000000000001', '{ACME}', '{ACME_CUSTOMER}', 'acme deal'),
                  ('d2000000-0000-0000-0000-000000000001', '{GLOBEX}', '{GLOBEX_CUSTOMER}', 'globex deal');
              -- A join-like table with no tenant column: its rows belong to their deal's organization.
+             -- Its other foreign keys (to itself, to a tenant table) and a tenant table's to it are
+             -- checked through its parent row.
              CREATE TABLE crm.deal_notes (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
                                           deal_id uuid NOT NULL REFERENCES crm.deals (id) ON DELETE CASCADE,
+                                          reply_to uuid REFERENCES crm.deal_notes (id),
+                                          about_customer uuid REFERENCES crm.customers (id),
                                           body text NOT NULL);
-             INSERT INTO crm.deal_notes (deal_id, body) VALUES ('d1000000-0000-0000-0000-000000000001', 'acme note'),
-                                                             ('d2000000-0000-0000-0000-000000000001', 'globex note');"
+             CREATE INDEX ON crm.deal_notes (reply_to);
+             CREATE INDEX ON crm.deal_notes (about_customer);
+             CREATE TABLE crm.note_pins (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                                         note_id uuid NOT NULL REFERENCES crm.deal_notes (id));
+             CREATE INDEX ON crm.note_pins (note_id);
+             INSERT INTO crm.deal_notes (id, deal_id, body) VALUES
+                 ('e1000000-0000-0000-0000-000000000001', 'd1000000-0000-0000-0000-000000000001', 'acme note'),
+                 ('e2000000-0000-0000-0000-000000000001', 'd2000000-0000-0000-0000-000000000001', 'globex note');"
         ))
         .unwrap();
-    apply_policy(&db, &(policy() + "\n[tables.deal_notes]\nkind = \"tenant\"\nparent = \"deal_id\"\n"));
+    apply_policy(
+        &db,
+        &(policy() + "\n[tables.deal_notes]\nkind = \"tenant\"\nparent = \"deal_id\"\n\n[tables.note_pins]\nkind = \"tenant\"\n"),
+    );
     let mut c = db.app();
     assert_eq!(count(&mut c, "crm.deal_notes"), 0, "no context: nothing");
     let mut tx = c.transaction().unwrap();
@@ -760,6 +773,44 @@ fn a_table_without_a_tenant_column_belongs_to_the_organization_of_its_parent_row
     assert_eq!(affected(&mut tx, "DELETE FROM crm.deal_notes WHERE body = 'globex note'"), 0);
     drop(tx);
     assert_eq!(count(&mut admin, "crm.deal_notes WHERE deal_id = 'd2000000-0000-0000-0000-000000000001'"), 1);
+
+    // Pointing at another organization's rows through the child's other foreign keys, or at its
+    // child rows from a tenant table, is refused exactly like pointing at rows that do not exist.
+    let acme_deal = "'d1000000-0000-0000-0000-000000000001'";
+    for (own, foreign, missing) in [
+        (
+            format!("INSERT INTO crm.deal_notes (deal_id, reply_to, body) VALUES ({acme_deal}, 'e1000000-0000-0000-0000-000000000001', 'r')"),
+            format!("INSERT INTO crm.deal_notes (deal_id, reply_to, body) VALUES ({acme_deal}, 'e2000000-0000-0000-0000-000000000001', 'r')"),
+            format!("INSERT INTO crm.deal_notes (deal_id, reply_to, body) VALUES ({acme_deal}, 'e9000000-0000-0000-0000-000000000009', 'r')"),
+        ),
+        (
+            format!("INSERT INTO crm.deal_notes (deal_id, about_customer, body) VALUES ({acme_deal}, '{ACME_CUSTOMER}', 'c')"),
+            format!("INSERT INTO crm.deal_notes (deal_id, about_customer, body) VALUES ({acme_deal}, '{GLOBEX_CUSTOMER}', 'c')"),
+            format!("INSERT INTO crm.deal_notes (deal_id, about_customer, body) VALUES ({acme_deal}, '{MISSING}', 'c')"),
+        ),
+        (
+            "INSERT INTO crm.note_pins (note_id) VALUES ('e1000000-0000-0000-0000-000000000001')".to_string(),
+            "INSERT INTO crm.note_pins (note_id) VALUES ('e2000000-0000-0000-0000-000000000001')".to_string(),
+            "INSERT INTO crm.note_pins (note_id) VALUES ('e9000000-0000-0000-0000-000000000009')".to_string(),
+        ),
+    ] {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+        tx.batch_execute(&own).unwrap_or_else(|e| panic!("{own}: {e}"));
+        drop(tx);
+        let mut refused = vec![];
+        for sql in [&foreign, &missing] {
+            let mut tx = c.transaction().unwrap();
+            tx.batch_execute(&format!("SELECT tenancy.set_context('{ACME}', 'alice')")).unwrap();
+            refused.push(error_of(&mut tx, sql));
+        }
+        assert_eq!(refused[0].code, "42501", "{foreign}: {}", refused[0].message);
+        assert_eq!(
+            (refused[0].code.as_str(), refused[0].message.as_str()),
+            (refused[1].code.as_str(), refused[1].message.as_str()),
+            "{foreign}"
+        );
+    }
 }
 
 #[test]
