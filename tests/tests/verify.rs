@@ -204,6 +204,18 @@ CREATE INDEX ON lib.a_steps (org_id);
 CREATE INDEX ON lib.a_steps (plan_id);
 ALTER TABLE lib.z_plans ADD FOREIGN KEY (first_step_id) REFERENCES lib.a_steps (id);
 CREATE INDEX ON lib.z_plans (first_step_id);
+-- CHECK constraints a generated row must satisfy: exactly one parent, columns a kind requires,
+-- a non-empty array; and a unique bytea.
+CREATE TABLE lib.rates (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                        plan_id uuid REFERENCES lib.z_plans (id), paper_id uuid REFERENCES lib.papers (id),
+                        kind text NOT NULL DEFAULT 'legacy', amount integer, tags text[] NOT NULL DEFAULT '{}',
+                        digest bytea NOT NULL UNIQUE,
+                        CONSTRAINT one_parent CHECK ((plan_id IS NULL) <> (paper_id IS NULL)),
+                        CONSTRAINT legacy_amount CHECK (kind <> 'legacy' OR amount IS NOT NULL),
+                        CONSTRAINT tagged CHECK (cardinality(tags) > 0));
+CREATE INDEX ON lib.rates (org_id);
+CREATE INDEX ON lib.rates (plan_id);
+CREATE INDEX ON lib.rates (paper_id);
 GRANT USAGE ON SCHEMA lib TO app_user, app_readonly;
 INSERT INTO lib.templates (name) VALUES ('Built-in');
 INSERT INTO lib.sections (template_id, heading) SELECT id, 'Introduction' FROM lib.templates;
@@ -233,6 +245,10 @@ kind = "tenant"
 
 [tables.a_steps]
 kind = "tenant"
+
+[tables.rates]
+kind = "tenant"
+globally_unique = { digest = "a content hash" }
 
 [tables.audit_log]
 kind = "unscoped"
@@ -284,6 +300,10 @@ fn every_kind_of_table_is_proven_as_the_policy_files_declare_it() {
         // Its own row out of the way first: one row per organization.
         ("lib.settings", "insert", "own"),
         ("lib.a_steps", "insert", "own"),
+        ("lib.rates", "select", "own"),
+        ("lib.rates", "insert", "own"),
+        // Its rows are referenced by page notes: a row of its own nothing references is deleted.
+        ("lib.papers", "delete", "own"),
     ] {
         assert_eq!(cell(&report, "app_user", table, command).replace(',', ", "), want, "{table} {command}\n{text}");
     }

@@ -61,6 +61,8 @@ pub(super) struct Table {
     pub visibility_column: Option<String>,
     /// Unscoped tables: the policy's reason. Others: why the table cannot be verified yet.
     pub reason: Option<String>,
+    /// Its CHECK constraints: each one's name and columns, for rows that must satisfy them.
+    pub checks: Vec<(String, Vec<String>)>,
 }
 
 impl Table {
@@ -180,6 +182,17 @@ pub(super) fn read_tables(
             id_column: facts.get(1),
             visibility_column: facts.get(2),
             reason: None,
+            checks: tx
+                .query(
+                    "SELECT k.conname::text, array_agg(a.attname::text ORDER BY a.attnum)
+                       FROM pg_constraint k JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey)
+                      WHERE k.conrelid = $1::text::regclass AND k.contype = 'c'
+                      GROUP BY k.conname ORDER BY k.conname",
+                    &[&name],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
         };
         match model.get(&name) {
             Some(compiled) => from_model(&mut t, &compiled.kind),
@@ -320,10 +333,35 @@ fn order_by_dependencies(mut tables: Vec<Table>) -> Vec<Table> {
                     || (nullable_may_wait && fk.columns.iter().all(|c| t.column(c).is_some_and(|c| !c.not_null)))
             })
         };
-        // A cycle: first a table whose foreign keys into the cycle can stay NULL, else the first.
+        // A cycle: first a table on it whose foreign keys into it can stay NULL (a table that
+        // merely waits for the cycle would get NULLs it need not have), else the first.
+        let on_cycle = |t: &Table| {
+            let waits_for = |t: &Table| -> Vec<String> {
+                t.foreign_keys
+                    .iter()
+                    .map(|fk| fk.references.to_string())
+                    .filter(|r| *r != t.name && tables.iter().any(|o| o.name == *r))
+                    .collect()
+            };
+            let mut seen: Vec<String> = Vec::new();
+            let mut todo = waits_for(t);
+            while let Some(name) = todo.pop() {
+                if name == t.name {
+                    return true;
+                }
+                if !seen.contains(&name) {
+                    if let Some(o) = tables.iter().find(|o| o.name == name) {
+                        todo.extend(waits_for(o));
+                    }
+                    seen.push(name);
+                }
+            }
+            false
+        };
         let next = tables
             .iter()
             .position(|t| ready(t, false))
+            .or_else(|| tables.iter().position(|t| ready(t, true) && on_cycle(t)))
             .or_else(|| tables.iter().position(|t| ready(t, true)))
             .unwrap_or(0);
         ordered.push(tables.remove(next));

@@ -153,6 +153,23 @@ pub(super) struct Writer<'a> {
     pub tenants: &'a Tenants,
     pub fixtures: Fixtures,
     pub counter: u64,
+    /// What rows of a table must do to satisfy its CHECK constraints, found by writing its
+    /// fixtures: by (table, whether the row is global), each column filled or left NULL.
+    pub repairs: BTreeMap<(String, bool), BTreeMap<String, Repair>>,
+}
+
+/// A column a table's CHECK constraints need filled (with a generated value or its foreign key's
+/// row) or NULL.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Repair {
+    Fill,
+    Null,
+}
+
+/// The CHECK constraint an error names (`violates check constraint "x"`).
+fn violated_check(error: &str) -> Option<&str> {
+    let rest = error.split_once("violates check constraint \"")?.1;
+    rest.split_once('"').map(|(name, _)| name)
 }
 
 impl Writer<'_> {
@@ -196,18 +213,27 @@ impl Writer<'_> {
             .collect()
     }
 
+    /// Whether `row` of `table` is a global one (its repairs may differ from the tenants' rows).
+    fn is_global(table: &Table, row: &Row<'_>) -> bool {
+        row.variant == Variant::Global || (table.tenant.is_some() && row.owner.is_none())
+    }
+
     /// The INSERT for one generated row of `table`.
     pub fn insert_sql(&mut self, table: &Table, row: &Row<'_>) -> Result<String, String> {
         let mut names = Vec::new();
         let mut values = Vec::new();
+        let repairs = self.repairs.get(&(table.name.clone(), Self::is_global(table, row))).cloned().unwrap_or_default();
         for column in &table.columns {
             if column.generated {
                 continue;
             }
             self.counter += 1;
             let typed = |v: &str| format!("{}::{}", literal(v), column.sql_type);
+            let repair = repairs.get(&column.name).copied();
             let value = if let Some(v) = row.given.get(&column.name) {
                 Some(v.clone())
+            } else if repair == Some(Repair::Null) {
+                Some("NULL".into())
             } else if table.tenant.as_deref() == Some(column.name.as_str()) {
                 row.owner.map(typed)
             } else if Some(&column.name) == table.visibility_column.as_ref() {
@@ -232,7 +258,7 @@ impl Writer<'_> {
                 } else {
                     None
                 }
-            } else if column.not_null && !column.has_default {
+            } else if (column.not_null && !column.has_default) || repair == Some(Repair::Fill) {
                 Some(generate(column, self.counter).ok_or_else(|| {
                     format!("cannot generate a value of type {} for column {}", column.sql_type, column.name)
                 })?)
@@ -252,8 +278,83 @@ impl Writer<'_> {
     }
 
     /// Writes `row` into `table` as its owner, in `context` (a statement, or none), and returns
-    /// the row written.
+    /// the row written. A row its CHECK constraints refuse is written again with the columns of
+    /// the constraint filled, one of them filled and the others NULL ("exactly one parent"), or
+    /// all NULL, up to three constraints deep; what worked holds for the table's later rows.
     fn write(
+        &mut self,
+        tx: &mut postgres::Transaction<'_>,
+        table: &Table,
+        row: &Row<'_>,
+        context: Option<&str>,
+    ) -> Result<Result<Fixture, String>, postgres::Error> {
+        let first = self.write_once(tx, table, row, context)?;
+        match first {
+            Err(e) if violated_check(&e).is_some() => self.repair(tx, table, row, context, e, 3),
+            first => Ok(first),
+        }
+    }
+
+    fn repair(
+        &mut self,
+        tx: &mut postgres::Transaction<'_>,
+        table: &Table,
+        row: &Row<'_>,
+        context: Option<&str>,
+        error: String,
+        depth: u32,
+    ) -> Result<Result<Fixture, String>, postgres::Error> {
+        let check = violated_check(&error).and_then(|name| table.checks.iter().find(|(n, _)| n == name)).cloned();
+        let Some((name, columns)) = check.filter(|_| depth > 0) else { return Ok(Err(error)) };
+        // Never the columns that say whose the row is.
+        let keep: Vec<&str> = table
+            .tenant
+            .iter()
+            .chain(table.parent.iter().flat_map(|p| &p.columns))
+            .chain(table.identity.iter())
+            .map(String::as_str)
+            .collect();
+        let free: Vec<&String> = columns.iter().filter(|c| !keep.contains(&c.as_str())).collect();
+        let nullable = |c: &String| table.column(c).is_some_and(|c| !c.not_null);
+        let mut candidates: Vec<BTreeMap<String, Repair>> =
+            vec![free.iter().map(|c| ((*c).clone(), Repair::Fill)).collect()];
+        for one in &free {
+            candidates.push(
+                free.iter()
+                    .filter(|c| *c == one || nullable(c))
+                    .map(|c| ((*c).clone(), if c == one { Repair::Fill } else { Repair::Null }))
+                    .collect(),
+            );
+        }
+        candidates.push(free.iter().filter(|c| nullable(c)).map(|c| ((*c).clone(), Repair::Null)).collect());
+        let key = (table.name.clone(), Self::is_global(table, row));
+        let base = self.repairs.get(&key).cloned().unwrap_or_default();
+        // What this constraint's columns had from earlier rows, undone first.
+        let mut undone = base.clone();
+        undone.retain(|c, _| !columns.contains(c));
+        candidates.insert(0, BTreeMap::new());
+        for candidate in candidates {
+            let mut merged = undone.clone();
+            merged.extend(candidate);
+            if merged == base {
+                continue;
+            }
+            self.repairs.insert(key.clone(), merged);
+            match self.write_once(tx, table, row, context)? {
+                Ok(f) => return Ok(Ok(f)),
+                Err(e) if violated_check(&e).is_some_and(|other| other != name) => {
+                    if let Ok(f) = self.repair(tx, table, row, context, e, depth - 1)? {
+                        return Ok(Ok(f));
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        self.repairs.insert(key, base);
+        Ok(Err(error))
+    }
+
+    fn write_once(
         &mut self,
         tx: &mut postgres::Transaction<'_>,
         table: &Table,
@@ -396,11 +497,28 @@ pub(super) fn generate(column: &super::catalog::Column, n: u64) -> Option<String
             _ => {}
         }
     }
+    // The type's modifiers: `character varying(20)`: [20], `numeric(10,2)`: [10, 2].
+    let modifiers: Vec<u32> = t
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(m, _)| m.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default();
     let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
     let base = base.rsplit('.').next().unwrap_or(&base).trim_matches('"');
     match base {
         "uuid" => Some("gen_random_uuid()".into()),
-        "text" | "character varying" | "character" | "name" | "citext" => cast(format!("v{n}")),
+        "text" | "name" | "citext" => cast(format!("v{n}")),
+        // Within the length (`varchar(2)`): the value's last characters, which differ most.
+        "character varying" | "character" => {
+            let v = format!("v{n}");
+            let keep = modifiers.first().map_or(v.len(), |&m| m.max(1) as usize);
+            cast(v[v.len().saturating_sub(keep)..].to_string())
+        }
+        // Within the precision (`numeric(4,2)`: under 100).
+        "numeric" if !modifiers.is_empty() => {
+            let digits = modifiers[0].saturating_sub(modifiers.get(1).copied().unwrap_or(0));
+            cast((n % 10u64.pow(digits.min(5))).to_string())
+        }
         "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => cast((n % 30000).to_string()),
         "boolean" => Some("false".into()),
         "timestamp with time zone" | "timestamp without time zone" => Some(format!("now()::{t}")),
@@ -408,8 +526,13 @@ pub(super) fn generate(column: &super::catalog::Column, n: u64) -> Option<String
         "time without time zone" | "time with time zone" => cast("12:00".into()),
         "interval" => cast("1 hour".into()),
         "json" | "jsonb" => cast("{}".into()),
-        "bytea" => cast("\\x00".into()),
-        "inet" | "cidr" => cast("127.0.0.1".into()),
+        // Distinct values, for unique keys.
+        "bytea" => cast(format!("\\x{n:08x}")),
+        "inet" | "cidr" => cast(format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)),
+        // One element, for `cardinality(x) > 0`, where the element type is text.
+        _ if t.ends_with("[]") && ["text[]", "character varying[]", "citext[]"].contains(&base) => {
+            cast(format!("{{v{n}}}"))
+        }
         _ if t.ends_with("[]") => cast("{}".into()),
         _ => None,
     }
@@ -454,6 +577,7 @@ pub(super) fn create_tenants(
         tenants: &Tenants { orgs: vec![], list: vec![] },
         fixtures: Fixtures::new(),
         counter: 0,
+        repairs: BTreeMap::new(),
     };
     let find = |name: &crate::schema::QualifiedName| writer_tables.iter().find(|t| t.name == name.to_string());
     // Rows written before the tenants exist, registered as fixtures once they do: (table, org, row).

@@ -207,27 +207,30 @@ fn as_role(
     context: Option<&str>,
     sql: &str,
 ) -> Result<Result<Outcome, String>, postgres::Error> {
-    as_role_after(tx, None, role, context, sql)
+    Ok(as_role_after(tx, None, role, context, sql)?.unwrap_or_else(|| Err("no first step".into())))
 }
 
-/// [`as_role`], after `first` ran as its table's owner in the same context: rows moved out of
-/// the way, rolled back with the rest.
+/// [`as_role`], after `first` ran as its table's owner in the same context (rows moved out of
+/// the way, or one written to be deleted), rolled back with the rest; None when `first` failed.
 fn as_role_after(
     tx: &mut postgres::Transaction<'_>,
     first: Option<(&catalog::Table, &str)>,
     role: &str,
     context: Option<&str>,
     sql: &str,
-) -> Result<Result<Outcome, String>, postgres::Error> {
+) -> Result<Option<Result<Outcome, String>>, postgres::Error> {
     tx.batch_execute("SAVEPOINT tenancy_verify_as")?;
-    let result = tx.batch_execute(context.unwrap_or("SELECT tenancy.clear_context()")).and_then(|()| {
-        if let Some((table, first)) = first {
-            as_owner(tx, table, first)?;
-        }
-        restricted(tx, role, false, sql)
-    });
+    let mut prepared = tx.batch_execute(context.unwrap_or("SELECT tenancy.clear_context()"));
+    if let (Ok(()), Some((table, first))) = (&prepared, first) {
+        prepared = as_owner(tx, table, first).map(|_| ());
+    }
+    let result = match prepared {
+        Ok(()) => Some(restricted(tx, role, false, sql).map_err(|e| error_text(&e))),
+        Err(e) if e.as_db_error().is_some() && first.is_some() => None,
+        Err(e) => Some(Err(error_text(&e))),
+    };
     tx.batch_execute("ROLLBACK TO SAVEPOINT tenancy_verify_as; RELEASE SAVEPOINT tenancy_verify_as")?;
-    Ok(result.map_err(|e| error_text(&e)))
+    Ok(result)
 }
 
 /// Runs `sql` as `table`'s owner, past FORCE ROW LEVEL SECURITY (see [`restricted`]): the
@@ -316,7 +319,8 @@ fn run(
         .filter(|t| t.kind != Kind::Unscoped)
         .filter_map(|t| Some((t.name.clone(), t.reason.clone()?)))
         .collect();
-    let mut writer = fixtures::Writer { tables: &tables, tenants: &tenants, fixtures, counter: 0 };
+    let mut writer =
+        fixtures::Writer { tables: &tables, tenants: &tenants, fixtures, counter: 0, repairs: BTreeMap::new() };
     writer.write_fixtures(tx, &mut unverified_tables)?;
     fixtures::share_fixtures(tx, &tables, &tenants, &writer.fixtures)?;
     let visible = fixtures::visible_rows(tx, &tables, &tenants)?;
