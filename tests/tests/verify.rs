@@ -216,6 +216,11 @@ CREATE TABLE lib.rates (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uu
 CREATE INDEX ON lib.rates (org_id);
 CREATE INDEX ON lib.rates (plan_id);
 CREATE INDEX ON lib.rates (paper_id);
+-- A user's personal rows (NULL org_id) beside the organization's.
+CREATE TABLE lib.tokens (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid,
+                         user_id text NOT NULL REFERENCES lib.users (id), name text NOT NULL);
+CREATE INDEX ON lib.tokens (org_id);
+CREATE INDEX ON lib.tokens (user_id);
 GRANT USAGE ON SCHEMA lib TO app_user, app_readonly;
 INSERT INTO lib.templates (name) VALUES ('Built-in');
 INSERT INTO lib.sections (template_id, heading) SELECT id, 'Introduction' FROM lib.templates;
@@ -249,6 +254,10 @@ kind = "tenant"
 [tables.rates]
 kind = "tenant"
 globally_unique = { digest = "a content hash" }
+
+[tables.tokens]
+kind = "tenant"
+user_rows = "user_id"
 
 [tables.audit_log]
 kind = "unscoped"
@@ -304,6 +313,9 @@ fn every_kind_of_table_is_proven_as_the_policy_files_declare_it() {
         ("lib.rates", "insert", "own"),
         // Its rows are referenced by page notes: a row of its own nothing references is deleted.
         ("lib.papers", "delete", "own"),
+        ("lib.tokens", "select", "own"),
+        ("lib.tokens", "insert", "own"),
+        ("lib.tokens", "update", "own"),
     ] {
         assert_eq!(cell(&report, "app_user", table, command).replace(',', ", "), want, "{table} {command}\n{text}");
     }
@@ -332,6 +344,8 @@ fn every_kind_of_table_is_proven_as_the_policy_files_declare_it() {
         ("lib.page_notes", "tenancy_select", "USING (true)", "sees 1 row(s) of other organizations"),
         ("lib.users", "tenancy_select", "USING (true)", "select reached 1 row(s) of other users"),
         ("lib.sections", "tenancy_insert", "WITH CHECK (true)", "inserted a global row"),
+        // A user's rows that any user reaches.
+        ("lib.tokens", "tenancy_select", "USING (org_id = tenancy.current_org() OR org_id IS NULL)", "sees 1 row(s)"),
         ("lib.sections", "tenancy_update", "USING (true) WITH CHECK (true)", "moved its row under a global row"),
         (
             "lib.templates",

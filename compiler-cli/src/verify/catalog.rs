@@ -57,6 +57,8 @@ pub(super) struct Table {
     pub global_rows: bool,
     /// Identity tables: the column holding the user's id.
     pub identity: Option<String>,
+    /// `user_rows`: rows whose tenant column is NULL belong to the user in this column.
+    pub user_rows: Option<String>,
     pub id_column: Option<String>,
     pub visibility_column: Option<String>,
     /// Unscoped tables: the policy's reason. Others: why the table cannot be verified yet.
@@ -92,6 +94,21 @@ impl Table {
                 }
             }
             (None, None) => "NULL::text".into(),
+        }
+    }
+
+    /// [`Table::owner_sql`] for `user` acting for the tenant keyed `own`: on a `user_rows` table,
+    /// the user's own NULL-keyed rows are the tenant's own, another user's are `user:<id>`.
+    pub fn owner_sql_as(&self, user: &str, own: Option<&str>) -> String {
+        match (&self.user_rows, &self.tenant, own) {
+            (Some(u), Some(c), Some(own)) => format!(
+                "CASE WHEN t.{c} IS NULL AND t.{u}::text = {} THEN {} ELSE COALESCE(t.{c}::text, 'user:' || t.{u}::text) END",
+                super::literal(user),
+                super::literal(own),
+                c = quote_ident(c),
+                u = quote_ident(u),
+            ),
+            _ => self.owner_sql(),
         }
     }
 
@@ -179,6 +196,7 @@ pub(super) fn read_tables(
             uuid_key: true,
             global_rows: false,
             identity: None,
+            user_rows: None,
             id_column: facts.get(1),
             visibility_column: facts.get(2),
             reason: None,
@@ -225,11 +243,7 @@ fn from_model(t: &mut Table, kind: &CompiledKind) {
                 t.id_column = Some(s.id_column.clone());
                 t.visibility_column = s.visibility_column.clone();
             }
-            if let Some((c, _)) = user_rows {
-                t.reason = Some(format!(
-                    "its NULL-keyed rows belong to the user in column {c} (user_rows): verify does not check those yet"
-                ));
-            }
+            t.user_rows = user_rows.as_ref().map(|(c, _)| c.clone());
         }
         CompiledKind::Child { parent, .. } => {
             t.kind = Kind::Child;

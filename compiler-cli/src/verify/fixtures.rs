@@ -104,6 +104,8 @@ pub(super) enum Variant {
     SharedWrite,
     Public,
     Global,
+    /// A `user_rows` table's row of a user (NULL tenant column).
+    UserRow,
 }
 
 /// A row the verifier wrote: its ctid and values.
@@ -180,19 +182,25 @@ impl Writer<'_> {
     /// A fixture row of `table` that tenant `x` may point at: its own, else a row of no tenant.
     pub fn parent_row(&self, table: &str, x: usize) -> Option<&Fixture> {
         let target = self.table(table)?;
-        let tenant = self.tenants.list.get(x)?;
-        let writer = if target.kind == Kind::Identity {
-            Some(self.tenants.list.iter().position(|t| t.org == tenant.org).unwrap_or(x))
-        } else if target.tenant.is_some() || target.parent.is_some() {
-            self.tenants.writer(target, x)
-        } else {
-            None
+        // Before the tenants exist (their organizations' rows), only rows of no tenant.
+        let tenant = self.tenants.list.get(x);
+        let writer = match tenant {
+            None => None,
+            Some(tenant) if target.kind == Kind::Identity => {
+                Some(self.tenants.list.iter().position(|t| t.org == tenant.org).unwrap_or(x))
+            }
+            Some(_) if target.tenant.is_some() || target.parent.is_some() => self.tenants.writer(target, x),
+            Some(_) => None,
         };
         writer
             .and_then(|w| self.fixtures.get(&(table.to_string(), w)))
             .or_else(|| self.fixtures.get(&(table.to_string(), 0)).filter(|_| target.kind == Kind::Global))
             .or_else(|| self.fixtures.get(&(table.to_string(), NO_TENANT)))
-            .and_then(|rows| rows.iter().find(|(v, _)| *v != Variant::Global).or(rows.first()))
+            .and_then(|rows| {
+                rows.iter()
+                    .find(|(v, _)| *v != Variant::Global && *v != Variant::UserRow)
+                    .or_else(|| rows.iter().find(|(v, _)| *v == Variant::Global))
+            })
             .map(|(_, f)| f)
     }
 
@@ -378,6 +386,39 @@ impl Writer<'_> {
         }))
     }
 
+    /// For the rows written before the tenants exist (the application's organizations): a row
+    /// in each table of no tenant (unscoped, global) that a required foreign key of `table`
+    /// points at, when that table is empty.
+    fn write_required_parents(&mut self, tx: &mut postgres::Transaction<'_>, table: &Table) -> Result<(), VerifyError> {
+        for fk in &table.foreign_keys {
+            let required = fk.columns.iter().all(|c| table.column(c).is_some_and(|c| c.not_null && !c.has_default));
+            let references = fk.references.to_string();
+            let tables = self.tables;
+            let Some(target) = tables.iter().find(|t| t.name == references && t.tenant.is_none() && t.parent.is_none())
+            else {
+                continue;
+            };
+            if !required || references == table.name || self.fixtures.contains_key(&(references.clone(), NO_TENANT)) {
+                continue;
+            }
+            let empty = as_owner(tx, target, &format!("SELECT (NOT EXISTS (SELECT FROM {references}))::text"))?
+                .get(0, 0)
+                == Some("true");
+            if empty {
+                self.write_required_parents(tx, target)?;
+                let f = self.write(tx, target, &Row::new(None, 0), None)?.map_err(|e| {
+                    VerifyError::Unusable(format!(
+                        "{} needs a row in {references} (foreign key {}), which could not be written: {e}",
+                        table.name,
+                        fk.name.as_deref().unwrap_or("")
+                    ))
+                })?;
+                self.fixtures.entry((references, NO_TENANT)).or_default().push((Variant::Private, f));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the rows of every table the tenants own, parents first.
     pub fn write_fixtures(
         &mut self,
@@ -470,6 +511,32 @@ impl Writer<'_> {
                         self.fixtures.entry((table.name.clone(), NO_TENANT)).or_default().push((Variant::Global, f))
                     }
                     Err(e) => unverified.push((table.name.clone(), format!("could not write a global row: {e}"))),
+                }
+            }
+            if let (Some(uc), Some(tc)) = (&table.user_rows, &table.tenant) {
+                // Each user's own row (NULL tenant column), as the table's owner writes it.
+                let Some(c) = table.column(uc) else { continue };
+                let mut done = BTreeSet::new();
+                for x in 0..self.tenants.list.len() {
+                    let user = self.tenants.list[x].user.clone();
+                    if !done.insert(user.clone()) {
+                        continue;
+                    }
+                    let mut row = Row::new(None, x);
+                    row.variant = Variant::UserRow;
+                    row.given.insert(tc.clone(), "NULL".into());
+                    row.given.insert(uc.clone(), format!("{}::{}", literal(&user), c.sql_type));
+                    match self.write(tx, table, &row, None)? {
+                        Ok(f) => self
+                            .fixtures
+                            .entry((table.name.clone(), NO_TENANT))
+                            .or_default()
+                            .push((Variant::UserRow, f)),
+                        Err(e) => {
+                            unverified.push((table.name.clone(), format!("could not write a user's row: {e}")));
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -645,6 +712,7 @@ pub(super) fn create_tenants(
         // The application's own organization: the sync makes pg_tenancy's.
         let table =
             find(&s.table).ok_or_else(|| fail(format!("{} is not audited", s.table), "add its schema".into()))?;
+        w.write_required_parents(tx, table)?;
         let mut row = Row::new(None, 0);
         if let Some(v) = fresh_key(table, &s.id, s.key, &slug, number + 10 + o as u64) {
             row.given.insert(s.id.clone(), v);
@@ -675,6 +743,7 @@ pub(super) fn create_tenants(
         if let Some(m) = sync.and_then(|s| s.memberships.as_ref()) {
             let table =
                 find(&m.table).ok_or_else(|| fail(format!("{} is not audited", m.table), "add its schema".into()))?;
+            w.write_required_parents(tx, table)?;
             let mut row = Row::new(Some(&key), 0);
             let typed = |column: &str, v: &str| {
                 table.column(column).map(|c| format!("{}::{}", literal(v), c.sql_type)).unwrap_or_default()

@@ -38,7 +38,7 @@ impl<'w> Probe<'_, 'w> {
         let me = format!("{} acting for {}", self.role, self.tenants().describe(x));
         let own = self.tenants().owner(table, x).map(str::to_string);
         let writer = self.tenants().writer(table, x);
-        let owner_sql = table.owner_sql();
+        let owner_sql = table.owner_sql_as(&tenant.user, own.as_deref());
         let others = self.tenants().others(table, x);
         let global_ok = table.global_rows;
         let own_rows: Vec<String> = writer
@@ -87,6 +87,24 @@ impl<'w> Probe<'_, 'w> {
             let mut row = Row::new(None, x);
             row.given.insert(tc.clone(), "NULL".into());
             tries.push(("global".into(), self.writer.insert_sql(table, &row)));
+        }
+        if let (Some(uc), Some(tc), Some(c)) =
+            (&table.user_rows, &table.tenant, table.user_rows.as_ref().and_then(|u| table.column(u)))
+        {
+            // A row of its own user (allowed), and of the other tenants' users (never).
+            let user_row = |user: &str| {
+                let mut row = Row::new(None, x);
+                row.given.insert(tc.clone(), "NULL".into());
+                row.given.insert(uc.clone(), format!("{}::{}", literal(user), c.sql_type));
+                row
+            };
+            tries.push(("own".into(), self.writer.insert_sql(table, &user_row(&tenant.user))));
+            for (y, _) in &others {
+                let theirs = &self.tenants().list[*y].user;
+                if *theirs != tenant.user {
+                    tries.push((format!("user {y}"), self.writer.insert_sql(table, &user_row(theirs))));
+                }
+            }
         }
         if let (true, Some(given)) = (own.is_some(), self.writer.global_parent(table)) {
             // A child row under a global parent row: as global as its parent.
@@ -141,6 +159,7 @@ impl<'w> Probe<'_, 'w> {
                     cell.unverified.push(format!("{me}: inserting into {them} failed otherwise: {e}"))
                 }
                 ("global", Ok(_)) => cell.leaks.push(format!("{me} inserted a global row (NULL tenant)")),
+                ("user", Ok(_)) => cell.leaks.push(format!("{me} inserted a row of {them}'s user")),
                 ("cross", Ok(_)) => {
                     cell.leaks.push(format!("{me} inserted a row that points at {them}'s rows through a foreign key"))
                 }
@@ -215,6 +234,23 @@ impl<'w> Probe<'_, 'w> {
             }
             if let (true, Some(c)) = (global_ok, &table.tenant) {
                 moves.push(("made its row global (NULL tenant)".into(), format!("{} = NULL", quote_ident(c))));
+            }
+            if let (Some(uc), Some(tc)) = (&table.user_rows, &table.tenant) {
+                for (y, _) in &others {
+                    let theirs = &self.tenants().list[*y].user;
+                    if *theirs != tenant.user {
+                        moves.push((
+                            format!("gave its row to {}'s user", self.tenants().describe(*y)),
+                            format!("{} = NULL, {} = {}", quote_ident(tc), quote_ident(uc), literal(theirs)),
+                        ));
+                    }
+                }
+                // Its own user's rows are every context's of that user: an organization's row
+                // made one would reach the user's other organizations.
+                moves.push((
+                    "made its row its user's (NULL tenant), out of the organization".into(),
+                    format!("{} = NULL, {} = {}", quote_ident(tc), quote_ident(uc), literal(&tenant.user)),
+                ));
             }
             if let Some(given) = self.writer.global_parent(table) {
                 let set: Vec<String> = given.iter().map(|(c, v)| format!("{} = {v}", quote_ident(c))).collect();
