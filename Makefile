@@ -69,9 +69,9 @@ test-e2e: setup ## end-to-end tests against a throwaway cluster (port 28816), fr
 	  cargo test $(CARGO_PROFILE_FLAG) --no-fail-fast -p pg_tenancy_e2e -- --test-threads=4; \
 	  status=$$?; scripts/cluster.sh stop test; exit $$status
 
-bench: install cli ## benchmarks (RLS, quotas, usage, context readers) on their own cluster (port 28817); Markdown tables
+bench: install cli ## benchmarks (RLS, quotas, usage, context readers, verify) on their own cluster (port 28817); Markdown tables
 	scripts/cluster.sh restart bench
-	{ bench/rls.sh && echo && bench/quota_usage.sh && echo && bench/context.sh && echo && bench/instructions.sh; } | tee target/bench-results.md; \
+	{ bench/rls.sh && echo && bench/quota_usage.sh && echo && bench/context.sh && echo && bench/instructions.sh && echo && bench/verify.sh; } | tee target/bench-results.md; \
 	  status=$${PIPESTATUS[0]}; scripts/cluster.sh stop bench; exit $$status
 
 psql: ## psql into the demo cluster as the application role (PSQL_ROLE=postgres for the DBA)

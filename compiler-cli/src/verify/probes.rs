@@ -59,6 +59,14 @@ impl<'w> Probe<'_, 'w> {
             Err(e) => cell.unverified.push(format!("{me}: {e}")),
             Ok(seen) => {
                 let leaked = classify(&seen.rows, own.as_deref(), global_ok, cell, |ctid| may_read.get(ctid).copied());
+                let own_seen = seen.rows.iter().filter(|r| r.get(1).cloned().flatten() == own && own.is_some()).count();
+                if own_seen == 0 && !own_rows.is_empty() {
+                    // "No leaks" means something only when the tenant's own access works.
+                    cell.unverified.push(format!(
+                        "{me} read none of its own {} row(s): its legitimate access does not work, so no other check of it proves anything",
+                        own_rows.len()
+                    ));
+                }
                 if leaked > 0 {
                     cell.leaks.push(format!(
                         "{me} sees {leaked} row(s) of other {} that are neither shared with it nor public",
@@ -403,6 +411,13 @@ impl<'w> Probe<'_, 'w> {
                     }
                     if others > 0 {
                         cell.leaks.push(format!("{me}: {command} reached {others} row(s) of other users"));
+                    }
+                    if command == "select"
+                        && !rows.rows.iter().any(|r| r.first().cloned().flatten() == Some(user.clone()))
+                    {
+                        cell.unverified.push(format!(
+                            "{me} did not read its own row: its legitimate access does not work, so no other check of it proves anything"
+                        ));
                     }
                     if command != "select" {
                         let own = format!("WHERE t.{column}::text = {}", literal(&user));
