@@ -19,11 +19,14 @@ pub(super) struct Column {
     pub identity_always: bool,
     /// A value the column's CHECK constraints or enum type suggest.
     pub suggested: Option<String>,
+    /// A domain's base type (`format_type`), whose values the domain takes.
+    pub base_type: Option<String>,
 }
 
 /// What pg_attribute adds to a column, by name: has a default, is generated, its enum's first
-/// label, its one-column CHECK constraints, is `GENERATED ALWAYS AS IDENTITY`.
-type ColumnFacts = (bool, bool, Option<String>, Option<String>, bool);
+/// label, its one-column CHECK constraints, is `GENERATED ALWAYS AS IDENTITY`, its domain's base
+/// type and the domain's CHECK constraints.
+type ColumnFacts = (bool, bool, Option<String>, Option<String>, bool, Option<String>, Option<String>);
 
 /// A child table's foreign key to the table its rows belong through.
 pub(super) struct Parent {
@@ -157,22 +160,28 @@ pub(super) fn read_tables(
                         (SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = a.atttypid ORDER BY e.enumsortorder LIMIT 1),
                         (SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k
                           WHERE k.conrelid = a.attrelid AND k.contype = 'c' AND k.conkey = ARRAY[a.attnum]),
-                        a.attidentity = 'a'
+                        a.attidentity = 'a',
+                        (SELECT format_type(d.typbasetype, d.typtypmod) FROM pg_type d
+                          WHERE d.oid = a.atttypid AND d.typtype = 'd'),
+                        (SELECT string_agg(pg_get_constraintdef(k.oid), ' ') FROM pg_constraint k
+                          WHERE k.contypid = a.atttypid AND k.contype = 'c')
                    FROM pg_attribute a
                   WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&name],
             )?
             .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))))
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7))))
             .collect();
         let columns: Vec<Column> = table
             .columns
             .iter()
             .map(|c| {
-                let (has_default, generated, label, check, identity_always) =
+                let (has_default, generated, label, check, identity_always, base_type, domain_check) =
                     extra.get(&c.name).cloned().unwrap_or_default();
-                // An enum's first label, or a value a CHECK constraint lists.
-                let suggested = label.or_else(|| check.as_deref().and_then(check_literal));
+                // An enum's first label, or a value a CHECK constraint (or the domain's) lists.
+                let suggested = label
+                    .or_else(|| check.as_deref().and_then(check_literal))
+                    .or_else(|| domain_check.as_deref().and_then(check_literal));
                 Column {
                     name: c.name.clone(),
                     sql_type: c.data_type.clone(),
@@ -181,6 +190,7 @@ pub(super) fn read_tables(
                     generated,
                     identity_always,
                     suggested,
+                    base_type,
                 }
             })
             .collect();

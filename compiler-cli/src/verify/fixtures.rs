@@ -166,6 +166,8 @@ pub(super) struct Writer<'a> {
 pub(super) enum Repair {
     Fill,
     Null,
+    /// Filled with another value ([`generate_as`]).
+    Other(u8),
 }
 
 /// The CHECK constraint an error names (`violates check constraint "x"`).
@@ -266,6 +268,10 @@ impl Writer<'_> {
                 } else {
                     None
                 }
+            } else if let Some(Repair::Other(k)) = repair {
+                Some(generate_as(column, self.counter, Some(k)).ok_or_else(|| {
+                    format!("cannot generate a value of type {} for column {}", column.sql_type, column.name)
+                })?)
             } else if (column.not_null && !column.has_default) || repair == Some(Repair::Fill) {
                 Some(generate(column, self.counter).ok_or_else(|| {
                     format!("cannot generate a value of type {} for column {}", column.sql_type, column.name)
@@ -312,7 +318,20 @@ impl Writer<'_> {
         error: String,
         depth: u32,
     ) -> Result<Result<Fixture, String>, postgres::Error> {
-        let check = violated_check(&error).and_then(|name| table.checks.iter().find(|(n, _)| n == name)).cloned();
+        let check = violated_check(&error).and_then(|name| {
+            table.checks.iter().find(|(n, _)| n == name).cloned().or_else(|| {
+                // A domain's CHECK: the columns of that domain.
+                let domain = error.split_once("value for domain ")?.1.split_once(' ')?.0;
+                let last = |t: &str| t.rsplit('.').next().unwrap_or(t).trim_matches('"').to_string();
+                let columns: Vec<String> = table
+                    .columns
+                    .iter()
+                    .filter(|c| c.base_type.is_some() && last(&c.sql_type) == last(domain))
+                    .map(|c| c.name.clone())
+                    .collect();
+                (!columns.is_empty()).then(|| (name.to_string(), columns))
+            })
+        });
         let Some((name, columns)) = check.filter(|_| depth > 0) else { return Ok(Err(error)) };
         // Never the columns that say whose the row is.
         let keep: Vec<&str> = table
@@ -335,6 +354,10 @@ impl Writer<'_> {
             );
         }
         candidates.push(free.iter().filter(|c| nullable(c)).map(|c| ((*c).clone(), Repair::Null)).collect());
+        // Other values: a number or a text the first ones were outside of.
+        for k in 0..2 {
+            candidates.push(free.iter().map(|c| ((*c).clone(), Repair::Other(k))).collect());
+        }
         let key = (table.name.clone(), Self::is_global(table, row));
         let base = self.repairs.get(&key).cloned().unwrap_or_default();
         // What this constraint's columns had from earlier rows, undone first.
@@ -547,16 +570,25 @@ impl Writer<'_> {
 
 /// A value for a required column without a default.
 pub(super) fn generate(column: &super::catalog::Column, n: u64) -> Option<String> {
+    generate_as(column, n, None)
+}
+
+/// [`generate`], or (`alternative` 0, 1) other values for CHECK constraints the first broke:
+/// numbers 1 and 100 (`amount > 0`, `BETWEEN 1 AND 5`), texts longer and of one letter
+/// (`length(x) >= 3`, `x ~ '^[a-z]'`).
+pub(super) fn generate_as(column: &super::catalog::Column, n: u64, alternative: Option<u8>) -> Option<String> {
     let t = column.sql_type.as_str();
     let cast = |v: String| Some(format!("{}::{t}", literal(&v)));
-    if let Some(s) = &column.suggested {
+    if let (Some(s), None) = (&column.suggested, alternative) {
         return cast(s.clone());
     }
+    // A domain's values are its base type's (cast to the domain, whose CHECK constraints hold).
+    let chosen = column.base_type.as_deref().unwrap_or(t);
     // The type without its modifiers (`timestamp(3) without time zone`) or its schema
     // (`public.citext`).
     let mut base = String::new();
     let mut depth = 0;
-    for ch in t.chars() {
+    for ch in chosen.chars() {
         match ch {
             '(' => depth += 1,
             ')' => depth -= 1,
@@ -565,40 +597,59 @@ pub(super) fn generate(column: &super::catalog::Column, n: u64) -> Option<String
         }
     }
     // The type's modifiers: `character varying(20)`: [20], `numeric(10,2)`: [10, 2].
-    let modifiers: Vec<u32> = t
+    let modifiers: Vec<u32> = chosen
         .split_once('(')
         .and_then(|(_, rest)| rest.split_once(')'))
         .map(|(m, _)| m.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_default();
     let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
     let base = base.rsplit('.').next().unwrap_or(&base).trim_matches('"');
+    let number = |v: u64| match alternative {
+        Some(0) => 1,
+        Some(_) => 100,
+        None => v,
+    };
+    let text = || match alternative {
+        Some(0) => format!("verify{n}value"),
+        Some(_) => "v".to_string(),
+        None => format!("v{n}"),
+    };
     match base {
-        "uuid" => Some("gen_random_uuid()".into()),
-        "text" | "name" | "citext" => cast(format!("v{n}")),
+        "uuid" => Some(format!("gen_random_uuid()::{t}")),
+        "text" | "name" | "citext" => cast(text()),
         // Within the length (`varchar(2)`): the value's last characters, which differ most.
         "character varying" | "character" => {
-            let v = format!("v{n}");
+            let v = text();
             let keep = modifiers.first().map_or(v.len(), |&m| m.max(1) as usize);
             cast(v[v.len().saturating_sub(keep)..].to_string())
         }
         // Within the precision (`numeric(4,2)`: under 100).
         "numeric" if !modifiers.is_empty() => {
             let digits = modifiers[0].saturating_sub(modifiers.get(1).copied().unwrap_or(0));
-            cast((n % 10u64.pow(digits.min(5))).to_string())
+            cast((number(n) % 10u64.pow(digits.min(5)).max(1)).to_string())
         }
-        "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => cast((n % 30000).to_string()),
-        "boolean" => Some("false".into()),
+        "smallint" | "integer" | "bigint" | "numeric" | "real" | "double precision" => {
+            cast(number(n % 30000).to_string())
+        }
+        "boolean" => cast((alternative == Some(0)).to_string()),
         "timestamp with time zone" | "timestamp without time zone" => Some(format!("now()::{t}")),
-        "date" => Some("current_date".into()),
+        "date" => Some(format!("current_date::{t}")),
         "time without time zone" | "time with time zone" => cast("12:00".into()),
         "interval" => cast("1 hour".into()),
         "json" | "jsonb" => cast("{}".into()),
-        // Distinct values, for unique keys.
+        // Distinct values, for unique keys and exclusion constraints.
         "bytea" => cast(format!("\\x{n:08x}")),
         "inet" | "cidr" => cast(format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)),
+        "bit" | "bit varying" => cast("1".repeat(modifiers.first().copied().unwrap_or(1).max(1) as usize)),
+        "int4range" | "int8range" | "numrange" => cast(format!("[{},{})", n % 1_000_000, n % 1_000_000 + 1)),
+        "daterange" => Some(format!("daterange(current_date + {d}, current_date + {d} + 1)::{t}", d = n % 100_000)),
+        "tsrange" | "tstzrange" => Some(format!(
+            "{base}(now()::timestamp + interval '1 minute' * {m}, now()::timestamp + interval '1 minute' * ({m} + 1))::{t}",
+            m = n % 10_000_000
+        )),
         // One element, for `cardinality(x) > 0`, where the element type is text.
         _ if t.ends_with("[]") && ["text[]", "character varying[]", "citext[]"].contains(&base) => {
-            cast(format!("{{v{n}}}"))
+            cast(format!("{{{}}}", text()))
         }
         _ if t.ends_with("[]") => cast("{}".into()),
         _ => None,
