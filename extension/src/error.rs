@@ -86,6 +86,11 @@ pub enum TenancyError {
     #[error("EXPLAIN is not allowed on queries that row-level security applies to")]
     ExplainRefused,
 
+    /// `debug_print_plan` prints the plan tree, estimates and all, to whoever asks for LOG
+    /// messages.
+    #[error("debug_print_plan is not allowed on queries that row-level security applies to")]
+    DebugPlanRefused,
+
     #[error("LOCK TABLE in a mode that blocks writes is not allowed on table \"{table}\"")]
     TableLockRefused { table: String },
 
@@ -172,6 +177,7 @@ impl TenancyError {
             TenancyError::PrepareWithQuota | TenancyError::PrepareWithMembershipChange => ERRCODE_FEATURE_NOT_SUPPORTED,
             TenancyError::UnregisteredTrigger { .. }
             | TenancyError::ExplainRefused
+            | TenancyError::DebugPlanRefused
             | TenancyError::TableLockRefused { .. }
             | TenancyError::AlterOwnRoleRefused { .. }
             | TenancyError::PlanNotSelfService { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -221,6 +227,9 @@ impl TenancyError {
             )),
             TenancyError::ExplainRefused => Some(
                 "A plan's row counts, timings and estimates tell about rows that the policies hide from this role.".into(),
+            ),
+            TenancyError::DebugPlanRefused => Some(
+                "The plan's row estimates come from statistics of every organization's rows: stepping a bound through them finds other organizations' values.".into(),
             ),
             TenancyError::ContextChangeInsideStatement => Some(
                 "A statement under row-level security reads the organization of the context once, when it starts; a context changed inside it (or while a cursor it opened is still open) would mix two contexts.".into(),
@@ -308,6 +317,9 @@ impl TenancyError {
             ),
             TenancyError::ExplainRefused => Some(
                 "EXPLAIN as a DBA, or as a superuser SET tenancy.allow_explain = on and then SET ROLE to the application role.".into(),
+            ),
+            TenancyError::DebugPlanRefused => Some(
+                "SET debug_print_plan = off; print plans as a DBA, or as a superuser SET tenancy.allow_explain = on and then SET ROLE to the application role.".into(),
             ),
             TenancyError::ContextChangeInsideStatement => Some(
                 "Start the context in a statement of its own (SELECT tenancy.set_context(...)), and close open cursors first.".into(),

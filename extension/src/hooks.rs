@@ -8,6 +8,9 @@
 //!   security-barrier view, unless a superuser set `tenancy.allow_explain` in their session; nor
 //!   one that calls a function which does (an `ExecutorStart` hook watches every query run while
 //!   such an EXPLAIN plans and runs: `tenancy.shares_of()`, `query_to_xml()`, a trigger).
+//!   `debug_print_plan`, which any role may set, prints the same plan tree with its estimates
+//!   to a client that asks for LOG messages: refused alike for such a query (the planner hook,
+//!   [`crate::param`], checks it).
 //! - **No table-wide locks on tables shared by every organization.** `LOCK TABLE` in a mode that
 //!   blocks writes (SHARE UPDATE EXCLUSIVE and stronger) on a table that row-level security
 //!   applies to would stop every other organization's writes: refused for those roles.
@@ -281,7 +284,7 @@ unsafe extern "C-unwind" fn refuse_nested_reads_while_explaining(query_desc: *mu
 ///
 /// # Safety
 /// `stmt` must be a valid PlannedStmt whose relations the executor has locked.
-unsafe fn reads_hidden_rows_planned(stmt: *mut pg_sys::PlannedStmt) -> bool {
+pub(crate) unsafe fn reads_hidden_rows_planned(stmt: *mut pg_sys::PlannedStmt) -> bool {
     unsafe {
         pointers::<pg_sys::RangeTblEntry>((*stmt).rtable).any(|rte| {
             if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {

@@ -174,6 +174,14 @@ unsafe extern "C-unwind" fn plan(
         if !(*stmt).subplans.is_null() {
             take_out_context_initplans(stmt);
         }
+        // postgres.c prints the plan (estimates from every organization's rows) once we return.
+        if pg_sys::Debug_print_plan
+            && !crate::gucs::ALLOW_EXPLAIN.get()
+            && !crate::context::caller_bypasses_rls()
+            && crate::hooks::reads_hidden_rows_planned(stmt)
+        {
+            crate::error::TenancyError::DebugPlanRefused.raise()
+        }
         stmt
     }
 }

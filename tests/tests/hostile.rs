@@ -295,6 +295,44 @@ fn explain_cannot_probe_for_other_organizations_rows() {
     assert_eq!(e.code, "42501", "{}", e.message);
 }
 
+/// `debug_print_plan` (which any role may set) prints the plan tree to a client that asks for
+/// LOG messages, with the planner's row estimates: they come from statistics of every
+/// organization's rows, so stepping `id <= X` through them finds another organization's ids and
+/// values (found by an attack round). Refused like EXPLAIN, whether or not the row exists.
+#[test]
+fn debug_print_plan_cannot_read_the_planners_estimates() {
+    let db = TestDb::new();
+    db.admin().batch_execute("ANALYZE app.projects, tenancy.organizations").unwrap();
+    let probes = [
+        ("SELECT * FROM app.projects WHERE id <= '{}'", ROWS[0].2, NOWHERE),
+        ("SELECT * FROM tenancy.organizations WHERE slug <= '{}'", "globex", "no-such-slug"),
+    ];
+    for (with_context, mut client) in [(false, db.app()), (true, db.app_in(ACME, "alice"))] {
+        client.batch_execute("SET debug_print_plan = on; SET client_min_messages = log").unwrap();
+        for (template, real, missing) in probes {
+            let [a, b] = [real, missing].map(|v| error_of(&mut client, &template.replace("{}", v)));
+            assert_eq!(
+                (a.code.as_str(), a.message.as_str()),
+                ("42501", "debug_print_plan is not allowed on queries that row-level security applies to"),
+                "{template} (context: {with_context})"
+            );
+            assert_eq!((a.message, a.detail, a.hint), (b.message, b.detail, b.hint), "{template}");
+        }
+        // Nor inside a function, whose statements are planned there.
+        let e = error_of(
+            &mut client,
+            "DO $$ BEGIN PERFORM count(*) FROM app.projects WHERE id <= 'c0000000-0000-0000-0000-000000000000'; END $$",
+        );
+        assert_eq!(e.code, "42501", "{}", e.message);
+        // Plans that hide nothing are printed; without the setting, the query runs.
+        client.batch_execute("SELECT 1; SELECT count(*) FROM app.countries").unwrap();
+        client.batch_execute("SET debug_print_plan = off; SELECT count(*) FROM app.projects").unwrap();
+    }
+    db.admin()
+        .batch_execute("SET debug_print_plan = on; SELECT count(*) FROM app.projects; RESET debug_print_plan")
+        .unwrap();
+}
+
 #[test]
 fn the_organization_switcher_answers_only_for_the_contexts_user() {
     let db = TestDb::new();
