@@ -792,7 +792,7 @@ pub fn check(
     check_children(&mut compiled_tables, &covered, &child_levels, &mut diags);
     check_child_references(catalog, &mut compiled_tables);
     check_user_references(catalog, &mut compiled_tables);
-    let views = check_views(catalog, &governed, &covered, &unscoped_views, &mut diags);
+    let (views, materialized_views) = check_views(catalog, &governed, &covered, &unscoped_views, &mut diags);
     let compiled_services = check_services(&read_write, &read_only, &token_only, services, &mut diags);
     let compiled_lookups = check_lookups(catalog, &governed, &compiled_tables, lookups, &mut diags);
     let mut sync = check_sync(sources, catalog, &governed, organizations.as_ref(), memberships.as_ref(), &mut diags);
@@ -824,6 +824,7 @@ pub fn check(
             quotas: compiled_quotas,
             usage: compiled_usage,
             views,
+            materialized_views,
             taken_names: relation_names(catalog),
             sync,
             lookups: compiled_lookups,
@@ -1131,14 +1132,14 @@ fn check_views(
     covered: &BTreeMap<QualifiedName, (SourceId, Range<usize>)>,
     unscoped: &[(SourceId, Spanned<String>, Spanned<String>)],
     diags: &mut Vec<Diagnostic>,
-) -> Vec<QualifiedName> {
+) -> (Vec<QualifiedName>, Vec<(QualifiedName, String)>) {
     // `[materialized_views]`: each must name a materialized view, and say why.
-    let mut declared = std::collections::BTreeSet::new();
+    let mut declared = std::collections::BTreeMap::new();
     for (source, key, reason) in unscoped {
         let text = key.get_ref();
         match candidates(governed, text).iter().find(|c| catalog.views.get(*c).is_some_and(|v| v.materialized)) {
             Some(name) => {
-                declared.insert(name.clone());
+                declared.insert(name.clone(), reason.get_ref().trim().to_string());
             }
             None => diags.push(
                 Diagnostic::error("tenancy::unknown-materialized-view", format!("no materialized view `{text}`"))
@@ -1159,7 +1160,7 @@ fn check_views(
         let Some((table, (source, span))) = view.reads.iter().find_map(|r| covered.get(r).map(|c| (r, c))) else {
             continue;
         };
-        if view.materialized && declared.contains(&view.name) {
+        if view.materialized && declared.contains_key(&view.name) {
             continue;
         }
         if view.materialized {
@@ -1178,7 +1179,7 @@ fn check_views(
             out.push(view.name.clone());
         }
     }
-    out
+    (out, declared.into_iter().collect())
 }
 
 /// Resolves `[services]`: names tenancy accepts, declared application roles, member roles.

@@ -31,6 +31,7 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("app-role-reads-activity", Severity::Error, "an application role sees other sessions' statements in pg_stat_activity (every tenant runs as that role)"),
     ("app-role-large-objects", Severity::Error, "an application role may create and read large objects (they belong to the role, which every tenant shares)"),
     ("unique-waived", Severity::Warning, "a unique key without the tenant column that the policy files declare unique across organizations on purpose (listed with the reason)"),
+    ("materialized-view-declared", Severity::Warning, "a materialized view of tenant tables that the policy files declare read whole by the application roles on purpose (listed with its reason)"),
     ("unscoped-table", Severity::Warning, "an application-wide table the policy files declare unscoped: every application role reads it whatever the context (listed with its reason)"),
     ("app-role-reads-statistics", Severity::Warning, "an application role reads table statistics (rows and writes of every organization together)"),
 ];
@@ -797,6 +798,28 @@ fn lint_views(
     )? {
         let (name, kind, invoker): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
         if kind == "m" {
+            // Declared in the policy files (`[materialized_views]`): `tenancy apply` recorded the
+            // reason with the declared unique keys, under no columns.
+            let recorded: bool = client.query_one("SELECT to_regclass('tenancy.unique_waivers') IS NOT NULL", &[])?.get(0);
+            let reason: Option<String> = if recorded {
+                client
+                    .query_opt(
+                        "SELECT reason FROM tenancy.unique_waivers WHERE relation = $1::text::regclass AND columns = ''",
+                        &[&name],
+                    )?
+                    .map(|r| r.get(0))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                out.push(finding(
+                    "materialized-view-declared",
+                    name.clone(),
+                    format!("materialized view {name} is read whole by the application roles, as the policy files declare: {reason}"),
+                    format!("-- review: every application role reads all of {name}, every organization's rows; or replace it with a view"),
+                ));
+                continue;
+            }
             out.push(finding(
                 "materialized-view-of-tenant-table",
                 name.clone(),

@@ -242,6 +242,9 @@ pub struct Compiled {
     pub usage: Vec<CompiledQuota>,
     /// Views over governed tables: made `security_invoker` so the tables' policies apply.
     pub views: Vec<QualifiedName>,
+    /// `[materialized_views]`: materialized views of governed tables the application roles read
+    /// whole on purpose, with the reason (recorded for lint).
+    pub materialized_views: Vec<(QualifiedName, String)>,
     /// Names of the relations the schema already has (tables, views, indexes, with the table of
     /// each index), which the indexes the compiler adds must not take.
     pub taken_names: std::collections::BTreeMap<QualifiedName, Option<QualifiedName>>,

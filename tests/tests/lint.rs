@@ -58,6 +58,9 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
              ALTER TABLE bad.keys ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
              CREATE INDEX ON bad.keys (org_id);
              INSERT INTO tenancy.unique_waivers VALUES ('bad.keys', 'digest', 'looked up before the tenant is known');
+             -- A materialized view declared read whole, as tenancy apply records it (no columns).
+             CREATE MATERIALIZED VIEW bad.report AS SELECT org_id, count(*) FROM bad.parent GROUP BY org_id;
+             INSERT INTO tenancy.unique_waivers VALUES ('bad.report', '', 'a nightly job reads every organization''s totals');
              -- An unscoped table, as tenancy apply leaves one.
              CREATE TABLE bad.audit (at timestamptz NOT NULL DEFAULT now(), message text);
              ALTER TABLE bad.audit ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -143,4 +146,36 @@ fn a_tenant_column_that_matches_nothing_is_an_error_that_names_the_likely_column
     assert_eq!(findings[0].rule, "no-tenant-tables");
     assert_eq!(findings[0].severity, Severity::Error);
     assert!(findings[0].fix.contains("org_id (uuid, 5 tables)"), "{}", findings[0].fix);
+}
+
+/// A materialized view of tenant tables is an error to lint, until the policy files declare it
+/// read whole on purpose: `tenancy apply` records the reason, and lint lists it as a warning with
+/// that reason, kept up to date when the reason changes.
+#[test]
+fn a_materialized_view_the_policy_files_declare_is_listed_with_its_reason() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW app.task_counts AS SELECT org_id, count(*) AS n FROM app.tasks GROUP BY org_id",
+        )
+        .unwrap();
+    let rules = |admin: &mut postgres::Client| {
+        let (findings, _) = lint::lint(admin, &options(&[])).unwrap();
+        findings
+            .into_iter()
+            .filter(|f| f.object == "app.task_counts")
+            .map(|f| (f.rule, f.severity, f.message))
+            .collect::<Vec<_>>()
+    };
+    let before = rules(&mut admin);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!((before[0].0, before[0].1), ("materialized-view-of-tenant-table", Severity::Error));
+    for reason in ["the nightly report reads every organization's totals", "the billing job reads them"] {
+        apply_policy(&db, &(example_policy() + &format!("\n[materialized_views]\ntask_counts = \"{reason}\"\n")));
+        let after = rules(&mut admin);
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert_eq!((after[0].0, after[0].1), ("materialized-view-declared", Severity::Warning));
+        assert!(after[0].2.ends_with(reason), "{}", after[0].2);
+    }
 }
