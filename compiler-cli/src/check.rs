@@ -1275,19 +1275,9 @@ fn check_lookups(
             c.name == table.name
                 && matches!(c.kind, CompiledKind::Tenant { level: Some(crate::policy::Level::Project), .. })
         });
-        if project_level && lookup.organization.is_none() {
-            // Its tenant column holds projects, and a lookup returns an organization: returning
-            // a project's id as one would start the wrong context.
-            diags.push(
-                Diagnostic::error(
-                    "tenancy::lookup-project-level",
-                    format!("lookup `{}` reads project-level table `{}`, whose tenant column holds projects", name.get_ref(), table.name),
-                )
-                .label(source, lookup.table.span(), "here")
-                .help("a lookup returns an organization: name a column holding the organization's id, `organization = \"...\"`, or look the key up in an organization-level table"),
-            );
-            continue;
-        }
+        // Its tenant column holds projects: the lookup returns the project and its organization
+        // (unless it names a column holding the organization).
+        let project = project_level && lookup.organization.is_none();
         let Some((tenant, identity_user)) = tenant else {
             diags.push(
                 Diagnostic::error(
@@ -1379,6 +1369,7 @@ fn check_lookups(
             key_type: key_type.to_string(),
             organization: organization.map(|(o, _)| o),
             organization_key,
+            project,
             user: user.map(|(u, _)| u),
         });
     }

@@ -1417,8 +1417,23 @@ fn lookup_block(lookup: &CompiledLookup, all_roles: &[String]) -> Block {
         .chain(lookup.user.iter())
         .map(|c| literal(c))
         .collect();
+    let org = lookup
+        .organization
+        .as_ref()
+        .map_or("NULL::uuid".to_string(), |o| org_id_of(&format!("r.{}", quote_ident(o)), lookup.organization_key));
+    // A project-level table's tenant column holds projects: the project, and its organization
+    // (a project whose sync has not run yet, or one that is no project, finds nothing).
+    let (columns_out, select, join) = if lookup.project {
+        (
+            format!("org_id uuid, project_id uuid{user_out}"),
+            format!("p.parent_id, p.id{user_col}"),
+            format!(" JOIN tenancy.organizations p ON p.id = {org} AND p.parent_id IS NOT NULL"),
+        )
+    } else {
+        (format!("org_id uuid{user_out}"), format!("{org}{user_col}"), String::new())
+    };
     let function = format!(
-        "CREATE OR REPLACE FUNCTION {f}(lookup_key {kt}) RETURNS TABLE (org_id uuid{user_out})\n    LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+        "CREATE OR REPLACE FUNCTION {f}(lookup_key {kt}) RETURNS TABLE ({columns_out})\n    LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
 BEGIN\n\
     IF (SELECT c.relkind FROM pg_class c WHERE c.oid = {tl}::regclass) NOT IN ('r', 'p')\n\
        OR EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = {tl}::regclass AND a.attname IN ({cols})\n\
@@ -1426,13 +1441,9 @@ BEGIN\n\
         RAISE EXCEPTION 'lookup {name} is out of date: {t} changed'\n\
             USING ERRCODE = '55000', HINT = 'Run tenancy apply again (as a DBA).';\n\
     END IF;\n\
-    RETURN QUERY SELECT {org}{user_col} FROM {t} r WHERE r.{key} = lookup_key;\n\
+    RETURN QUERY SELECT {select} FROM {t} r{join} WHERE r.{key} = lookup_key;\n\
 END\n$tenancy$;",
         kt = lookup.key_type,
-        org = lookup
-            .organization
-            .as_ref()
-            .map_or("NULL::uuid".to_string(), |o| org_id_of(&format!("r.{}", quote_ident(o)), lookup.organization_key)),
         t = lookup.table,
         tl = literal(&lookup.table.to_string()),
         cols = columns.join(", "),
@@ -1445,8 +1456,11 @@ END\n$tenancy$;",
     }
     Block {
         header: Some(format!(
-            "-- lookup {}: the organization of a {} row by its {}, before any context",
-            lookup.name, lookup.table, lookup.key
+            "-- lookup {}: the {} of a {} row by its {}, before any context",
+            lookup.name,
+            if lookup.project { "project and organization" } else { "organization" },
+            lookup.table,
+            lookup.key
         )),
         object: Object::Sync,
         units: vec![vec![function], grants],

@@ -269,6 +269,9 @@ pub struct CompiledLookup {
     /// The organization column's type (its value is mapped to tenancy's uuid).
     pub organization_key: TenantKey,
     pub user: Option<String>,
+    /// The table is project-level and `organization` its tenant column: the lookup returns the
+    /// project (`project_id`) and its organization (`org_id`).
+    pub project: bool,
 }
 
 /// `[organizations]` and `[memberships]`, checked against the schema.

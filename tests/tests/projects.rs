@@ -592,3 +592,59 @@ fn verify_proves_both_levels_from_the_policy_files() {
     assert!(report.unverified_tables.len() >= 6, "{report:?}");
     assert!(report.unverified_tables.iter().all(|(_, why)| why.contains("--policies")), "{report:?}");
 }
+
+/// A lookup on a project-level table (a project's API token, looked up before any context)
+/// returns the project and its organization, which start that project's context; an unknown
+/// key returns nothing.
+#[test]
+fn a_lookup_on_a_project_level_table_finds_the_project_and_its_organization() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(TWO_LEVELS).unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE two.trace_tokens (token text PRIMARY KEY, project_id text NOT NULL REFERENCES two.projects (id),
+                                            created_by text NOT NULL);
+             CREATE INDEX ON two.trace_tokens (project_id);
+             INSERT INTO two.trace_tokens VALUES ('tok_a1', 'prj_a1', 'bob'), ('tok_g1', 'prj_g1', 'gina');",
+        )
+        .unwrap();
+    let policy = POLICY.to_string()
+        + r#"
+[tables."two.trace_tokens"]
+kind = "tenant"
+globally_unique = { token = "looked up before the project is known" }
+
+[lookups]
+trace_token = { table = "two.trace_tokens", key = "token", user = "created_by" }
+"#;
+    apply_policy(&db, &policy);
+    let mut c = db.app();
+    // As the application role, without a context; the ids' keys read back as the DBA.
+    let found = |c: &mut postgres::Client, admin: &mut postgres::Client, token: &str| {
+        let rows = c
+            .query("SELECT org_id::text, project_id::text, user_id FROM two.tenancy_lookup_trace_token($1)", &[&token])
+            .unwrap();
+        rows.iter()
+            .map(|r| {
+                let mut key = |id: String| {
+                    admin
+                        .query_one("SELECT key FROM tenancy.organizations WHERE id = $1::text::uuid", &[&id])
+                        .unwrap()
+                        .get::<_, String>(0)
+                };
+                (key(r.get(0)), key(r.get(1)), r.get::<_, String>(2))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(found(&mut c, &mut admin, "tok_a1"), [("org_acme".into(), "prj_a1".into(), "bob".into())]);
+    assert_eq!(found(&mut c, &mut admin, "tok_g1"), [("org_globex".into(), "prj_g1".into(), "gina".into())]);
+    assert!(found(&mut c, &mut admin, "tok_missing").is_empty());
+    // What it returns starts the project's context.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(
+        "SELECT tenancy.set_project_context(l.project_id, l.user_id) FROM two.tenancy_lookup_trace_token('tok_a1') l",
+    )
+    .unwrap();
+    assert_eq!(text(&mut tx, "SELECT string_agg(id, ',') FROM two.traces").as_deref(), Some("tr_a1"));
+}
