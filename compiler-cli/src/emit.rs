@@ -370,15 +370,46 @@ fn tenant_policy(
     compiled: &CompiledTable,
     tenant: (&str, TenantKey, Option<Level>),
     commands: &std::collections::BTreeMap<Command, Option<CompiledRule>>,
-    sharing: Option<&Sharing>,
+    (sharing, org_admins): (Option<&Sharing>, Option<&OrgAdmins>),
     references: &[Reference],
     null_rows: NullRows,
     command: Command,
 ) -> Option<String> {
     let (roles, rule) = allowed(compiled, commands, command)?;
-    let p = predicate(this, tenant, rule, sharing, command, null_rows);
+    let mut p = predicate(this, tenant, rule, sharing, command, null_rows);
+    if let Some(a) = org_admins {
+        p = format!("(({p})\n        OR {})", org_admins_arm(this, a, rule));
+    }
     let (checked, helpers) = with_references(compiled, this, &p, references, command);
     Some(helpers + &policy_sql(name, command, &roles, &p, &checked))
+}
+
+/// The application's project memberships table (`[project_memberships]`), which its
+/// organization's admins manage from the organization's context too (an organization settings
+/// page), besides the project's own admins in the project's context.
+pub(crate) struct OrgAdmins<'a> {
+    pub projects: &'a crate::model::ProjectsSync,
+    /// The memberships' column holding the project's id.
+    pub column: &'a str,
+}
+
+/// The organization's arm of a project membership's policy: in the organization's context (no
+/// project), a row of one of the organization's projects (the application's projects table, read
+/// under its own policies), for members whose organization role is the command's, and at least
+/// admin. The projects are an array computed once per statement, so that both arms are index
+/// conditions on the project column (a BitmapOr), never a scan of every organization's rows.
+fn org_admins_arm(_this: &QualifiedName, a: &OrgAdmins, rule: &CompiledRule) -> String {
+    let role = if rule.role.0 == crate::policy::MEMBER_ROLES[0] { rule.role.0.as_str() } else { "admin" };
+    let p = a.projects;
+    format!(
+        "{} = ANY (ARRAY(SELECT p.{} FROM {} p WHERE p.{} = (SELECT {})\n            AND (SELECT tenancy.current_project()) IS NULL AND (SELECT tenancy.has_org_role({}))))",
+        quote_ident(a.column),
+        quote_ident(&p.id),
+        p.table,
+        quote_ident(&p.organization),
+        p.organization_key.reader_at(Some(Level::Organization)),
+        literal(role)
+    )
 }
 
 /// A one-column foreign key of `table` to itself (a key created by another key, a comment
@@ -609,7 +640,13 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
         // The application's organizations table is keyed by the organization itself: its ids
         // come from the application (or the DBA), never from the current context.
         let org_root = compiled.sync.organizations.as_ref().is_some_and(|o| o.table == table.name);
-        out.push(table_block(table, &all_roles, &counted, &mut names, org_root));
+        // The application's project memberships: its organization's admins manage them from the
+        // organization's context too.
+        let org_admins = match (&compiled.sync.project_memberships, &compiled.sync.projects) {
+            (Some(m), Some(projects)) if m.table == table.name => Some(OrgAdmins { projects, column: &m.project }),
+            _ => None,
+        };
+        out.push(table_block(table, &all_roles, &counted, &mut names, (org_root, org_admins.as_ref())));
         for partition in &table.partitions {
             out.push(partition_block(table, partition, &all_roles));
         }
@@ -1377,7 +1414,7 @@ fn partition_block(table: &CompiledTable, partition: &QualifiedName, all_roles: 
                     table,
                     (column, *key, *level),
                     commands,
-                    None,
+                    (None, None),
                     references,
                     NullRows::of(*global_rows, user_rows),
                     command,
@@ -1604,7 +1641,7 @@ fn table_block(
     all_roles: &[String],
     counted: &[&str],
     names: &mut IndexNames,
-    org_root: bool,
+    (org_root, org_admins): (bool, Option<&OrgAdmins>),
 ) -> Block {
     let name = table.name.to_string();
     let mut units: Vec<Vec<String>> = Vec::new();
@@ -1755,7 +1792,7 @@ fn table_block(
                     table,
                     (column, *key, *level),
                     commands,
-                    sharing.as_ref(),
+                    (sharing.as_ref(), org_admins),
                     references,
                     NullRows::of(*global_rows, user_rows),
                     command,
@@ -1798,7 +1835,11 @@ fn table_block(
                 )]);
             }
             if user_rows.is_none() {
-                units.push(vec![require_context_trigger(&name, commands, *level)]);
+                // The project memberships are written in a project's context with the project's
+                // role, or in the organization's with the organization's (no level: the effective
+                // role), as the policies allow.
+                let guard_level = if org_admins.is_some() { None } else { *level };
+                units.push(vec![require_context_trigger(&name, commands, guard_level)]);
             } else {
                 // A user's own rows are written with a user-only context too, and by members of
                 // any role: the policies alone decide (a write without any context reaches no

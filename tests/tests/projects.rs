@@ -648,3 +648,68 @@ trace_token = { table = "two.trace_tokens", key = "token", user = "created_by" }
     .unwrap();
     assert_eq!(text(&mut tx, "SELECT string_agg(id, ',') FROM two.traces").as_deref(), Some("tr_a1"));
 }
+
+/// The organization's admins manage its projects' memberships from the organization's context
+/// (an organization settings page), as the project's admins do from the project's: an
+/// organization member who is no admin reaches none of them there, and nobody reaches another
+/// organization's projects, whose ids are refused like ids that do not exist.
+#[test]
+fn organization_admins_manage_project_memberships_from_the_organizations_context() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(TWO_LEVELS).unwrap();
+    apply_policy(&db, POLICY);
+    let mut c = db.app();
+    let memberships = "SELECT project_id || ':' || user_id || ':' || role FROM two.project_memberships ORDER BY 1";
+    let rows = |c: &mut postgres::Client, start: &str| -> Vec<String> {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(start).unwrap();
+        tx.query(memberships, &[]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    let alice = org("org_acme", "alice");
+    assert_eq!(rows(&mut c, &alice), ["prj_a1:bob:ADMIN", "prj_a2:bob:NONE"]);
+    // An owner adds, changes and removes a project role from the organization's context, and the
+    // sync keeps tenancy.project_members.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&alice).unwrap();
+    tx.batch_execute("INSERT INTO two.project_memberships VALUES ('prj_a2', 'carol', 'MEMBER')").unwrap();
+    tx.commit().unwrap();
+    let role_of = |admin: &mut postgres::Client, user: &str| {
+        text(
+            admin,
+            &format!(
+                "SELECT role FROM tenancy.project_members WHERE user_id = '{user}'
+                    AND project_id = tenancy.org_key_id('prj_a2')"
+            ),
+        )
+    };
+    assert_eq!(role_of(&mut admin, "carol").as_deref(), Some("member"));
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&alice).unwrap();
+    assert_eq!(affected(&mut tx, "UPDATE two.project_memberships SET role = 'ADMIN' WHERE user_id = 'carol'"), 1);
+    tx.commit().unwrap();
+    assert_eq!(role_of(&mut admin, "carol").as_deref(), Some("admin"));
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&alice).unwrap();
+    assert_eq!(affected(&mut tx, "DELETE FROM two.project_memberships WHERE user_id = 'carol'"), 1);
+    tx.commit().unwrap();
+    assert_eq!(role_of(&mut admin, "carol"), None);
+    // An organization member who is no admin (bob is a project admin, in the project only).
+    let bob = org("org_acme", "bob");
+    assert!(rows(&mut c, &bob).is_empty());
+    assert_eq!(
+        refused(&mut c, &bob, "INSERT INTO two.project_memberships VALUES ('prj_a2', 'carol', 'MEMBER')").code,
+        "42501"
+    );
+    assert_eq!(rows(&mut c, &project("prj_a1", "bob")), ["prj_a1:bob:ADMIN"]);
+    // Another organization's project reads like one that does not exist.
+    let [foreign, missing] = ["prj_g1", "prj_missing"].map(|p| {
+        refused(&mut c, &alice, &format!("INSERT INTO two.project_memberships VALUES ('{p}', 'carol', 'MEMBER')"))
+    });
+    assert_eq!(foreign.code, "42501", "{}", foreign.message);
+    assert_eq!((foreign.code, foreign.message), (missing.code, missing.message));
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&org("org_globex", "gina")).unwrap();
+    assert_eq!(affected(&mut tx, "UPDATE two.project_memberships SET role = role"), 0);
+    assert_eq!(affected(&mut tx, "DELETE FROM two.project_memberships"), 0);
+}

@@ -68,6 +68,9 @@ pub(super) struct Table {
     pub reason: Option<String>,
     /// Its CHECK constraints: each one's name and columns, for rows that must satisfy them.
     pub checks: Vec<(String, Vec<String>)>,
+    /// The application's project memberships (`[project_memberships]`): the organization's
+    /// admins reach its projects' rows from the organization's context.
+    pub org_admins: bool,
 }
 
 impl Table {
@@ -221,7 +224,12 @@ pub(super) fn read_tables(
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect(),
+            org_admins: false,
         };
+        t.org_admins = compiled.is_some_and(|c| {
+            c.sync.projects.is_some()
+                && c.sync.project_memberships.as_ref().is_some_and(|m| m.table.to_string() == name)
+        });
         match model.get(&name) {
             Some(compiled) => from_model(&mut t, &compiled.kind),
             None => {

@@ -72,6 +72,20 @@ impl Tenants {
         }
     }
 
+    /// What tenant `x` reaches in `table` as its own: its owner, and in an organization's
+    /// context, on the application's project memberships (which the organization's admins
+    /// manage), its projects' too.
+    pub fn reached(&self, table: &Table, x: usize) -> Vec<String> {
+        let t = &self.list[x];
+        let mut out: Vec<String> = self.owner(table, x).map(str::to_string).into_iter().collect();
+        if table.org_admins && t.project.is_none() {
+            for y in (0..self.list.len()).filter(|&y| self.list[y].org == t.org && self.list[y].project.is_some()) {
+                out.extend(self.owner(table, y).map(str::to_string));
+            }
+        }
+        out
+    }
+
     /// The first tenant owning what `x` owns in `table`: the one whose fixtures hold those rows.
     pub fn writer(&self, table: &Table, x: usize) -> Option<usize> {
         let own = self.owner(table, x)?;

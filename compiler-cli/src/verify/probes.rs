@@ -39,7 +39,11 @@ impl<'w> Probe<'_, 'w> {
         let own = self.tenants().owner(table, x).map(str::to_string);
         let writer = self.tenants().writer(table, x);
         let owner_sql = table.owner_sql_as(&tenant.user, own.as_deref());
-        let others = self.tenants().others(table, x);
+        // What it reaches as its own (its projects' project memberships, in an organization's
+        // context), and the other tenants beyond.
+        let reached = self.tenants().reached(table, x);
+        let others: Vec<(usize, String)> =
+            self.tenants().others(table, x).into_iter().filter(|(_, o)| !reached.contains(o)).collect();
         let global_ok = table.global_rows;
         let own_rows: Vec<String> = writer
             .and_then(|w| self.fixtures().get(&(name.clone(), w)))
@@ -58,7 +62,7 @@ impl<'w> Probe<'_, 'w> {
             }
             Err(e) => cell.unverified.push(format!("{me}: {e}")),
             Ok(seen) => {
-                let leaked = classify(&seen.rows, own.as_deref(), global_ok, cell, |ctid| may_read.get(ctid).copied());
+                let leaked = classify(&seen.rows, &reached, global_ok, cell, |ctid| may_read.get(ctid).copied());
                 let own_seen = seen.rows.iter().filter(|r| r.get(1).cloned().flatten() == own && own.is_some()).count();
                 if own_seen == 0 && !own_rows.is_empty() {
                     // "No leaks" means something only when the tenant's own access works.
@@ -179,9 +183,13 @@ impl<'w> Probe<'_, 'w> {
         // row to another tenant or making it global.
         let cell = cells.get_mut("update").unwrap();
         let touch = table.touch_column().map(|c| quote_ident(&c)).unwrap_or_default();
-        let mine = match &own {
-            Some(o) => format!("{owner_sql} IS NOT DISTINCT FROM {}", literal(o)),
-            None => "false".into(),
+        let mine = match reached.as_slice() {
+            [] => "false".into(),
+            [o] => format!("{owner_sql} IS NOT DISTINCT FROM {}", literal(o)),
+            all => format!(
+                "coalesce({owner_sql} IN ({}), false)",
+                all.iter().map(|o| literal(o)).collect::<Vec<_>>().join(", ")
+            ),
         };
         // Every row but its own (which a trigger or constraint of the application may guard, like
         // the last owner of an organization), then its own.
@@ -199,9 +207,8 @@ impl<'w> Probe<'_, 'w> {
             }
             Err(e) => cell.unverified.push(format!("{me}: updating other rows failed otherwise: {e}")),
             Ok(updated) => {
-                let leaked = classify(&updated.rows, own.as_deref(), false, cell, |row| {
-                    may_write.contains(row).then_some("shared")
-                });
+                let leaked =
+                    classify(&updated.rows, &reached, false, cell, |row| may_write.contains(row).then_some("shared"));
                 if leaked > 0 {
                     cell.leaks.push(format!(
                         "{me} updated {leaked} row(s) of other {} not shared with it for writing",
@@ -532,7 +539,7 @@ fn own_outcome(cell: &mut Cell, me: &str, result: Result<super::Outcome, String>
 /// first ones in `cell` and returns the number of leaks.
 fn classify(
     rows: &[Vec<Option<String>>],
-    own: Option<&str>,
+    own: &[String],
     global_ok: bool,
     cell: &mut Cell,
     allowed: impl Fn(&str) -> Option<&'static str>,
@@ -541,7 +548,7 @@ fn classify(
     for r in rows {
         let key = r.first().cloned().flatten().unwrap_or_default();
         let owner = r.get(1).cloned().flatten();
-        if owner.is_some() && owner.as_deref() == own {
+        if owner.as_ref().is_some_and(|o| own.contains(o)) {
             cell.reach.insert("own");
         } else if owner.is_none() && global_ok {
             cell.reach.insert("global");
