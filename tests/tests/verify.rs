@@ -380,6 +380,14 @@ fn every_kind_of_table_is_proven_as_the_policy_files_declare_it() {
     assert!(report.unverified() > 0, "{text}");
     assert!(text.contains("lib.issues") && text.contains("read none of its own 1 row(s)"), "{text}");
 
+    // Nor does a grant taken away: the policy files say the role reads the table.
+    admin.batch_execute("REVOKE SELECT ON lib.issues FROM app_user").unwrap();
+    let report = verify_with_policy(&db, &policy, &["app_user"]);
+    admin.batch_execute("GRANT SELECT ON lib.issues TO app_user").unwrap();
+    let text = verify::render_human(&report);
+    assert!(report.unverified() > 0, "{text}");
+    assert!(text.contains("may read the table by the policy files, and was refused"), "{text}");
+
     let report = verify_with_policy(&db, &policy, &["app_user"]);
     assert_eq!((report.leaks(), report.unverified()), (0, 0), "every policy was put back");
 }

@@ -71,6 +71,8 @@ pub(super) struct Table {
     /// The application's project memberships (`[project_memberships]`): the organization's
     /// admins reach its projects' rows from the organization's context.
     pub org_admins: bool,
+    /// The roles the policy files let read the table (None: not known, without them).
+    pub readers: Option<Vec<String>>,
 }
 
 impl Table {
@@ -225,11 +227,13 @@ pub(super) fn read_tables(
                 .map(|r| (r.get(0), r.get(1)))
                 .collect(),
             org_admins: false,
+            readers: None,
         };
         t.org_admins = compiled.is_some_and(|c| {
             c.sync.projects.is_some()
                 && c.sync.project_memberships.as_ref().is_some_and(|m| m.table.to_string() == name)
         });
+        t.readers = model.get(&name).and_then(|c| readers(c));
         match model.get(&name) {
             Some(compiled) => from_model(&mut t, &compiled.kind),
             None => {
@@ -247,6 +251,19 @@ pub(super) fn read_tables(
         tables.push(t);
     }
     Ok(order_by_dependencies(tables))
+}
+
+/// The roles that may read `c` by its policies: its readers, when its SELECT is allowed.
+fn readers(c: &crate::model::CompiledTable) -> Option<Vec<String>> {
+    let commands = match &c.kind {
+        CompiledKind::Tenant { commands, .. } | CompiledKind::Child { commands, .. } => commands,
+        CompiledKind::Identity { .. } => return Some(c.roles_for(crate::policy::Command::Select)),
+        CompiledKind::Global | CompiledKind::Unscoped { .. } => return None,
+    };
+    Some(match commands.get(&crate::policy::Command::Select) {
+        Some(Some(_)) => c.roles_for(crate::policy::Command::Select),
+        _ => vec![],
+    })
 }
 
 fn from_model(t: &mut Table, kind: &CompiledKind) {
