@@ -500,11 +500,7 @@ pub fn check(
                     .map(|fk| fk.columns.clone())
                     .filter(|cols| !table.has_index_leading_with_all(cols))
                     .collect();
-                let target_columns = if fk.referred.is_empty() {
-                    catalog.tables.get(&fk.references).map_or(vec![], Table::primary_key)
-                } else {
-                    fk.referred.clone()
-                };
+                let target_columns = referred_columns(catalog, fk);
                 CompiledKind::Child {
                     parent: Reference {
                         columns: fk.columns.clone(),
@@ -1901,11 +1897,7 @@ fn check_tenant_keys(
             if scoped {
                 continue;
             }
-            let target_columns = if fk.referred.is_empty() {
-                catalog.tables.get(&fk.references).map_or(vec![], Table::primary_key)
-            } else {
-                fk.referred.clone()
-            };
+            let target_columns = referred_columns(catalog, fk);
             if target_columns.len() != fk.columns.len() {
                 continue; // not a foreign key PostgreSQL would accept: its own error says so
             }
@@ -1926,6 +1918,31 @@ fn check_tenant_keys(
     }
 }
 
+/// The columns a foreign key refers to: its own list, or the target's primary key.
+fn referred_columns(catalog: &Catalog, fk: &crate::schema::ForeignKey) -> Vec<String> {
+    if fk.referred.is_empty() {
+        catalog.tables.get(&fk.references).map_or(vec![], Table::primary_key)
+    } else {
+        fk.referred.clone()
+    }
+}
+
+/// What a reference to each tenant table compares: its tenant column, key type, whether its
+/// NULL-keyed rows are global, and its level.
+type TenantTarget = (String, TenantKey, bool, Option<crate::policy::Level>);
+
+fn tenant_targets(compiled: &[CompiledTable]) -> BTreeMap<QualifiedName, TenantTarget> {
+    compiled
+        .iter()
+        .filter_map(|t| match &t.kind {
+            CompiledKind::Tenant { column, key, global_rows, level, .. } => {
+                Some((t.name.clone(), (column.clone(), *key, *global_rows, *level)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Foreign keys to child tables (whose rows belong through a parent row), and a child table's
 /// foreign keys besides its parent's: checked by the policies like any [`Reference`], through the
 /// child's parent row (`via`). Without them a row could point at another organization's child
@@ -1940,15 +1957,7 @@ fn check_child_references(catalog: &Catalog, compiled: &mut [CompiledTable]) {
             _ => None,
         })
         .collect();
-    let tenants: BTreeMap<QualifiedName, (String, TenantKey, bool, Option<crate::policy::Level>)> = compiled
-        .iter()
-        .filter_map(|t| match &t.kind {
-            CompiledKind::Tenant { column, key, global_rows, level, .. } => {
-                Some((t.name.clone(), (column.clone(), *key, *global_rows, *level)))
-            }
-            _ => None,
-        })
-        .collect();
+    let tenants = tenant_targets(compiled);
     for compiled_table in compiled.iter_mut() {
         let Some(table) = catalog.tables.get(&compiled_table.name) else { continue };
         let (references, parent_columns) = match &mut compiled_table.kind {
@@ -1963,11 +1972,7 @@ fn check_child_references(catalog: &Catalog, compiled: &mut [CompiledTable]) {
             if parent_columns.as_ref() == Some(&fk.columns) {
                 continue; // the parent itself: the row's own predicate
             }
-            let target_columns = if fk.referred.is_empty() {
-                catalog.tables.get(&fk.references).map_or(vec![], Table::primary_key)
-            } else {
-                fk.referred.clone()
-            };
+            let target_columns = referred_columns(catalog, fk);
             if target_columns.len() != fk.columns.len() {
                 continue;
             }
@@ -2063,16 +2068,7 @@ fn check_children(
     declared_levels: &BTreeMap<QualifiedName, (SourceId, Spanned<crate::policy::Level>)>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    type Parent = (String, TenantKey, bool, Option<crate::policy::Level>);
-    let tenants: BTreeMap<QualifiedName, Parent> = compiled
-        .iter()
-        .filter_map(|t| match &t.kind {
-            CompiledKind::Tenant { column, key, global_rows, level, .. } => {
-                Some((t.name.clone(), (column.clone(), *key, *global_rows, *level)))
-            }
-            _ => None,
-        })
-        .collect();
+    let tenants = tenant_targets(compiled);
     for table in compiled.iter_mut() {
         let name = table.name.clone();
         let CompiledKind::Child { parent, .. } = &mut table.kind else { continue };
