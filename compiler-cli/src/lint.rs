@@ -22,6 +22,7 @@ pub const RULES: &[(&str, Severity, &str)] = &[
     ("fk-not-tenant-scoped", Severity::Error, "a foreign key between tenant tables without the tenant column that the policies do not check (a row can point into another tenant)"),
     ("fk-cross-tenant-rows", Severity::Error, "rows whose foreign key points at another tenant's row (the rows are listed by the fix)"),
     ("view-not-security-invoker", Severity::Error, "a view over a tenant table runs with its owner's rights, bypassing policies"),
+    ("extended-statistics-on-tenant-table", Severity::Error, "extended statistics (CREATE STATISTICS) on a tenant table: the planner uses their most common values under row-level security, so plan costs depend on other tenants' values"),
     ("materialized-view-of-tenant-table", Severity::Error, "a materialized view copies tenant rows out of reach of row-level security"),
     ("policy-per-row-function", Severity::Warning, "a policy calls a context function per row instead of once per statement"),
     ("missing-tenant-index", Severity::Warning, "no index leads with the tenant column"),
@@ -192,11 +193,36 @@ pub fn lint(
     let inside = lint_constraints(client, &tables, &col, &mut out)?;
     lint_unique_keys(client, &tables, &options.tenant_column, &col, &inside, &mut out)?;
     lint_views(client, &tables, &mut out)?;
+    lint_extended_statistics(client, &tables, &mut out)?;
     lint_security_definers(client, &tables, &mut out)?;
     lint_unscoped(client, &schemas, &mut out)?;
     out.sort_by(|a, b| (a.severity, &a.object, a.rule).cmp(&(b.severity, &b.object, b.rule)));
     out.dedup();
     Ok((out, tables.len()))
+}
+
+/// Extended statistics on tenant tables: pg_tenancy keeps the value-dependent parts of a tenant
+/// table's column statistics from the planner, but PostgreSQL has no hook for extended ones.
+fn lint_extended_statistics(
+    client: &mut impl postgres::GenericClient,
+    tables: &BTreeMap<u32, TenantTable>,
+    out: &mut Vec<Finding>,
+) -> Result<(), postgres::Error> {
+    for row in client.query(
+        "SELECT format('%s.%s', quote_ident(n.nspname), quote_ident(s.stxname)), s.stxrelid::regclass::text
+           FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
+          WHERE s.stxrelid::int8 = ANY($1) ORDER BY 1",
+        &[&oids(tables)],
+    )? {
+        let (name, table): (String, String) = (row.get(0), row.get(1));
+        out.push(finding(
+            "extended-statistics-on-tenant-table",
+            name.clone(),
+            format!("extended statistics {name} on tenant table {table}: their most common values and dependencies span every organization's rows, and the planner uses them under row-level security"),
+            format!("DROP STATISTICS {name};"),
+        ));
+    }
+    Ok(())
 }
 
 fn oids(tables: &BTreeMap<u32, TenantTable>) -> Vec<i64> {

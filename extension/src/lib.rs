@@ -46,6 +46,7 @@ mod service;
 mod session;
 mod sharing;
 mod shmem;
+mod statistics;
 mod token;
 mod usage;
 
@@ -110,6 +111,7 @@ pub extern "C-unwind" fn _PG_init() {
     active::init();
     hooks::init();
     param::init();
+    statistics::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -174,15 +174,41 @@ unsafe extern "C-unwind" fn plan(
         if !(*stmt).subplans.is_null() {
             take_out_context_initplans(stmt);
         }
-        // postgres.c prints the plan (estimates from every organization's rows) once we return.
+        // postgres.c prints the plan (estimates from every organization's rows) once we return,
+        // to the session's client: refused when the plan reads through row-level security or a
+        // security-barrier view, unless the session's own user sees every row anyway (inside a
+        // SECURITY DEFINER function the current user may, and the client still gets the plan).
         if pg_sys::Debug_print_plan
             && !crate::gucs::ALLOW_EXPLAIN.get()
-            && !crate::context::caller_bypasses_rls()
-            && crate::hooks::reads_hidden_rows_planned(stmt)
+            && !session_bypasses_rls()
+            && (crate::hooks::reads_hidden_rows_planned(stmt) || reads_barrier_view(stmt))
         {
             crate::error::TenancyError::DebugPlanRefused.raise()
         }
         stmt
+    }
+}
+
+/// Whether the session's user (not the current one, which a SECURITY DEFINER function changes)
+/// is a superuser or bypasses row-level security.
+fn session_bypasses_rls() -> bool {
+    // SAFETY: syscache lookups for the session's user inside a transaction.
+    unsafe {
+        let me = pg_sys::GetSessionUserId();
+        pg_sys::superuser_arg(me) || pg_sys::has_bypassrls_privilege(me)
+    }
+}
+
+/// Whether planned statement `stmt` reads a security-barrier view (`tenancy.received_shares`):
+/// its range table keeps the view's entry, flagged, after the planner pulled it up.
+///
+/// # Safety
+/// `stmt` must be a valid planned statement.
+unsafe fn reads_barrier_view(stmt: *mut pg_sys::PlannedStmt) -> bool {
+    // SAFETY: as the function's contract says.
+    unsafe {
+        crate::hooks::pointers::<pg_sys::RangeTblEntry>((*stmt).rtable)
+            .any(|rte| (*rte).rtekind == pg_sys::RTEKind::RTE_SUBQUERY && (*rte).security_barrier)
     }
 }
 

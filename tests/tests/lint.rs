@@ -41,6 +41,7 @@ fn every_rule_fires_on_a_schema_with_every_mistake() {
              ALTER TABLE bad.child OWNER TO lint_app;
              CREATE VIEW bad.v AS SELECT * FROM bad.parent;
              CREATE MATERIALIZED VIEW bad.mv AS SELECT * FROM bad.parent;
+             CREATE STATISTICS bad.parent_pairs (mcv) ON org_id, id FROM bad.parent;
              CREATE FUNCTION bad.peek() RETURNS bigint SECURITY DEFINER LANGUAGE sql AS 'SELECT count(*) FROM bad.parent';
              GRANT SELECT ON pg_catalog.pg_stat_activity, pg_catalog.pg_stat_user_tables TO lint_app;
              GRANT EXECUTE ON FUNCTION pg_catalog.lo_create(oid) TO lint_app;
