@@ -401,7 +401,14 @@ pub(crate) struct OrgAdmins<'a> {
 fn org_admins_arm(_this: &QualifiedName, a: &OrgAdmins, rule: &CompiledRule) -> String {
     let role = if rule.role.0 == crate::policy::MEMBER_ROLES[0] { rule.role.0.as_str() } else { "admin" };
     let p = a.projects;
-    format!(
+    // The rule's other parts (a permission, an owner column, a check) hold here too, with the
+    // organization's role and permissions.
+    let lowest = crate::policy::MEMBER_ROLES[crate::policy::MEMBER_ROLES.len() - 1];
+    let rest = rule_parts(
+        &CompiledRule { role: crate::model::MinRole(lowest.into()), ..rule.clone() },
+        Some(Level::Organization),
+    );
+    let arm = format!(
         "{} = ANY (ARRAY(SELECT p.{} FROM {} p WHERE p.{} = (SELECT {})\n            AND (SELECT tenancy.current_project()) IS NULL AND (SELECT tenancy.has_org_role({}))))",
         quote_ident(a.column),
         quote_ident(&p.id),
@@ -409,7 +416,12 @@ fn org_admins_arm(_this: &QualifiedName, a: &OrgAdmins, rule: &CompiledRule) -> 
         quote_ident(&p.organization),
         p.organization_key.reader_at(Some(Level::Organization)),
         literal(role)
-    )
+    );
+    if rest.is_empty() {
+        arm
+    } else {
+        format!("({arm} AND {})", rest.join(" AND "))
+    }
 }
 
 /// A one-column foreign key of `table` to itself (a key created by another key, a comment
@@ -418,7 +430,10 @@ fn org_admins_arm(_this: &QualifiedName, a: &OrgAdmins, rule: &CompiledRule) -> 
 /// it reads it in a function of its own, which PostgreSQL plans as a query of its own, as the
 /// writer and under the table's policies. Returns the function's name and its CREATE.
 fn self_reference(table: &QualifiedName, r: &Reference) -> Option<(String, String)> {
-    if r.target != *table || r.columns.len() != 1 {
+    // The table itself, or (a foreign key to one of its own `parent` tables' rows) through
+    // itself: the check of its child row reads the table again.
+    let reads_itself = r.target == *table || r.via.as_ref().is_some_and(|v| v.target == *table);
+    if !reads_itself || r.columns.len() != 1 {
         return None;
     }
     let function = format!(
@@ -643,7 +658,15 @@ pub fn blocks(compiled: &Compiled) -> Vec<Block> {
         // The application's project memberships: its organization's admins manage them from the
         // organization's context too.
         let org_admins = match (&compiled.sync.project_memberships, &compiled.sync.projects) {
-            (Some(m), Some(projects)) if m.table == table.name => Some(OrgAdmins { projects, column: &m.project }),
+            // Only on the project-level table whose tenant column is the project column: the arm
+            // replaces the tenant predicate, so it must say the same thing in another way.
+            (Some(m), Some(projects))
+                if m.table == table.name
+                    && matches!(&table.kind, CompiledKind::Tenant { column, level: Some(Level::Project), .. }
+                        if *column == m.project) =>
+            {
+                Some(OrgAdmins { projects, column: &m.project })
+            }
             _ => None,
         };
         out.push(table_block(table, &all_roles, &counted, &mut names, (org_root, org_admins.as_ref())));

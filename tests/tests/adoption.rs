@@ -731,12 +731,22 @@ fn a_table_without_a_tenant_column_belongs_to_the_organization_of_its_parent_row
              CREATE INDEX ON crm.note_pins (note_id);
              INSERT INTO crm.deal_notes (id, deal_id, body) VALUES
                  ('e1000000-0000-0000-0000-000000000001', 'd1000000-0000-0000-0000-000000000001', 'acme note'),
-                 ('e2000000-0000-0000-0000-000000000001', 'd2000000-0000-0000-0000-000000000001', 'globex note');"
+                 ('e2000000-0000-0000-0000-000000000001', 'd2000000-0000-0000-0000-000000000001', 'globex note');
+             -- A child whose foreign key to itself carries the parent key (a line of the same deal),
+             -- and a parent's foreign key to its own child (a deal's pinned note).
+             CREATE TABLE crm.deal_lines (deal_id uuid NOT NULL REFERENCES crm.deals (id), line_no int NOT NULL,
+                                          parent_line int, PRIMARY KEY (deal_id, line_no),
+                                          FOREIGN KEY (deal_id, parent_line) REFERENCES crm.deal_lines (deal_id, line_no));
+             ALTER TABLE crm.deals ADD COLUMN pinned_note uuid REFERENCES crm.deal_notes (id);
+             CREATE INDEX ON crm.deals (pinned_note);"
         ))
         .unwrap();
     apply_policy(
         &db,
-        &(policy() + "\n[tables.deal_notes]\nkind = \"tenant\"\nparent = \"deal_id\"\n\n[tables.note_pins]\nkind = \"tenant\"\n"),
+        // deals' SELECT checks a role (a sublink): reading deals again inside its own check of
+        // the pinned note would be refused as recursion.
+        &(policy().replace("[tables.deals]\nkind = \"tenant\"", "[tables.deals]\nkind = \"tenant\"\nselect = \"member\"")
+            + "\n[tables.deal_notes]\nkind = \"tenant\"\nparent = \"deal_id\"\n\n[tables.note_pins]\nkind = \"tenant\"\n\n[tables.deal_lines]\nkind = \"tenant\"\nparent = \"deal_id\"\n"),
     );
     let mut c = db.app();
     assert_eq!(count(&mut c, "crm.deal_notes"), 0, "no context: nothing");
@@ -787,6 +797,16 @@ fn a_table_without_a_tenant_column_belongs_to_the_organization_of_its_parent_row
             format!("INSERT INTO crm.deal_notes (deal_id, about_customer, body) VALUES ({acme_deal}, '{ACME_CUSTOMER}', 'c')"),
             format!("INSERT INTO crm.deal_notes (deal_id, about_customer, body) VALUES ({acme_deal}, '{GLOBEX_CUSTOMER}', 'c')"),
             format!("INSERT INTO crm.deal_notes (deal_id, about_customer, body) VALUES ({acme_deal}, '{MISSING}', 'c')"),
+        ),
+        (
+            "UPDATE crm.deals SET pinned_note = 'e1000000-0000-0000-0000-000000000001'".to_string(),
+            "UPDATE crm.deals SET pinned_note = 'e2000000-0000-0000-0000-000000000001'".to_string(),
+            "UPDATE crm.deals SET pinned_note = 'e9000000-0000-0000-0000-000000000009'".to_string(),
+        ),
+        (
+            format!("INSERT INTO crm.deal_lines VALUES ({acme_deal}, 1, NULL), ({acme_deal}, 2, 1)"),
+            "INSERT INTO crm.deal_lines VALUES ('d2000000-0000-0000-0000-000000000001', 1, NULL)".to_string(),
+            "INSERT INTO crm.deal_lines VALUES ('d9000000-0000-0000-0000-000000000009', 1, NULL)".to_string(),
         ),
         (
             "INSERT INTO crm.note_pins (note_id) VALUES ('e1000000-0000-0000-0000-000000000001')".to_string(),

@@ -182,8 +182,10 @@ CREATE TABLE lib.papers (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id u
                          template_id uuid REFERENCES lib.templates (id), title text NOT NULL);
 CREATE INDEX ON lib.papers (template_id);
 CREATE TABLE lib.page_notes (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-                             paper_id uuid NOT NULL REFERENCES lib.papers (id), body text NOT NULL);
+                             paper_id uuid NOT NULL REFERENCES lib.papers (id), body text NOT NULL,
+                             see_also uuid REFERENCES lib.papers (id));
 CREATE INDEX ON lib.page_notes (paper_id);
+CREATE INDEX ON lib.page_notes (see_also);
 CREATE TABLE lib.audit_log (at timestamptz NOT NULL DEFAULT now(), actor text, message text NOT NULL);
 CREATE TABLE lib.users (id text PRIMARY KEY, email text NOT NULL UNIQUE, display_name text NOT NULL);
 CREATE TABLE lib.issues (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
@@ -344,6 +346,13 @@ fn every_kind_of_table_is_proven_as_the_policy_files_declare_it() {
         ("lib.page_notes", "tenancy_select", "USING (true)", "sees 1 row(s) of other organizations"),
         ("lib.users", "tenancy_select", "USING (true)", "select reached 1 row(s) of other users"),
         ("lib.sections", "tenancy_insert", "WITH CHECK (true)", "inserted a global row"),
+        // A child's other foreign key left unchecked.
+        (
+            "lib.page_notes",
+            "tenancy_insert",
+            "WITH CHECK (EXISTS (SELECT FROM lib.papers t WHERE t.id = page_notes.paper_id AND t.org_id = tenancy.current_org()))",
+            "inserted a row that points at organization B's rows",
+        ),
         // A user's rows that any user reaches.
         ("lib.tokens", "tenancy_select", "USING (org_id = tenancy.current_org() OR org_id IS NULL)", "sees 1 row(s)"),
         ("lib.sections", "tenancy_update", "USING (true) WITH CHECK (true)", "moved its row under a global row"),

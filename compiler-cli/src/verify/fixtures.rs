@@ -427,6 +427,21 @@ impl Writer<'_> {
     /// in each table of no tenant (unscoped, global) that a required foreign key of `table`
     /// points at, when that table is empty.
     fn write_required_parents(&mut self, tx: &mut postgres::Transaction<'_>, table: &Table) -> Result<(), VerifyError> {
+        self.write_required_parents_of(tx, table, &mut Vec::new())
+    }
+
+    /// [`Writer::write_required_parents`], `seen` the tables on the way (a cycle of required
+    /// foreign keys between empty tables stops there: its rows cannot be written one by one).
+    fn write_required_parents_of(
+        &mut self,
+        tx: &mut postgres::Transaction<'_>,
+        table: &Table,
+        seen: &mut Vec<String>,
+    ) -> Result<(), VerifyError> {
+        if seen.contains(&table.name) {
+            return Ok(());
+        }
+        seen.push(table.name.clone());
         for fk in &table.foreign_keys {
             let required = fk.columns.iter().all(|c| table.column(c).is_some_and(|c| c.not_null && !c.has_default));
             let references = fk.references.to_string();
@@ -442,7 +457,7 @@ impl Writer<'_> {
                 .get(0, 0)
                 == Some("true");
             if empty {
-                self.write_required_parents(tx, target)?;
+                self.write_required_parents_of(tx, target, seen)?;
                 let f = self.write(tx, target, &Row::new(None, 0), None)?.map_err(|e| {
                     VerifyError::Unusable(format!(
                         "{} needs a row in {references} (foreign key {}), which could not be written: {e}",

@@ -129,19 +129,40 @@ impl<'w> Probe<'_, 'w> {
             row.given = given;
             tries.push(("global".into(), self.writer.insert_sql(table, &row)));
         }
-        if let (Some(tc), true) = (&table.tenant, own.is_some()) {
+        if own.is_some() {
+            // Each foreign key besides the tenant column (and a child's parent key) in turn, to a
+            // row of the other tenant, the rest pointing at its own rows.
+            let skip: Vec<&String> = table.tenant.iter().chain(table.parent.iter().flat_map(|p| &p.columns)).collect();
             for (y, _) in &others {
-                // A foreign key besides the tenant column, to a row of the other tenant.
-                let points_at_y = table.foreign_keys.iter().any(|fk| {
+                for fk in &table.foreign_keys {
                     let references = fk.references.to_string();
-                    !fk.columns.contains(tc)
-                        && references != "tenancy.organizations"
-                        && self.writer.parent_row(&references, *y).is_some()
-                        && self.writer.parent_row(&references, *y).map(|f| &f.ctid)
-                            != self.writer.parent_row(&references, x).map(|f| &f.ctid)
-                });
-                if points_at_y {
-                    tries.push((format!("cross {y}"), self.writer.insert_sql(table, &Row::new(own.as_deref(), *y))));
+                    let target_kind = self.writer.tables.iter().find(|t| t.name == references).map(|t| t.kind);
+                    if fk.columns.iter().any(|c| skip.contains(&c))
+                        || references == "tenancy.organizations"
+                        || target_kind == Some(Kind::Identity)
+                    {
+                        continue;
+                    }
+                    let (Some(theirs), mine) =
+                        (self.writer.parent_row(&references, *y), self.writer.parent_row(&references, x))
+                    else {
+                        continue;
+                    };
+                    if mine.map(|f| &f.ctid) == Some(&theirs.ctid) {
+                        continue; // a row of no tenant both may point at
+                    }
+                    let mut given = BTreeMap::new();
+                    for (c, r) in fk.columns.iter().zip(&fk.referred) {
+                        let (Some(v), Some(col)) = (theirs.value(r), table.column(c)) else { continue };
+                        given.insert(c.clone(), format!("{}::{}", literal(&v), col.sql_type));
+                    }
+                    if given.len() != fk.columns.len() {
+                        continue;
+                    }
+                    let mut row = Row::new(own.as_deref(), x);
+                    row.users_of = Some(x);
+                    row.given = given;
+                    tries.push((format!("cross {y}"), self.writer.insert_sql(table, &row)));
                 }
             }
         }
