@@ -1011,6 +1011,18 @@ END\n$tenancy$;"
      WHERE members.role IS DISTINCT FROM EXCLUDED.role;\n$tenancy$;"
         );
         let grant_owner = grant_to_owner(&direct, "(uuid, text, uuid, text, text)", t);
+        // A member who left an organization left its project roles (tenancy.project_members):
+        // on joining again, they are the application's again, as its table shows them (a
+        // project closed to them stays closed).
+        let rejoin = match &sync.project_memberships {
+            Some(pm) => format!(
+                "    IF new_org IS NOT NULL AND (old_org IS DISTINCT FROM new_org OR old_user IS DISTINCT FROM new_user) THEN\n\
+        PERFORM {}.tenancy_sync_project_memberships_of(new_org, new_user);\n\
+    END IF;\n",
+                quote_ident(&pm.table.schema)
+            ),
+            None => String::new(),
+        };
         let function = format!(
             "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
 DECLARE\n\
@@ -1055,7 +1067,7 @@ BEGIN\n\
             END;\n\
         END IF;\n\
     END IF;\n\
-    RETURN NULL;\n\
+{rejoin}    RETURN NULL;\n\
 END\n$tenancy$;"
         );
         let orgs_of = match &sync.organizations {
@@ -1334,6 +1346,31 @@ fn project_memberships_block(m: &ProjectMembershipsSync) -> Block {
     ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role\n\
      WHERE project_members.role IS DISTINCT FROM EXCLUDED.role;\n$tenancy$;"
     );
+    // One member's project roles in one organization, as the application's table has them (the
+    // memberships sync calls it, as the writer, when a member joins again): the rows the
+    // application's writers wrote, copied with the DBA's rights like the backfill below, for the
+    // organization of the caller's context only (or for the table's owner and DBAs).
+    let of_user = format!("{schema}.tenancy_sync_project_memberships_of");
+    let of_user_sql = format!(
+        "CREATE OR REPLACE FUNCTION {of_user}(p_org uuid, p_user text) RETURNS void\n    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
+BEGIN\n\
+    IF p_org IS DISTINCT FROM tenancy.current_org()\n\
+       AND NOT pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = {tl}::regclass), 'USAGE')\n\
+       AND NOT pg_has_role(session_user, 'tenancy_admin', 'USAGE') THEN\n\
+        RETURN;\n\
+    END IF;\n\
+    INSERT INTO tenancy.project_members (project_id, user_id, role)\n\
+    SELECT DISTINCT ON ({project}) {project}, r.{user}::text, {role}\n\
+      FROM {t} r\n\
+     WHERE {holds} AND r.{user}::text = p_user\n\
+       AND EXISTS (SELECT FROM tenancy.organizations o WHERE o.id = {project} AND o.parent_id = p_org)\n\
+       AND EXISTS (SELECT FROM tenancy.members m WHERE m.org_id = p_org AND m.user_id = p_user)\n\
+     ORDER BY {project}\n\
+    ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role\n\
+     WHERE project_members.role IS DISTINCT FROM EXCLUDED.role;\n\
+END\n$tenancy$;",
+        tl = literal(&t.to_string())
+    );
     let function = format!(
         "CREATE OR REPLACE FUNCTION {f}() RETURNS trigger\n    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $tenancy$\n\
 DECLARE\n\
@@ -1384,6 +1421,7 @@ END\n$tenancy$;"
         object: Object::Sync,
         units: vec![
             vec![helper, format!("REVOKE ALL ON FUNCTION {direct}{args} FROM PUBLIC;"), grant_to_owner(&direct, args, t)],
+            vec![of_user_sql],
             vec![function, format!("REVOKE ALL ON FUNCTION {f}() FROM PUBLIC;")],
             vec![format!(
                 "CREATE OR REPLACE TRIGGER tenancy_sync AFTER INSERT OR UPDATE OR DELETE ON {t}\n    FOR EACH ROW EXECUTE FUNCTION {f}();"

@@ -173,9 +173,18 @@ fn create_organization(
         let parent_admin = now.org == Some(parent)
             && now
                 .member
+                .as_ref()
                 .is_some_and(|m| m.role_at(context::Level::Organization).1.split(',').any(|x| x == "members.manage"));
         if !admin && !parent_admin {
             denied(format!("permission denied to create a child of organization {parent}"))
+        }
+        // Its owner gets the project's owner role: the creator, or anyone when an owner of the
+        // organization creates it (never above the creator's own role).
+        let org_owner = now.member.as_ref().is_some_and(|m| m.role_at(context::Level::Organization).0 == "owner");
+        if !admin && !org_owner && now.user.as_deref() != Some(owner) {
+            denied(format!(
+                "permission denied to make \"{owner}\" the owner of a new project: only an owner of the organization can make another member one"
+            ))
         }
     }
     as_catalog_owner(|| {

@@ -713,3 +713,58 @@ fn organization_admins_manage_project_memberships_from_the_organizations_context
     assert_eq!(affected(&mut tx, "UPDATE two.project_memberships SET role = role"), 0);
     assert_eq!(affected(&mut tx, "DELETE FROM two.project_memberships"), 0);
 }
+
+/// A member who leaves the organization leaves its project roles; joining again, through the
+/// application's memberships, brings back the project roles the application's table still
+/// shows, a project closed to them included (an attack round re-added a member, by deleting
+/// and inserting their row, to open such a project).
+#[test]
+fn a_member_who_joins_again_gets_the_project_roles_the_application_shows() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(TWO_LEVELS).unwrap();
+    apply_policy(&db, POLICY);
+    let mut c = db.app();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&org("org_acme", "alice")).unwrap();
+    tx.batch_execute(
+        "DELETE FROM two.organization_memberships WHERE user_id = 'bob';
+         INSERT INTO two.organization_memberships VALUES ('org_acme', 'bob', 'MEMBER');",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    // prj_a2 is still closed to bob (NONE), and he is still prj_a1's admin.
+    let mut tx = c.transaction().unwrap();
+    let e = error_of(&mut tx, &project("prj_a2", "bob"));
+    assert_eq!(e.code, "42501", "{}", e.message);
+    drop(tx);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&project("prj_a1", "bob")).unwrap();
+    assert_eq!(text(&mut tx, "SELECT tenancy.current_member_role()").as_deref(), Some("admin"));
+}
+
+/// A project made with tenancy.create_organization(..., parent_id) gets its owner the project's
+/// owner role: an admin of the organization makes themselves its owner, not another member (an
+/// attack round had an admin hand a project's owner role out that way, above their own role);
+/// an owner of the organization may make anyone.
+#[test]
+fn an_organization_admin_does_not_make_another_member_a_projects_owner() {
+    let db = TestDb::new();
+    let mut admin = db.admin();
+    admin.batch_execute(TWO_LEVELS).unwrap();
+    apply_policy(&db, POLICY);
+    admin.batch_execute("UPDATE two.organization_memberships SET role = 'ADMIN' WHERE user_id = 'carol'").unwrap();
+    let mut c = db.app();
+    let create = |owner: &str, slug: &str| {
+        format!("SELECT tenancy.create_organization('p', '{slug}', '{owner}', 'free', NULL, tenancy.current_org())")
+    };
+    let e = refused(&mut c, &org("org_acme", "carol"), &create("bob", "by-carol-for-bob"));
+    assert_eq!(e.code, "42501", "{}", e.message);
+    assert!(e.message.contains("owner of a new project"), "{}", e.message);
+    for (user, owner, slug) in [("carol", "carol", "by-carol"), ("alice", "bob", "by-alice-for-bob")] {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&org("org_acme", user)).unwrap();
+        tx.batch_execute(&create(owner, slug)).unwrap_or_else(|e| panic!("{user} making {owner} an owner: {e}"));
+        tx.commit().unwrap();
+    }
+}
