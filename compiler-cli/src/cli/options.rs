@@ -184,9 +184,12 @@ organization seen or changed beyond what is public or shared with the organizati
 written into or pointing at another organization, or anything seen or written without a context.
 
 Cells: own, shared, public, global (rows reached), all (a global table), none (nothing to
-reach), denied (refused: allowed by design), closed (nothing without a context), LEAK, not
-verified (a row could not be generated, or a check could not run; the reason is printed).
-Tables the policy files declare unscoped are listed with their reason, not probed.";
+reach), denied (refused: allowed by design), refused (the tenant's own rows, by the
+application's constraints or triggers: printed with the error, not a failure), closed (nothing
+without a context), LEAK, not verified (a row could not be generated, a check could not run, or
+the tenant could not read its own rows; the reason is printed). verify exits 1 on a leak or
+anything not verified. Tables the policy files declare unscoped are listed with their reason,
+not probed.";
 
 fn lint_rules_help() -> String {
     let mut s = String::from("Rules:\n");
