@@ -197,6 +197,12 @@ CREATE TABLE lib.sections (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
 CREATE INDEX ON lib.sections (template_id);
 -- One row per organization: a second one is a unique violation.
 CREATE TABLE lib.settings (org_id uuid PRIMARY KEY, theme text NOT NULL);
+-- One row per organization that other rows reference: neither deleted nor written again beside.
+CREATE TABLE lib.profiles (org_id uuid PRIMARY KEY, motto text NOT NULL);
+CREATE TABLE lib.profile_links (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL,
+                                profile_id uuid NOT NULL REFERENCES lib.profiles (org_id), url text NOT NULL);
+CREATE INDEX ON lib.profile_links (org_id);
+CREATE INDEX ON lib.profile_links (profile_id);
 -- A cycle, named so that the table written last sorts first.
 CREATE TABLE lib.z_plans (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), org_id uuid NOT NULL, first_step_id uuid);
 CREATE INDEX ON lib.z_plans (org_id);
@@ -245,6 +251,12 @@ kind = "tenant"
 parent = "template_id"
 
 [tables.settings]
+kind = "tenant"
+
+[tables.profiles]
+kind = "tenant"
+
+[tables.profile_links]
 kind = "tenant"
 
 [tables.z_plans]
@@ -310,6 +322,10 @@ fn every_kind_of_table_is_proven_as_the_policy_files_declare_it() {
         ("lib.sections", "insert", "own"),
         // Its own row out of the way first: one row per organization.
         ("lib.settings", "insert", "own"),
+        // ... and when other rows reference it (it is put out of the way with triggers off);
+        // deleting it stays refused: a fresh row has the same key, which those rows reference.
+        ("lib.profiles", "insert", "own"),
+        ("lib.profiles", "delete", "refused"),
         ("lib.a_steps", "insert", "own"),
         ("lib.rates", "select", "own"),
         ("lib.rates", "insert", "own"),

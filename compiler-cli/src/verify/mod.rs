@@ -210,19 +210,36 @@ fn as_role(
     Ok(as_role_after(tx, None, role, context, sql)?.unwrap_or_else(|| Err("no first step".into())))
 }
 
+/// What runs as a table's owner before a probe, in the probe's savepoint: `clear` with the
+/// database's triggers off (`session_replication_role = replica`, as the superuser verify is:
+/// the tenant's fixture rows go though other fixtures reference them), then `write` with them on.
+struct First<'a> {
+    table: &'a catalog::Table,
+    clear: Option<String>,
+    write: Option<String>,
+}
+
 /// [`as_role`], after `first` ran as its table's owner in the same context (rows moved out of
 /// the way, or one written to be deleted), rolled back with the rest; None when `first` failed.
 fn as_role_after(
     tx: &mut postgres::Transaction<'_>,
-    first: Option<(&catalog::Table, &str)>,
+    first: Option<&First<'_>>,
     role: &str,
     context: Option<&str>,
     sql: &str,
 ) -> Result<Option<Result<Outcome, String>>, postgres::Error> {
     tx.batch_execute("SAVEPOINT tenancy_verify_as")?;
     let mut prepared = tx.batch_execute(context.unwrap_or("SELECT tenancy.clear_context()"));
-    if let (Ok(()), Some((table, first))) = (&prepared, first) {
-        prepared = as_owner(tx, table, first).map(|_| ());
+    if let (Ok(()), Some(f)) = (&prepared, first) {
+        if let Some(clear) = &f.clear {
+            prepared = tx
+                .batch_execute("SET LOCAL session_replication_role = replica")
+                .and_then(|()| as_owner(tx, f.table, clear).map(|_| ()))
+                .and_then(|()| tx.batch_execute("SET LOCAL session_replication_role = origin"));
+        }
+        if let (Ok(()), Some(write)) = (&prepared, &f.write) {
+            prepared = as_owner(tx, f.table, write).map(|_| ());
+        }
     }
     let result = match prepared {
         Ok(()) => Some(restricted(tx, role, false, sql).map_err(|e| error_text(&e))),

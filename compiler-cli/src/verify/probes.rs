@@ -184,9 +184,12 @@ impl<'w> Probe<'_, 'w> {
                     // A key the tenant's fixture row holds already (one row per project, say):
                     // the same INSERT with that row out of the way.
                     let ctids: Vec<String> = own_rows.iter().map(|c| format!("{}::tid", literal(c))).collect();
-                    let first = format!("DELETE FROM {name} WHERE ctid IN ({})", ctids.join(", "));
-                    let again =
-                        super::as_role_after(tx, Some((table, &first)), self.role, context, &sql)?.unwrap_or(Err(e));
+                    let first = super::First {
+                        table,
+                        clear: Some(format!("DELETE FROM {name} WHERE ctid IN ({})", ctids.join(", "))),
+                        write: None,
+                    };
+                    let again = super::as_role_after(tx, Some(&first), self.role, context, &sql)?.unwrap_or(Err(e));
                     own_outcome(cell, &me, again.map(|_| super::Outcome { processed: 1, rows: vec![] }))
                 }
                 ("own", result) => {
@@ -339,8 +342,20 @@ impl<'w> Probe<'_, 'w> {
                             "DELETE FROM {name} t WHERE {mine} AND t.ctid <> ALL (ARRAY[{}])",
                             fixtures.join(", ")
                         );
-                        if let Some(again) = super::as_role_after(tx, Some((table, &fresh)), self.role, context, &sql)?
-                        {
+                        // Its fixture rows out of the way first (a key they hold, one row per
+                        // organization, would refuse the fresh row), unless the fresh row points
+                        // at them (a reference to its own table): then beside them.
+                        let mut first = super::First {
+                            table,
+                            clear: Some(format!("DELETE FROM {name} WHERE ctid IN ({})", fixtures.join(", "))),
+                            write: Some(fresh),
+                        };
+                        let mut again = super::as_role_after(tx, Some(&first), self.role, context, &sql)?;
+                        if again.is_none() {
+                            first.clear = None;
+                            again = super::as_role_after(tx, Some(&first), self.role, context, &sql)?;
+                        }
+                        if let Some(again) = again {
                             if again.as_ref().is_ok_and(|o| o.processed > 0) || again.is_err() {
                                 outcome = again;
                             }
