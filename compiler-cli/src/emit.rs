@@ -378,7 +378,7 @@ fn tenant_policy(
     let (roles, rule) = allowed(compiled, commands, command)?;
     let mut p = predicate(this, tenant, rule, sharing, command, null_rows);
     if let Some(a) = org_admins {
-        p = format!("(({p})\n        OR {})", org_admins_arm(this, a, rule));
+        p = format!("(({p})\n        OR {})", org_admins_arm(a, rule));
     }
     let (checked, helpers) = with_references(compiled, this, &p, references, command);
     Some(helpers + &policy_sql(name, command, &roles, &p, &checked))
@@ -398,7 +398,7 @@ pub(crate) struct OrgAdmins<'a> {
 /// under its own policies), for members whose organization role is the command's, and at least
 /// admin. The projects are an array computed once per statement, so that both arms are index
 /// conditions on the project column (a BitmapOr), never a scan of every organization's rows.
-fn org_admins_arm(_this: &QualifiedName, a: &OrgAdmins, rule: &CompiledRule) -> String {
+fn org_admins_arm(a: &OrgAdmins, rule: &CompiledRule) -> String {
     let role = if rule.role.0 == crate::policy::MEMBER_ROLES[0] { rule.role.0.as_str() } else { "admin" };
     let p = a.projects;
     // The rule's other parts (a permission, an owner column, a check) hold here too, with the

@@ -553,11 +553,14 @@ fn require_context<'a>(
 }
 
 pub(crate) fn caller_bypasses_rls() -> bool {
-    // SAFETY: syscache lookups for the current user inside a transaction.
-    unsafe {
-        let me = pg_sys::GetUserId();
-        pg_sys::superuser_arg(me) || pg_sys::has_bypassrls_privilege(me)
-    }
+    // SAFETY: the current user, inside a transaction.
+    bypasses_rls(unsafe { pg_sys::GetUserId() })
+}
+
+/// Whether role `user` is a superuser or bypasses row-level security.
+pub(crate) fn bypasses_rls(user: pg_sys::Oid) -> bool {
+    // SAFETY: syscache lookups inside a transaction.
+    unsafe { pg_sys::superuser_arg(user) || pg_sys::has_bypassrls_privilege(user) }
 }
 
 /// The canonical text of a uuid (`8-4-4-4-12` lowercase hex), without the formatting machinery

@@ -180,22 +180,12 @@ unsafe extern "C-unwind" fn plan(
         // SECURITY DEFINER function the current user may, and the client still gets the plan).
         if pg_sys::Debug_print_plan
             && !crate::gucs::ALLOW_EXPLAIN.get()
-            && !session_bypasses_rls()
+            && !crate::context::bypasses_rls(pg_sys::GetSessionUserId())
             && (crate::hooks::reads_hidden_rows_planned(stmt) || reads_barrier_view(stmt))
         {
             crate::error::TenancyError::DebugPlanRefused.raise()
         }
         stmt
-    }
-}
-
-/// Whether the session's user (not the current one, which a SECURITY DEFINER function changes)
-/// is a superuser or bypasses row-level security.
-fn session_bypasses_rls() -> bool {
-    // SAFETY: syscache lookups for the session's user inside a transaction.
-    unsafe {
-        let me = pg_sys::GetSessionUserId();
-        pg_sys::superuser_arg(me) || pg_sys::has_bypassrls_privilege(me)
     }
 }
 

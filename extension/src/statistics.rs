@@ -84,13 +84,7 @@ unsafe extern "C-unwind" fn relation_stats(
         if (*rte).securityQuals.is_null() {
             return false;
         }
-        let tuple = pg_sys::SearchSysCache3(
-            pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
-            pg_sys::Datum::from((*rte).relid),
-            pg_sys::Datum::from(attnum),
-            pg_sys::Datum::from((*rte).inh),
-        );
-        supply(vardata, tuple);
+        supply(vardata, (*rte).relid, attnum, (*rte).inh);
         true
     }
 }
@@ -116,25 +110,30 @@ unsafe extern "C-unwind" fn index_stats(
         {
             return false;
         }
-        let tuple = pg_sys::SearchSysCache3(
-            pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
-            pg_sys::Datum::from(index),
-            pg_sys::Datum::from(attnum),
-            pg_sys::Datum::from(false),
-        );
-        supply(vardata, tuple);
+        supply(vardata, index, attnum, false);
         true
     }
 }
 
-/// Gives the planner a copy of syscache `tuple` (of pg_statistic; or none) without its
-/// value-dependent slots, and releases the syscache's.
+/// Gives the planner a copy of the pg_statistic row of (`relation`, `attnum`, `inherited`), if
+/// any, with the NULL fraction only ([`without_values`]), and releases the syscache's.
 ///
 /// # Safety
-/// `tuple` must come from a syscache lookup of pg_statistic (or be invalid); `vardata` valid.
-unsafe fn supply(vardata: *mut pg_sys::VariableStatData, tuple: pg_sys::HeapTuple) {
+/// `vardata` must be valid; inside planning.
+unsafe fn supply(
+    vardata: *mut pg_sys::VariableStatData,
+    relation: pg_sys::Oid,
+    attnum: pg_sys::AttrNumber,
+    inherited: bool,
+) {
     // SAFETY: as the function's contract says.
     unsafe {
+        let tuple = pg_sys::SearchSysCache3(
+            pg_sys::SysCacheIdentifier::STATRELATTINH as i32,
+            pg_sys::Datum::from(relation),
+            pg_sys::Datum::from(attnum),
+            pg_sys::Datum::from(inherited),
+        );
         if tuple.is_null() {
             (*vardata).statsTuple = std::ptr::null_mut();
             (*vardata).freefunc = None;

@@ -700,6 +700,30 @@ fn fresh_key(table: &Table, column: &str, key: TenantKey, text: &str, number: u6
     })
 }
 
+/// The id of the organization (`parent` None) or project (of organization `parent`) the sync
+/// made in pg_tenancy of the row verify wrote into the application's `table` with `key`.
+fn synced_id(
+    tx: &mut postgres::Transaction<'_>,
+    table: &Table,
+    key: &str,
+    parent: Option<&str>,
+) -> Result<String, VerifyError> {
+    let id: Option<String> = tx
+        .query_opt(
+            "SELECT id::text FROM tenancy.organizations
+              WHERE parent_id IS NOT DISTINCT FROM $1::text::uuid AND (id::text = $2 OR key = $2)",
+            &[&parent, &key],
+        )?
+        .map(|r| r.get(0));
+    let noun = if parent.is_some() { "project" } else { "organization" };
+    id.ok_or_else(|| {
+        VerifyError::Unusable(format!(
+            "the {noun} verify wrote into {} ({key}): the sync made no pg_tenancy {noun} of it (does it meet the `active` condition?)",
+            table.name
+        ))
+    })
+}
+
 /// Creates the organizations, their owners and (with two levels) projects, and the contexts the
 /// verifier acts in.
 pub(super) fn create_tenants(
@@ -806,18 +830,7 @@ pub(super) fn create_tenants(
             .write(tx, table, &row, None)?
             .map_err(|e| fail(format!("cannot write an organization into {}", table.name), e))?;
         let key = f.value(&s.id).unwrap_or_default();
-        let id: Option<String> = tx
-            .query_opt(
-                "SELECT id::text FROM tenancy.organizations WHERE parent_id IS NULL AND (id::text = $1 OR key = $1)",
-                &[&key],
-            )?
-            .map(|r| r.get(0));
-        let id = id.ok_or_else(|| {
-            fail(
-                format!("the organization verify wrote into {} ({key})", table.name),
-                "the sync made no pg_tenancy organization of it (does it meet the `active` condition?)".into(),
-            )
-        })?;
+        let id = synced_id(tx, table, &key, None)?;
         written.push((table.name.clone(), o, f));
         // Its owner: a row of the application's memberships, which the sync copies.
         if let Some(m) = sync.and_then(|s| s.memberships.as_ref()) {
@@ -885,18 +898,7 @@ pub(super) fn create_tenants(
                 .write(tx, table, &row, Some(&context))?
                 .map_err(|e| fail(format!("cannot write a project into {}", table.name), e))?;
             let key = f.value(&p.id).unwrap_or_default();
-            let id: Option<String> = tx
-                .query_opt(
-                    "SELECT id::text FROM tenancy.organizations WHERE parent_id = $1::text::uuid AND (id::text = $2 OR key = $2)",
-                    &[&orgs[o].id, &key],
-                )?
-                .map(|r| r.get(0));
-            let id = id.ok_or_else(|| {
-                fail(
-                    format!("the project verify wrote into {} ({key})", table.name),
-                    "the sync made no pg_tenancy project of it (does it meet the `active` condition?)".into(),
-                )
-            })?;
+            let id = synced_id(tx, table, &key, Some(&orgs[o].id))?;
             written.push((table.name.clone(), o, f));
             list.push(Tenant {
                 label,

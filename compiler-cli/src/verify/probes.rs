@@ -183,10 +183,9 @@ impl<'w> Probe<'_, 'w> {
                 ("own", Err(e)) if e.ends_with("(23505)") && !own_rows.is_empty() => {
                     // A key the tenant's fixture row holds already (one row per project, say):
                     // the same INSERT with that row out of the way.
-                    let ctids: Vec<String> = own_rows.iter().map(|c| format!("{}::tid", literal(c))).collect();
                     let first = super::First {
                         table,
-                        clear: Some(format!("DELETE FROM {name} WHERE ctid IN ({})", ctids.join(", "))),
+                        clear: Some(format!("DELETE FROM {name} WHERE ctid IN ({})", tids(&own_rows))),
                         write: None,
                     };
                     let again = super::as_role_after(tx, Some(&first), self.role, context, &sql)?.unwrap_or(Err(e));
@@ -336,18 +335,15 @@ impl<'w> Probe<'_, 'w> {
                 if !e.ends_with("(42501)") {
                     // Its rows are referenced (by the other fixtures) or guarded: a row of its own
                     // that nothing references yet, written first, deleted as the role.
-                    let fixtures: Vec<String> = own_rows.iter().map(|c| format!("{}::tid", literal(c))).collect();
+                    let fixtures = tids(&own_rows);
                     if let Ok(fresh) = self.writer.insert_sql(table, &Row::new(own.as_deref(), x)) {
-                        let sql = format!(
-                            "DELETE FROM {name} t WHERE {mine} AND t.ctid <> ALL (ARRAY[{}])",
-                            fixtures.join(", ")
-                        );
+                        let sql = format!("DELETE FROM {name} t WHERE {mine} AND t.ctid <> ALL (ARRAY[{fixtures}])");
                         // Its fixture rows out of the way first (a key they hold, one row per
                         // organization, would refuse the fresh row), unless the fresh row points
                         // at them (a reference to its own table): then beside them.
                         let mut first = super::First {
                             table,
-                            clear: Some(format!("DELETE FROM {name} WHERE ctid IN ({})", fixtures.join(", "))),
+                            clear: Some(format!("DELETE FROM {name} WHERE ctid IN ({fixtures})")),
                             write: Some(fresh),
                         };
                         let mut again = super::as_role_after(tx, Some(&first), self.role, context, &sql)?;
@@ -560,6 +556,11 @@ impl<'w> Probe<'_, 'w> {
 /// privileges or policies refused it or it changed none, `refused` (with the reason, in
 /// `notes`) when anything else refused it: the application's triggers, its constraints, or a
 /// row the verifier could not make valid.
+/// Row addresses as an SQL list of `tid`s.
+fn tids(ctids: &[String]) -> String {
+    ctids.iter().map(|c| format!("{}::tid", literal(c))).collect::<Vec<_>>().join(", ")
+}
+
 fn own_outcome(cell: &mut Cell, me: &str, result: Result<super::Outcome, String>) {
     match result {
         Ok(o) if o.processed > 0 => {
